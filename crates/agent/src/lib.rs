@@ -1,0 +1,1 @@
+//! The SocketPlane agent: store wiring, reconciler, local API and cluster port.

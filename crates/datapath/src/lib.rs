@@ -1,0 +1,126 @@
+//! The datapath: what turns cluster state into packets on the wire.
+//!
+//! The agent computes a [`DesiredState`] for its host (the networks, the
+//! endpoints on this host, the endpoints on other hosts) and hands it to a
+//! [`Datapath`], which converges the host to it. The interface speaks of
+//! networks and endpoints only, never of bridges or flows, so the Linux and
+//! Open vSwitch implementations are interchangeable.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+pub use socketplane_api::MacAddr;
+
+/// UDP port of VXLAN (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN over IPv4 adds to each frame: outer IP 20 + UDP 8 + VXLAN 8 +
+/// inner Ethernet 14.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// One overlay network as the datapath needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// VXLAN network identifier, unique per network in the cluster.
+    pub vni: u32,
+    pub subnet: Ipv4Net,
+    /// The distributed gateway address (the same on every host).
+    pub gateway: Ipv4Addr,
+    /// MTU inside the overlay; `None` means underlay MTU − 50.
+    pub mtu: Option<u32>,
+}
+
+/// An endpoint on this host: a veth pair, host end on the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalEndpoint {
+    /// Cluster-unique endpoint id; host-side device names derive from it.
+    pub id: String,
+    /// Name of the network (a [`NetworkSpec::name`]).
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// The workload's network namespace (e.g. `/var/run/netns/X` or
+    /// `/proc/PID/ns/net`). `None`: leave the workload end in the host
+    /// namespace, named [`Datapath::endpoint_ifnames`]'s peer name, for a
+    /// runtime (Docker) to move and configure.
+    pub netns: Option<PathBuf>,
+    /// Interface name inside the workload namespace (default `eth0`).
+    pub ifname: String,
+}
+
+/// An endpoint on another host, reached through the tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteEndpoint {
+    pub id: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// Underlay address of the host the endpoint lives on.
+    pub host: Ipv4Addr,
+}
+
+/// Everything the datapath must make true on this host. Whatever the
+/// datapath owns and is not in here is removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub networks: Vec<NetworkSpec>,
+    pub local: Vec<LocalEndpoint>,
+    pub remote: Vec<RemoteEndpoint>,
+}
+
+/// What one `apply` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Number of kernel (or OVS) writes made; 0 when already converged.
+    pub changes: usize,
+}
+
+/// Host-side and workload-side interface names of a local endpoint before the
+/// workload end is moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointIfnames {
+    pub host: String,
+    pub peer: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("invalid desired state: {0}")]
+    Invalid(String),
+    #[error("netlink: {context}: {message}")]
+    Netlink { context: String, message: String },
+    #[error("firewall: {0}")]
+    Firewall(String),
+    #[error("network namespace {path}: {message}")]
+    Netns { path: String, message: String },
+    #[error("{0} is not available: {1}")]
+    Unavailable(String, String),
+    /// Several independent steps failed (teardown keeps going and collects).
+    #[error("{} errors: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Many(Vec<DatapathError>),
+}
+
+pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+/// A datapath implementation (Linux kernel, Open vSwitch).
+#[async_trait]
+pub trait Datapath: Send + Sync + 'static {
+    /// "linux" or "ovs".
+    fn name(&self) -> &'static str;
+
+    /// Converges the host to `desired`: creates what is missing, fixes what
+    /// differs, removes what this datapath owns but is no longer desired,
+    /// and touches nothing it does not own. Idempotent: applying the same
+    /// state twice makes no changes the second time.
+    async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport>;
+
+    /// The names a local endpoint's veth pair gets (for runtimes that move
+    /// the workload end themselves).
+    fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames;
+
+    /// Removes everything this datapath created on the host.
+    async fn teardown(&self) -> Result<()>;
+}

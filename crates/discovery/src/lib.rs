@@ -1,0 +1,1 @@
+//! Finding cluster peers: mDNS (_socketplane._tcp.local.) and static addresses.

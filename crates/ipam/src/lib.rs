@@ -1,0 +1,1 @@
+//! Address management: pure allocation logic over the store's compare-and-set.
