@@ -1,6 +1,17 @@
-//! Types shared across SocketPlane: the records kept in the store, the local
-//! REST API's bodies, and small value types (MAC addresses).
+//! Types shared across SocketPlane: the records kept in the store
+//! ([`records`], [`keys`]), the local REST API's bodies ([`rest`]) and small
+//! value types ([`MacAddr`]).
 
+pub mod keys;
 pub mod mac;
+pub mod records;
+pub mod rest;
 
 pub use mac::MacAddr;
+pub use records::{EndpointRecord, NetworkRecord, NodeRecord};
+
+/// Version of the agent-to-agent protocol (mDNS TXT `v=`).
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// Header carrying the cluster token on the cluster port.
+pub const TOKEN_HEADER: &str = "x-socketplane-token";

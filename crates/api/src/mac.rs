@@ -93,7 +93,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "02:53", "02:53:0a:01:00:02:03", "zz:53:0a:01:00:02", "2:53:0a:01:00:02"] {
+        for bad in [
+            "",
+            "02:53",
+            "02:53:0a:01:00:02:03",
+            "zz:53:0a:01:00:02",
+            "2:53:0a:01:00:02",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

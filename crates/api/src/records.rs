@@ -1,0 +1,55 @@
+//! Records kept in the store (JSON values under [`crate::keys`]).
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::MacAddr;
+
+/// A cluster member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Stable id (16 hex digits), kept in the node's data dir.
+    pub id: String,
+    pub name: String,
+    /// Underlay address: VXLAN tunnels end here.
+    pub addr: Ipv4Addr,
+    pub cluster_port: u16,
+    pub datapath: String,
+    pub version: String,
+}
+
+/// A named overlay network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub vni: u32,
+    /// Overlay MTU if set by the user; otherwise each host uses its
+    /// underlay MTU − 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// A workload interface on a network, on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub network: String,
+    /// Id of the node the endpoint lives on.
+    pub node: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// A friendly name (container name, workload name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Network namespace path on the node; `None` for runtimes that move
+    /// the interface themselves (Docker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    pub ifname: String,
+}

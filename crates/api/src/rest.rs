@@ -1,0 +1,115 @@
+//! Bodies of the local REST API (`/v1/...` on the agent's unix socket). The
+//! OpenAPI document is `docs/openapi.yaml`.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{EndpointRecord, NetworkRecord};
+
+/// Every error the API returns: a sentence for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateNetwork {
+    pub name: String,
+    /// CIDR, e.g. "10.2.0.0/16".
+    pub subnet: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    #[serde(flatten)]
+    pub network: NetworkRecord,
+    /// Endpoints attached, cluster-wide.
+    pub endpoints: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachEndpoint {
+    pub network: String,
+    /// Network namespace to put the interface in; absent for runtimes that
+    /// move it themselves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Request this address instead of the next free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    #[serde(flatten)]
+    pub endpoint: EndpointRecord,
+    pub node_name: String,
+    pub host: Option<Ipv4Addr>,
+    pub gateway: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub node_id: String,
+    pub node_name: String,
+    pub cluster: String,
+    pub addr: Ipv4Addr,
+    pub iface: String,
+    pub datapath: String,
+    pub store: String,
+    pub version: String,
+    /// False while the agent is still founding or joining its cluster.
+    pub ready: bool,
+    /// True when no cluster token is set: anyone on the LAN may join.
+    pub open_cluster: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub alive: bool,
+    /// "leader", "voter", "replica" or "none".
+    pub role: String,
+    pub datapath: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    pub backend: String,
+    pub healthy: bool,
+    pub leader: Option<String>,
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub this_node: String,
+    pub nodes: Vec<NodeStatus>,
+    pub store: StoreHealth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// Cluster-port address of any member, "IP" or "IP:PORT".
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindRequest {
+    pub iface: String,
+}
