@@ -9,6 +9,11 @@
 //! know which backend is behind it. Every backend passes the same
 //! conformance suite (`conformance`, behind the feature of that name).
 
+pub mod kv;
+pub mod mem;
+
+pub use mem::MemStore;
+
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -80,7 +85,11 @@ impl Op {
         }
     }
 
-    pub fn put_with_lease(key: impl Into<String>, value: impl Into<Vec<u8>>, lease: LeaseId) -> Self {
+    pub fn put_with_lease(
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        lease: LeaseId,
+    ) -> Self {
         Op::Put {
             key: key.into(),
             value: value.into(),
@@ -241,7 +250,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Unconditional put; returns the new revision.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
-        Ok(self.txn(Txn::new().then(Op::put(key, value))).await?.revision)
+        Ok(self
+            .txn(Txn::new().then(Op::put(key, value)))
+            .await?
+            .revision)
     }
 
     /// Unconditional delete; returns the store revision afterwards.
