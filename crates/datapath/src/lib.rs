@@ -6,6 +6,9 @@
 //! networks and endpoints only, never of bridges or flows, so the Linux and
 //! Open vSwitch implementations are interchangeable.
 
+#[cfg(target_os = "linux")]
+pub mod linux;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 

@@ -1,0 +1,368 @@
+//! Firewall rules of the Linux datapath.
+//!
+//! Everything lives in two nftables tables of our own (`inet <table>` for
+//! forwarding, isolation and masquerade; `bridge <table>` to keep the anycast
+//! gateway off the tunnel), written atomically with `nft -f -` (flush by
+//! delete + re-create in one transaction). When the iptables `filter` table
+//! exists (iptables-nft, e.g. Docker's `FORWARD DROP` policy), an accept in
+//! our own table cannot override a drop there, so we also keep a chain of
+//! accepts in it (`iptables-restore --noflush`), jumped to from `DOCKER-USER`
+//! when that exists, else from `FORWARD`.
+//!
+//! Each rendering carries a hash of itself as a comment, so checking whether
+//! the kernel already holds the wanted rules is one listing, not a diff.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+
+use ipnet::Ipv4Net;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::names::{fnv1a, BRIDGE_PREFIX, VXLAN_PREFIX};
+use crate::{DatapathError, MacAddr, Result};
+
+/// What the firewall needs to know about one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FwNetwork {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+/// The rules of one datapath instance.
+#[derive(Debug, Clone)]
+pub(crate) struct Firewall {
+    table: String,
+    chain: String,
+}
+
+/// Rendered rules plus the hash that tags them.
+pub(crate) struct Rendered {
+    pub hash: String,
+    pub nft: String,
+    pub iptables: String,
+    pub empty: bool,
+}
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(bin: &str, args: &[&str], stdin: Option<&str>) -> Result<Output> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            DatapathError::Unavailable(
+                bin.to_string(),
+                format!(
+                    "the `{bin}` binary is missing (install the Debian package nftables/iptables)"
+                ),
+            )
+        } else {
+            DatapathError::Firewall(format!("cannot run {bin}: {e}"))
+        }
+    })?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .await
+            .map_err(|e| DatapathError::Firewall(format!("writing to {bin}: {e}")))?;
+        drop(pipe);
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| DatapathError::Firewall(format!("waiting for {bin}: {e}")))?;
+    Ok(Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+async fn run_ok(bin: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let out = run(bin, args, stdin).await?;
+    if out.ok {
+        Ok(out.stdout)
+    } else {
+        Err(DatapathError::Firewall(format!(
+            "{bin} {}: {}",
+            args.join(" "),
+            out.stderr.trim()
+        )))
+    }
+}
+
+impl Firewall {
+    /// `table` names our nftables tables; the iptables chain is its upper-case form.
+    pub(crate) fn new(table: &str) -> Self {
+        let mut chain: String = table
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        chain.truncate(28);
+        Firewall {
+            table: table.to_string(),
+            chain,
+        }
+    }
+
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub(crate) fn render(&self, nets: &[FwNetwork]) -> Rendered {
+        let mut nets = nets.to_vec();
+        nets.sort_by(|a, b| a.bridge.cmp(&b.bridge));
+        let gw = MacAddr::GATEWAY;
+        let br_any = format!("{BRIDGE_PREFIX}*");
+        let vx_any = format!("{VXLAN_PREFIX}*");
+
+        let mut body = String::new();
+        let _ = writeln!(body, "  chain forward {{");
+        let _ = writeln!(
+            body,
+            "    type filter hook forward priority filter; policy accept;"
+        );
+        for n in &nets {
+            let _ = writeln!(body, "    iifname \"{0}\" oifname \"{0}\" accept", n.bridge);
+        }
+        let _ = writeln!(body, "    iifname \"{br_any}\" oifname \"{br_any}\" drop");
+        let _ = writeln!(body, "    iifname \"{br_any}\" accept");
+        let _ = writeln!(
+            body,
+            "    oifname \"{br_any}\" ct state established,related accept"
+        );
+        let _ = writeln!(body, "    oifname \"{br_any}\" drop");
+        let _ = writeln!(body, "  }}");
+        let _ = writeln!(body, "  chain input {{");
+        let _ = writeln!(
+            body,
+            "    type filter hook input priority filter; policy accept;"
+        );
+        for n in &nets {
+            for o in nets.iter().filter(|o| o.bridge != n.bridge) {
+                let _ = writeln!(
+                    body,
+                    "    iifname \"{}\" ip daddr {} drop",
+                    n.bridge, o.subnet
+                );
+            }
+        }
+        let _ = writeln!(body, "  }}");
+        let _ = writeln!(body, "  chain postrouting {{");
+        let _ = writeln!(
+            body,
+            "    type nat hook postrouting priority srcnat; policy accept;"
+        );
+        for n in &nets {
+            let _ = writeln!(
+                body,
+                "    ip saddr {0} ip daddr != {0} oifname != \"{1}\" masquerade",
+                n.subnet, n.bridge
+            );
+        }
+        let _ = writeln!(body, "  }}");
+
+        let mut bridge = String::new();
+        let _ = writeln!(bridge, "  chain input {{");
+        let _ = writeln!(
+            bridge,
+            "    type filter hook input priority filter; policy accept;"
+        );
+        let _ = writeln!(bridge, "    iifname \"{vx_any}\" ether type arp drop");
+        let _ = writeln!(bridge, "    iifname \"{vx_any}\" ether saddr {gw} drop");
+        let _ = writeln!(bridge, "  }}");
+        let _ = writeln!(bridge, "  chain forward {{");
+        let _ = writeln!(
+            bridge,
+            "    type filter hook forward priority filter; policy accept;"
+        );
+        let _ = writeln!(bridge, "    iifname \"{vx_any}\" ether saddr {gw} drop");
+        let _ = writeln!(bridge, "  }}");
+        let _ = writeln!(bridge, "  chain output {{");
+        let _ = writeln!(
+            bridge,
+            "    type filter hook output priority filter; policy accept;"
+        );
+        let _ = writeln!(bridge, "    oifname \"{vx_any}\" ether saddr {gw} drop");
+        let _ = writeln!(bridge, "  }}");
+
+        let mut ipt_rules = String::new();
+        for n in &nets {
+            let _ = writeln!(
+                ipt_rules,
+                "-A {} -i {1} -o {1} -j ACCEPT",
+                self.chain, n.bridge
+            );
+            let _ = writeln!(
+                ipt_rules,
+                "-A {} -i {} ! -o {BRIDGE_PREFIX}+ -j ACCEPT",
+                self.chain, n.bridge
+            );
+            let _ = writeln!(
+                ipt_rules,
+                "-A {} -o {} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                self.chain, n.bridge
+            );
+        }
+
+        let hash = format!(
+            "{:016x}",
+            fnv1a(format!("{}\n{body}\n{bridge}\n{ipt_rules}", self.table).as_bytes())
+        );
+        let t = &self.table;
+        let nft = format!(
+            "table inet {t} {{}}\ndelete table inet {t}\ntable bridge {t} {{}}\ndelete table bridge {t}\n\
+             table inet {t} {{\n  comment \"sp-cfg-{hash}\"\n{body}}}\n\
+             table bridge {t} {{\n  comment \"sp-cfg-{hash}\"\n{bridge}}}\n"
+        );
+        let iptables = format!(
+            "*filter\n:{c} - [0:0]\n-A {c} -m comment --comment sp-cfg-{hash}\n{ipt_rules}COMMIT\n",
+            c = self.chain
+        );
+        Rendered {
+            hash,
+            nft,
+            iptables,
+            empty: nets.is_empty(),
+        }
+    }
+
+    /// Whether the iptables `filter` table exists (so its FORWARD chain counts).
+    async fn iptables_filter_exists(&self) -> Result<bool> {
+        let out = run_ok("nft", &["list", "tables"], None).await?;
+        Ok(out.lines().any(|l| l.trim() == "table ip filter"))
+    }
+
+    async fn iptables_parent(&self) -> Result<&'static str> {
+        let out = run("iptables", &["-w", "-S", "DOCKER-USER"], None).await?;
+        Ok(if out.ok { "DOCKER-USER" } else { "FORWARD" })
+    }
+
+    async fn jump_present(&self, parent: &str) -> Result<bool> {
+        Ok(
+            run("iptables", &["-w", "-C", parent, "-j", &self.chain], None)
+                .await?
+                .ok,
+        )
+    }
+
+    /// Whether the kernel holds exactly `r`.
+    pub(crate) async fn is_current(&self, r: &Rendered) -> Result<bool> {
+        let t = &self.table;
+        let inet = run("nft", &["list", "table", "inet", t], None).await?;
+        let bridge = run("nft", &["list", "table", "bridge", t], None).await?;
+        let filter = self.iptables_filter_exists().await?;
+        if r.empty {
+            if inet.ok || bridge.ok {
+                return Ok(false);
+            }
+            if filter {
+                let chain = run("iptables", &["-w", "-S", &self.chain], None).await?;
+                return Ok(!chain.ok);
+            }
+            return Ok(true);
+        }
+        let tag = format!("sp-cfg-{}", r.hash);
+        if !(inet.ok && inet.stdout.contains(&tag) && bridge.ok && bridge.stdout.contains(&tag)) {
+            return Ok(false);
+        }
+        if filter {
+            let chain = run("iptables", &["-w", "-S", &self.chain], None).await?;
+            if !(chain.ok && chain.stdout.contains(&tag)) {
+                return Ok(false);
+            }
+            let parent = self.iptables_parent().await?;
+            if !self.jump_present(parent).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes `r` (removes everything when it is empty).
+    pub(crate) async fn write(&self, r: &Rendered) -> Result<()> {
+        if r.empty {
+            return self.remove().await;
+        }
+        run_ok("nft", &["-f", "-"], Some(&r.nft)).await?;
+        if self.iptables_filter_exists().await? {
+            run_ok("iptables-restore", &["-w", "--noflush"], Some(&r.iptables)).await?;
+            let parent = self.iptables_parent().await?;
+            if !self.jump_present(parent).await? {
+                run_ok(
+                    "iptables",
+                    &["-w", "-I", parent, "1", "-j", &self.chain],
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every rule of ours; missing pieces are fine.
+    pub(crate) async fn remove(&self) -> Result<()> {
+        let t = &self.table;
+        let script = format!(
+            "table inet {t} {{}}\ndelete table inet {t}\ntable bridge {t} {{}}\ndelete table bridge {t}\n"
+        );
+        let mut errors = Vec::new();
+        if let Err(e) = run_ok("nft", &["-f", "-"], Some(&script)).await {
+            errors.push(e);
+        }
+        match self.iptables_filter_exists().await {
+            Ok(true) => {
+                for parent in ["FORWARD", "DOCKER-USER"] {
+                    // Remove every jump (at most a few; bounded).
+                    for _ in 0..16 {
+                        match run("iptables", &["-w", "-D", parent, "-j", &self.chain], None).await
+                        {
+                            Ok(o) if o.ok => continue,
+                            Ok(_) => break,
+                            Err(e) => {
+                                errors.push(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                let exists = run("iptables", &["-w", "-S", &self.chain], None).await;
+                if matches!(exists, Ok(ref o) if o.ok) {
+                    if let Err(e) = run_ok("iptables", &["-w", "-F", &self.chain], None).await {
+                        errors.push(e);
+                    }
+                    if let Err(e) = run_ok("iptables", &["-w", "-X", &self.chain], None).await {
+                        errors.push(e);
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => errors.push(e),
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(DatapathError::Many(errors)),
+        }
+    }
+}

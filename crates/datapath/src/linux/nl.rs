@@ -1,0 +1,314 @@
+//! Thin netlink helpers over an rtnetlink [`Handle`]: one request/ack and
+//! one dump primitive, plus parsed views of links, addresses and neighbours.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::StreamExt;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::Handle;
+
+use crate::{DatapathError, Result};
+
+/// errno values we look at.
+pub(crate) const ENOENT: i32 = 2;
+pub(crate) const ENODEV: i32 = 19;
+
+/// A failed netlink request, with the kernel's errno when there was one.
+#[derive(Debug)]
+pub(crate) struct NlError {
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl NlError {
+    pub(crate) fn into_dp(self, context: impl Into<String>) -> DatapathError {
+        DatapathError::Netlink {
+            context: context.into(),
+            message: self.message,
+        }
+    }
+}
+
+/// Sends one request and waits for its acknowledgement.
+pub(crate) async fn request_ack(
+    handle: &Handle,
+    msg: RouteNetlinkMessage,
+    flags: u16,
+) -> std::result::Result<(), NlError> {
+    let mut req = NetlinkMessage::from(msg);
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    let mut h = handle.clone();
+    let mut resp = h.request(req).map_err(|e| NlError {
+        errno: None,
+        message: e.to_string(),
+    })?;
+    while let Some(m) = resp.next().await {
+        if let NetlinkPayload::Error(err) = m.payload {
+            if err.code.is_some() {
+                return Err(NlError {
+                    errno: Some(-err.raw_code()),
+                    message: err.to_io().to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Same as [`request_ack`] with the error turned into a [`DatapathError`].
+pub(crate) async fn ack(
+    handle: &Handle,
+    msg: RouteNetlinkMessage,
+    flags: u16,
+    context: impl FnOnce() -> String,
+) -> Result<()> {
+    request_ack(handle, msg, flags)
+        .await
+        .map_err(|e| e.into_dp(context()))
+}
+
+/// Sends a dump request and collects every answer.
+pub(crate) async fn dump(
+    handle: &Handle,
+    msg: RouteNetlinkMessage,
+    context: &str,
+) -> Result<Vec<RouteNetlinkMessage>> {
+    let mut req = NetlinkMessage::from(msg);
+    req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut h = handle.clone();
+    let mut resp = h.request(req).map_err(|e| DatapathError::Netlink {
+        context: context.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut out = Vec::new();
+    while let Some(m) = resp.next().await {
+        match m.payload {
+            NetlinkPayload::InnerMessage(inner) => out.push(inner),
+            NetlinkPayload::Error(err) if err.code.is_some() => {
+                return Err(DatapathError::Netlink {
+                    context: context.to_string(),
+                    message: err.to_io().to_string(),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// What we read from a link.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<InfoKind>,
+    pub master: Option<u32>,
+    pub mtu: u32,
+    pub mac: Vec<u8>,
+    pub up: bool,
+    pub vxlan: Vec<InfoVxlan>,
+    pub bridge: Vec<InfoBridge>,
+    pub port: Vec<InfoBridgePort>,
+}
+
+impl Link {
+    pub(crate) fn from_message(m: LinkMessage) -> Self {
+        let mut l = Link {
+            index: m.header.index,
+            up: m.header.flags.contains(LinkFlags::Up),
+            ..Default::default()
+        };
+        for a in m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => l.name = n,
+                LinkAttribute::Mtu(v) => l.mtu = v,
+                LinkAttribute::Controller(v) => l.master = Some(v),
+                LinkAttribute::Address(v) => l.mac = v,
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        match i {
+                            LinkInfo::Kind(k) => l.kind = Some(k),
+                            LinkInfo::Data(InfoData::Vxlan(v)) => l.vxlan = v,
+                            LinkInfo::Data(InfoData::Bridge(v)) => l.bridge = v,
+                            LinkInfo::PortData(InfoPortData::BridgePort(v)) => l.port = v,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+
+    pub(crate) fn is_kind(&self, k: InfoKind) -> bool {
+        self.kind.as_ref() == Some(&k)
+    }
+}
+
+/// All links, by name.
+pub(crate) async fn links(handle: &Handle) -> Result<HashMap<String, Link>> {
+    let msgs = dump(
+        handle,
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        "dump links",
+    )
+    .await?;
+    let mut out = HashMap::new();
+    for m in msgs {
+        if let RouteNetlinkMessage::NewLink(lm) = m {
+            let l = Link::from_message(lm);
+            out.insert(l.name.clone(), l);
+        }
+    }
+    Ok(out)
+}
+
+/// An IPv4 address on a link.
+#[derive(Debug, Clone)]
+pub(crate) struct Addr {
+    pub index: u32,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub msg: AddressMessage,
+}
+
+/// All IPv4 addresses.
+pub(crate) async fn addrs_v4(handle: &Handle) -> Result<Vec<Addr>> {
+    let mut req = AddressMessage::default();
+    req.header.family = AddressFamily::Inet;
+    let msgs = dump(
+        handle,
+        RouteNetlinkMessage::GetAddress(req),
+        "dump addresses",
+    )
+    .await?;
+    let mut out = Vec::new();
+    for m in msgs {
+        if let RouteNetlinkMessage::NewAddress(am) = m {
+            if am.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let ip = am.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(v)) => Some(*v),
+                _ => None,
+            });
+            let ip = ip.or_else(|| {
+                am.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
+                    _ => None,
+                })
+            });
+            if let Some(ip) = ip {
+                out.push(Addr {
+                    index: am.header.index,
+                    ip,
+                    prefix: am.header.prefix_len,
+                    msg: am,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A neighbour or FDB entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Neigh {
+    pub index: u32,
+    pub state: NeighbourState,
+    pub flags: NeighbourFlags,
+    pub lladdr: Option<Vec<u8>>,
+    pub dst: Option<Ipv4Addr>,
+    pub master: Option<u32>,
+}
+
+/// All neighbours of one family (`Bridge` dumps the FDB).
+pub(crate) async fn neighbours(handle: &Handle, family: AddressFamily) -> Result<Vec<Neigh>> {
+    let mut req = NeighbourMessage::default();
+    req.header.family = family;
+    let msgs = dump(
+        handle,
+        RouteNetlinkMessage::GetNeighbour(req),
+        "dump neighbours",
+    )
+    .await?;
+    let mut out = Vec::new();
+    for m in msgs {
+        if let RouteNetlinkMessage::NewNeighbour(nm) = m {
+            if nm.header.family != family {
+                continue;
+            }
+            let mut n = Neigh {
+                index: nm.header.ifindex,
+                state: nm.header.state,
+                flags: nm.header.flags,
+                lladdr: None,
+                dst: None,
+                master: None,
+            };
+            for a in &nm.attributes {
+                match a {
+                    NeighbourAttribute::LinkLayerAddress(v) => n.lladdr = Some(v.clone()),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => n.dst = Some(*v),
+                    NeighbourAttribute::Controller(v) => n.master = Some(*v),
+                    _ => {}
+                }
+            }
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// IPv4 routes of the main table.
+pub(crate) async fn routes_v4(handle: &Handle) -> Result<Vec<RouteMessage>> {
+    let mut req = RouteMessage::default();
+    req.header.address_family = AddressFamily::Inet;
+    let msgs = dump(handle, RouteNetlinkMessage::GetRoute(req), "dump routes").await?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) if r.header.address_family == AddressFamily::Inet => {
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// Gateway and output interface of a route.
+pub(crate) fn route_gw_oif(r: &RouteMessage) -> (Option<Ipv4Addr>, Option<u32>) {
+    let mut gw = None;
+    let mut oif = None;
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(v)) => gw = Some(*v),
+            RouteAttribute::Oif(v) => oif = Some(*v),
+            _ => {}
+        }
+    }
+    (gw, oif)
+}
+
+/// The table a route lives in (RTA_TABLE wins over the header's u8).
+pub(crate) fn route_table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(r.header.table as u32)
+}
