@@ -703,7 +703,7 @@ impl LinuxDatapath {
             for n in fdb.iter().filter(|n| {
                 n.index == vx.index
                     && n.dst.is_none()
-                    && n.flags.contains(NeighbourFlags::Controller)
+                    && n.master == Some(br.index)
                     && n.state == NeighbourState::Noarp
             }) {
                 let Some(mac) = mac6(n.lladdr.as_deref()) else {

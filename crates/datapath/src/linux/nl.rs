@@ -12,7 +12,7 @@ use netlink_packet_route::link::{
     LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -73,9 +73,11 @@ pub(crate) async fn ack(
     flags: u16,
     context: impl FnOnce() -> String,
 ) -> Result<()> {
+    let context = context();
+    tracing::debug!(write = %context, "Netlink write.");
     request_ack(handle, msg, flags)
         .await
-        .map_err(|e| e.into_dp(context()))
+        .map_err(|e| e.into_dp(context))
 }
 
 /// Sends a dump request and collects every answer.
@@ -228,7 +230,6 @@ pub(crate) async fn addrs_v4(handle: &Handle) -> Result<Vec<Addr>> {
 pub(crate) struct Neigh {
     pub index: u32,
     pub state: NeighbourState,
-    pub flags: NeighbourFlags,
     pub lladdr: Option<Vec<u8>>,
     pub dst: Option<Ipv4Addr>,
     pub master: Option<u32>,
@@ -253,7 +254,6 @@ pub(crate) async fn neighbours(handle: &Handle, family: AddressFamily) -> Result
             let mut n = Neigh {
                 index: nm.header.ifindex,
                 state: nm.header.state,
-                flags: nm.header.flags,
                 lladdr: None,
                 dst: None,
                 master: None,
@@ -262,6 +262,12 @@ pub(crate) async fn neighbours(handle: &Handle, family: AddressFamily) -> Result
                 match a {
                     NeighbourAttribute::LinkLayerAddress(v) => n.lladdr = Some(v.clone()),
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => n.dst = Some(*v),
+                    // AF_BRIDGE messages carry the VXLAN destination raw.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(v)) => {
+                        if let Ok(b) = <[u8; 4]>::try_from(v.as_slice()) {
+                            n.dst = Some(Ipv4Addr::from(b));
+                        }
+                    }
                     NeighbourAttribute::Controller(v) => n.master = Some(*v),
                     _ => {}
                 }

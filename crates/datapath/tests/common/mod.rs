@@ -1,0 +1,425 @@
+//! A multi-host lab in network namespaces for the Linux datapath tests.
+//!
+//! Layout: a "switch" namespace holding the underlay bridge (never the root
+//! namespace, so nothing touches the host), N host namespaces each with
+//! `eth0` = 198.18.0.<i+1>/24 on that bridge, an "outside" namespace with
+//! 198.18.0.254, and workload namespaces. Each host runs a `LinuxDatapath`
+//! on a dedicated thread that entered the host namespace (setns, then a
+//! current-thread tokio runtime). Everything is removed on drop, also when
+//! a test panics: deleting the namespaces removes every link, rule and
+//! address the test made inside them.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use nix::sched::CloneFlags;
+use socketplane_datapath::linux::{LinuxConfig, LinuxDatapath};
+use socketplane_datapath::{
+    ApplyReport, Datapath, DesiredState, LocalEndpoint, MacAddr, NetworkSpec, RemoteEndpoint,
+};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?} ({e}); is the package installed?", args));
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}{}",
+        args,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command, returning whether it succeeded.
+pub fn try_sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or_else(|e| panic!("cannot run {:?} ({e}); is the package installed?", args))
+}
+
+/// Fails clearly when a needed binary is missing.
+pub fn require(bins: &[&str]) {
+    for b in bins {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(b).is_file()))
+            .unwrap_or(false);
+        assert!(
+            found,
+            "required binary `{b}` not found: install it (see the datapath README/report)"
+        );
+    }
+}
+
+pub fn ns_path(name: &str) -> String {
+    format!("/var/run/netns/{name}")
+}
+
+/// Runs `f` on a thread inside network namespace `ns`.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = ns_path(ns);
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap();
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Spawns `f` on a thread inside network namespace `ns`.
+pub fn spawn_in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    let path = ns_path(ns);
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap();
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+enum Cmd {
+    Apply(DesiredState, mpsc::Sender<Result<ApplyReport, String>>),
+    Teardown(mpsc::Sender<Result<(), String>>),
+}
+
+/// A LinuxDatapath running inside a host namespace on its own thread.
+pub struct DpHost {
+    tx: Option<mpsc::Sender<Cmd>>,
+    join: Option<JoinHandle<()>>,
+    pub underlay_ip: Ipv4Addr,
+    pub mtu: u32,
+}
+
+impl DpHost {
+    pub fn start(ns: &str) -> DpHost {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let path = ns_path(ns);
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let join = std::thread::spawn(move || {
+            let file = File::open(&path).unwrap();
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let dp = match rt.block_on(LinuxDatapath::new(LinuxConfig {
+                underlay_iface: "eth0".into(),
+                underlay_ip: None,
+                mtu: None,
+            })) {
+                Ok(dp) => dp,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok((dp.underlay_ip(), dp.default_mtu())));
+            while let Ok(cmd) = rx.recv() {
+                match cmd {
+                    Cmd::Apply(d, reply) => {
+                        let r = rt.block_on(dp.apply(&d)).map_err(|e| e.to_string());
+                        let _ = reply.send(r);
+                    }
+                    Cmd::Teardown(reply) => {
+                        let r = rt.block_on(dp.teardown()).map_err(|e| e.to_string());
+                        let _ = reply.send(r);
+                    }
+                }
+            }
+            drop(dp);
+        });
+        let (underlay_ip, mtu) = ready_rx.recv().unwrap().unwrap();
+        DpHost {
+            tx: Some(tx),
+            join: Some(join),
+            underlay_ip,
+            mtu,
+        }
+    }
+
+    pub fn try_apply(&self, d: &DesiredState) -> Result<ApplyReport, String> {
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Cmd::Apply(d.clone(), tx))
+            .unwrap();
+        rx.recv().unwrap()
+    }
+
+    pub fn apply(&self, d: &DesiredState) -> ApplyReport {
+        self.try_apply(d)
+            .unwrap_or_else(|e| panic!("apply failed: {e}"))
+    }
+
+    pub fn teardown(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.tx.as_ref().unwrap().send(Cmd::Teardown(tx)).unwrap();
+        rx.recv().unwrap().unwrap();
+    }
+}
+
+impl Drop for DpHost {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+/// The lab: namespaces named `<prefix>-...`, all deleted on drop.
+pub struct Lab {
+    pub prefix: String,
+    pub switch: String,
+    pub hosts: Vec<String>,
+    pub outside: String,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    /// Builds the switch, `n` hosts and the outside namespace.
+    pub fn new(n: usize) -> Lab {
+        require(&["ip", "ping", "nft", "iptables", "bridge"]);
+        let prefix = format!(
+            "spdt{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut lab = Lab {
+            switch: format!("{prefix}-sw"),
+            hosts: Vec::new(),
+            outside: format!("{prefix}-out"),
+            prefix,
+            namespaces: Vec::new(),
+        };
+        let sw = lab.switch.clone();
+        lab.add_ns(&sw);
+        sh(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let h = format!("{}-h{i}", lab.prefix);
+            lab.add_ns(&h);
+            lab.plug(&h, &format!("p{i}"), &format!("198.18.0.{}/24", i + 1));
+            lab.hosts.push(h);
+        }
+        let out = lab.outside.clone();
+        lab.add_ns(&out);
+        lab.plug(&out, "pout", "198.18.0.254/24");
+        lab
+    }
+
+    fn add_ns(&mut self, name: &str) {
+        sh(&["ip", "netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
+    }
+
+    fn plug(&self, ns: &str, port: &str, cidr: &str) {
+        sh(&[
+            "ip",
+            "-n",
+            &self.switch,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            port,
+            "master",
+            "br0",
+            "up",
+        ]);
+        sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", "eth0"]);
+        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+    }
+
+    /// A fresh empty workload namespace; returns its name.
+    pub fn workload(&mut self, tag: &str) -> String {
+        let name = format!("{}-{tag}", self.prefix);
+        self.add_ns(&name);
+        name
+    }
+
+    /// Runs a command inside namespace `ns` (ip netns exec).
+    pub fn exec(&self, ns: &str, args: &[&str]) -> String {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    pub fn try_exec(&self, ns: &str, args: &[&str]) -> bool {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        try_sh(&v)
+    }
+
+    /// Applies Docker's policy in a host namespace: FORWARD DROP and
+    /// bridge-nf-call-iptables=1 (optionally with a DOCKER-USER chain).
+    pub fn docker_policy(&self, ns: &str, docker_user: bool) {
+        self.exec(
+            ns,
+            &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+        );
+        self.exec(ns, &["iptables", "-w", "-P", "FORWARD", "DROP"]);
+        if docker_user {
+            self.exec(ns, &["iptables", "-w", "-N", "DOCKER-USER"]);
+            self.exec(ns, &["iptables", "-w", "-A", "DOCKER-USER", "-j", "RETURN"]);
+            self.exec(
+                ns,
+                &["iptables", "-w", "-I", "FORWARD", "1", "-j", "DOCKER-USER"],
+            );
+        }
+    }
+
+    pub fn ping(&self, ns: &str, dst: &str) -> bool {
+        self.try_exec(
+            ns,
+            &["ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "2", dst],
+        )
+    }
+
+    pub fn ping_fails(&self, ns: &str, dst: &str) -> bool {
+        !self.try_exec(ns, &["ping", "-n", "-q", "-c", "1", "-W", "1", dst])
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+pub fn net(name: &str, vni: u32, third: u8) -> NetworkSpec {
+    NetworkSpec {
+        name: name.into(),
+        vni,
+        subnet: format!("10.{third}.0.0/24").parse().unwrap(),
+        gateway: Ipv4Addr::new(10, third, 0, 1),
+        mtu: None,
+    }
+}
+
+pub fn local(id: &str, net: &NetworkSpec, host_octet: u8, ns: &str) -> LocalEndpoint {
+    let o = net.gateway.octets();
+    let ip = Ipv4Addr::new(o[0], o[1], o[2], host_octet);
+    LocalEndpoint {
+        id: id.into(),
+        network: net.name.clone(),
+        ip,
+        mac: MacAddr::from_ipv4(ip),
+        netns: Some(ns_path(ns).into()),
+        ifname: "eth0".into(),
+    }
+}
+
+pub fn remote_of(e: &LocalEndpoint, host: Ipv4Addr) -> RemoteEndpoint {
+    RemoteEndpoint {
+        id: e.id.clone(),
+        network: e.network.clone(),
+        ip: e.ip,
+        mac: e.mac,
+        host,
+    }
+}
+
+/// JSON of `bridge fdb show dev DEV` in namespace `ns`.
+pub fn fdb(ns: &str, dev: &str) -> Vec<serde_json::Value> {
+    let out = sh(&["bridge", "-n", ns, "-j", "fdb", "show", "dev", dev]);
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+/// (mac, dst) of the VXLAN device's own entries.
+pub fn vxlan_fdb(ns: &str, dev: &str) -> Vec<(String, String)> {
+    let mut v: Vec<_> = fdb(ns, dev)
+        .into_iter()
+        .filter_map(|e| {
+            Some((
+                e.get("mac")?.as_str()?.to_string(),
+                e.get("dst")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// (ip, mac) of permanent neighbours on `dev`.
+pub fn perm_neigh(ns: &str, dev: &str) -> Vec<(String, String)> {
+    let out = sh(&[
+        "ip",
+        "-n",
+        ns,
+        "-j",
+        "neigh",
+        "show",
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ]);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    let mut r: Vec<_> = v
+        .into_iter()
+        .filter_map(|e| {
+            Some((
+                e.get("dst")?.as_str()?.to_string(),
+                e.get("lladdr")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+/// Names of links in `ns` that start with `sp`.
+pub fn our_links(ns: &str) -> Vec<String> {
+    let out = sh(&["ip", "-n", ns, "-j", "link", "show"]);
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    let mut r: Vec<String> = v
+        .into_iter()
+        .filter_map(|e| e.get("ifname")?.as_str().map(str::to_string))
+        .filter(|n| n.starts_with("sp"))
+        .collect();
+    r.sort();
+    r
+}
+
+/// Whether the nft table `family name` exists in `ns`.
+pub fn nft_table_exists(lab: &Lab, ns: &str, family: &str, name: &str) -> bool {
+    lab.try_exec(ns, &["nft", "list", "table", family, name])
+}

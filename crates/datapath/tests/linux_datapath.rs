@@ -1,0 +1,507 @@
+//! Acceptance tests of the Linux datapath (issue 4). They need root, network
+//! namespaces and the binaries `ip`, `bridge`, `ping`, `nft`, `iptables`
+//! (Debian: iproute2, iputils-ping, nftables, iptables). Each test builds its
+//! own lab of namespaces (see `common`) and removes it on drop.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use socketplane_datapath::{DesiredState, LocalEndpoint, NetworkSpec};
+
+const H0: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const H1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+/// Two hosts, networks A (vni 100, 10.10.0.0/24) and B (vni 200,
+/// 10.20.0.0/24). Host 0: wa1 (A .11), wa3 (A .13), wb1 (B .11).
+/// Host 1: wa2 (A .12), wb2 (B .12).
+struct Topo {
+    lab: Lab,
+    dp: Vec<DpHost>,
+    wa1: String,
+    wa2: String,
+    wa3: String,
+    wb1: String,
+    wb2: String,
+    desired: Vec<DesiredState>,
+}
+
+impl Topo {
+    fn new(docker: bool) -> Topo {
+        let mut lab = Lab::new(2);
+        if docker {
+            let h0 = lab.hosts[0].clone();
+            let h1 = lab.hosts[1].clone();
+            lab.docker_policy(&h0, false);
+            lab.docker_policy(&h1, true);
+        }
+        let a = net("a", 100, 10);
+        let b = net("b", 200, 20);
+        let wa1 = lab.workload("wa1");
+        let wa2 = lab.workload("wa2");
+        let wa3 = lab.workload("wa3");
+        let wb1 = lab.workload("wb1");
+        let wb2 = lab.workload("wb2");
+        let l0 = vec![
+            local("wa1", &a, 11, &wa1),
+            local("wa3", &a, 13, &wa3),
+            local("wb1", &b, 11, &wb1),
+        ];
+        let l1 = vec![local("wa2", &a, 12, &wa2), local("wb2", &b, 12, &wb2)];
+        let d0 = DesiredState {
+            networks: vec![a.clone(), b.clone()],
+            local: l0.clone(),
+            remote: l1.iter().map(|e| remote_of(e, H1)).collect(),
+        };
+        let d1 = DesiredState {
+            networks: vec![a.clone(), b.clone()],
+            local: l1.clone(),
+            remote: l0.iter().map(|e| remote_of(e, H0)).collect(),
+        };
+        let dp = vec![DpHost::start(&lab.hosts[0]), DpHost::start(&lab.hosts[1])];
+        assert_eq!(dp[0].underlay_ip, H0);
+        assert_eq!(dp[1].underlay_ip, H1);
+        assert!(dp[0].apply(&d0).changes > 0);
+        assert!(dp[1].apply(&d1).changes > 0);
+        Topo {
+            lab,
+            dp,
+            wa1,
+            wa2,
+            wa3,
+            wb1,
+            wb2,
+            desired: vec![d0, d1],
+        }
+    }
+}
+
+fn tcp_roundtrip(lab: &Lab, server_ns: &str, server_ip: Ipv4Addr, client_ns: &str) -> SocketAddr {
+    let _ = lab;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = spawn_in_ns(server_ns, move || {
+        let l = TcpListener::bind((server_ip, 5000)).unwrap();
+        tx.send(()).unwrap();
+        let (mut s, peer) = l.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        peer
+    });
+    rx.recv().unwrap();
+    in_ns(client_ns, move || {
+        let mut s =
+            TcpStream::connect_timeout(&(server_ip, 5000).into(), Duration::from_secs(3)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+    });
+    server.join().unwrap()
+}
+
+/// Sends one UDP datagram to 239.1.2.3 from `sender`; returns which of the
+/// `listeners` received it.
+fn multicast(sender: (&str, Ipv4Addr), listeners: &[(&str, Ipv4Addr)]) -> Vec<bool> {
+    let group = Ipv4Addr::new(239, 1, 2, 3);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    for (ns, ip) in listeners {
+        let ip = *ip;
+        let ready = ready_tx.clone();
+        handles.push(spawn_in_ns(ns, move || {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 5353 + 1000)).unwrap();
+            s.join_multicast_v4(&group, &ip).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(1500)))
+                .unwrap();
+            ready.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            loop {
+                match s.recv_from(&mut buf) {
+                    Ok((n, _)) if &buf[..n] == b"socketplane-mcast" => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+        }));
+    }
+    for _ in listeners {
+        ready_rx.recv().unwrap();
+    }
+    let (sns, sip) = sender;
+    in_ns(sns, move || {
+        let s = UdpSocket::bind((sip, 0)).unwrap();
+        s.set_multicast_ttl_v4(4).unwrap();
+        for _ in 0..3 {
+            s.send_to(b"socketplane-mcast", (group, 6353)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn check_connectivity(t: &Topo) {
+    let lab = &t.lab;
+    // Same network across hosts and on one host.
+    assert!(lab.ping(&t.wa1, "10.10.0.12"), "wa1 -> wa2 across hosts");
+    assert!(lab.ping(&t.wa2, "10.10.0.11"), "wa2 -> wa1 across hosts");
+    assert!(lab.ping(&t.wa1, "10.10.0.13"), "wa1 -> wa3 same host");
+    assert!(lab.ping(&t.wb2, "10.20.0.11"), "wb2 -> wb1 across hosts");
+    assert!(lab.ping(&t.wa1, "10.10.0.1"), "wa1 -> its gateway");
+    tcp_roundtrip(lab, &t.wa2, Ipv4Addr::new(10, 10, 0, 12), &t.wa1);
+    tcp_roundtrip(lab, &t.wb1, Ipv4Addr::new(10, 20, 0, 11), &t.wb2);
+
+    // Different networks are isolated, both ways, on one host and across.
+    assert!(lab.ping_fails(&t.wa1, "10.20.0.12"), "wa1 reached wb2");
+    assert!(lab.ping_fails(&t.wa1, "10.20.0.11"), "wa1 reached wb1");
+    assert!(lab.ping_fails(&t.wb1, "10.10.0.11"), "wb1 reached wa1");
+    assert!(lab.ping_fails(&t.wb2, "10.10.0.12"), "wb2 reached wa2");
+    assert!(lab.ping_fails(&t.wb2, "10.10.0.11"), "wb2 reached wa1");
+
+    // The outside, through masquerade: it sees the host's underlay address.
+    assert!(lab.ping(&t.wa1, "198.18.0.254"), "wa1 -> outside");
+    let peer = tcp_roundtrip(lab, &lab.outside, Ipv4Addr::new(198, 18, 0, 254), &t.wa2);
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(H1), "outside saw {peer}");
+    let peer = tcp_roundtrip(lab, &lab.outside, Ipv4Addr::new(198, 18, 0, 254), &t.wb1);
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(H0), "outside saw {peer}");
+
+    // Multicast reaches the other members of A on both hosts, not B.
+    let got = multicast(
+        (&t.wa1, Ipv4Addr::new(10, 10, 0, 11)),
+        &[
+            (&t.wa3, Ipv4Addr::new(10, 10, 0, 13)),
+            (&t.wa2, Ipv4Addr::new(10, 10, 0, 12)),
+            (&t.wb1, Ipv4Addr::new(10, 20, 0, 11)),
+            (&t.wb2, Ipv4Addr::new(10, 20, 0, 12)),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![true, true, false, false],
+        "multicast receivers wa3, wa2, wb1, wb2"
+    );
+
+    // Re-applying is a no-op.
+    assert_eq!(t.dp[0].apply(&t.desired[0]).changes, 0);
+    assert_eq!(t.dp[1].apply(&t.desired[1]).changes, 0);
+}
+
+#[test]
+fn two_hosts_connectivity_isolation_outside_multicast() {
+    let t = Topo::new(false);
+    check_connectivity(&t);
+}
+
+#[test]
+fn works_with_docker_forward_drop_policy() {
+    let t = Topo::new(true);
+    check_connectivity(&t);
+    // Our accepts live in iptables too: in FORWARD on host 0, DOCKER-USER on host 1.
+    let f0 = t
+        .lab
+        .exec(&t.lab.hosts[0], &["iptables", "-w", "-S", "FORWARD"]);
+    assert!(f0.contains("-j SOCKETPLANE"), "{f0}");
+    let f1 = t
+        .lab
+        .exec(&t.lab.hosts[1], &["iptables", "-w", "-S", "DOCKER-USER"]);
+    assert!(f1.contains("-j SOCKETPLANE"), "{f1}");
+    // Teardown removes them again.
+    for (i, dp) in t.dp.iter().enumerate() {
+        dp.teardown();
+        let h = &t.lab.hosts[i];
+        assert!(!t.lab.try_exec(h, &["iptables", "-w", "-S", "SOCKETPLANE"]));
+        let fwd = t.lab.exec(h, &["iptables", "-w", "-S"]);
+        assert!(!fwd.contains("SOCKETPLANE"), "{fwd}");
+        assert!(!nft_table_exists(&t.lab, h, "inet", "socketplane"));
+        assert!(our_links(h).is_empty(), "{:?}", our_links(h));
+    }
+}
+
+#[test]
+fn large_packets_and_bulk_tcp_cross_hosts() {
+    let t = Topo::new(false);
+    let lab = &t.lab;
+    assert_eq!(t.dp[0].mtu, 1450);
+    assert!(
+        lab.try_exec(
+            &t.wa1,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-M",
+                "do",
+                "-s",
+                "1400",
+                "-c",
+                "2",
+                "-W",
+                "2",
+                "10.10.0.12"
+            ]
+        ),
+        "1400-byte DF ping across hosts"
+    );
+    // 50 MB over one TCP connection across the tunnel.
+    const TOTAL: usize = 50 * 1024 * 1024;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = spawn_in_ns(&t.wa2, move || {
+        let l = TcpListener::bind((Ipv4Addr::new(10, 10, 0, 12), 5001)).unwrap();
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0usize;
+        loop {
+            let k = s.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        n
+    });
+    rx.recv().unwrap();
+    in_ns(&t.wa1, move || {
+        let mut s = TcpStream::connect_timeout(
+            &(Ipv4Addr::new(10, 10, 0, 12), 5001).into(),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let chunk = vec![0x5au8; 256 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            s.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+    });
+    assert_eq!(server.join().unwrap(), TOTAL);
+}
+
+fn a_net() -> NetworkSpec {
+    net("a", 100, 10)
+}
+
+fn ep(lab: &mut Lab, id: &str, n: &NetworkSpec, octet: u8) -> LocalEndpoint {
+    let ns = lab.workload(id);
+    local(id, n, octet, &ns)
+}
+
+#[test]
+fn reconcile_reapply_and_remote_removal() {
+    let mut lab = Lab::new(1);
+    let h = lab.hosts[0].clone();
+    let a = a_net();
+    let b = net("b", 200, 20);
+    let e1 = ep(&mut lab, "e1", &a, 11);
+    let r1 = remote_of(&local("r1", &a, 21, "x"), Ipv4Addr::new(198, 18, 0, 2));
+    let r2 = remote_of(&local("r2", &a, 22, "x"), Ipv4Addr::new(198, 18, 0, 3));
+    let r3 = remote_of(&local("r3", &a, 23, "x"), Ipv4Addr::new(198, 18, 0, 3));
+    let mut d = DesiredState {
+        networks: vec![a.clone(), b.clone()],
+        local: vec![e1.clone()],
+        remote: vec![r1.clone(), r2.clone(), r3.clone()],
+    };
+    let dp = DpHost::start(&h);
+    assert!(dp.apply(&d).changes > 0);
+    let first = std::time::Instant::now();
+    assert_eq!(dp.apply(&d).changes, 0, "re-apply must make no writes");
+    eprintln!("no-op apply took {:?}", first.elapsed());
+
+    let zero = "00:00:00:00:00:00".to_string();
+    let mac = |r: &socketplane_datapath::RemoteEndpoint| r.mac.to_string();
+    let mut want = vec![
+        (mac(&r1), "198.18.0.2".to_string()),
+        (mac(&r2), "198.18.0.3".to_string()),
+        (mac(&r3), "198.18.0.3".to_string()),
+        (zero.clone(), "198.18.0.2".to_string()),
+        (zero.clone(), "198.18.0.3".to_string()),
+    ];
+    want.sort();
+    assert_eq!(vxlan_fdb(&h, "spvx100"), want);
+    assert_eq!(perm_neigh(&h, "spbr100").len(), 3);
+
+    // Remove r2: its FDB and neighbour entries go; the flood entry to .3 stays (r3).
+    d.remote.retain(|r| r.id != "r2");
+    let rep = dp.apply(&d);
+    assert!(rep.changes >= 3, "{rep:?}");
+    want.retain(|(m, _)| *m != mac(&r2));
+    assert_eq!(vxlan_fdb(&h, "spvx100"), want);
+    let neigh = perm_neigh(&h, "spbr100");
+    assert!(!neigh.iter().any(|(ip, _)| ip == "10.10.0.22"), "{neigh:?}");
+    assert_eq!(neigh.len(), 2);
+    // Remove r3 too: no endpoint left on .3, so its flood entry goes.
+    d.remote.retain(|r| r.id != "r3");
+    dp.apply(&d);
+    assert_eq!(
+        vxlan_fdb(&h, "spvx100"),
+        vec![
+            (zero.clone(), "198.18.0.2".to_string()),
+            (mac(&r1), "198.18.0.2".to_string())
+        ]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+    );
+    assert_eq!(dp.apply(&d).changes, 0);
+
+    // Removing a network removes its devices and its rules.
+    assert!(nft_table_exists(&lab, &h, "inet", "socketplane"));
+    let rules = lab.exec(&h, &["nft", "list", "table", "inet", "socketplane"]);
+    assert!(rules.contains("spbr200"), "{rules}");
+    d.networks.retain(|n| n.name != "b");
+    assert!(dp.apply(&d).changes > 0);
+    let links = our_links(&h);
+    assert!(!links.iter().any(|l| l.ends_with("200")), "{links:?}");
+    let rules = lab.exec(&h, &["nft", "list", "table", "inet", "socketplane"]);
+    assert!(
+        !rules.contains("spbr200") && !rules.contains("10.20.0.0"),
+        "{rules}"
+    );
+    assert_eq!(dp.apply(&d).changes, 0);
+
+    // Removing everything leaves nothing of ours.
+    dp.apply(&DesiredState::default());
+    assert!(our_links(&h).is_empty(), "{:?}", our_links(&h));
+    assert!(!nft_table_exists(&lab, &h, "inet", "socketplane"));
+    assert!(!nft_table_exists(&lab, &h, "bridge", "socketplane"));
+    assert_eq!(dp.apply(&DesiredState::default()).changes, 0);
+}
+
+#[test]
+fn converges_over_leftovers_of_a_crashed_run() {
+    let mut lab = Lab::new(1);
+    let h = lab.hosts[0].clone();
+    let a = a_net();
+    let b = net("b", 200, 20);
+    let e1 = ep(&mut lab, "e1", &a, 11);
+    let e2 = ep(&mut lab, "e2", &b, 11);
+    let r1 = remote_of(&local("r1", &a, 21, "x"), Ipv4Addr::new(198, 18, 0, 2));
+    let r2 = remote_of(&local("r2", &a, 22, "x"), Ipv4Addr::new(198, 18, 0, 3));
+    let old = DesiredState {
+        networks: vec![a.clone(), b.clone()],
+        local: vec![e1.clone(), e2.clone()],
+        remote: vec![r1.clone(), r2.clone()],
+    };
+    {
+        let dp = DpHost::start(&h);
+        dp.apply(&old);
+        // "Crash": the datapath goes away without teardown.
+    }
+    // Extra damage: a stale FDB entry, a stale neighbour, a wrong MTU, an
+    // address removed inside a workload, and a foreign link that is not ours.
+    lab.exec(
+        &h,
+        &[
+            "bridge",
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            "spvx100",
+            "dst",
+            "198.18.0.9",
+        ],
+    );
+    lab.exec(
+        &h,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "10.10.0.99",
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            "spbr100",
+            "nud",
+            "permanent",
+        ],
+    );
+    lab.exec(&h, &["ip", "link", "set", "spbr100", "mtu", "1400"]);
+    let e1ns = e1.netns.clone().unwrap();
+    let e1ns = e1ns.file_name().unwrap().to_str().unwrap().to_string();
+    lab.exec(&e1ns, &["ip", "addr", "flush", "dev", "eth0"]);
+    lab.exec(&h, &["ip", "link", "add", "spbrfoo", "type", "bridge"]);
+
+    // New desired state: network b gone (with e2), r2 gone.
+    let new = DesiredState {
+        networks: vec![a.clone()],
+        local: vec![e1.clone()],
+        remote: vec![r1.clone()],
+    };
+    let dp = DpHost::start(&h);
+    assert!(dp.apply(&new).changes > 0);
+    assert_eq!(dp.apply(&new).changes, 0);
+
+    let host_veth = names_host("e1");
+    let mut want_links = vec![
+        "spbr100".to_string(),
+        "spbrfoo".to_string(),
+        "spvx100".to_string(),
+        host_veth,
+    ];
+    want_links.sort();
+    assert_eq!(our_links(&h), want_links);
+    assert!(
+        lab.try_exec(&h, &["ip", "link", "show", "spbrfoo"]),
+        "foreign link removed"
+    );
+    let mut want_fdb = vec![
+        ("00:00:00:00:00:00".to_string(), "198.18.0.2".to_string()),
+        (r1.mac.to_string(), "198.18.0.2".to_string()),
+    ];
+    want_fdb.sort();
+    assert_eq!(vxlan_fdb(&h, "spvx100"), want_fdb);
+    assert_eq!(
+        perm_neigh(&h, "spbr100"),
+        vec![("10.10.0.21".to_string(), r1.mac.to_string())]
+    );
+    let mtu = lab.exec(&h, &["cat", "/sys/class/net/spbr100/mtu"]);
+    assert_eq!(mtu.trim(), "1450");
+    let addr = lab.exec(&e1ns, &["ip", "-4", "addr", "show", "dev", "eth0"]);
+    assert!(addr.contains("10.10.0.11/24"), "{addr}");
+    let rules = lab.exec(&h, &["nft", "list", "table", "inet", "socketplane"]);
+    assert!(!rules.contains("spbr200"), "{rules}");
+    // And the endpoint works: it reaches its gateway.
+    assert!(lab.ping(&e1ns, "10.10.0.1"));
+
+    dp.teardown();
+    let left = our_links(&h);
+    assert_eq!(left, vec!["spbrfoo".to_string()]);
+}
+
+fn names_host(id: &str) -> String {
+    socketplane_datapath::linux::names::veth_host(id)
+}
+
+#[test]
+fn endpoint_left_in_host_namespace_for_docker() {
+    let lab = Lab::new(1);
+    let h = lab.hosts[0].clone();
+    let a = a_net();
+    let mut e = local("dock", &a, 30, "unused");
+    e.netns = None;
+    let d = DesiredState {
+        networks: vec![a.clone()],
+        local: vec![e.clone()],
+        remote: vec![],
+    };
+    let dp = DpHost::start(&h);
+    dp.apply(&d);
+    let names = socketplane_datapath::linux::names::veth_peer("dock");
+    let show = lab.exec(&h, &["ip", "-o", "link", "show", &names]);
+    assert!(show.contains(&e.mac.to_string()), "{show}");
+    assert!(show.contains("mtu 1450"), "{show}");
+    assert_eq!(dp.apply(&d).changes, 0);
+    dp.apply(&DesiredState::default());
+    assert!(our_links(&h).is_empty());
+}
