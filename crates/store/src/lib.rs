@@ -9,8 +9,17 @@
 //! know which backend is behind it. Every backend passes the same
 //! conformance suite (`conformance`, behind the feature of that name).
 
+#[cfg(feature = "conformance")]
+pub mod bench;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod kv;
 pub mod mem;
+
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdStore;
 
 pub use mem::MemStore;
 

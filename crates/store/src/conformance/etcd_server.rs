@@ -1,0 +1,184 @@
+//! A throwaway single-member etcd server for tests and benchmarks.
+//!
+//! Runs `/usr/bin/etcd` (Debian package `etcd-server`) as a child process on
+//! 127.0.0.1 with free ports and a temporary data directory. The process is
+//! killed and the directory removed when the [`EtcdTestServer`] is dropped
+//! (also on panic). It can be killed and restarted on the same ports and
+//! data to test reconnection.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::etcd::{EtcdOptions, EtcdStore};
+use crate::Store;
+
+/// Where the etcd binary is expected.
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+
+/// One etcd member listening on 127.0.0.1.
+pub struct EtcdTestServer {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("local_addr: {e}"))
+}
+
+impl EtcdTestServer {
+    /// Starts a fresh server and waits until it serves requests (up to
+    /// 20 s). Fails with a message naming the package if etcd is missing.
+    pub async fn start() -> Result<Self, String> {
+        if !Path::new(ETCD_BIN).exists() {
+            return Err(format!(
+                "{ETCD_BIN} not found: install the etcd server (`apt-get install -y etcd-server`)"
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("socketplane-etcd-")
+            .tempdir()
+            .map_err(|e| format!("tempdir: {e}"))?;
+        let client_port = free_port()?;
+        let mut peer_port = free_port()?;
+        while peer_port == client_port {
+            peer_port = free_port()?;
+        }
+        let mut s = Self {
+            child: None,
+            client_port,
+            peer_port,
+            dir,
+            name: format!("sp-test-{}", std::process::id()),
+        };
+        s.spawn_and_wait().await?;
+        Ok(s)
+    }
+
+    /// "127.0.0.1:PORT", for [`EtcdStore::connect`].
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `etcd://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("etcd://{}", self.endpoint())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    /// The tail of etcd's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Connects a store to this server.
+    pub async fn store(&self) -> Result<EtcdStore, String> {
+        EtcdStore::connect(&[self.endpoint()])
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Kills the server (SIGKILL) and waits for it; data stays.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts a killed server on the same ports and data directory.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.spawn_and_wait().await
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| format!("etcd log file: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("etcd log file: {e}"))?;
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(ETCD_BIN)
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("{}={peer}", self.name)])
+            .args(["--initial-cluster-state", "new"])
+            // Fast elections and a 1 s minimum lease TTL keep tests short.
+            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+            .args([
+                "--logger",
+                "zap",
+                "--log-outputs",
+                "stderr",
+                "--log-level",
+                "warn",
+            ])
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .map_err(|e| format!("spawn {ETCD_BIN}: {e}"))?;
+        self.child = Some(child);
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let opts = EtcdOptions {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(1),
+            ..EtcdOptions::default()
+        };
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(format!("etcd exited with {status}:\n{}", self.log_tail()));
+                }
+            }
+            if let Ok(s) = EtcdStore::connect_with(&[self.endpoint()], opts.clone()).await {
+                if s.status().await.is_ok_and(|st| st.healthy) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!(
+                    "etcd did not become ready within 20 s:\n{}",
+                    self.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for EtcdTestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
