@@ -35,7 +35,7 @@ use crate::{Compare, Event, EventKind, Op, Revision, Store, StoreError, Txn, Wat
 pub mod etcd_server;
 
 /// How long a watch may take to deliver an event before a behaviour fails.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A key prefix no other test (or earlier run on the same server) uses.
 pub fn unique_prefix(test: &str) -> String {

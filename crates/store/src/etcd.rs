@@ -156,7 +156,10 @@ impl EtcdStore {
             .with_connect_timeout(opts.connect_timeout)
             .with_timeout(opts.request_timeout)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from its leader refuses (instead of serving
+            // stale data or silently stalled watches), so calls fail over.
+            .with_require_leader(true);
         // `Client::connect` is lazy: it only builds the balanced channel;
         // connections are made on first use.
         let client = ec::Client::connect(endpoints, Some(copts))

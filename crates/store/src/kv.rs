@@ -534,7 +534,7 @@ impl KvState {
     }
 }
 
-/// Turns a history-backed store into a [`WatchStream`]: no gaps, no
+/// Turns a history-backed store into a [`WatchStream`](crate::WatchStream): no gaps, no
 /// duplicates, bounded memory per watcher.
 ///
 /// `fetch(prefix, next)` must return every event under `prefix` with
@@ -715,6 +715,25 @@ mod tests {
             s.lease_keep_alive(l, 1_200),
             Err(StoreError::LeaseNotFound(_))
         ));
+    }
+
+    #[test]
+    fn snapshot_roundtrip_keeps_leases_and_history() {
+        let mut s = KvState::new(5);
+        let l = s.lease_grant(None, Duration::from_secs(5), 10).unwrap();
+        s.txn(&Txn::new().then(Op::put_with_lease("/a", "1", l)))
+            .unwrap();
+        put(&mut s, "/b", "2");
+        let json = serde_json::to_vec(&s).unwrap();
+        let mut back: KvState = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.events_since("/", 1).unwrap().len(), 2);
+        // The restored lease still governs its key.
+        assert_eq!(back.expire_leases(5_010), vec![l]);
+        assert!(back.get("/a").is_none());
+        back.clear_history();
+        assert!(back.events_since("/", 3).is_err());
+        assert!(back.events_since("/", 4).unwrap().is_empty());
     }
 
     #[test]
