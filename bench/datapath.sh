@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Datapath benchmark (issue 4): builds a two-host lab in network namespaces and
+# runs iperf3 and ping side by side, in one run, over
+#   1. the underlay (host namespace to host namespace),
+#   2. a hand-built kernel VXLAN + bridge overlay (ip/bridge commands only),
+#   3. the SocketPlane Linux datapath (driven by examples/dp-apply.rs).
+# Every path gets its own pair of host namespaces on the same underlay switch,
+# so the paths do not share netfilter state. All traffic stays between the
+# namespaces created here; everything is removed on exit (trap).
+#
+# Usage (root): bench/datapath.sh [SECONDS_PER_RUN] [ROUNDS]
+# Needs: iproute2, iperf3, iputils-ping, nftables, iptables, python3, cargo.
+set -euo pipefail
+
+SECS=${1:-5}
+ROUNDS=${2:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+P="spbench$$"
+NSS=()
+PIDS=()
+
+cleanup() {
+  set +e
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
+  for ns in "${NSS[@]:-}"; do [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null; done
+  rm -rf "${TMP:-/nonexistent}"
+}
+trap cleanup EXIT INT TERM
+
+for b in ip bridge iperf3 ping nft iptables python3; do
+  command -v "$b" >/dev/null || { echo "missing binary: $b" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d)
+echo "Building dp-apply (release)..." >&2
+(cd "$ROOT" && cargo build -q --release -p socketplane-datapath --example dp-apply)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+DPAPPLY="$TARGET/release/examples/dp-apply"
+
+addns() { ip netns add "$1"; NSS+=("$1"); ip -n "$1" link set lo up; }
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# Underlay switch.
+SW="$P-sw"; addns "$SW"
+ip -n "$SW" link add br0 type bridge; ip -n "$SW" link set br0 up
+plug() { # ns port cidr
+  ip -n "$SW" link add "$2" type veth peer name eth0 netns "$1"
+  ip -n "$SW" link set "$2" master br0 up
+  ip -n "$1" addr add "$3" dev eth0; ip -n "$1" link set eth0 up
+}
+# Host pairs: u (underlay), b (baseline), s (socketplane).
+declare -A IP=([u1]=198.18.0.1 [u2]=198.18.0.2 [b1]=198.18.0.11 [b2]=198.18.0.12 [s1]=198.18.0.21 [s2]=198.18.0.22)
+i=0
+for h in u1 u2 b1 b2 s1 s2; do addns "$P-$h"; plug "$P-$h" "p$i" "${IP[$h]}/24"; i=$((i+1)); done
+
+# Workload namespaces.
+for w in bw1 bw2 sw1 sw2; do addns "$P-$w"; done
+
+# 2. Hand-built baseline: bridge + VXLAN (VNI 4000), static flood entry to the peer.
+baseline_host() { # host peer_ip workload wl_ip
+  local h="$P-$1" peer=$2 w="$P-$3"
+  ip -n "$h" link add bbr type bridge
+  ip -n "$h" link add bvx type vxlan id 4000 dstport 4789 local "${IP[$1]}" dev eth0 nolearning
+  ip -n "$h" link set bvx master bbr mtu 1450 up
+  ip -n "$h" link set bbr mtu 1450 up
+  ip -n "$h" link add bveth type veth peer name eth0 netns "$w"
+  ip -n "$h" link set bveth master bbr mtu 1450 up
+  ip -n "$w" link set eth0 mtu 1450 up
+  ip -n "$w" addr add "$4/24" dev eth0
+  bridge -n "$h" fdb append 00:00:00:00:00:00 dev bvx dst "$peer"
+}
+baseline_host b1 "${IP[b2]}" bw1 10.66.0.11
+baseline_host b2 "${IP[b1]}" bw2 10.66.0.12
+
+# 3. SocketPlane datapath.
+state() { # local_ws local_ip local_mac remote_id remote_ip remote_mac remote_host
+  cat <<JSON
+{"networks":[{"name":"bench","vni":100,"subnet":"10.77.0.0/24","gateway":"10.77.0.1","mtu":null}],
+ "local":[{"id":"$1","network":"bench","ip":"$2","mac":"$3","netns":"/var/run/netns/$P-$1","ifname":"eth0"}],
+ "remote":[{"id":"$4","network":"bench","ip":"$5","mac":"$6","host":"$7"}]}
+JSON
+}
+state sw1 10.77.0.11 02:53:0a:4d:00:0b sw2 10.77.0.12 02:53:0a:4d:00:0c "${IP[s2]}" > "$TMP/s1.json"
+state sw2 10.77.0.12 02:53:0a:4d:00:0c sw1 10.77.0.11 02:53:0a:4d:00:0b "${IP[s1]}" > "$TMP/s2.json"
+echo "dp-apply s1: $(nsx "$P-s1" "$DPAPPLY" --iface eth0 "$TMP/s1.json")" >&2
+echo "dp-apply s2: $(nsx "$P-s2" "$DPAPPLY" --iface eth0 "$TMP/s2.json")" >&2
+echo "dp-apply s1 again (no-op): $(nsx "$P-s1" "$DPAPPLY" --iface eth0 "$TMP/s1.json")" >&2
+
+# Sanity: every path works before measuring.
+nsx "$P-u1" ping -q -c 2 -W 2 "${IP[u2]}" >/dev/null
+nsx "$P-bw1" ping -q -c 2 -W 2 10.66.0.12 >/dev/null
+nsx "$P-sw1" ping -q -c 2 -W 2 10.77.0.12 >/dev/null
+
+# iperf3 servers.
+for pair in "u2:${IP[u2]}" "bw2:10.66.0.12" "sw2:10.77.0.12"; do
+  ns=${pair%%:*}; addr=${pair#*:}
+  nsx "$P-$ns" iperf3 -s -B "$addr" >/dev/null 2>&1 &
+  PIDS+=($!)
+done
+sleep 0.5
+
+iperf() { # client_ns server_ip -> Gbit/s
+  nsx "$P-$1" iperf3 -c "$2" -t "$SECS" -J 2>/dev/null | python3 -c \
+    'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
+}
+rtt() { # client_ns dst -> avg ms
+  nsx "$P-$1" ping -q -n -c 50 -i 0.02 "$2" | awk -F/ '/^rtt|^round-trip/ {print $5}'
+}
+
+declare -A SUM=([u]=0 [b]=0 [s]=0)
+echo "round underlay_gbps baseline_gbps socketplane_gbps" >&2
+for r in $(seq 1 "$ROUNDS"); do
+  u=$(iperf u1 "${IP[u2]}"); b=$(iperf bw1 10.66.0.12); s=$(iperf sw1 10.77.0.12)
+  echo "$r $u $b $s" >&2
+  SUM[u]=$(python3 -c "print(${SUM[u]}+$u)"); SUM[b]=$(python3 -c "print(${SUM[b]}+$b)"); SUM[s]=$(python3 -c "print(${SUM[s]}+$s)")
+done
+RU=$(rtt u1 "${IP[u2]}"); RB=$(rtt bw1 10.66.0.12); RS=$(rtt sw1 10.77.0.12)
+
+python3 - "$ROUNDS" "${SUM[u]}" "${SUM[b]}" "${SUM[s]}" "$RU" "$RB" "$RS" <<'PY'
+import sys
+n=int(sys.argv[1]); u,b,s=(float(x)/n for x in sys.argv[2:5]); ru,rb,rs=sys.argv[5:8]
+print(f"iperf3 TCP, mean of {n} runs")
+print(f"  underlay     {u:7.2f} Gbit/s   ping avg {ru} ms")
+print(f"  baseline     {b:7.2f} Gbit/s   ping avg {rb} ms   (hand-built VXLAN+bridge)")
+print(f"  socketplane  {s:7.2f} Gbit/s   ping avg {rs} ms")
+print(f"  socketplane / baseline = {100*s/b:5.1f} %  (goal >= 97 %)")
+print(f"  socketplane / underlay = {100*s/u:5.1f} %  (goal >= 80 %)")
+PY
