@@ -605,6 +605,32 @@ pub async fn concurrent_cas_counter(store: Arc<dyn Store>) {
     assert_eq!(kv.value, N.to_string().as_bytes());
 }
 
+/// Requests etcd rejects are rejected with `InvalidArgument` and change
+/// nothing: an empty key, a negative watch revision.
+pub async fn invalid_requests(store: Arc<dyn Store>) {
+    let p = unique_prefix("invalid_requests");
+    match store
+        .txn(
+            Txn::new()
+                .then(Op::put(format!("{p}ok"), "x"))
+                .then(Op::put("", "x")),
+        )
+        .await
+    {
+        Err(StoreError::InvalidArgument(_)) => {}
+        other => panic!("put of an empty key: expected InvalidArgument, got {other:?}"),
+    }
+    assert!(
+        store.get(&format!("{p}ok")).await.unwrap().is_none(),
+        "a rejected transaction wrote its other ops"
+    );
+    match store.watch(&p, -1).await {
+        Err(StoreError::InvalidArgument(_)) => {}
+        Err(e) => panic!("watch from -1: expected InvalidArgument, got {e}"),
+        Ok(_) => panic!("watch from -1: expected InvalidArgument, got a stream"),
+    }
+}
+
 /// Status: healthy, names its backend, at most one leader, revision current.
 pub async fn status_reports(store: Arc<dyn Store>) {
     let p = unique_prefix("status_reports");
@@ -649,6 +675,7 @@ pub const BEHAVIOURS: &[&str] = &[
     "lease_keep_alive_extends",
     "lease_revoke",
     "concurrent_cas_counter",
+    "invalid_requests",
     "status_reports",
 ];
 
@@ -668,6 +695,7 @@ pub async fn run_one(name: &str, store: Arc<dyn Store>) {
         "lease_keep_alive_extends" => lease_keep_alive_extends(store).await,
         "lease_revoke" => lease_revoke(store).await,
         "concurrent_cas_counter" => concurrent_cas_counter(store).await,
+        "invalid_requests" => invalid_requests(store).await,
         "status_reports" => status_reports(store).await,
         other => panic!("unknown conformance behaviour {other:?}"),
     }
@@ -733,6 +761,7 @@ macro_rules! conformance_tests {
             lease_keep_alive_extends
             lease_revoke
             concurrent_cas_counter
+            invalid_requests
             status_reports
         );
     };

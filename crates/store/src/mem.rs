@@ -273,6 +273,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn slow_watcher_falls_behind_history() {
+        let s = MemStore::with_history(4);
+        let mut w = s.watch("/", 0).await.unwrap();
+        for i in 0..10 {
+            s.put(&format!("/k{i}"), b"v".to_vec()).await.unwrap();
+        }
+        assert!(matches!(
+            w.next().await,
+            Some(Err(StoreError::Compacted {
+                requested: 1,
+                compacted: 7
+            }))
+        ));
+        assert!(w.next().await.is_none());
+    }
+
+    #[tokio::test]
     async fn dropping_store_ends_watch() {
         let s = MemStore::new();
         let mut w = s.watch("/", 0).await.unwrap();

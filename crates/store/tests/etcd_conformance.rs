@@ -190,3 +190,31 @@ async fn cas_benchmark_on_etcd() {
     assert!(r.consistent, "{r}");
     eprintln!("etcd CAS benchmark: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_unavailable_when_etcd_stays_down() {
+    let mut srv = server().await;
+    let opts = socketplane_store::etcd::EtcdOptions {
+        watch_retry: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let store = EtcdStore::connect_with(&[srv.endpoint()], opts)
+        .await
+        .unwrap();
+    let mut w = store.watch("/gone/", 0).await.unwrap();
+    srv.kill();
+    let start = Instant::now();
+    match tokio::time::timeout(Duration::from_secs(15), w.next()).await {
+        Ok(Some(Err(StoreError::Unavailable(msg)))) => {
+            assert!(msg.contains("/gone/"), "{msg}")
+        }
+        other => panic!("expected the watch to end with Unavailable, got {other:?}"),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(w.next().await.is_none(), "stream continued after its error");
+}
