@@ -1,1 +1,464 @@
-//! Finding cluster peers: mDNS (_socketplane._tcp.local.) and static addresses.
+//! Finding cluster peers: mDNS (`_socketplane._tcp.local.`).
+//!
+//! A [`Discovery`] advertises this node on exactly one interface (the
+//! underlay) and browses for other nodes of the same cluster. The service
+//! instance name is the node name, the port is the cluster port, the only
+//! address published is the underlay IPv4 address, and the TXT record
+//! carries `cluster=<name>`, `id=<node id>` and `v=<protocol version>`.
+//!
+//! Peers arrive on a tokio channel, de-duplicated: a peer is sent again only
+//! when what it advertises changes, or when it comes back after it was
+//! withdrawn (goodbye packet or expiry), e.g. after a restart.
+//!
+//! The mDNS daemon runs on its own thread, created in the network namespace
+//! of the thread that calls [`Discovery::start`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
+use tokio::sync::mpsc;
+
+/// The DNS-SD service type every SocketPlane agent advertises.
+pub const SERVICE_TYPE: &str = "_socketplane._tcp.local.";
+/// Protocol version carried in the TXT record as `v=`.
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// TXT key for the cluster name.
+pub const TXT_CLUSTER: &str = "cluster";
+/// TXT key for the node id.
+pub const TXT_ID: &str = "id";
+/// TXT key for the protocol version.
+pub const TXT_VERSION: &str = "v";
+
+/// Capacity of the peer channel handed to the caller.
+const PEER_CHANNEL_CAPACITY: usize = 64;
+/// How long `shutdown` waits for the daemon to confirm each step.
+const SHUTDOWN_STEP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the forwarding thread checks whether it should stop.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What this node advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertisement {
+    /// Node name; becomes the service instance name and the mDNS host name.
+    pub node_name: String,
+    /// Stable node id (TXT `id`).
+    pub node_id: String,
+    /// Cluster name (TXT `cluster`); peers of other clusters are ignored.
+    pub cluster: String,
+    /// The underlay IPv4 address: the only address published.
+    pub addr: Ipv4Addr,
+    /// The cluster port (SRV port).
+    pub port: u16,
+    /// The underlay interface: the only interface mDNS runs on.
+    pub iface: String,
+}
+
+/// A node of our cluster found by mDNS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// Instance name of the service (the peer's node name).
+    pub node_name: String,
+    /// TXT `id`.
+    pub node_id: String,
+    /// TXT `cluster` (always equal to ours).
+    pub cluster: String,
+    /// TXT `v`.
+    pub version: String,
+    /// Underlay address and cluster port of the peer.
+    pub addr: SocketAddr,
+}
+
+/// Errors of the discovery crate.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The advertisement cannot be published as given.
+    #[error("invalid advertisement: {0}")]
+    InvalidAdvertisement(String),
+    /// The mDNS daemon refused an operation.
+    #[error("mDNS {context}: {source}")]
+    Mdns {
+        /// What was being done.
+        context: &'static str,
+        /// The daemon's error.
+        #[source]
+        source: mdns_sd::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the discovery thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+fn mdns_err(context: &'static str) -> impl FnOnce(mdns_sd::Error) -> DiscoveryError {
+    move |source| DiscoveryError::Mdns { context, source }
+}
+
+/// A running advertisement and browse. Dropping it also stops it; call
+/// [`Discovery::shutdown`] to say goodbye explicitly.
+pub struct Discovery {
+    daemon: ServiceDaemon,
+    fullname: String,
+    stop: Arc<AtomicBool>,
+    forwarder: Option<JoinHandle<()>>,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("fullname", &self.fullname)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Discovery {
+    /// Advertise on `ad.iface` only (never on overlay bridges or docker0)
+    /// and browse. Peers of the same cluster (other than ourselves) arrive
+    /// on the returned channel, de-duplicated, and again after they restart.
+    ///
+    /// Must be called from a thread in the network namespace of `ad.iface`;
+    /// a tokio runtime is not required.
+    pub fn start(ad: Advertisement) -> Result<(Discovery, mpsc::Receiver<Peer>), DiscoveryError> {
+        validate(&ad)?;
+
+        let daemon = ServiceDaemon::new().map_err(mdns_err("cannot start the daemon"))?;
+        let result = Self::start_with(daemon.clone(), &ad);
+        match result {
+            Ok((fullname, events)) => {
+                let (tx, rx) = mpsc::channel(PEER_CHANNEL_CAPACITY);
+                let stop = Arc::new(AtomicBool::new(false));
+                let filter = PeerFilter::new(&ad);
+                let thread_stop = stop.clone();
+                let forwarder = std::thread::Builder::new()
+                    .name("sp-discovery".into())
+                    .spawn(move || forward(events, tx, filter, thread_stop));
+                let forwarder = match forwarder {
+                    Ok(handle) => handle,
+                    Err(e) => {
+                        shutdown_daemon(&daemon, Some(&fullname));
+                        return Err(DiscoveryError::Thread(e));
+                    }
+                };
+                tracing::info!(
+                    node = %ad.node_name,
+                    cluster = %ad.cluster,
+                    iface = %ad.iface,
+                    addr = %ad.addr,
+                    port = ad.port,
+                    "Advertising this node over mDNS."
+                );
+                Ok((
+                    Discovery {
+                        daemon,
+                        fullname,
+                        stop,
+                        forwarder: Some(forwarder),
+                        stopped: false,
+                    },
+                    rx,
+                ))
+            }
+            Err(e) => {
+                shutdown_daemon(&daemon, None);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_with(
+        daemon: ServiceDaemon,
+        ad: &Advertisement,
+    ) -> Result<(String, mdns_sd::Receiver<ServiceEvent>), DiscoveryError> {
+        // Only the underlay interface, IPv4 only: first exclude everything
+        // (loopback included), then include the one interface, then drop
+        // its IPv6 addresses. Later selections win.
+        daemon
+            .disable_interface(IfKind::All)
+            .map_err(mdns_err("cannot disable interfaces"))?;
+        daemon
+            .enable_interface(IfKind::Name(ad.iface.clone()))
+            .map_err(mdns_err("cannot enable the underlay interface"))?;
+        daemon
+            .disable_interface(IfKind::IPv6)
+            .map_err(mdns_err("cannot disable IPv6"))?;
+
+        let txt = [
+            (TXT_CLUSTER, ad.cluster.as_str()),
+            (TXT_ID, ad.node_id.as_str()),
+            (TXT_VERSION, PROTOCOL_VERSION),
+        ];
+        let host_name = format!("{}.local.", ad.node_name);
+        let mut info = ServiceInfo::new(
+            SERVICE_TYPE,
+            &ad.node_name,
+            &host_name,
+            IpAddr::V4(ad.addr),
+            ad.port,
+            &txt[..],
+        )
+        .map_err(mdns_err("cannot build the service record"))?;
+        info.set_interfaces(vec![IfKind::Name(ad.iface.clone())]);
+        let fullname = info.get_fullname().to_string();
+
+        let events = daemon
+            .browse(SERVICE_TYPE)
+            .map_err(mdns_err("cannot browse"))?;
+        daemon
+            .register(info)
+            .map_err(mdns_err("cannot register the service"))?;
+        Ok((fullname, events))
+    }
+
+    /// The full DNS-SD name of our own instance.
+    pub fn fullname(&self) -> &str {
+        &self.fullname
+    }
+
+    /// Withdraw the advertisement (goodbye packets) and stop the daemon.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.stop.store(true, Ordering::SeqCst);
+        shutdown_daemon(&self.daemon, Some(&self.fullname));
+        if let Some(handle) = self.forwarder.take() {
+            if handle.join().is_err() {
+                tracing::warn!("The discovery forwarding thread panicked.");
+            }
+        }
+        tracing::info!(fullname = %self.fullname, "Stopped mDNS discovery.");
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Unregister (if registered) and stop the daemon, waiting a bounded time.
+fn shutdown_daemon(daemon: &ServiceDaemon, fullname: Option<&str>) {
+    if let Some(name) = fullname {
+        match daemon.unregister(name) {
+            Ok(rx) => {
+                if let Err(e) = rx.recv_timeout(SHUTDOWN_STEP_TIMEOUT) {
+                    tracing::warn!(error = %e, "No confirmation that the mDNS service was withdrawn.");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot withdraw the mDNS service."),
+        }
+    }
+    match daemon.shutdown() {
+        Ok(rx) => {
+            if let Err(e) = rx.recv_timeout(SHUTDOWN_STEP_TIMEOUT) {
+                tracing::warn!(error = %e, "No confirmation that the mDNS daemon stopped.");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "Cannot stop the mDNS daemon."),
+    }
+}
+
+fn validate(ad: &Advertisement) -> Result<(), DiscoveryError> {
+    let bad = |m: String| Err(DiscoveryError::InvalidAdvertisement(m));
+    if ad.node_name.is_empty() || ad.node_name.len() > 63 {
+        return bad(format!(
+            "node name {:?} must be 1 to 63 bytes long",
+            ad.node_name
+        ));
+    }
+    if ad.node_name.contains('.') {
+        return bad(format!("node name {:?} must not contain '.'", ad.node_name));
+    }
+    if ad.node_id.is_empty() {
+        return bad("node id must not be empty".into());
+    }
+    if ad.cluster.is_empty() {
+        return bad("cluster name must not be empty".into());
+    }
+    // A TXT string is at most 255 bytes including "key=".
+    if ad.cluster.len() > 200 || ad.node_id.len() > 200 {
+        return bad("cluster name and node id must be at most 200 bytes".into());
+    }
+    if ad.iface.is_empty() || ad.iface.len() > 15 {
+        return bad(format!("interface name {:?} is not valid", ad.iface));
+    }
+    if ad.addr.is_unspecified() || ad.addr.is_multicast() || ad.addr.is_broadcast() {
+        return bad(format!("{} is not a unicast address", ad.addr));
+    }
+    if ad.port == 0 {
+        return bad("port must not be 0".into());
+    }
+    Ok(())
+}
+
+/// Turns resolved services into peers of our cluster, de-duplicated.
+#[derive(Debug)]
+struct PeerFilter {
+    cluster: String,
+    own_id: String,
+    known: HashMap<String, Peer>,
+}
+
+impl PeerFilter {
+    fn new(ad: &Advertisement) -> Self {
+        PeerFilter {
+            cluster: ad.cluster.clone(),
+            own_id: ad.node_id.clone(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// A resolved service: the peer to announce, if it is new or changed.
+    fn resolved(&mut self, svc: &ResolvedService) -> Option<Peer> {
+        let peer = peer_from(svc, &self.cluster)?;
+        if peer.node_id == self.own_id {
+            return None;
+        }
+        let key = svc.fullname.to_lowercase();
+        if self.known.get(&key) == Some(&peer) {
+            return None;
+        }
+        self.known.insert(key, peer.clone());
+        Some(peer)
+    }
+
+    /// A withdrawn service: forget it so its return is announced again.
+    fn removed(&mut self, fullname: &str) -> Option<Peer> {
+        self.known.remove(&fullname.to_lowercase())
+    }
+}
+
+/// Build a peer from a resolved service, if it belongs to `cluster`.
+fn peer_from(svc: &ResolvedService, cluster: &str) -> Option<Peer> {
+    let their_cluster = svc.get_property_val_str(TXT_CLUSTER)?;
+    if their_cluster != cluster {
+        tracing::debug!(fullname = %svc.fullname, cluster = %their_cluster, "Ignoring a node of another cluster.");
+        return None;
+    }
+    let id = svc.get_property_val_str(TXT_ID).filter(|s| !s.is_empty())?;
+    let version = svc.get_property_val_str(TXT_VERSION).unwrap_or("");
+    let addr = svc.get_addresses_v4().into_iter().min()?;
+    Some(Peer {
+        node_name: instance_name(&svc.fullname),
+        node_id: id.to_string(),
+        cluster: their_cluster.to_string(),
+        version: version.to_string(),
+        addr: SocketAddr::new(IpAddr::V4(addr), svc.port),
+    })
+}
+
+/// The instance part of `<instance>._socketplane._tcp.local.`.
+fn instance_name(fullname: &str) -> String {
+    let suffix = format!(".{SERVICE_TYPE}");
+    let lower = fullname.to_lowercase();
+    let name = if lower.ends_with(&suffix.to_lowercase()) {
+        &fullname[..fullname.len() - suffix.len()]
+    } else {
+        fullname
+    };
+    name.replace("\\.", ".").replace("\\\\", "\\")
+}
+
+/// Forwarding loop: mDNS events to peers on the tokio channel.
+fn forward(
+    events: mdns_sd::Receiver<ServiceEvent>,
+    tx: mpsc::Sender<Peer>,
+    mut filter: PeerFilter,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let event = match events.recv_timeout(POLL_INTERVAL) {
+            Ok(ev) => ev,
+            Err(mdns_sd::RecvTimeoutError::Timeout) => continue,
+            Err(mdns_sd::RecvTimeoutError::Disconnected) => break,
+        };
+        match event {
+            ServiceEvent::ServiceResolved(svc) => {
+                if let Some(peer) = filter.resolved(&svc) {
+                    tracing::info!(node = %peer.node_name, id = %peer.node_id, addr = %peer.addr, "Discovered a peer over mDNS.");
+                    if tx.blocking_send(peer).is_err() {
+                        break;
+                    }
+                }
+            }
+            ServiceEvent::ServiceRemoved(_, fullname) => {
+                if let Some(peer) = filter.removed(&fullname) {
+                    tracing::info!(node = %peer.node_name, id = %peer.node_id, "A peer withdrew its mDNS advertisement.");
+                }
+            }
+            other => tracing::trace!(event = ?other, "mDNS event."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ad() -> Advertisement {
+        Advertisement {
+            node_name: "host1".into(),
+            node_id: "id-1".into(),
+            cluster: "lab".into(),
+            addr: Ipv4Addr::new(198, 18, 0, 11),
+            port: 6675,
+            iface: "eth0".into(),
+        }
+    }
+
+    #[test]
+    fn validation_rejects_bad_advertisements() {
+        assert!(validate(&ad()).is_ok());
+        for f in [
+            |a: &mut Advertisement| a.node_name.clear(),
+            |a: &mut Advertisement| a.node_name = "a.b".into(),
+            |a: &mut Advertisement| a.node_id.clear(),
+            |a: &mut Advertisement| a.cluster.clear(),
+            |a: &mut Advertisement| a.iface.clear(),
+            |a: &mut Advertisement| a.iface = "x".repeat(16),
+            |a: &mut Advertisement| a.addr = Ipv4Addr::UNSPECIFIED,
+            |a: &mut Advertisement| a.addr = Ipv4Addr::new(224, 0, 0, 251),
+            |a: &mut Advertisement| a.port = 0,
+        ] {
+            let mut a = ad();
+            f(&mut a);
+            assert!(
+                matches!(validate(&a), Err(DiscoveryError::InvalidAdvertisement(_))),
+                "{a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn instance_names_are_unescaped() {
+        assert_eq!(instance_name("host1._socketplane._tcp.local."), "host1");
+        assert_eq!(instance_name("a\\.b._socketplane._tcp.local."), "a.b");
+        assert_eq!(instance_name("odd"), "odd");
+    }
+
+    #[test]
+    fn filter_deduplicates_and_forgets_removed() {
+        let mut f = PeerFilter::new(&ad());
+        let p = Peer {
+            node_name: "host2".into(),
+            node_id: "id-2".into(),
+            cluster: "lab".into(),
+            version: "1".into(),
+            addr: "198.18.0.12:6675".parse().unwrap(),
+        };
+        f.known
+            .insert("host2._socketplane._tcp.local.".into(), p.clone());
+        assert_eq!(f.removed("HOST2._socketplane._tcp.local."), Some(p.clone()));
+        assert_eq!(f.removed("host2._socketplane._tcp.local."), None);
+    }
+}
