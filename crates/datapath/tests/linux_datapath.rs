@@ -211,6 +211,29 @@ fn works_with_docker_forward_drop_policy() {
         .lab
         .exec(&t.lab.hosts[1], &["iptables", "-w", "-S", "DOCKER-USER"]);
     assert!(f1.contains("-j SOCKETPLANE"), "{f1}");
+    // The policy really bites: without our jump, bridged traffic is dropped
+    // (same host and across); a fresh datapath instance repairs the rules.
+    t.lab.exec(
+        &t.lab.hosts[0],
+        &["iptables", "-w", "-D", "FORWARD", "-j", "SOCKETPLANE"],
+    );
+    assert!(
+        t.lab.ping_fails(&t.wa1, "10.10.0.13"),
+        "bridged traffic passed FORWARD DROP"
+    );
+    assert!(
+        t.lab.ping_fails(&t.wa1, "10.10.0.12"),
+        "tunnelled traffic passed FORWARD DROP"
+    );
+    let fresh = DpHost::start(&t.lab.hosts[0]);
+    assert_eq!(
+        fresh.apply(&t.desired[0]).changes,
+        1,
+        "only the firewall needed repair"
+    );
+    drop(fresh);
+    assert!(t.lab.ping(&t.wa1, "10.10.0.13"));
+    assert!(t.lab.ping(&t.wa1, "10.10.0.12"));
     // Teardown removes them again.
     for (i, dp) in t.dp.iter().enumerate() {
         dp.teardown();
@@ -504,4 +527,90 @@ fn endpoint_left_in_host_namespace_for_docker() {
     assert_eq!(dp.apply(&d).changes, 0);
     dp.apply(&DesiredState::default());
     assert!(our_links(&h).is_empty());
+}
+
+/// Captures frames on `dev` in `ns` (tcpdump) while `during` runs.
+fn capture(lab: &Lab, ns: &str, dev: &str, filter: &str, during: impl FnOnce()) -> String {
+    require(&["tcpdump"]);
+    let file = std::env::temp_dir().join(format!("{}-{ns}-{dev}.txt", lab.prefix));
+    let out = std::fs::File::create(&file).unwrap();
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "tcpdump",
+            "-i",
+            dev,
+            "-nn",
+            "-e",
+            "-l",
+            "--immediate-mode",
+        ])
+        .arg(filter)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    during();
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM (not SIGKILL) so tcpdump flushes what it captured.
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let _ = std::fs::remove_file(&file);
+    text
+}
+
+#[test]
+fn anycast_gateway_never_crosses_the_tunnel() {
+    let t = Topo::new(false);
+    let lab = &t.lab;
+    let (h0, h1) = (lab.hosts[0].clone(), lab.hosts[1].clone());
+    let gw = "02:53:50:00:00:01";
+    let filter = "arp or ether src 02:53:50:00:00:01";
+    let mut cap1 = String::new();
+    let cap0 = capture(lab, &h0, "spvx100", filter, || {
+        cap1 = capture(lab, &h1, "spvx100", filter, || {
+            for w in [&t.wa1, &t.wa2] {
+                lab.exec(w, &["ip", "neigh", "flush", "all"]);
+                assert!(lab.ping(w, "10.10.0.1"), "{w} -> gateway");
+            }
+            // ARP for remote endpoints is answered locally too.
+            lab.exec(&t.wa1, &["ip", "neigh", "flush", "all"]);
+            assert!(lab.ping(&t.wa1, "10.10.0.12"));
+            // Positive control: ARP for an unknown address is flooded.
+            assert!(lab.ping_fails(&t.wa1, "10.10.0.99"));
+        });
+    });
+    assert!(
+        cap1.contains("who-has 10.10.0.99"),
+        "capture on h1 saw no flood:\n{cap1}"
+    );
+    for (name, cap) in [("h0", &cap0), ("h1", &cap1)] {
+        assert!(
+            !cap.contains(&format!("{gw} >")),
+            "gateway MAC crossed the tunnel at {name}:\n{cap}"
+        );
+        assert!(
+            !cap.contains("is-at"),
+            "an ARP reply crossed the tunnel at {name}:\n{cap}"
+        );
+        assert!(
+            !cap.contains("who-has 10.10.0.1 "),
+            "ARP for the gateway crossed at {name}:\n{cap}"
+        );
+        assert!(
+            !cap.contains("who-has 10.10.0.12"),
+            "ARP for a remote endpoint was not suppressed at {name}:\n{cap}"
+        );
+    }
+    assert!(lab.ping(&t.wa1, "10.10.0.1"));
+    let neigh = lab.exec(&t.wa1, &["ip", "neigh", "show", "10.10.0.1"]);
+    assert!(neigh.contains(gw), "{neigh}");
+    let neigh = lab.exec(&t.wa1, &["ip", "neigh", "show", "10.10.0.12"]);
+    assert!(neigh.contains("02:53:0a:0a:00:0c"), "{neigh}");
 }
