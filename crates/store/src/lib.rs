@@ -8,6 +8,11 @@
 //! Backends implement [`Store`]; callers hold an `Arc<dyn Store>` and never
 //! know which backend is behind it. Every backend passes the same
 //! conformance suite (`conformance`, behind the feature of that name).
+//!
+//! Modules: [`kv`] (the pure, deterministic state machine with etcd
+//! semantics, reusable by replicated backends), [`mem`] (`MemStore`, in
+//! memory), `etcd` (`EtcdStore`, feature `etcd`, on by default),
+//! `conformance` and `bench` (feature `conformance`).
 
 #[cfg(feature = "conformance")]
 pub mod bench;
