@@ -614,3 +614,47 @@ fn anycast_gateway_never_crosses_the_tunnel() {
     let neigh = lab.exec(&t.wa1, &["ip", "neigh", "show", "10.10.0.12"]);
     assert!(neigh.contains("02:53:0a:0a:00:0c"), "{neigh}");
 }
+
+#[test]
+fn attach_latency_is_low() {
+    let mut lab = Lab::new(1);
+    let h = lab.hosts[0].clone();
+    let a = a_net();
+    let mut d = DesiredState {
+        networks: vec![a.clone()],
+        local: vec![],
+        remote: (0..20)
+            .map(|i| {
+                remote_of(
+                    &local(&format!("r{i}"), &a, 100 + i, "x"),
+                    Ipv4Addr::new(198, 18, 0, 2 + i % 3),
+                )
+            })
+            .collect(),
+    };
+    let dp = DpHost::start(&h);
+    dp.apply(&d);
+    let mut times = Vec::new();
+    for i in 0..25u8 {
+        let e = ep(&mut lab, &format!("att{i}"), &a, 10 + i);
+        d.local.push(e);
+        let start = std::time::Instant::now();
+        let r = dp.apply(&d);
+        times.push(start.elapsed());
+        assert!(r.changes > 0);
+    }
+    let start = std::time::Instant::now();
+    assert_eq!(dp.apply(&d).changes, 0);
+    let noop = start.elapsed();
+    times.sort();
+    let p50 = times[times.len() / 2];
+    let p99 = times[times.len() - 1];
+    eprintln!(
+        "attach apply latency: p50 {p50:?}, max {p99:?}; no-op apply with 25 endpoints {noop:?}"
+    );
+    // Loose bound for noisy CI machines; the goal (p99 < 50 ms) is reported above.
+    assert!(p99 < Duration::from_millis(500), "attach took {p99:?}");
+    // The last workload works.
+    let last = format!("{}-att24", lab.prefix);
+    assert!(lab.ping(&last, "10.10.0.1"));
+}
