@@ -72,6 +72,8 @@ use crate::{
 pub const DEFAULT_FIREWALL_TABLE: &str = "socketplane";
 /// How often an otherwise unchanged firewall is re-verified.
 pub const FIREWALL_RECHECK: Duration = Duration::from_secs(30);
+/// How often a configured workload namespace is re-entered and verified.
+pub const ENDPOINT_RECHECK: Duration = Duration::from_secs(300);
 
 /// How the Linux datapath binds to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +98,8 @@ struct EndpointConfig {
 
 #[derive(Default)]
 struct Cache {
-    endpoints: HashMap<String, EndpointConfig>,
+    /// Endpoint id -> what was configured and when it was last verified.
+    endpoints: HashMap<String, (EndpointConfig, Instant)>,
     firewall_hash: Option<String>,
     firewall_checked: Option<Instant>,
 }
@@ -525,22 +528,26 @@ impl LinuxDatapath {
         r
     }
 
-    /// Converges one local endpoint; returns writes.
+    /// Converges one local endpoint; returns writes, or `None` when the
+    /// cache showed it configured and nothing was checked.
     async fn ensure_endpoint(
         &self,
         e: &LocalEndpoint,
         cfg: &EndpointConfig,
         br: u32,
         links: &HashMap<String, Link>,
-        cache: &HashMap<String, EndpointConfig>,
-    ) -> Result<usize> {
+        cache: &HashMap<String, (EndpointConfig, Instant)>,
+    ) -> Result<Option<usize>> {
         let host = names::veth_host(&e.id);
         let mut changes = 0;
         match links.get(&host) {
             Some(l) if l.is_kind(InfoKind::Veth) => {
                 let host_ok = l.master == Some(br) && l.up && l.mtu == cfg.mtu;
-                if host_ok && cache.get(&e.id) == Some(cfg) {
-                    return Ok(0);
+                let cached = cache
+                    .get(&e.id)
+                    .is_some_and(|(c, t)| c == cfg && t.elapsed() < ENDPOINT_RECHECK);
+                if host_ok && cached {
+                    return Ok(None);
                 }
                 if !host_ok {
                     let msg = LinkUnspec::new_with_index(l.index)
@@ -588,7 +595,7 @@ impl LinuxDatapath {
                 changes += self.create_endpoint(e, cfg, br).await?;
             }
         }
-        Ok(changes)
+        Ok(Some(changes))
     }
 
     async fn create_endpoint(
@@ -1111,10 +1118,11 @@ impl Datapath for LinuxDatapath {
                 .ensure_endpoint(e, &cfg, br.index, &links, &cache.endpoints)
                 .await
             {
-                Ok(k) => {
+                Ok(Some(k)) => {
                     changes += k;
-                    cache.endpoints.insert(e.id.clone(), cfg);
+                    cache.endpoints.insert(e.id.clone(), (cfg, Instant::now()));
                 }
+                Ok(None) => {}
                 Err(err) => {
                     cache.endpoints.remove(&e.id);
                     errors.push(err)
