@@ -1,0 +1,147 @@
+//! The HTTP side of node-to-node RPC: `/raft/v1/...` routes.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::post;
+use axum::Router;
+use openraft::error::Fatal;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::Snapshot;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::network::{
+    decode_snapshot, ClientRequest, JoinRequest, LeaveRequest, WireError, CLUSTER_HEADER,
+    TOKEN_HEADER,
+};
+use crate::types::{NodeId, TypeConfig};
+use crate::EmbeddedStore;
+
+type S = State<Arc<EmbeddedStore>>;
+
+fn json<T: Serialize>(v: &T) -> HttpResponse {
+    match serde_json::to_vec(v) {
+        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
+    serde_json::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad request body: {e}")).into_response())
+}
+
+async fn auth(State(s): S, headers: HeaderMap, req: HttpRequest, next: Next) -> HttpResponse {
+    if s.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store node is shut down").into_response();
+    }
+    if let Some(token) = &s.cfg.token {
+        let given = headers.get(TOKEN_HEADER).map(|v| v.as_bytes());
+        if given != Some(token.as_bytes()) {
+            return (StatusCode::UNAUTHORIZED, "missing or wrong cluster token").into_response();
+        }
+    }
+    if let Some(c) = headers.get(CLUSTER_HEADER) {
+        if c.as_bytes() != s.cfg.cluster.as_bytes() {
+            return (
+                StatusCode::CONFLICT,
+                format!(
+                    "cluster name mismatch: this node belongs to cluster {:?}, the caller to {:?}",
+                    s.cfg.cluster,
+                    String::from_utf8_lossy(c.as_bytes())
+                ),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn append(State(s): S, body: Bytes) -> HttpResponse {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    s.note_leader_contact();
+    json(&s.raft.append_entries(req).await)
+}
+
+async fn vote(State(s): S, body: Bytes) -> HttpResponse {
+    let req: VoteRequest<NodeId> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    json(&s.raft.vote(req).await)
+}
+
+async fn snapshot(State(s): S, body: Bytes) -> HttpResponse {
+    let (header, data) = match decode_snapshot(&body) {
+        Ok(x) => x,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    s.note_leader_contact();
+    let snap = Snapshot::<TypeConfig> {
+        meta: header.meta,
+        snapshot: Box::new(std::io::Cursor::new(data)),
+    };
+    let res: Result<_, Fatal<NodeId>> = s.raft.install_full_snapshot(header.vote, snap).await;
+    json(&res)
+}
+
+async fn join(State(s): S, body: Bytes) -> HttpResponse {
+    let req: JoinRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    json(&s.handle_join(req).await)
+}
+
+async fn leave(State(s): S, body: Bytes) -> HttpResponse {
+    let req: LeaveRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    json(&s.handle_leave(req).await)
+}
+
+async fn forward(State(s): S, body: Bytes) -> HttpResponse {
+    let req: ClientRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let is_leader = matches!(s.leader(), Some((id, _)) if id == s.cfg.node_id);
+    let res = if is_leader {
+        s.handle_local(req).await
+    } else {
+        Err(s.not_leader())
+    };
+    json(&res)
+}
+
+async fn read_index(State(s): S) -> HttpResponse {
+    let res: Result<u64, WireError> = s.handle_read_index().await;
+    json(&res)
+}
+
+impl EmbeddedStore {
+    /// The node-to-node HTTP routes (`/raft/v1/...`), to mount on the
+    /// cluster port.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/raft/v1/append", post(append))
+            .route("/raft/v1/vote", post(vote))
+            .route("/raft/v1/snapshot", post(snapshot))
+            .route("/raft/v1/join", post(join))
+            .route("/raft/v1/leave", post(leave))
+            .route("/raft/v1/forward", post(forward))
+            .route("/raft/v1/read_index", post(read_index))
+            .layer(DefaultBodyLimit::max(1 << 30))
+            .route_layer(middleware::from_fn_with_state(self.clone(), auth))
+            .with_state(self.clone())
+    }
+}

@@ -1,0 +1,313 @@
+//! Node-to-node RPC over HTTP: the openraft network (append, vote,
+//! snapshot) and the store's own calls (join, leave, forward, read index).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use socketplane_store::LeaseId;
+
+use crate::types::{NodeId, Request, Response, Snapshot, SnapshotMeta, TypeConfig, Vote};
+
+pub(crate) const TOKEN_HEADER: &str = "x-socketplane-token";
+pub(crate) const CLUSTER_HEADER: &str = "x-socketplane-cluster";
+
+/// A request a follower forwards to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum ClientRequest {
+    Write(Request),
+    KeepAlive(LeaseId),
+}
+
+/// Errors carried between nodes in response bodies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum WireError {
+    NotLeader { leader: Option<String> },
+    Unavailable(String),
+    InvalidArgument(String),
+    LeaseNotFound(LeaseId),
+    ClusterMismatch { ours: String, theirs: String },
+    Internal(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JoinRequest {
+    pub node_id: NodeId,
+    pub addr: String,
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LeaveRequest {
+    pub node_id: NodeId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SnapshotHeader {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+}
+
+/// A failed HTTP call, classified by whether the request can have had an
+/// effect on the remote side.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// The request never reached the peer (connection refused etc.).
+    #[error("cannot connect to {0}")]
+    Connect(String),
+    /// The request may or may not have been processed.
+    #[error("request to {0} failed: {1}")]
+    Failed(String, String),
+    #[error("{1}")]
+    Status(u16, String),
+}
+
+/// Shared HTTP client and peer bookkeeping.
+pub(crate) struct NetCore {
+    pub client: reqwest::Client,
+    pub token: Option<String>,
+    pub cluster: String,
+    /// Last successful Raft RPC to each peer (leader side liveness).
+    pub contacts: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl NetCore {
+    pub fn new(token: Option<String>, cluster: String) -> Arc<Self> {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(32)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Arc::new(Self {
+            client,
+            token,
+            cluster,
+            contacts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn touch(&self, id: NodeId) {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Instant::now());
+    }
+
+    pub fn last_contact(&self, id: NodeId) -> Option<Instant> {
+        self.contacts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// POSTs raw bytes and returns the raw response body.
+    pub async fn post_raw(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let url = format!("http://{addr}{path}");
+        let mut req = self
+            .client
+            .post(&url)
+            .timeout(timeout)
+            .header(CLUSTER_HEADER, &self.cluster)
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.header(TOKEN_HEADER, t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                CallError::Connect(addr.to_string())
+            } else {
+                CallError::Failed(addr.to_string(), e.to_string())
+            }
+        })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Failed(addr.to_string(), e.to_string()))?;
+        if !status.is_success() {
+            return Err(CallError::Status(
+                status.as_u16(),
+                format!(
+                    "{addr} answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    pub async fn post<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Q,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| CallError::Failed(addr.to_string(), e.to_string()))?;
+        let bytes = self.post_raw(addr, path, body, timeout).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::Failed(addr.to_string(), format!("undecodable answer: {e}")))
+    }
+}
+
+/// The openraft network factory.
+#[derive(Clone)]
+pub(crate) struct Network {
+    pub core: Arc<NetCore>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerClient {
+            core: self.core.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+pub(crate) struct PeerClient {
+    core: Arc<NetCore>,
+    target: NodeId,
+    addr: String,
+}
+
+type RpcErr<E = RaftError<NodeId>> = RPCError<NodeId, BasicNode, E>;
+
+impl PeerClient {
+    async fn rpc<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Q,
+        timeout: Duration,
+    ) -> Result<R, RpcErr> {
+        let res: Result<Result<R, RaftError<NodeId>>, CallError> =
+            self.core.post(&self.addr, path, req, timeout).await;
+        match res {
+            Ok(Ok(r)) => {
+                self.core.touch(self.target);
+                Ok(r)
+            }
+            Ok(Err(e)) => {
+                self.core.touch(self.target);
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Err(e @ CallError::Connect(_)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        self.rpc("/raft/v1/append", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        self.rpc("/raft/v1/vote", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: openraft::raft::InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        openraft::raft::InstallSnapshotResponse<NodeId>,
+        RpcErr<RaftError<NodeId, openraft::error::InstallSnapshotError>>,
+    > {
+        // Snapshots travel whole through `full_snapshot`.
+        Err(RPCError::Network(NetworkError::new(&CallError::Status(
+            400,
+            "chunked snapshots are not supported".into(),
+        ))))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let header = SnapshotHeader {
+            vote,
+            meta: snapshot.meta.clone(),
+        };
+        let header = serde_json::to_vec(&header)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let data = snapshot.snapshot.into_inner();
+        let mut body = Vec::with_capacity(8 + header.len() + data.len());
+        body.extend_from_slice(&(header.len() as u64).to_be_bytes());
+        body.extend_from_slice(&header);
+        body.extend_from_slice(&data);
+        let call = self
+            .core
+            .post_raw(&self.addr, "/raft/v1/snapshot", body, option.hard_ttl());
+        let res = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            res = call => res,
+        };
+        let bytes = match res {
+            Ok(b) => b,
+            Err(e @ CallError::Connect(_)) => {
+                return Err(StreamingError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        };
+        let resp: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = serde_json::from_slice(&bytes)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        self.core.touch(self.target);
+        resp.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+}
+
+/// Decodes the body of a snapshot request: header length, header, data.
+pub(crate) fn decode_snapshot(body: &[u8]) -> Result<(SnapshotHeader, Vec<u8>), String> {
+    if body.len() < 8 {
+        return Err("short snapshot body".into());
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&body[..8]);
+    let len = u64::from_be_bytes(len) as usize;
+    let rest = &body[8..];
+    if rest.len() < len {
+        return Err("short snapshot header".into());
+    }
+    let header: SnapshotHeader =
+        serde_json::from_slice(&rest[..len]).map_err(|e| format!("bad snapshot header: {e}"))?;
+    Ok((header, rest[len..].to_vec()))
+}
+
+pub(crate) type ForwardResult = Result<Response, WireError>;

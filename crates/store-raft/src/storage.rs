@@ -1,0 +1,478 @@
+//! Crash-safe persistence in redb: the Raft log, the vote, the commit index
+//! and the latest state-machine snapshot.
+//!
+//! One writer thread owns the database and group-commits whatever is queued
+//! (several appends from concurrent proposals become one durable commit).
+//! The log is also kept in memory (it is bounded by snapshots and purging),
+//! so reads never touch the disk.
+
+use std::collections::BTreeMap;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogState, RaftLogId, RaftLogReader};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use socketplane_store::StoreError;
+use tokio::sync::oneshot;
+
+use crate::types::{
+    storage_err, Entry, LogId, NodeId, SnapshotMeta, StorageError, TypeConfig, Vote,
+};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const FORMAT: &[u8] = b"socketplane-store-raft/1";
+const K_FORMAT: &str = "format";
+const K_CLUSTER: &str = "cluster";
+const K_NODE: &str = "node_id";
+const K_VOTE: &str = "vote";
+const K_COMMITTED: &str = "committed";
+const K_PURGED: &str = "last_purged";
+const K_SNAP_META: &str = "snapshot_meta";
+const K_SNAP_DATA: &str = "snapshot_data";
+
+/// Everything read back from the database at open.
+pub(crate) struct Loaded {
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub last_purged: Option<LogId>,
+    pub entries: BTreeMap<u64, Entry>,
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// Opens (or creates) the database, checks it belongs to this cluster and
+/// node, and loads its contents.
+pub(crate) fn open_db(
+    path: &Path,
+    cluster: &str,
+    node_id: NodeId,
+) -> Result<(Database, Loaded), StoreError> {
+    let db = Database::create(path)
+        .map_err(|e| corrupt(&format!("cannot open store database {}", path.display()), e))?;
+    let rtx = db
+        .begin_read()
+        .map_err(|e| corrupt("read transaction", e))?;
+    let meta = match rtx.open_table(META) {
+        Ok(t) => Some(t),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(corrupt("meta table", e)),
+    };
+    let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
+        match &meta {
+            None => Ok(None),
+            Some(t) => Ok(t
+                .get(k)
+                .map_err(|e| corrupt("meta table", e))?
+                .map(|v| v.value().to_vec())),
+        }
+    };
+    match get(K_FORMAT)? {
+        None => {
+            let tables = rtx
+                .list_tables()
+                .map_err(|e| corrupt("list tables", e))?
+                .count();
+            if tables > 0 {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is not a socketplane store database",
+                    path.display()
+                )));
+            }
+            drop(meta);
+            drop(rtx);
+            let mut w = db.begin_write().map_err(|e| corrupt("write", e))?;
+            w.set_durability(Durability::Immediate);
+            {
+                let mut t = w.open_table(META).map_err(|e| corrupt("write", e))?;
+                t.insert(K_FORMAT, FORMAT)
+                    .map_err(|e| corrupt("write", e))?;
+                t.insert(K_CLUSTER, cluster.as_bytes())
+                    .map_err(|e| corrupt("write", e))?;
+                t.insert(K_NODE, node_id.to_string().as_bytes())
+                    .map_err(|e| corrupt("write", e))?;
+                w.open_table(LOG).map_err(|e| corrupt("write", e))?;
+            }
+            w.commit().map_err(|e| corrupt("write", e))?;
+            let loaded = Loaded {
+                vote: None,
+                committed: None,
+                last_purged: None,
+                entries: BTreeMap::new(),
+                snapshot: None,
+            };
+            return Ok((db, loaded));
+        }
+        Some(f) if f != FORMAT => {
+            return Err(StoreError::Corrupt(format!(
+                "{}: unknown format {:?}",
+                path.display(),
+                String::from_utf8_lossy(&f)
+            )))
+        }
+        Some(_) => {}
+    }
+    let stored_cluster = get(K_CLUSTER)?.unwrap_or_default();
+    if stored_cluster != cluster.as_bytes() {
+        return Err(StoreError::Corrupt(format!(
+            "data dir belongs to cluster {:?}, not {:?}",
+            String::from_utf8_lossy(&stored_cluster),
+            cluster
+        )));
+    }
+    let stored_node = get(K_NODE)?.unwrap_or_default();
+    if stored_node != node_id.to_string().as_bytes() {
+        return Err(StoreError::Corrupt(format!(
+            "data dir belongs to node {}, not {}",
+            String::from_utf8_lossy(&stored_node),
+            node_id
+        )));
+    }
+    fn de<T: serde::de::DeserializeOwned>(
+        v: Option<Vec<u8>>,
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match v {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| corrupt(what, e)),
+        }
+    }
+    let vote: Option<Vote> = de(get(K_VOTE)?, "vote")?;
+    let committed: Option<LogId> = de(get(K_COMMITTED)?, "commit index")?;
+    let last_purged: Option<LogId> = de(get(K_PURGED)?, "purge marker")?;
+    let snap_meta: Option<SnapshotMeta> = de(get(K_SNAP_META)?, "snapshot metadata")?;
+    let snapshot = match snap_meta {
+        Some(m) => {
+            let data = get(K_SNAP_DATA)?
+                .ok_or_else(|| StoreError::Corrupt("snapshot data missing".into()))?;
+            Some((m, data))
+        }
+        None => None,
+    };
+    let mut entries = BTreeMap::new();
+    let log = rtx.open_table(LOG).map_err(|e| corrupt("log table", e))?;
+    for item in log.iter().map_err(|e| corrupt("log table", e))? {
+        let (k, v) = item.map_err(|e| corrupt("log table", e))?;
+        let entry: Entry =
+            serde_json::from_slice(v.value()).map_err(|e| corrupt("log entry", e))?;
+        if entry.log_id.index != k.value() {
+            return Err(StoreError::Corrupt(format!(
+                "log entry {} stored at index {}",
+                entry.log_id.index,
+                k.value()
+            )));
+        }
+        entries.insert(k.value(), entry);
+    }
+    drop(log);
+    drop(meta);
+    drop(rtx);
+    Ok((
+        db,
+        Loaded {
+            vote,
+            committed,
+            last_purged,
+            entries,
+            snapshot,
+        },
+    ))
+}
+
+type Ack = oneshot::Sender<Result<(), String>>;
+
+enum WriteOp {
+    Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    Meta(&'static str, Vec<u8>, Option<Ack>),
+    /// Delete log entries with index >= the given one.
+    Truncate(u64, Ack),
+    /// Delete log entries with index <= the given one and record the marker.
+    Purge(u64, Vec<u8>, Ack),
+    Snapshot(Vec<u8>, Vec<u8>, Ack),
+}
+
+/// A handle to the writer thread.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: Arc<Mutex<Option<mpsc::Sender<WriteOp>>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Writer {
+    pub fn spawn(db: Database) -> Self {
+        let (tx, rx) = mpsc::channel::<WriteOp>();
+        let thread = std::thread::Builder::new()
+            .name("store-raft-writer".into())
+            .spawn(move || writer_loop(db, rx))
+            .ok();
+        Self {
+            tx: Arc::new(Mutex::new(Some(tx))),
+            thread: Arc::new(Mutex::new(thread)),
+        }
+    }
+
+    fn send(&self, op: WriteOp) -> Result<(), StorageError> {
+        let g = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        match g.as_ref() {
+            Some(tx) => tx.send(op).map_err(|_| storage_err("store writer stopped")),
+            None => Err(storage_err("store writer stopped")),
+        }
+    }
+
+    async fn send_wait(&self, f: impl FnOnce(Ack) -> WriteOp) -> Result<(), StorageError> {
+        let (ack, rx) = oneshot::channel();
+        self.send(f(ack))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(storage_err(e)),
+            Err(_) => Err(storage_err("store writer stopped")),
+        }
+    }
+
+    pub async fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        let m = serde_json::to_vec(meta).map_err(storage_err)?;
+        let d = data.to_vec();
+        self.send_wait(|ack| WriteOp::Snapshot(m, d, ack)).await
+    }
+
+    /// Stops the writer thread after it finished what is queued, closing
+    /// the database.
+    pub fn stop(&self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+fn writer_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < 1024 {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let durable = ops
+            .iter()
+            .any(|op| !matches!(op, WriteOp::Meta(_, _, None)));
+        let res = write_batch(&db, &ops, durable).map_err(|e| e.to_string());
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "Failed to persist the raft log.");
+        }
+        for op in ops {
+            match op {
+                WriteOp::Append(_, cb) => {
+                    cb.log_io_completed(res.clone().map_err(|e| std::io::Error::other(e)))
+                }
+                WriteOp::Meta(_, _, ack) => {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(res.clone());
+                    }
+                }
+                WriteOp::Truncate(_, ack)
+                | WriteOp::Purge(_, _, ack)
+                | WriteOp::Snapshot(_, _, ack) => {
+                    let _ = ack.send(res.clone());
+                }
+            }
+        }
+    }
+    drop(db);
+}
+
+fn write_batch(db: &Database, ops: &[WriteOp], durable: bool) -> Result<(), redb::Error> {
+    let mut w = db.begin_write()?;
+    w.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    });
+    {
+        let mut log = w.open_table(LOG)?;
+        let mut meta = w.open_table(META)?;
+        for op in ops {
+            match op {
+                WriteOp::Append(entries, _) => {
+                    for (i, data) in entries {
+                        log.insert(*i, data.as_slice())?;
+                    }
+                }
+                WriteOp::Meta(k, v, _) => {
+                    meta.insert(*k, v.as_slice())?;
+                }
+                WriteOp::Truncate(from, _) => {
+                    log.retain_in(*from.., |_, _| false)?;
+                }
+                WriteOp::Purge(upto, marker, _) => {
+                    log.retain_in(..=*upto, |_, _| false)?;
+                    meta.insert(K_PURGED, marker.as_slice())?;
+                }
+                WriteOp::Snapshot(m, d, _) => {
+                    meta.insert(K_SNAP_DATA, d.as_slice())?;
+                    meta.insert(K_SNAP_META, m.as_slice())?;
+                }
+            }
+        }
+    }
+    w.commit()?;
+    Ok(())
+}
+
+pub(crate) struct LogMem {
+    pub entries: BTreeMap<u64, Entry>,
+    pub last_purged: Option<LogId>,
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+}
+
+/// The openraft log storage (and its reader).
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    mem: Arc<Mutex<LogMem>>,
+    writer: Writer,
+}
+
+impl LogStore {
+    pub fn new(loaded: &mut Loaded, writer: Writer) -> Self {
+        Self {
+            mem: Arc::new(Mutex::new(LogMem {
+                entries: std::mem::take(&mut loaded.entries),
+                last_purged: loaded.last_purged,
+                vote: loaded.vote,
+                committed: loaded.committed,
+            })),
+            writer,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogMem> {
+        self.mem.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = range.start_bound().cloned();
+        let end = range.end_bound().cloned();
+        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
+            (start, end)
+        {
+            if s > e {
+                return Ok(Vec::new());
+            }
+        }
+        let g = self.lock();
+        Ok(g.entries
+            .range((start, end))
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let g = self.lock();
+        let last = g
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(g.last_purged);
+        Ok(LogState {
+            last_purged_log_id: g.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let v = serde_json::to_vec(vote).map_err(storage_err)?;
+        self.writer
+            .send_wait(|ack| WriteOp::Meta(K_VOTE, v, Some(ack)))
+            .await?;
+        self.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let v = serde_json::to_vec(&committed).map_err(storage_err)?;
+        self.writer.send(WriteOp::Meta(K_COMMITTED, v, None))?;
+        self.lock().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut rows = Vec::new();
+        {
+            let mut g = self.lock();
+            for e in entries {
+                rows.push((e.log_id.index, serde_json::to_vec(&e).map_err(storage_err)?));
+                g.entries.insert(e.log_id.index, e);
+            }
+        }
+        self.writer.send(WriteOp::Append(rows, callback))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        {
+            let mut g = self.lock();
+            let _ = g.entries.split_off(&log_id.index);
+        }
+        self.writer
+            .send_wait(|ack| WriteOp::Truncate(log_id.index, ack))
+            .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        {
+            let mut g = self.lock();
+            let keep = g.entries.split_off(&(log_id.index + 1));
+            g.entries = keep;
+            g.last_purged = Some(log_id);
+        }
+        let marker = serde_json::to_vec(&log_id).map_err(storage_err)?;
+        self.writer
+            .send_wait(|ack| WriteOp::Purge(log_id.index, marker, ack))
+            .await
+    }
+}
