@@ -21,8 +21,9 @@ const H1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// 10.20.0.0/24). Host 0: wa1 (A .11), wa3 (A .13), wb1 (B .11).
 /// Host 1: wa2 (A .12), wb2 (B .12).
 struct Topo {
-    lab: Lab,
+    // Datapaths stop before the lab's namespaces go.
     dp: Vec<DpHost>,
+    lab: Lab,
     wa1: String,
     wa2: String,
     wa3: String,
@@ -69,8 +70,8 @@ impl Topo {
         assert!(dp[0].apply(&d0).changes > 0);
         assert!(dp[1].apply(&d1).changes > 0);
         Topo {
-            lab,
             dp,
+            lab,
             wa1,
             wa2,
             wa3,
@@ -556,9 +557,10 @@ fn capture(lab: &Lab, ns: &str, dev: &str, filter: &str, during: impl FnOnce()) 
     during();
     std::thread::sleep(Duration::from_millis(500));
     // SIGTERM (not SIGKILL) so tcpdump flushes what it captured.
-    let _ = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let _ = child.wait();
     let text = std::fs::read_to_string(&file).unwrap_or_default();
     let _ = std::fs::remove_file(&file);

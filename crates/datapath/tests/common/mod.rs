@@ -289,10 +289,10 @@ impl Lab {
     /// Applies Docker's policy in a host namespace: FORWARD DROP and
     /// bridge-nf-call-iptables=1 (optionally with a DOCKER-USER chain).
     pub fn docker_policy(&self, ns: &str, docker_user: bool) {
-        self.exec(
-            ns,
-            &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
-        );
+        in_ns(ns, || {
+            std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1")
+                .expect("br_netfilter (net.bridge.bridge-nf-call-iptables) is needed")
+        });
         self.exec(ns, &["iptables", "-w", "-P", "FORWARD", "DROP"]);
         if docker_user {
             self.exec(ns, &["iptables", "-w", "-N", "DOCKER-USER"]);
