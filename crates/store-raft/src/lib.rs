@@ -413,7 +413,7 @@ impl EmbeddedStore {
     }
 
     /// Executes a client request on this node, which must be the leader.
-    async fn handle_local(&self, req: ClientRequest) -> Result<Response, WireError> {
+    async fn handle_local(&self, req: ClientRequest) -> ForwardResult {
         if self.stopped.load(Ordering::SeqCst) {
             return Err(WireError::Unavailable("node is shutting down".into()));
         }
@@ -433,7 +433,7 @@ impl EmbeddedStore {
                                     .insert(*id, Instant::now() + Duration::from_millis(ttl));
                             }
                         }
-                        Ok(resp.data)
+                        Ok((resp.data, resp.log_id.index))
                     }
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                         Err(self.not_leader())
@@ -461,7 +461,7 @@ impl EmbeddedStore {
                 }
                 c.deadlines
                     .insert(id, Instant::now() + Duration::from_millis(ttl));
-                Ok(Response::None)
+                Ok((Response::None, 0))
             }
         }
     }
@@ -491,7 +491,7 @@ impl EmbeddedStore {
             match self.leader() {
                 Some((id, _)) if id == self.cfg.node_id => {
                     match self.handle_local(req.clone()).await {
-                        Ok(r) => return Ok(r),
+                        Ok((r, _)) => return Ok(r),
                         Err(WireError::NotLeader { .. }) => last = "leader changed".into(),
                         Err(WireError::Unavailable(e)) if idempotent => last = e,
                         Err(e) => return Err(wire_to_store(e)),
@@ -503,7 +503,19 @@ impl EmbeddedStore {
                         .post(&addr, "/raft/v1/forward", &req, timeout)
                         .await;
                     match res {
-                        Ok(Ok(r)) => return Ok(r),
+                        Ok(Ok((r, index))) => {
+                            // Read your writes: wait until this node applied
+                            // it too (the write succeeded either way).
+                            if index > 0 {
+                                let left = deadline.saturating_duration_since(Instant::now());
+                                let _ = self
+                                    .raft
+                                    .wait(Some(left.max(Duration::from_secs(1))))
+                                    .applied_index_at_least(Some(index), "forwarded write")
+                                    .await;
+                            }
+                            return Ok(r);
+                        }
                         Ok(Err(WireError::NotLeader { .. })) => {
                             last = format!("{addr} is not the leader")
                         }

@@ -310,4 +310,6 @@ pub(crate) fn decode_snapshot(body: &[u8]) -> Result<(SnapshotHeader, Vec<u8>), 
     Ok((header, rest[len..].to_vec()))
 }
 
-pub(crate) type ForwardResult = Result<Response, WireError>;
+/// The leader's answer to a forwarded request: the response and the log
+/// index it was applied at (0 if it wrote nothing).
+pub(crate) type ForwardResult = Result<(Response, u64), WireError>;

@@ -1,0 +1,282 @@
+//! Multi-node embedded store clusters over loopback TCP.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use socketplane_store::{conformance, Compare, MemberRole, Op, Store, StoreError, Txn};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_conformance() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(3, "c3", dir.path(), |_| {}).await;
+    let stores: Vec<Arc<dyn Store>> = nodes.iter().map(|n| n.dyn_store()).collect();
+    let next = AtomicUsize::new(0);
+    conformance::run_all(|| {
+        let s = stores[next.fetch_add(1, Ordering::Relaxed) % stores.len()].clone();
+        async move { s }
+    })
+    .await;
+    for n in &nodes {
+        let s = n.store.status().await.unwrap();
+        assert!(s.healthy, "{s:?}");
+        assert_eq!(s.members.len(), 3);
+        assert_eq!(
+            s.members
+                .iter()
+                .filter(|m| m.role == MemberRole::Leader)
+                .count(),
+            1
+        );
+    }
+}
+
+/// One CAS increment that tolerates ambiguous failures: each attempt also
+/// writes a marker key, so after an error whose outcome is unknown we can
+/// tell whether it was applied.
+async fn increment(stores: &[Arc<dyn Store>], start: usize, key: &str, marker: &str) {
+    let mut i = start;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "increment {marker} never applied"
+        );
+        let store = &stores[i % stores.len()];
+        let cur = match store.get(key).await {
+            Ok(c) => c,
+            Err(_) => {
+                i += 1;
+                continue;
+            }
+        };
+        let (n, rev) = match &cur {
+            Some(kv) => (
+                String::from_utf8_lossy(&kv.value).parse::<u64>().unwrap(),
+                kv.mod_revision,
+            ),
+            None => (0, 0),
+        };
+        let txn = Txn::new()
+            .when(Compare::mod_revision(key, rev))
+            .then(Op::put(key, (n + 1).to_string()))
+            .then(Op::put(marker, "1"));
+        match store.txn(txn).await {
+            Ok(r) if r.succeeded => return,
+            Ok(_) => {}
+            Err(_) => {
+                // Outcome unknown: look for the marker on any live node.
+                loop {
+                    assert!(Instant::now() < deadline, "marker {marker} unreadable");
+                    i += 1;
+                    match stores[i % stores.len()].get(marker).await {
+                        Ok(Some(_)) => return,
+                        Ok(None) => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_1000_with_leader_failover_and_restart() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, "cas", dir.path(), |_| {}).await;
+    let key = "/counter";
+    const TOTAL: usize = 1000;
+    const WORKERS: usize = 30;
+    let live: Arc<std::sync::Mutex<Vec<Arc<dyn Store>>>> = Arc::new(std::sync::Mutex::new(
+        nodes.iter().map(|n| n.dyn_store()).collect(),
+    ));
+    let done = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS {
+        let live = live.clone();
+        let done = done.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                if k >= TOTAL {
+                    return;
+                }
+                let stores = live.lock().unwrap().clone();
+                increment(&stores, w, key, &format!("/markers/{k:04}")).await;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    // Mid-way, stop the leader.
+    wait_for("300 increments", Duration::from_secs(60), || {
+        let d = done.load(Ordering::SeqCst);
+        async move { d >= 300 }
+    })
+    .await;
+    let leader = leader_of(&nodes[0]).await.expect("a leader");
+    let li = nodes.iter().position(|n| n.id == leader).unwrap();
+    *live.lock().unwrap() = nodes
+        .iter()
+        .filter(|n| n.id != leader)
+        .map(|n| n.dyn_store())
+        .collect();
+    let t0 = Instant::now();
+    nodes[li].stop().await;
+    let survivor = if li == 0 { 1 } else { 0 };
+    wait_for("a new leader", Duration::from_secs(10), || {
+        let n = &nodes[survivor];
+        async move { matches!(leader_of(n).await, Some(l) if l != leader) }
+    })
+    .await;
+    eprintln!(
+        "new leader elected {:?} after stopping the old one",
+        t0.elapsed()
+    );
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = nodes[survivor].dyn_store();
+    let kv = s.get(key).await.unwrap().unwrap();
+    assert_eq!(kv.value, TOTAL.to_string().as_bytes());
+    assert_eq!(s.list("/markers/").await.unwrap().kvs.len(), TOTAL);
+
+    // A few more writes while it is down, then restart it: it catches up.
+    for i in 0..20 {
+        s.put(&format!("/after/{i}"), b"x".to_vec()).await.unwrap();
+    }
+    nodes[li].restart().await;
+    assert!(nodes[li].store.is_member());
+    let restarted = nodes[li].dyn_store();
+    let kv = restarted.get(key).await.unwrap().unwrap();
+    assert_eq!(kv.value, TOTAL.to_string().as_bytes());
+    assert_eq!(restarted.list("/after/").await.unwrap().kvs.len(), 20);
+    let want = s.status().await.unwrap().revision;
+    wait_for(
+        "restarted node applied everything",
+        Duration::from_secs(10),
+        || {
+            let r = restarted.clone();
+            async move { r.status().await.unwrap().revision >= want }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_join_and_replace_dead_voter() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(5, "rep", dir.path(), |c| {
+        c.replace_after = Duration::from_millis(1500);
+    })
+    .await;
+    wait_for("3 voters", Duration::from_secs(10), || {
+        let n = &nodes[0];
+        async move { voters(n).await == vec![1, 2, 3] }
+    })
+    .await;
+    let st = nodes[0].store.status().await.unwrap();
+    assert_eq!(st.members.len(), 5);
+    for m in &st.members {
+        if m.id == "4" || m.id == "5" {
+            assert_eq!(m.role, MemberRole::Replica, "{st:?}");
+        }
+    }
+    // Replicas serve (linearizable) reads.
+    nodes[0].store.put("/r", b"1".to_vec()).await.unwrap();
+    assert_eq!(nodes[4].store.get("/r").await.unwrap().unwrap().value, b"1");
+
+    // Keep writing through a surviving voter while a follower voter dies.
+    let leader = leader_of(&nodes[0]).await.unwrap();
+    let victim = [1u64, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let writer_node = [1u64, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader && *id != victim)
+        .unwrap();
+    let writer = nodes[writer_node as usize - 1].dyn_store();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let wtask = tokio::spawn(async move {
+        let mut n = 0u64;
+        let mut errors = Vec::new();
+        while !stop2.load(Ordering::SeqCst) {
+            if let Err(e) = writer.put(&format!("/w/{n}"), b"v".to_vec()).await {
+                errors.push(e.to_string());
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (n, errors)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nodes[victim as usize - 1].stop().await;
+    let t0 = Instant::now();
+    let probe = &nodes[writer_node as usize - 1];
+    wait_for(
+        "a replica promoted",
+        Duration::from_secs(15),
+        || async move {
+            let v = voters(probe).await;
+            v.len() == 3 && !v.contains(&victim) && (v.contains(&4) || v.contains(&5))
+        },
+    )
+    .await;
+    eprintln!("voter {victim} replaced after {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (n, errors) = wtask.await.unwrap();
+    assert!(
+        errors.is_empty(),
+        "writes failed during replacement: {errors:?}"
+    );
+    assert!(n > 20);
+    let st = probe.store.status().await.unwrap();
+    assert!(st.healthy);
+    // The dead voter is kept as a replica.
+    assert!(st
+        .members
+        .iter()
+        .any(|m| m.id == victim.to_string() && m.role == MemberRole::Replica));
+
+    // The stopped node comes back and catches up as a replica.
+    nodes[victim as usize - 1].restart().await;
+    let back = nodes[victim as usize - 1].dyn_store();
+    let l = back.list("/w/").await.unwrap();
+    assert_eq!(l.kvs.len() as u64, n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_removes_member() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(4, "leave", dir.path(), |_| {}).await;
+    wait_for("4 members", Duration::from_secs(10), || {
+        let n = &nodes[0];
+        async move { n.store.status().await.unwrap().members.len() == 4 }
+    })
+    .await;
+    nodes[1].store.leave().await.unwrap();
+    wait_for(
+        "replica promoted after leave",
+        Duration::from_secs(10),
+        || {
+            let n = &nodes[0];
+            async move { voters(n).await == vec![1, 3, 4] }
+        },
+    )
+    .await;
+    nodes[0].store.put("/x", b"1".to_vec()).await.unwrap();
+    assert_eq!(nodes[3].store.get("/x").await.unwrap().unwrap().value, b"1");
+    let err = match nodes[0].store.lease_keep_alive(424242).await {
+        Err(e) => e,
+        Ok(()) => panic!("keep-alive of an unknown lease succeeded"),
+    };
+    assert!(matches!(err, StoreError::LeaseNotFound(424242)), "{err}");
+}
