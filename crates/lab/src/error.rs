@@ -54,14 +54,14 @@ pub enum LabError {
         log_tail: String,
     },
     /// The agent of a host did not create its socket in time.
-    #[error("the agent of {host} did not create {socket} within {waited_secs} s; last lines of {log}:\n{log_tail}")]
+    #[error("the agent of {host} did not create {socket} within {waited:?}; last lines of {log}:\n{log_tail}")]
     AgentNotReady {
         /// Host name.
         host: String,
         /// The socket that was awaited.
         socket: PathBuf,
         /// How long we waited.
-        waited_secs: u64,
+        waited: std::time::Duration,
         /// The agent's log file.
         log: PathBuf,
         /// The end of the agent's log.

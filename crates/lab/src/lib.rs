@@ -13,10 +13,12 @@
 //! - `sp-NAME-WL`: workload namespaces (`lo` up), attached to networks by
 //!   the agent (`socketplane endpoint attach --netns PATH`).
 //!
-//! Host numbers are 1-based everywhere (`host1` is host 1).
+//! Hosts are addressed by their 0-based index into [`Lab::hosts`]:
+//! index 0 is `host1` (198.18.0.11, namespace `sp-NAME-h1`), index 1 is
+//! `host2`, and so on.
 //!
 //! Each host runs `AGENT agent [--bootstrap] --iface eth0 --data-dir DIR/data
-//! --socket DIR/socketplane.sock --docker-plugin off --cluster NAME
+//! --socket DIR/socketplane.sock --docker-plugin off --cluster NAME --node-name hostN
 //! [--datapath D] [EXTRA...]` via `ip netns exec`, detached in its own
 //! session, logging to `DIR/agent.log`. The lab's state is saved in
 //! `STATE_DIR/lab.json` after every change, so `up`, `exec` and `down` can
@@ -59,10 +61,11 @@ const STATE_FILE: &str = "lab.json";
 const BRIDGE: &str = "lan0";
 const LOG_TAIL_LINES: usize = 30;
 
-/// The underlay address of host `index` (1-based): 198.18.0.(10+index).
+/// The underlay address of the host at `index` (0-based): `host1` (index
+/// 0) has 198.18.0.11, `hostN` has 198.18.0.(10+N).
 pub fn underlay_ip(index: usize) -> Option<Ipv4Addr> {
-    let last = u8::try_from(index.checked_add(10)?).ok()?;
-    (1..=MAX_HOSTS).contains(&index).then_some(Ipv4Addr::new(198, 18, 0, last))
+    let last = u8::try_from(index.checked_add(11)?).ok()?;
+    (index < MAX_HOSTS).then_some(Ipv4Addr::new(198, 18, 0, last))
 }
 
 /// The default state directory of a lab: `/run/socketplane-lab/<name>`.
@@ -100,15 +103,11 @@ pub struct LabConfig {
     pub agent_args: Vec<String>,
     /// Where state, logs, data dirs and sockets live.
     pub state_dir: PathBuf,
-    /// How long to wait for an agent's socket to appear, in seconds.
-    pub ready_timeout_secs: u64,
-    /// How long an agent gets to exit after SIGTERM before SIGKILL, in seconds.
-    pub stop_timeout_secs: u64,
 }
 
 impl LabConfig {
     /// A configuration with defaults: datapath not passed, no extra flags,
-    /// state in [`default_state_dir`], 20 s to get ready, 10 s to stop.
+    /// state in [`default_state_dir`].
     pub fn new(name: &str, hosts: usize, agent_bin: impl Into<PathBuf>) -> LabConfig {
         LabConfig {
             name: name.to_string(),
@@ -117,8 +116,6 @@ impl LabConfig {
             agent_bin: agent_bin.into(),
             agent_args: Vec::new(),
             state_dir: default_state_dir(name),
-            ready_timeout_secs: 20,
-            stop_timeout_secs: 10,
         }
     }
 
@@ -155,10 +152,28 @@ impl LabConfig {
     }
 }
 
+/// How long the lab waits for agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// For an agent's socket to appear after it starts (default 20 s).
+    pub ready: Duration,
+    /// For an agent to exit after SIGTERM, before SIGKILL (default 10 s).
+    pub stop: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            ready: Duration::from_secs(20),
+            stop: Duration::from_secs(10),
+        }
+    }
+}
+
 /// One host of the lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostInfo {
-    /// 1-based host number.
+    /// 0-based index into [`Lab::hosts`] (`host1` has index 0).
     pub index: usize,
     /// `host1`, `host2`, ...
     pub name: String,
@@ -195,7 +210,7 @@ impl HostInfo {
 pub struct Workload {
     /// Short name given to [`Lab::add_workload`].
     pub name: String,
-    /// Host number it belongs to.
+    /// Index of the host it belongs to.
     pub host: usize,
     /// Namespace name (`sp-NAME-WL`).
     pub netns: String,
@@ -212,6 +227,8 @@ impl Workload {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Lab {
     config: LabConfig,
+    #[serde(default)]
+    timeouts: Timeouts,
     hosts: Vec<HostInfo>,
     workloads: Vec<Workload>,
     /// Every namespace created, in creation order (for teardown).
@@ -222,7 +239,12 @@ impl Lab {
     /// Build the lab: switch, outside world, hosts; start one agent per host
     /// (the first with `--bootstrap`) and wait until each agent's socket
     /// exists. On failure everything created is removed again.
-    pub fn up(mut config: LabConfig) -> Result<Lab> {
+    pub fn up(config: LabConfig) -> Result<Lab> {
+        Lab::up_with(config, Timeouts::default())
+    }
+
+    /// [`Lab::up`] with other timeouts (kept for the lab's later use).
+    pub fn up_with(mut config: LabConfig, timeouts: Timeouts) -> Result<Lab> {
         config.validate()?;
         config.agent_bin = fs::canonicalize(&config.agent_bin).map_err(io_ctx(format!(
             "cannot resolve {}",
@@ -253,6 +275,7 @@ impl Lab {
         let hosts = config.hosts;
         let mut lab = Lab {
             config,
+            timeouts,
             hosts: Vec::new(),
             workloads: Vec::new(),
             namespaces: Vec::new(),
@@ -298,17 +321,17 @@ impl Lab {
             "lo",
         ])?;
 
-        for index in 1..=hosts {
+        for index in 0..hosts {
             self.create_host(index)?;
         }
         self.save()?;
-        for index in 1..=hosts {
-            self.spawn_agent(index, index == 1)?;
-            if index == 1 {
-                self.wait_ready(1)?;
+        for index in 0..hosts {
+            self.spawn_agent(index, index == 0)?;
+            if index == 0 {
+                self.wait_ready(0)?;
             }
         }
-        for index in 2..=hosts {
+        for index in 1..hosts {
             self.wait_ready(index)?;
         }
         tracing::info!(lab = %self.config.name, hosts, "The lab is up.");
@@ -365,29 +388,41 @@ impl Lab {
         &self.config.state_dir
     }
 
-    /// All hosts, in order (`hosts()[0]` is host 1).
+    /// All hosts, in order (`hosts()[0]` is `host1`).
     pub fn hosts(&self) -> &[HostInfo] {
         &self.hosts
     }
 
-    /// Host number `index` (1-based).
+    /// The host at `index` (0-based: 0 is `host1`).
     pub fn host(&self, index: usize) -> Result<&HostInfo> {
-        index
-            .checked_sub(1)
-            .and_then(|i| self.hosts.get(i))
-            .ok_or_else(|| LabError::UnknownHost(index.to_string()))
+        self.hosts
+            .get(index)
+            .ok_or_else(|| LabError::UnknownHost(format!("index {index}")))
     }
 
-    /// A host by name: `host2`, `h2` or `2`.
+    /// A host by name: `host2`, `h2` or `2` (all meaning index 1).
     pub fn host_by_name(&self, name: &str) -> Result<&HostInfo> {
         let digits = name
             .strip_prefix("host")
             .or_else(|| name.strip_prefix('h'))
             .unwrap_or(name);
-        match digits.parse::<usize>() {
-            Ok(i) => self.host(i),
-            Err(_) => Err(LabError::UnknownHost(name.to_string())),
-        }
+        digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| self.hosts.get(i))
+            .ok_or_else(|| LabError::UnknownHost(name.to_string()))
+    }
+
+    /// The timeouts in use.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Change the timeouts (saved with the lab).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<()> {
+        self.timeouts = timeouts;
+        self.save()
     }
 
     /// The workloads created so far.
@@ -405,10 +440,10 @@ impl Lab {
         self.ns_name("sw")
     }
 
-    /// Add a host later (next number), start its agent without
+    /// Add a host later (the next index), start its agent without
     /// `--bootstrap`, and wait until its socket exists.
     pub fn add_host(&mut self) -> Result<HostInfo> {
-        let index = self.hosts.len() + 1;
+        let index = self.hosts.len();
         if underlay_ip(index).is_none() {
             return Err(LabError::InvalidConfig(format!(
                 "a lab has at most {MAX_HOSTS} hosts"
@@ -428,9 +463,7 @@ impl Lab {
                     let _ = cmd::ip(&["netns", "del", &ns]);
                 }
                 self.namespaces.retain(|n| n != &ns);
-                if self.hosts.len() >= index {
-                    self.hosts.truncate(index - 1);
-                }
+                self.hosts.truncate(index);
                 let _ = self.save();
                 Err(e)
             }
@@ -456,10 +489,10 @@ impl Lab {
     }
 
     /// Stop the agent of host `index` with `signal` (SIGTERM or SIGKILL) and
-    /// wait until it is gone. After SIGTERM it gets `stop_timeout_secs`,
+    /// wait until it is gone. After SIGTERM it gets [`Timeouts::stop`],
     /// then SIGKILL. Stopping a stopped agent succeeds.
     pub fn stop_agent(&mut self, index: usize, signal: Signal) -> Result<()> {
-        let grace = Duration::from_secs(self.config.stop_timeout_secs);
+        let grace = self.timeouts.stop;
         let host = self.host(index)?.clone();
         if let (Some(pid), Some(st)) = (host.agent_pid, host.agent_start_time) {
             stop_process(&host.name, pid, st, signal, grace)?;
@@ -585,7 +618,7 @@ impl Lab {
 
     fn teardown(&mut self) -> Result<()> {
         let mut errors = Vec::new();
-        let grace = Duration::from_secs(self.config.stop_timeout_secs);
+        let grace = self.timeouts.stop;
         for h in &mut self.hosts {
             if let (Some(pid), Some(st)) = (h.agent_pid, h.agent_start_time) {
                 if let Err(e) = stop_process(&h.name, pid, st, Signal::SIGTERM, grace) {
@@ -625,14 +658,13 @@ impl Lab {
     }
 
     fn host_ns(&self, index: usize) -> String {
-        self.ns_name(&format!("h{index}"))
+        self.ns_name(&format!("h{}", index + 1))
     }
 
     fn host_mut(&mut self, index: usize) -> Result<&mut HostInfo> {
-        index
-            .checked_sub(1)
-            .and_then(|i| self.hosts.get_mut(i))
-            .ok_or_else(|| LabError::UnknownHost(index.to_string()))
+        self.hosts
+            .get_mut(index)
+            .ok_or_else(|| LabError::UnknownHost(format!("index {index}")))
     }
 
     fn save(&self) -> Result<()> {
@@ -690,13 +722,14 @@ impl Lab {
         let ip = underlay_ip(index)
             .ok_or_else(|| LabError::InvalidConfig(format!("no address for host {index}")))?;
         let ns = self.host_ns(index);
-        let name = format!("host{index}");
+        let number = index + 1;
+        let name = format!("host{number}");
         let dir = self.config.state_dir.join(&name);
         let data_dir = dir.join("data");
         fs::create_dir_all(&data_dir)
             .map_err(io_ctx(format!("cannot create {}", data_dir.display())))?;
         self.add_netns(&ns)?;
-        self.plug(&ns, &format!("h{index}"), ip)?;
+        self.plug(&ns, &format!("h{number}"), ip)?;
         cmd::ip(&[
             "-n",
             &ns,
@@ -741,6 +774,9 @@ impl Lab {
                 "off",
                 "--cluster",
                 &self.config.name,
+                // Hosts share the machine's hostname: name them apart.
+                "--node-name",
+                &host.name,
             ]
             .iter()
             .map(|s| s.to_string()),
@@ -822,7 +858,7 @@ impl Lab {
 
     fn wait_ready(&self, index: usize) -> Result<()> {
         let host = self.host(index)?;
-        let timeout = Duration::from_secs(self.config.ready_timeout_secs);
+        let timeout = self.timeouts.ready;
         let deadline = Instant::now() + timeout;
         loop {
             let is_socket = fs::metadata(&host.socket)
@@ -842,7 +878,7 @@ impl Lab {
                 return Err(LabError::AgentNotReady {
                     host: host.name.clone(),
                     socket: host.socket.clone(),
-                    waited_secs: timeout.as_secs(),
+                    waited: timeout,
                     log: host.log.clone(),
                     log_tail: log_tail(&host.log),
                 });
@@ -1011,10 +1047,9 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(underlay_ip(1), Some(Ipv4Addr::new(198, 18, 0, 11)));
-        assert_eq!(underlay_ip(200), Some(Ipv4Addr::new(198, 18, 0, 210)));
-        assert_eq!(underlay_ip(0), None);
-        assert_eq!(underlay_ip(201), None);
+        assert_eq!(underlay_ip(0), Some(Ipv4Addr::new(198, 18, 0, 11)));
+        assert_eq!(underlay_ip(199), Some(Ipv4Addr::new(198, 18, 0, 210)));
+        assert_eq!(underlay_ip(200), None);
     }
 
     #[test]
@@ -1048,12 +1083,13 @@ mod tests {
         cfg.state_dir = PathBuf::from("/tmp/x");
         let lab = Lab {
             config: cfg,
+            timeouts: Timeouts::default(),
             hosts: Vec::new(),
             workloads: Vec::new(),
             namespaces: Vec::new(),
         };
         let host = HostInfo {
-            index: 1,
+            index: 0,
             name: "host1".into(),
             netns: "sp-ab-h1".into(),
             underlay_ip: Ipv4Addr::new(198, 18, 0, 11),
@@ -1068,7 +1104,7 @@ mod tests {
             argv[1..].join(" "),
             "agent --bootstrap --iface eth0 --data-dir /tmp/x/host1/data \
              --socket /tmp/x/host1/socketplane.sock --docker-plugin off --cluster ab \
-             --datapath ovs --no-mdns"
+             --node-name host1 --datapath ovs --no-mdns"
         );
         assert!(!lab
             .agent_argv(&host, false)

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use socketplane_lab::ping::{ping, ping_matrix_with, PingTarget};
 use socketplane_lab::{
-    wait_until, Lab, LabConfig, LabError, LabGuard, Signal, GATEWAY_IP, OUTSIDE_REMOTE_IP,
+    wait_until, Lab, LabConfig, LabError, LabGuard, Signal, Timeouts, GATEWAY_IP, OUTSIDE_REMOTE_IP,
 };
 
 const FAKE_AGENT: &str = r#"#!/bin/sh
@@ -101,10 +101,19 @@ fn fixture() -> Fixture {
 fn config(fx: &Fixture, name: &str, hosts: usize) -> LabConfig {
     let mut cfg = LabConfig::new(name, hosts, &fx.agent);
     cfg.state_dir = fx.state_dir.clone();
-    cfg.ready_timeout_secs = 10;
-    cfg.stop_timeout_secs = 2;
     cfg.datapath = "linux".into();
     cfg
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        ready: Duration::from_secs(10),
+        stop: Duration::from_secs(2),
+    }
+}
+
+fn up(cfg: LabConfig) -> Result<LabGuard, LabError> {
+    Lab::up_with(cfg, timeouts()).map(LabGuard::new)
 }
 
 fn lab_namespaces(name: &str) -> Vec<String> {
@@ -158,7 +167,7 @@ fn assert_clean(name: &str, state_dir: &Path, pids: &[u32]) {
 fn lab_lifecycle_addressing_and_cleanup() {
     let fx = fixture();
     let name = unique_name();
-    let mut lab = LabGuard::up(config(&fx, &name, 3)).unwrap();
+    let mut lab = up(config(&fx, &name, 3)).unwrap();
 
     // Namespaces.
     let mut want: Vec<String> = ["h1", "h2", "h3", "out", "sw"]
@@ -175,22 +184,22 @@ fn lab_lifecycle_addressing_and_cleanup() {
     let hosts = lab.hosts().to_vec();
     assert_eq!(hosts.len(), 3);
     for h in &hosts {
-        assert_eq!(h.name, format!("host{}", h.index));
-        assert_eq!(h.netns, format!("sp-{name}-h{}", h.index));
-        assert_eq!(h.underlay_ip.octets(), [198, 18, 0, 10 + h.index as u8]);
+        let number = h.index + 1;
+        assert_eq!(h.name, format!("host{number}"));
+        assert_eq!(h.netns, format!("sp-{name}-h{number}"));
+        assert_eq!(h.underlay_ip.octets(), [198, 18, 0, 10 + number as u8]);
         let log = std::fs::read_to_string(&h.log).unwrap();
         let args = log.lines().find(|l| l.starts_with("ARGS: ")).unwrap();
         let expected = format!(
-            "agent{} --iface eth0 --data-dir {} --socket {} --docker-plugin off --cluster {name} --datapath linux",
-            if h.index == 1 { " --bootstrap" } else { "" },
+            "agent{} --iface eth0 --data-dir {} --socket {} --docker-plugin off --cluster {name} --node-name host{number} --datapath linux",
+            if number == 1 { " --bootstrap" } else { "" },
             h.data_dir.display(),
             h.socket.display()
         );
-        assert_eq!(args, format!("ARGS: {expected}"), "host{}", h.index);
+        assert_eq!(args, format!("ARGS: {expected}"), "host{number}");
         assert!(
             log.contains(&format!("inet {}/24", h.underlay_ip)),
-            "agent of host{} did not run in its namespace: {log}",
-            h.index
+            "agent of host{number} did not run in its namespace: {log}"
         );
         assert!(log.contains("BOOTSTRAP_ENV: unset"), "{log}");
         let pid = h.agent_pid.unwrap();
@@ -224,7 +233,7 @@ fn lab_lifecycle_addressing_and_cleanup() {
     // exec: in the host's namespace, with SOCKETPLANE_SOCKET.
     let out = lab
         .exec(
-            2,
+            1,
             &sv(&[
                 "sh",
                 "-c",
@@ -239,9 +248,9 @@ fn lab_lifecycle_addressing_and_cleanup() {
         "{text}"
     );
     assert!(text.contains("198.18.0.12/24"), "{text}");
-    assert_eq!(lab.host_by_name("host2").unwrap().index, 2);
+    assert_eq!(lab.host_by_name("host2").unwrap().index, 1);
     assert!(matches!(
-        lab.exec(9, &sv(&["true"])),
+        lab.exec(3, &sv(&["true"])),
         Err(LabError::UnknownHost(_))
     ));
 
@@ -252,36 +261,37 @@ fn lab_lifecycle_addressing_and_cleanup() {
 
     // KILL and restart an agent.
     let old = hosts[1].agent_pid.unwrap();
-    lab.stop_agent(2, Signal::SIGKILL).unwrap();
+    lab.stop_agent(1, Signal::SIGKILL).unwrap();
     assert!(!pid_alive(old));
-    assert!(!lab.agent_running(2));
-    assert_eq!(lab.host(2).unwrap().agent_pid, None);
-    lab.start_agent(2, false).unwrap();
-    let new = lab.host(2).unwrap().agent_pid.unwrap();
+    assert!(!lab.agent_running(1));
+    assert_eq!(lab.host(1).unwrap().agent_pid, None);
+    lab.start_agent(1, false).unwrap();
+    let new = lab.host(1).unwrap().agent_pid.unwrap();
     assert_ne!(new, old);
-    assert!(lab.agent_running(2));
+    assert!(lab.agent_running(1));
     assert!(matches!(
-        lab.start_agent(2, false),
+        lab.start_agent(1, false),
         Err(LabError::AgentRunning { .. })
     ));
 
     // TERM an agent: it exits (and removes its socket).
     let third = hosts[2].agent_pid.unwrap();
-    lab.stop_agent(3, Signal::SIGTERM).unwrap();
+    lab.stop_agent(2, Signal::SIGTERM).unwrap();
     assert!(!pid_alive(third));
     assert!(!hosts[2].socket.exists());
-    lab.stop_agent(3, Signal::SIGTERM).unwrap(); // idempotent
+    lab.stop_agent(2, Signal::SIGTERM).unwrap(); // idempotent
 
     // A later host.
     let h4 = lab.add_host().unwrap();
-    assert_eq!(h4.index, 4);
+    assert_eq!(h4.index, 3);
+    assert_eq!(h4.name, "host4");
     assert_eq!(h4.underlay_ip.to_string(), "198.18.0.14");
     let log = std::fs::read_to_string(&h4.log).unwrap();
     assert!(!log.contains("--bootstrap"), "{log}");
     assert!(ping(&h4.netns, IpAddr::V4(hosts[0].underlay_ip)));
 
     // Workloads.
-    let path = lab.add_workload(1, "wa").unwrap();
+    let path = lab.add_workload(0, "wa").unwrap();
     assert_eq!(path, format!("/run/netns/sp-{name}-wa"));
     assert!(Path::new(&path).exists());
     let out = lab
@@ -291,16 +301,17 @@ fn lab_lifecycle_addressing_and_cleanup() {
         String::from_utf8_lossy(&out.stdout).contains("UP"),
         "{out:?}"
     );
-    assert!(lab.add_workload(1, "wa").is_err());
-    assert!(lab.add_workload(1, "h2").is_err());
-    assert!(lab.add_workload(1, "Bad").is_err());
+    assert!(lab.add_workload(0, "wa").is_err());
+    assert!(lab.add_workload(0, "h2").is_err());
+    assert!(lab.add_workload(0, "Bad").is_err());
+    assert!(lab.add_workload(7, "wz").is_err());
     // A workload with a stray process; down must kill it.
     let sleeper = Command::new("ip")
         .args(["netns", "exec", &format!("sp-{name}-wa"), "sleep", "600"])
         .spawn()
         .unwrap();
     let sleeper_pid = sleeper.id();
-    lab.add_workload(2, "wb").unwrap();
+    lab.add_workload(1, "wb").unwrap();
     lab.remove_workload("wb").unwrap();
     assert!(!Path::new(&format!("/run/netns/sp-{name}-wb")).exists());
 
@@ -319,16 +330,16 @@ fn term_is_escalated_to_kill_and_down_from_a_loaded_state() {
     let name = unique_name();
     let mut cfg = config(&fx, &name, 2);
     cfg.agent_args = sv(&["--fake-ignore-term"]);
-    let mut lab = LabGuard::up(cfg).unwrap();
-    let pid1 = lab.host(1).unwrap().agent_pid.unwrap();
-    lab.stop_agent(1, Signal::SIGTERM).unwrap();
+    let mut lab = up(cfg).unwrap();
+    let pid1 = lab.host(0).unwrap().agent_pid.unwrap();
+    lab.stop_agent(0, Signal::SIGTERM).unwrap();
     assert!(
         !pid_alive(pid1),
         "SIGTERM-ignoring agent survived stop_agent"
     );
 
     // `lab down` in a "later process": from the saved state only.
-    let pid2 = lab.host(2).unwrap().agent_pid.unwrap();
+    let pid2 = lab.host(1).unwrap().agent_pid.unwrap();
     let _ = lab.into_inner();
     let loaded = Lab::load(&fx.state_dir).unwrap();
     loaded.down().unwrap();
@@ -341,7 +352,7 @@ fn failing_agent_reports_its_log_and_leaves_nothing() {
     let name = unique_name();
     let mut cfg = config(&fx, &name, 2);
     cfg.agent_args = sv(&["--fake-fail"]);
-    let err = Lab::up(cfg).unwrap_err();
+    let err = Lab::up_with(cfg, timeouts()).unwrap_err();
     match &err {
         LabError::AgentExited { host, log_tail, .. } => {
             assert_eq!(host, "host1");
@@ -354,8 +365,11 @@ fn failing_agent_reports_its_log_and_leaves_nothing() {
     let name = unique_name();
     let mut cfg = config(&fx, &name, 1);
     cfg.agent_args = sv(&["--fake-never-ready"]);
-    cfg.ready_timeout_secs = 1;
-    let err = Lab::up(cfg).unwrap_err();
+    let quick = Timeouts {
+        ready: Duration::from_millis(1500),
+        ..timeouts()
+    };
+    let err = Lab::up_with(cfg, quick).unwrap_err();
     match &err {
         LabError::AgentNotReady { log_tail, .. } => {
             assert!(log_tail.contains("READY"), "{err}");
@@ -369,7 +383,7 @@ fn failing_agent_reports_its_log_and_leaves_nothing() {
 fn refuses_a_second_lab_of_the_same_name() {
     let fx = fixture();
     let name = unique_name();
-    let lab = LabGuard::up(config(&fx, &name, 1)).unwrap();
+    let lab = up(config(&fx, &name, 1)).unwrap();
     let mut cfg = config(&fx, &name, 1);
     let err = Lab::up(cfg.clone()).unwrap_err();
     assert!(matches!(err, LabError::AlreadyExists(_)), "{err}");
@@ -377,7 +391,7 @@ fn refuses_a_second_lab_of_the_same_name() {
     let err = Lab::up(cfg).unwrap_err();
     assert!(matches!(err, LabError::AlreadyExists(_)), "{err}");
     // The first lab is untouched.
-    assert!(lab.agent_running(1));
+    assert!(lab.agent_running(0));
     assert_eq!(lab_namespaces(&name).len(), 3);
     lab.down().unwrap();
     assert_clean(&name, &fx.state_dir, &[]);
@@ -401,8 +415,7 @@ fn helper_lab_up_and_exit() {
     };
     let mut cfg = LabConfig::new(&name, 2, agent);
     cfg.state_dir = state.into();
-    cfg.stop_timeout_secs = 2;
-    Lab::up(cfg).unwrap();
+    Lab::up_with(cfg, timeouts()).unwrap();
 }
 
 #[test]
@@ -443,15 +456,15 @@ fn agents_survive_the_process_that_started_them() {
     std::thread::sleep(Duration::from_millis(300));
     for (i, pid) in pids.iter().enumerate() {
         assert!(pid_alive(*pid), "agent {pid} died with its parent");
-        assert!(lab.agent_running(i + 1));
+        assert!(lab.agent_running(i));
     }
     assert!(wait_until(
         Duration::from_secs(5),
         Duration::from_millis(50),
         || {
             ping(
-                &lab.host(1).unwrap().netns,
-                IpAddr::V4(lab.host(2).unwrap().underlay_ip),
+                &lab.host(0).unwrap().netns,
+                IpAddr::V4(lab.host(1).unwrap().underlay_ip),
             )
         }
     ));
