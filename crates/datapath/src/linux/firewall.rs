@@ -137,6 +137,21 @@ impl Firewall {
         let vx_any = format!("{VXLAN_PREFIX}*");
 
         let mut body = String::new();
+        // Traffic inside a network (bridged, possibly through the tunnel)
+        // needs no connection tracking: skip it, it is the hot path.
+        let _ = writeln!(body, "  chain prerouting {{");
+        let _ = writeln!(
+            body,
+            "    type filter hook prerouting priority raw; policy accept;"
+        );
+        for n in &nets {
+            let _ = writeln!(
+                body,
+                "    iifname \"{0}\" ip saddr {1} ip daddr {1} ip daddr != {2} notrack",
+                n.bridge, n.subnet, n.gateway
+            );
+        }
+        let _ = writeln!(body, "  }}");
         let _ = writeln!(body, "  chain forward {{");
         let _ = writeln!(
             body,
