@@ -15,7 +15,9 @@ async fn garbage_db_file_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store");
     std::fs::create_dir_all(&data).unwrap();
-    let garbage: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(data.join("raft.redb"), &garbage).unwrap();
     let cfg = config(1, "c", data.clone(), "127.0.0.1:1".parse().unwrap());
     match EmbeddedStore::open(cfg).await {
@@ -165,7 +167,13 @@ async fn garbage_rpc_bodies_are_rejected() {
     a.store.bootstrap().await.unwrap();
     let client = reqwest::Client::new();
     for path in [
-        "append", "vote", "snapshot", "join", "leave", "forward", "read_index",
+        "append",
+        "vote",
+        "snapshot",
+        "join",
+        "leave",
+        "forward",
+        "read_index",
     ] {
         let r = client
             .post(format!("http://{}/raft/v1/{path}", a.addr))
