@@ -106,8 +106,35 @@ pub struct DpHost {
     pub mtu: u32,
 }
 
+/// What a datapath factory returns: the datapath, its underlay address and
+/// its default overlay MTU.
+pub type Started = (Box<dyn Datapath>, Ipv4Addr, u32);
+
 impl DpHost {
+    /// Starts a `LinuxDatapath` bound to `eth0` inside host namespace `ns`.
     pub fn start(ns: &str) -> DpHost {
+        Self::start_with(ns, || async {
+            let dp = LinuxDatapath::new(LinuxConfig {
+                underlay_iface: "eth0".into(),
+                underlay_ip: None,
+                mtu: None,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let (ip, mtu) = (dp.underlay_ip(), dp.default_mtu());
+            Ok((Box::new(dp) as Box<dyn Datapath>, ip, mtu))
+        })
+    }
+
+    /// Starts any datapath implementation inside host namespace `ns`: the
+    /// factory runs on a dedicated thread that entered the namespace, on a
+    /// current-thread tokio runtime (so other implementations, e.g. Open
+    /// vSwitch, can reuse this harness).
+    pub fn start_with<F, Fut>(ns: &str, factory: F) -> DpHost
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Started, String>>,
+    {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -122,18 +149,16 @@ impl DpHost {
                 .enable_all()
                 .build()
                 .unwrap();
-            let dp = match rt.block_on(LinuxDatapath::new(LinuxConfig {
-                underlay_iface: "eth0".into(),
-                underlay_ip: None,
-                mtu: None,
-            })) {
-                Ok(dp) => dp,
+            let dp = match rt.block_on(factory()) {
+                Ok((dp, ip, mtu)) => {
+                    let _ = ready_tx.send(Ok((ip, mtu)));
+                    dp
+                }
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            let _ = ready_tx.send(Ok((dp.underlay_ip(), dp.default_mtu())));
             while let Ok(cmd) = rx.recv() {
                 match cmd {
                     Cmd::Apply(d, reply) => {
@@ -148,7 +173,10 @@ impl DpHost {
             }
             drop(dp);
         });
-        let (underlay_ip, mtu) = ready_rx.recv().unwrap().unwrap();
+        let (underlay_ip, mtu) = ready_rx
+            .recv()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("datapath did not start: {e}"));
         DpHost {
             tx: Some(tx),
             join: Some(join),
