@@ -12,6 +12,10 @@
 //! Nodes talk HTTP under `/raft/v1/` on the cluster port: mount
 //! [`EmbeddedStore::router`] there.
 
+// openraft's error types (mandated by its storage traits) and axum's
+// response are large; boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 mod http;
 mod network;
 mod sm;

@@ -278,7 +278,7 @@ fn writer_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
         for op in ops {
             match op {
                 WriteOp::Append(_, cb) => {
-                    cb.log_io_completed(res.clone().map_err(|e| std::io::Error::other(e)))
+                    cb.log_io_completed(res.clone().map_err(std::io::Error::other))
                 }
                 WriteOp::Meta(_, _, ack) => {
                     if let Some(ack) = ack {

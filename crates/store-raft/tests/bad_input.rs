@@ -82,10 +82,7 @@ async fn data_dir_of_another_cluster_or_node_is_refused() {
     // A database file of something else entirely.
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
-    {
-        let db = redb_like_foreign(&other.join("raft.redb"));
-        drop(db);
-    }
+    redb_foreign(&other.join("raft.redb"));
     let cfg = config(1, "alpha", other, "127.0.0.1:1".parse().unwrap());
     assert!(matches!(
         EmbeddedStore::open(cfg).await,
@@ -96,10 +93,13 @@ async fn data_dir_of_another_cluster_or_node_is_refused() {
     assert_eq!(node.store.get("/a").await.unwrap().unwrap().value, b"1");
 }
 
-/// Creates a valid database file that is not ours: by opening a store of a
-/// different layout version we cannot, so write a plain file of zeros.
-fn redb_like_foreign(path: &std::path::Path) {
-    std::fs::write(path, vec![0u8; 8192]).unwrap();
+/// Creates a valid redb database that is not ours (another table layout).
+fn redb_foreign(path: &std::path::Path) {
+    const T: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("something_else");
+    let db = redb::Database::create(path).unwrap();
+    let w = db.begin_write().unwrap();
+    w.open_table(T).unwrap().insert("a", "b").unwrap();
+    w.commit().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
