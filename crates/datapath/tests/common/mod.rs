@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::process::Command;
