@@ -104,22 +104,29 @@ iperf() { # client_ns server_ip -> Gbit/s
     'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 rtt() { # client_ns dst -> avg ms
-  nsx "$P-$1" ping -q -n -c 50 -i 0.02 "$2" | awk -F/ '/^rtt|^round-trip/ {print $5}'
+  nsx "$P-$1" ping -q -n -c 200 -i 0.01 "$2" | awk -F/ '/^rtt|^round-trip/ {print $5}'
 }
 
-declare -A SUM=([u]=0 [b]=0 [s]=0)
+# Rounds rotate the order of the three paths so none always runs first.
+U=(); B=(); S=()
 echo "round underlay_gbps baseline_gbps socketplane_gbps" >&2
 for r in $(seq 1 "$ROUNDS"); do
-  u=$(iperf u1 "${IP[u2]}"); b=$(iperf bw1 10.66.0.12); s=$(iperf sw1 10.77.0.12)
+  case $((r % 3)) in
+    1) u=$(iperf u1 "${IP[u2]}"); b=$(iperf bw1 10.66.0.12); s=$(iperf sw1 10.77.0.12) ;;
+    2) b=$(iperf bw1 10.66.0.12); s=$(iperf sw1 10.77.0.12); u=$(iperf u1 "${IP[u2]}") ;;
+    0) s=$(iperf sw1 10.77.0.12); u=$(iperf u1 "${IP[u2]}"); b=$(iperf bw1 10.66.0.12) ;;
+  esac
   echo "$r $u $b $s" >&2
-  SUM[u]=$(python3 -c "print(${SUM[u]}+$u)"); SUM[b]=$(python3 -c "print(${SUM[b]}+$b)"); SUM[s]=$(python3 -c "print(${SUM[s]}+$s)")
+  U+=("$u"); B+=("$b"); S+=("$s")
 done
 RU=$(rtt u1 "${IP[u2]}"); RB=$(rtt bw1 10.66.0.12); RS=$(rtt sw1 10.77.0.12)
 
-python3 - "$ROUNDS" "${SUM[u]}" "${SUM[b]}" "${SUM[s]}" "$RU" "$RB" "$RS" <<'PY'
-import sys
-n=int(sys.argv[1]); u,b,s=(float(x)/n for x in sys.argv[2:5]); ru,rb,rs=sys.argv[5:8]
-print(f"iperf3 TCP, mean of {n} runs")
+python3 - "${U[*]}" "${B[*]}" "${S[*]}" "$RU" "$RB" "$RS" <<'PY'
+import statistics, sys
+u, b, s = (statistics.median(float(x) for x in a.split()) for a in sys.argv[1:4])
+ru, rb, rs = sys.argv[4:7]
+n = len(sys.argv[1].split())
+print(f"iperf3 TCP, median of {n} runs; ping: avg of 200")
 print(f"  underlay     {u:7.2f} Gbit/s   ping avg {ru} ms")
 print(f"  baseline     {b:7.2f} Gbit/s   ping avg {rb} ms   (hand-built VXLAN+bridge)")
 print(f"  socketplane  {s:7.2f} Gbit/s   ping avg {rs} ms")
