@@ -1,1 +1,113 @@
-fn main() {}
+//! `socketplane`: the CLI, and `socketplane agent`, the daemon. This file
+//! only parses the command line and dispatches to `commands/`.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{
+    agent::AgentCmd, cluster::ClusterCmd, endpoint::EndpointCmd, lab::LabCmd, network::NetworkCmd,
+};
+use crate::output::Output;
+
+#[derive(Parser)]
+#[command(
+    name = "socketplane",
+    version,
+    about = "Multi-host container networking: containers on any host share flat networks, carried in VXLAN tunnels."
+)]
+struct Cli {
+    /// The agent's local API socket.
+    #[arg(
+        long,
+        global = true,
+        env = "SOCKETPLANE_SOCKET",
+        default_value = "/run/socketplane/socketplane.sock"
+    )]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (no subcommand), or start / stop it in the background, or show its logs.
+    Agent(Box<AgentCmd>),
+    /// Show this agent and the endpoints on this host (or one endpoint by name or id).
+    Info {
+        /// An endpoint's name, container id or endpoint id.
+        container: Option<String>,
+    },
+    /// Create, list, inspect and delete networks.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCmd,
+    },
+    /// Cluster membership.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
+    },
+    /// Put any network namespace on a network (runtime-neutral).
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCmd,
+    },
+    /// A multi-host lab in network namespaces on this machine.
+    Lab {
+        #[command(subcommand)]
+        command: LabCmd,
+    },
+    /// Three hosts, two networks, six workloads, and who reaches whom.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("socketplane: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let ctx = commands::Context {
+            socket: cli.socket,
+            output: cli.output,
+        };
+        match cli.command {
+            Command::Agent(cmd) => cmd.exec(&ctx).await,
+            Command::Info { container } => commands::info::exec(&ctx, container.as_deref()).await,
+            Command::Network { command } => command.exec(&ctx).await,
+            Command::Cluster { command } => command.exec(&ctx).await,
+            Command::Endpoint { command } => command.exec(&ctx).await,
+            Command::Lab { command } => command.exec(&ctx).await,
+            Command::Demo => commands::demo::exec().await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socketplane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The control loop: watch the store, keep a [`ClusterView`], and converge
+//! this host's datapath to the view's desired state. A full sync at start
+//! (so a restarted agent removes what went stale while it was down), then
+//! incremental on every change, plus a periodic full refresh for
+//! self-healing. Errors are retried with backoff and surface as health.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use socketplane_api::keys;
+use socketplane_datapath::Datapath;
+use socketplane_store::{Revision, Store, StoreError};
+use tokio::sync::watch;
+
+use crate::ops::Ops;
+use crate::view::ClusterView;
+
+/// How often the datapath is re-applied even without changes.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// Published state of the control loop.
+#[derive(Clone)]
+pub struct ReconcilerHandle {
+    /// The latest view of the cluster.
+    pub view: watch::Receiver<Arc<ClusterView>>,
+    /// The store revision the datapath has been converged to.
+    pub applied: watch::Receiver<Revision>,
+    /// The last datapath error, if the last apply failed.
+    pub last_error: watch::Receiver<Option<String>>,
+}
+
+impl ReconcilerHandle {
+    /// Waits until the datapath reflects `revision` (e.g. an attach just
+    /// written), or the timeout passes.
+    pub async fn wait_applied(&self, revision: Revision, timeout: Duration) -> Result<(), String> {
+        let mut applied = self.applied.clone();
+        let wait = async move { applied.wait_for(|r| *r >= revision).await.is_ok() };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the agent is shutting down".into()),
+            Err(_) => Err(match self.last_error.borrow().clone() {
+                Some(e) => format!("the datapath has not converged: {e}"),
+                None => "the datapath has not converged in time".into(),
+            }),
+        }
+    }
+}
+
+pub struct Reconciler {
+    store: Arc<dyn Store>,
+    datapath: Arc<dyn Datapath>,
+    ops: Arc<Ops>,
+    node_id: String,
+    view_tx: watch::Sender<Arc<ClusterView>>,
+    applied_tx: watch::Sender<Revision>,
+    error_tx: watch::Sender<Option<String>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Arc<dyn Store>,
+        datapath: Arc<dyn Datapath>,
+        ops: Arc<Ops>,
+        node_id: String,
+    ) -> (Self, ReconcilerHandle) {
+        let (view_tx, view) = watch::channel(Arc::new(ClusterView::default()));
+        let (applied_tx, applied) = watch::channel(0);
+        let (error_tx, last_error) = watch::channel(None);
+        (
+            Reconciler {
+                store,
+                datapath,
+                ops,
+                node_id,
+                view_tx,
+                applied_tx,
+                error_tx,
+            },
+            ReconcilerHandle {
+                view,
+                applied,
+                last_error,
+            },
+        )
+    }
+
+    /// Runs until the task is dropped.
+    pub async fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.sync_and_follow().await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "Lost the store watch; listing again.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One list + watch session; returns on a watch error.
+    async fn sync_and_follow(&self) -> Result<(), StoreError> {
+        let listing = self.store.list(keys::PREFIX).await?;
+        let mut view = ClusterView::from_kvs(&listing.kvs, listing.revision);
+        let mut stream = self.store.watch(keys::PREFIX, listing.revision + 1).await?;
+        self.converge(&view).await;
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                next = stream.next() => {
+                    let Some(event) = next else {
+                        return Err(StoreError::Unavailable("watch ended".into()));
+                    };
+                    view.apply(&event?);
+                    // Take every event already queued before converging, so
+                    // a burst of changes costs one datapath pass.
+                    while let Some(Some(more)) = stream.next().now_or_never() {
+                        view.apply(&more?);
+                    }
+                    self.converge(&view).await;
+                }
+                _ = resync.tick() => self.converge(&view).await,
+            }
+        }
+    }
+
+    async fn converge(&self, view: &ClusterView) {
+        let shared = Arc::new(view.clone());
+        self.view_tx.send_replace(shared.clone());
+        let desired = view.desired_for(&self.node_id);
+        let mut delay = Duration::from_millis(50);
+        // Retry the same state a few times; a newer event interrupts by
+        // simply arriving after we return.
+        for attempt in 0..5 {
+            match self.datapath.apply(&desired).await {
+                Ok(report) => {
+                    if report.changes > 0 {
+                        tracing::debug!(
+                            changes = report.changes,
+                            revision = view.revision,
+                            "Converged the datapath."
+                        );
+                    }
+                    self.error_tx.send_replace(None);
+                    self.applied_tx.send_replace(view.revision);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "Datapath apply failed; retrying.");
+                    self.error_tx.send_replace(Some(error.to_string()));
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        self.collect_garbage(&shared);
+    }
+
+    /// Reclaims what dead nodes held and endpoints whose network is gone.
+    /// Runs in the background: it writes to the store, and the resulting
+    /// events come back through the watch.
+    fn collect_garbage(&self, view: &Arc<ClusterView>) {
+        let dead = view.dead_nodes_with_endpoints();
+        let orphans: Vec<String> = view
+            .endpoints
+            .values()
+            .filter(|e| !view.networks.contains_key(&e.network))
+            .map(|e| e.id.clone())
+            .collect();
+        if dead.is_empty() && orphans.is_empty() {
+            return;
+        }
+        let ops = self.ops.clone();
+        tokio::spawn(async move {
+            for node in dead {
+                if let Err(error) = ops.reclaim_node(&node).await {
+                    tracing::warn!(%node, %error, "Could not reclaim a dead node's endpoints.");
+                }
+            }
+            for id in orphans {
+                if let Err(error) = ops.remove_orphan(&id).await {
+                    tracing::warn!(endpoint = %id, %error, "Could not remove an endpoint without network.");
+                }
+            }
+        });
+    }
+}

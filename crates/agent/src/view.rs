@@ -1,0 +1,255 @@
+//! A typed, in-memory view of the cluster state under the store prefix,
+//! kept current from a listing plus watch events, and the desired datapath
+//! state each host derives from it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use socketplane_api::{keys, EndpointRecord, NetworkRecord, NodeRecord};
+use socketplane_datapath::{DesiredState, LocalEndpoint, NetworkSpec, RemoteEndpoint};
+use socketplane_store::{Event, EventKind, KeyValue, Revision};
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Store revision this view reflects.
+    pub revision: Revision,
+    pub nodes: BTreeMap<String, NodeRecord>,
+    pub alive: BTreeSet<String>,
+    pub networks: BTreeMap<String, NetworkRecord>,
+    pub endpoints: BTreeMap<String, EndpointRecord>,
+}
+
+/// Which record a key holds, by its place in the key layout.
+enum Slot<'a> {
+    Node(&'a str),
+    Alive(&'a str),
+    Network(&'a str),
+    Endpoint(&'a str),
+    Other,
+}
+
+fn slot(key: &str) -> Slot<'_> {
+    let Some(rest) = key.strip_prefix(keys::PREFIX) else {
+        return Slot::Other;
+    };
+    let Some((kind, name)) = rest.split_once('/') else {
+        return Slot::Other;
+    };
+    if name.is_empty() || name.contains('/') {
+        return Slot::Other;
+    }
+    match kind {
+        "nodes" => Slot::Node(name),
+        "alive" => Slot::Alive(name),
+        "networks" => Slot::Network(name),
+        "endpoints" => Slot::Endpoint(name),
+        _ => Slot::Other,
+    }
+}
+
+impl ClusterView {
+    pub fn from_kvs(kvs: &[KeyValue], revision: Revision) -> Self {
+        let mut view = ClusterView {
+            revision,
+            ..Default::default()
+        };
+        for kv in kvs {
+            view.put(kv);
+        }
+        view
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        match event.kind {
+            EventKind::Put => self.put(&event.kv),
+            EventKind::Delete => self.remove(&event.kv.key),
+        }
+        self.revision = self.revision.max(event.kv.mod_revision);
+    }
+
+    fn put(&mut self, kv: &KeyValue) {
+        // A record that does not parse is skipped with a warning rather than
+        // stopping the reconciler: one bad value must not take a host down.
+        fn parse<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Option<T> {
+            match serde_json::from_slice(&kv.value) {
+                Ok(v) => Some(v),
+                Err(error) => {
+                    tracing::warn!(key = %kv.key, %error, "Skipping a record that does not parse.");
+                    None
+                }
+            }
+        }
+        match slot(&kv.key) {
+            Slot::Node(id) => {
+                if let Some(n) = parse(kv) {
+                    self.nodes.insert(id.to_string(), n);
+                }
+            }
+            Slot::Alive(id) => {
+                self.alive.insert(id.to_string());
+            }
+            Slot::Network(name) => {
+                if let Some(n) = parse(kv) {
+                    self.networks.insert(name.to_string(), n);
+                }
+            }
+            Slot::Endpoint(id) => {
+                if let Some(e) = parse(kv) {
+                    self.endpoints.insert(id.to_string(), e);
+                }
+            }
+            Slot::Other => {}
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        match slot(key) {
+            Slot::Node(id) => {
+                self.nodes.remove(id);
+            }
+            Slot::Alive(id) => {
+                self.alive.remove(id);
+            }
+            Slot::Network(name) => {
+                self.networks.remove(name);
+            }
+            Slot::Endpoint(id) => {
+                self.endpoints.remove(id);
+            }
+            Slot::Other => {}
+        }
+    }
+
+    /// What the datapath of node `me` must look like.
+    pub fn desired_for(&self, me: &str) -> DesiredState {
+        let networks = self
+            .networks
+            .values()
+            .map(|n| NetworkSpec {
+                name: n.name.clone(),
+                vni: n.vni,
+                subnet: n.subnet,
+                gateway: n.gateway,
+                mtu: n.mtu,
+            })
+            .collect();
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        for ep in self.endpoints.values() {
+            if !self.networks.contains_key(&ep.network) {
+                continue;
+            }
+            if ep.node == me {
+                local.push(LocalEndpoint {
+                    id: ep.id.clone(),
+                    network: ep.network.clone(),
+                    ip: ep.ip,
+                    mac: ep.mac,
+                    netns: ep.netns.as_ref().map(PathBuf::from),
+                    ifname: ep.ifname.clone(),
+                });
+            } else if let Some(node) = self.nodes.get(&ep.node) {
+                remote.push(RemoteEndpoint {
+                    id: ep.id.clone(),
+                    network: ep.network.clone(),
+                    ip: ep.ip,
+                    mac: ep.mac,
+                    host: node.addr,
+                });
+            }
+        }
+        DesiredState {
+            networks,
+            local,
+            remote,
+        }
+    }
+
+    /// Nodes that are registered but whose liveness key is gone and that
+    /// still hold endpoints: their addresses are to be reclaimed.
+    pub fn dead_nodes_with_endpoints(&self) -> BTreeSet<String> {
+        self.endpoints
+            .values()
+            .filter(|e| !self.alive.contains(&e.node))
+            .map(|e| e.node.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socketplane_api::MacAddr;
+
+    fn kv(key: String, value: impl serde::Serialize, rev: Revision) -> KeyValue {
+        KeyValue {
+            key,
+            value: serde_json::to_vec(&value).unwrap(),
+            create_revision: rev,
+            mod_revision: rev,
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn desired_state_splits_local_and_remote() {
+        let net = NetworkRecord {
+            name: "web".into(),
+            subnet: "10.2.0.0/16".parse().unwrap(),
+            gateway: "10.2.0.1".parse().unwrap(),
+            vni: 256,
+            mtu: None,
+        };
+        let node = |id: &str, ip: &str| NodeRecord {
+            id: id.into(),
+            name: id.into(),
+            addr: ip.parse().unwrap(),
+            cluster_port: 6675,
+            datapath: "linux".into(),
+            version: "1".into(),
+        };
+        let ep = |id: &str, node: &str, ip: &str| EndpointRecord {
+            id: id.into(),
+            network: "web".into(),
+            node: node.into(),
+            ip: ip.parse().unwrap(),
+            mac: MacAddr::from_ipv4(ip.parse().unwrap()),
+            name: None,
+            container_id: None,
+            netns: Some("/var/run/netns/x".into()),
+            ifname: "eth0".into(),
+        };
+        let kvs = vec![
+            kv(keys::network("web"), &net, 1),
+            kv(keys::node("a"), node("a", "198.18.0.1"), 2),
+            kv(keys::node("b"), node("b", "198.18.0.2"), 3),
+            kv(keys::endpoint("e1"), ep("e1", "a", "10.2.0.2"), 4),
+            kv(keys::endpoint("e2"), ep("e2", "b", "10.2.0.3"), 5),
+            kv(keys::address("web", "10.2.0.2".parse().unwrap()), "e1", 4),
+        ];
+        let mut view = ClusterView::from_kvs(&kvs, 5);
+        let d = view.desired_for("a");
+        assert_eq!(d.networks.len(), 1);
+        assert_eq!(d.local.len(), 1);
+        assert_eq!(d.local[0].id, "e1");
+        assert_eq!(d.remote.len(), 1);
+        assert_eq!(
+            d.remote[0].host,
+            "198.18.0.2".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        assert_eq!(view.dead_nodes_with_endpoints().len(), 2);
+
+        view.apply(&Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: keys::endpoint("e2"),
+                value: vec![],
+                create_revision: 0,
+                mod_revision: 6,
+                lease: None,
+            },
+        });
+        assert_eq!(view.revision, 6);
+        assert!(view.desired_for("a").remote.is_empty());
+    }
+}

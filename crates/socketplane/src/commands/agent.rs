@@ -1,0 +1,290 @@
+//! `socketplane agent`: run the daemon in the foreground, or manage it in
+//! the background (systemd where it runs, else a detached process).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use socketplane_agent::AgentConfig;
+
+use super::Context;
+
+const PID_FILE: &str = "/run/socketplane/agent.pid";
+const LOG_FILE: &str = "/var/log/socketplane/agent.log";
+const UNIT: &str = "socketplane.service";
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentCmd {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
+    #[command(flatten)]
+    flags: AgentFlags,
+}
+
+#[derive(Subcommand)]
+enum AgentAction {
+    /// Start the agent in the background (systemd unit if installed).
+    Start {
+        #[command(flatten)]
+        flags: Box<AgentFlags>,
+    },
+    /// Stop the background agent; the datapath keeps forwarding.
+    Stop,
+    /// Show the background agent's logs.
+    Logs,
+}
+
+/// The `socketplane agent` flags (see DESIGN.md, "Contracts").
+#[derive(Args, Clone)]
+pub struct AgentFlags {
+    /// Found a new cluster if this node has no state yet.
+    #[arg(long, env = "BOOTSTRAP")]
+    bootstrap: bool,
+    /// Underlay interface, or `auto` for the default route's.
+    #[arg(long, default_value = "auto")]
+    iface: String,
+    /// Join the cluster of the node at this address (IP or IP:PORT).
+    #[arg(long)]
+    join: Option<String>,
+    /// Cluster name; nodes only join clusters of the same name.
+    #[arg(long, default_value = "socketplane", env = "SOCKETPLANE_CLUSTER")]
+    cluster: String,
+    /// Shared secret for agent-to-agent traffic (none: open cluster).
+    #[arg(long, env = "SOCKETPLANE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, default_value = "/var/lib/socketplane")]
+    data_dir: PathBuf,
+    /// Cluster port: agent-to-agent and Raft traffic.
+    #[arg(long, default_value = "0.0.0.0:6675")]
+    listen: SocketAddr,
+    /// auto, linux or ovs.
+    #[arg(long, default_value = "auto")]
+    datapath: String,
+    /// `embedded` or `etcd://host:port[,host:port]`.
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// Docker plugin socket, or `off`.
+    #[arg(long, default_value = "/run/docker/plugins/socketplane.sock")]
+    docker_plugin: String,
+    /// Do not advertise or discover peers over mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// This node's name (default: the hostname).
+    #[arg(long, env = "SOCKETPLANE_NODE_NAME")]
+    node_name: Option<String>,
+    /// Seconds a silent node stays alive before its endpoints are reclaimed.
+    #[arg(long, default_value_t = 15)]
+    lease_ttl: u64,
+    /// Store voters: 3 or 5.
+    #[arg(long, default_value_t = 3)]
+    voters: usize,
+}
+
+impl AgentFlags {
+    fn config(&self, socket: &Path) -> anyhow::Result<AgentConfig> {
+        if self.lease_ttl < 2 {
+            bail!("--lease-ttl must be at least 2 seconds");
+        }
+        Ok(AgentConfig {
+            bootstrap: self.bootstrap,
+            iface: self.iface.clone(),
+            join: self.join.clone(),
+            cluster: self.cluster.clone(),
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            data_dir: self.data_dir.clone(),
+            socket: socket.to_path_buf(),
+            listen: self.listen,
+            datapath: self.datapath.clone(),
+            store: self.store.clone(),
+            docker_plugin: (self.docker_plugin != "off")
+                .then(|| PathBuf::from(&self.docker_plugin)),
+            mdns: !self.no_mdns,
+            node_name: self.node_name.clone(),
+            lease_ttl: Duration::from_secs(self.lease_ttl),
+            max_voters: self.voters,
+        })
+    }
+
+    /// The same flags as arguments, to start a background agent with.
+    fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--iface".into(),
+            self.iface.clone(),
+            "--cluster".into(),
+            self.cluster.clone(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+            "--listen".into(),
+            self.listen.to_string(),
+            "--datapath".into(),
+            self.datapath.clone(),
+            "--store".into(),
+            self.store.clone(),
+            "--docker-plugin".into(),
+            self.docker_plugin.clone(),
+            "--lease-ttl".into(),
+            self.lease_ttl.to_string(),
+            "--voters".into(),
+            self.voters.to_string(),
+        ];
+        if self.bootstrap {
+            a.push("--bootstrap".into());
+        }
+        if let Some(j) = &self.join {
+            a.extend(["--join".into(), j.clone()]);
+        }
+        if self.no_mdns {
+            a.push("--no-mdns".into());
+        }
+        if let Some(n) = &self.node_name {
+            a.extend(["--node-name".into(), n.clone()]);
+        }
+        a
+    }
+}
+
+fn systemd_unit_installed() -> bool {
+    Path::new("/run/systemd/system").exists()
+        && (Path::new("/etc/systemd/system").join(UNIT).exists()
+            || Path::new("/lib/systemd/system").join(UNIT).exists())
+}
+
+fn running_pid() -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(PID_FILE)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+impl AgentCmd {
+    pub async fn exec(self, ctx: &Context) -> anyhow::Result<()> {
+        match self.action {
+            None => {
+                init_logging();
+                socketplane_agent::run(self.flags.config(&ctx.socket)?).await
+            }
+            Some(AgentAction::Start { flags }) => start(ctx, &flags).await,
+            Some(AgentAction::Stop) => stop().await,
+            Some(AgentAction::Logs) => logs(),
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOCKETPLANE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn start(ctx: &Context, flags: &AgentFlags) -> anyhow::Result<()> {
+    if systemd_unit_installed() {
+        let status = std::process::Command::new("systemctl")
+            .args(["start", UNIT])
+            .status()?;
+        if !status.success() {
+            bail!("systemctl start {UNIT} failed");
+        }
+        println!("Started {UNIT}.");
+        return Ok(());
+    }
+    if let Some(pid) = running_pid() {
+        bail!("the agent is already running (pid {pid})");
+    }
+    flags.config(&ctx.socket)?;
+    let exe = std::env::current_exe().context("locating the socketplane binary")?;
+    for f in [PID_FILE, LOG_FILE] {
+        if let Some(dir) = Path::new(f).parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(LOG_FILE)
+        .with_context(|| format!("opening {LOG_FILE}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("agent")
+        .args(flags.to_args())
+        .env("SOCKETPLANE_SOCKET", &ctx.socket)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Its own session, so it outlives this command and the terminal.
+    detach_session(&mut cmd);
+    let child = cmd.spawn().context("starting the agent")?;
+    std::fs::write(PID_FILE, child.id().to_string())
+        .with_context(|| format!("writing {PID_FILE}"))?;
+    for _ in 0..100 {
+        if ctx.socket.exists() {
+            println!("Started the agent (pid {}); logs: {LOG_FILE}.", child.id());
+            return Ok(());
+        }
+        if running_pid().is_none() {
+            bail!("the agent exited at once; see {LOG_FILE}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the agent did not open {} within 10 s; see {LOG_FILE}",
+        ctx.socket.display()
+    )
+}
+
+fn detach_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+}
+
+async fn stop() -> anyhow::Result<()> {
+    if systemd_unit_installed() {
+        let status = std::process::Command::new("systemctl")
+            .args(["stop", UNIT])
+            .status()?;
+        if !status.success() {
+            bail!("systemctl stop {UNIT} failed");
+        }
+        println!("Stopped {UNIT}.");
+        return Ok(());
+    }
+    let Some(pid) = running_pid() else {
+        bail!("the agent is not running (no live pid in {PID_FILE})");
+    };
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(PID_FILE);
+            println!("Stopped the agent (pid {pid}); the datapath keeps forwarding.");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the agent (pid {pid}) did not stop within 10 s")
+}
+
+fn logs() -> anyhow::Result<()> {
+    if systemd_unit_installed() {
+        let status = std::process::Command::new("journalctl")
+            .args(["-u", UNIT, "--no-pager"])
+            .status()?;
+        if !status.success() {
+            bail!("journalctl failed");
+        }
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(LOG_FILE).with_context(|| {
+        format!("reading {LOG_FILE} (has the agent been started with `socketplane agent start`?)")
+    })?;
+    print!("{text}");
+    Ok(())
+}

@@ -1,0 +1,104 @@
+use clap::Subcommand;
+use socketplane_api::rest::{AgentInfo, BindRequest, ClusterStatus, JoinRequest};
+
+use super::Context;
+use crate::output::{json, table};
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Use IFACE as the underlay interface (from the agent's next start).
+    Bind { iface: String },
+    /// Join the cluster of the node at ADDR (IP or IP:PORT).
+    Join { addr: String },
+    /// Leave the cluster for good: this host's endpoints are removed and the agent stops.
+    Leave,
+    /// Show every node, its liveness and store role, and the store's health.
+    Status,
+}
+
+impl ClusterCmd {
+    pub async fn exec(self, ctx: &Context) -> anyhow::Result<()> {
+        let client = ctx.client();
+        match self {
+            ClusterCmd::Bind { iface } => {
+                let info: AgentInfo = client
+                    .post(
+                        "/v1/cluster/bind",
+                        &BindRequest {
+                            iface: iface.clone(),
+                        },
+                    )
+                    .await?;
+                if ctx.json() {
+                    json(&info)?;
+                } else {
+                    println!("Underlay interface set to {iface}; restart the agent (`socketplane agent stop && socketplane agent start`) to use it.");
+                }
+            }
+            ClusterCmd::Join { addr } => {
+                let info: AgentInfo = client
+                    .post("/v1/cluster/join", &JoinRequest { addr: addr.clone() })
+                    .await?;
+                if ctx.json() {
+                    json(&info)?;
+                } else {
+                    println!("Joined cluster {} through {addr}.", info.cluster);
+                }
+            }
+            ClusterCmd::Leave => {
+                let info: AgentInfo = client
+                    .post("/v1/cluster/leave", &serde_json::json!({}))
+                    .await?;
+                if ctx.json() {
+                    json(&info)?;
+                } else {
+                    println!(
+                        "Node {} left cluster {}; its agent is stopping.",
+                        info.node_name, info.cluster
+                    );
+                }
+            }
+            ClusterCmd::Status => {
+                let status: ClusterStatus = client.get("/v1/cluster").await?;
+                if ctx.json() {
+                    return json(&status);
+                }
+                println!(
+                    "Cluster {}: store {} is {} (revision {}, leader {}).",
+                    status.cluster,
+                    status.store.backend,
+                    if status.store.healthy {
+                        "healthy"
+                    } else {
+                        "UNHEALTHY"
+                    },
+                    status.store.revision,
+                    status.store.leader.as_deref().unwrap_or("none"),
+                );
+                let rows: Vec<Vec<String>> = status
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            format!(
+                                "{}{}",
+                                n.name,
+                                if n.id == status.this_node { " *" } else { "" }
+                            ),
+                            n.id.clone(),
+                            n.addr.to_string(),
+                            if n.alive { "alive" } else { "dead" }.into(),
+                            n.role.clone(),
+                            n.datapath.clone(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["NODE", "ID", "ADDRESS", "STATE", "STORE ROLE", "DATAPATH"],
+                    &rows,
+                );
+            }
+        }
+        Ok(())
+    }
+}

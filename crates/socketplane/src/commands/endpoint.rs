@@ -1,0 +1,151 @@
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use socketplane_api::rest::{AttachEndpoint, EndpointInfo};
+
+use super::Context;
+use crate::client::segment;
+use crate::output::{json, table};
+
+#[derive(Subcommand)]
+pub enum EndpointCmd {
+    /// Put a network namespace on a network.
+    Attach {
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(short = 'n', long)]
+        network: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Ask for this address instead of the next free one.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+    },
+    /// Take a network namespace off a network.
+    Detach {
+        #[arg(long)]
+        netns: PathBuf,
+        #[arg(short = 'n', long)]
+        network: String,
+    },
+    /// List the cluster's endpoints with their host.
+    #[command(alias = "ls")]
+    List {
+        /// Only this host's endpoints.
+        #[arg(long)]
+        local: bool,
+    },
+}
+
+pub fn print_endpoints(eps: &[EndpointInfo]) {
+    let rows: Vec<Vec<String>> = eps
+        .iter()
+        .map(|e| {
+            vec![
+                e.endpoint.id.clone(),
+                e.endpoint.name.clone().unwrap_or_default(),
+                e.endpoint.network.clone(),
+                format!("{}/{}", e.endpoint.ip, e.prefix_len),
+                e.endpoint.mac.to_string(),
+                e.gateway.to_string(),
+                e.node_name.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ENDPOINT", "NAME", "NETWORK", "ADDRESS", "MAC", "GATEWAY", "HOST",
+        ],
+        &rows,
+    );
+}
+
+fn canonical_netns(path: &PathBuf) -> anyhow::Result<String> {
+    let p = std::fs::canonicalize(path)
+        .with_context(|| format!("network namespace {}", path.display()))?;
+    Ok(p.to_string_lossy().into_owned())
+}
+
+impl EndpointCmd {
+    pub async fn exec(self, ctx: &Context) -> anyhow::Result<()> {
+        let client = ctx.client();
+        match self {
+            EndpointCmd::Attach {
+                netns,
+                network,
+                name,
+                ifname,
+                ip,
+            } => {
+                let req = AttachEndpoint {
+                    network,
+                    netns: Some(canonical_netns(&netns)?),
+                    name,
+                    ifname: Some(ifname),
+                    ip,
+                    container_id: None,
+                };
+                let ep: EndpointInfo = client.post("/v1/endpoints", &req).await?;
+                if ctx.json() {
+                    json(&ep)?;
+                } else {
+                    println!(
+                        "Attached {} to {}: {}/{} ({}), gateway {}, endpoint {}.",
+                        netns.display(),
+                        ep.endpoint.network,
+                        ep.endpoint.ip,
+                        ep.prefix_len,
+                        ep.endpoint.mac,
+                        ep.gateway,
+                        ep.endpoint.id
+                    );
+                }
+            }
+            EndpointCmd::Detach { netns, network } => {
+                let path = canonical_netns(&netns)
+                    .unwrap_or_else(|_| netns.to_string_lossy().into_owned());
+                let eps: Vec<EndpointInfo> = client
+                    .get(&format!(
+                        "/v1/endpoints?local=true&network={}",
+                        segment(&network)
+                    ))
+                    .await?;
+                let ep = eps
+                    .iter()
+                    .find(|e| e.endpoint.netns.as_deref() == Some(path.as_str()))
+                    .with_context(|| {
+                        format!(
+                            "{} is not attached to network {network} on this host",
+                            netns.display()
+                        )
+                    })?;
+                client
+                    .delete(&format!("/v1/endpoints/{}", segment(&ep.endpoint.id)))
+                    .await?;
+                if ctx.json() {
+                    json(&serde_json::json!({ "detached": ep.endpoint.id }))?;
+                } else {
+                    println!(
+                        "Detached {} from {network} (released {}).",
+                        netns.display(),
+                        ep.endpoint.ip
+                    );
+                }
+            }
+            EndpointCmd::List { local } => {
+                let q = if local { "?local=true" } else { "" };
+                let eps: Vec<EndpointInfo> = client.get(&format!("/v1/endpoints{q}")).await?;
+                if ctx.json() {
+                    json(&eps)?;
+                } else {
+                    print_endpoints(&eps);
+                }
+            }
+        }
+        Ok(())
+    }
+}

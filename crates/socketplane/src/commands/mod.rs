@@ -1,0 +1,29 @@
+//! One module per CLI command group.
+
+use std::path::PathBuf;
+
+use crate::client::Client;
+use crate::output::Output;
+
+pub mod agent;
+pub mod cluster;
+pub mod demo;
+pub mod endpoint;
+pub mod info;
+pub mod lab;
+pub mod network;
+
+pub struct Context {
+    pub socket: PathBuf,
+    pub output: Output,
+}
+
+impl Context {
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
+
+    pub fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+}
