@@ -486,3 +486,32 @@ fn attach_latency_is_low() {
     let last = format!("{}-att24", lab.prefix);
     assert!(lab.ping(&last, "10.10.0.1"));
 }
+
+#[test]
+fn workload_on_two_networks_keeps_one_default_route() {
+    let mut lab = Lab::new(1);
+    let h = lab.hosts[0].clone();
+    let a = a_net();
+    let b = net("b", 200, 20);
+    let w = lab.workload("multi");
+    let ea = local("multi-a", &a, 11, &w);
+    let mut eb = local("multi-b", &b, 11, &w);
+    eb.ifname = "eth1".into();
+    let d = DesiredState {
+        networks: vec![a.clone(), b.clone()],
+        local: vec![ea, eb],
+        remote: vec![],
+    };
+    let dp = DpHost::start(&h);
+    assert!(dp.apply(&d).changes > 0);
+    assert_eq!(dp.apply(&d).changes, 0);
+    // A fresh instance re-verifies both ends inside the namespace: still no writes.
+    drop(dp);
+    let dp = DpHost::start(&h);
+    assert_eq!(dp.apply(&d).changes, 0);
+    let routes = lab.exec(&w, &["ip", "-4", "route", "show", "default"]);
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    assert!(routes.contains("via 10.10.0.1 dev eth0"), "{routes}");
+    assert!(lab.ping(&w, "10.20.0.1"));
+    assert!(lab.ping(&w, "10.10.0.1"));
+}

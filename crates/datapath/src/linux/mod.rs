@@ -980,8 +980,14 @@ impl WorkloadJob {
                     && r.header.kind == RouteType::Unicast
             })
             .collect();
-        let ok = defaults.len() == 1
-            && nl::route_gw_oif(defaults[0]) == (Some(self.gateway), Some(l.index));
+        // The default route goes via the gateway of the first network the
+        // workload joined; a default through another interface (a second
+        // network, or the runtime's own) is left alone.
+        let ours = |r: &&&RouteMessage| nl::route_gw_oif(r).1 == Some(l.index);
+        let ok = match defaults.iter().find(ours) {
+            Some(r) => nl::route_gw_oif(r) == (Some(self.gateway), Some(l.index)),
+            None => !defaults.is_empty(),
+        };
         if !ok {
             let msg = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(self.gateway)
