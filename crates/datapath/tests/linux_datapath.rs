@@ -98,6 +98,28 @@ fn large_packets_and_bulk_tcp_cross_hosts() {
         ),
         "1400-byte DF ping across hosts"
     );
+    // The largest packet the overlay MTU allows (1422 + 28 = 1450) crosses
+    // too: the 50 bytes of VXLAN fit the underlay's 1500, no black hole.
+    assert!(
+        lab.try_exec(
+            &t.wa1,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-M",
+                "do",
+                "-s",
+                "1422",
+                "-c",
+                "2",
+                "-W",
+                "2",
+                "10.10.0.12"
+            ]
+        ),
+        "full-MTU DF ping across hosts"
+    );
     // 50 MB over one TCP connection across the tunnel.
     const TOTAL: usize = 50 * 1024 * 1024;
     let (tx, rx) = std::sync::mpsc::channel();
