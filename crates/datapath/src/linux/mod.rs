@@ -222,6 +222,12 @@ impl LinuxDatapath {
         self.default_mtu
     }
 
+    /// Forgets what was verified, so the next `apply` re-enters every
+    /// workload namespace and re-checks the firewall (a full sync).
+    pub async fn forget_cache(&self) {
+        *self.cache.lock().await = Cache::default();
+    }
+
     /// The firewall table name in use.
     pub fn firewall_table(&self) -> &str {
         self.firewall.table()
