@@ -65,7 +65,7 @@ fn zeroconf_browse(netns: &str) -> serde_json::Value {
 #[test]
 fn three_hosts_discover_each_other_over_mdns_and_share_networks() {
     let mut t = TestLab::start('a', 3);
-    let status = t.wait_for_nodes(1, 3, Duration::from_secs(30));
+    let status = t.wait_for_nodes(0, 3, Duration::from_secs(30));
     let roles: Vec<&str> = status.nodes.iter().map(|n| n.role.as_str()).collect();
     assert_eq!(
         roles.iter().filter(|r| **r == "leader").count(),
@@ -95,12 +95,12 @@ fn three_hosts_discover_each_other_over_mdns_and_share_networks() {
         );
     }
 
-    t.sp(1, &["network", "create", "web", "10.2.0.0/16"])
+    t.sp(0, &["network", "create", "web", "10.2.0.0/16"])
         .expect("create web");
-    let w1 = t.workload(1, "w1", "web");
-    let w2 = t.workload(2, "w2", "web");
-    let w3 = t.workload(3, "w3", "web");
-    let d1 = t.workload(2, "d1", "default");
+    let w1 = t.workload(0, "w1", "web");
+    let w2 = t.workload(1, "w2", "web");
+    let w3 = t.workload(2, "w3", "web");
+    let d1 = t.workload(1, "d1", "default");
     let ips: HashSet<Ipv4Addr> = [&w1, &w2, &w3].iter().map(|e| e.endpoint.ip).collect();
     assert_eq!(ips.len(), 3, "addresses must be distinct");
     for (from, to) in [("w1", &w2), ("w2", &w3), ("w3", &w1), ("w1", &w3)] {
@@ -126,24 +126,24 @@ fn three_hosts_discover_each_other_over_mdns_and_share_networks() {
     );
 
     // The whole cluster's endpoints are visible from any host.
-    let all: Vec<EndpointInfo> = t.sp_json(3, &["endpoint", "list"]);
+    let all: Vec<EndpointInfo> = t.sp_json(2, &["endpoint", "list"]);
     assert_eq!(all.len(), 4);
-    let local: Vec<EndpointInfo> = t.sp_json(2, &["endpoint", "list", "--local"]);
+    let local: Vec<EndpointInfo> = t.sp_json(1, &["endpoint", "list", "--local"]);
     assert_eq!(local.len(), 2);
 }
 
 #[test]
 fn late_host_joins_by_itself_and_dead_host_is_reclaimed() {
     let mut t = TestLab::start('b', 3);
-    t.sp(1, &["network", "create", "web", "10.2.0.0/24"])
+    t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
         .expect("create web");
-    let w1 = t.workload(1, "w1", "web");
-    let gone = t.workload(3, "gone", "web");
+    let w1 = t.workload(0, "w1", "web");
+    let gone = t.workload(2, "gone", "web");
 
     // A 4th host started later finds the cluster over mDNS and gets tunnels.
     let started = std::time::Instant::now();
     let h4 = t.lab_mut().add_host().expect("add host").index;
-    t.wait_for_nodes(1, 4, Duration::from_secs(30));
+    t.wait_for_nodes(0, 4, Duration::from_secs(30));
     eprintln!("4th host joined in {:?}", started.elapsed());
     let _w4 = t.workload(h4, "w4", "web");
     assert!(
@@ -155,10 +155,10 @@ fn late_host_joins_by_itself_and_dead_host_is_reclaimed() {
     // Host 3's agent dies for good: after its lease expires it is shown
     // dead and its endpoint and address are reclaimed.
     t.lab_mut()
-        .stop_agent(3, socketplane_lab::Signal::SIGKILL)
+        .stop_agent(2, socketplane_lab::Signal::SIGKILL)
         .expect("kill agent");
     let reclaimed = wait_until(Duration::from_secs(30), || {
-        let eps: Vec<EndpointInfo> = t.sp_json(1, &["endpoint", "list"]);
+        let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
         !eps.iter().any(|e| e.endpoint.id == gone.endpoint.id)
     });
     assert!(
@@ -166,14 +166,14 @@ fn late_host_joins_by_itself_and_dead_host_is_reclaimed() {
         "the dead host's endpoint was not reclaimed\n{}",
         t.agent_logs()
     );
-    let status = t.status(1).expect("status");
+    let status = t.status(0).expect("status");
     let dead: Vec<_> = status.nodes.iter().filter(|n| !n.alive).collect();
     assert_eq!(dead.len(), 1, "{status:?}");
     // Its address is free again.
-    let netns = t.lab_mut().add_workload(2, "again").expect("workload");
+    let netns = t.lab_mut().add_workload(1, "again").expect("workload");
     let ip = gone.endpoint.ip.to_string();
     let again: EndpointInfo = t.sp_json(
-        2,
+        1,
         &[
             "endpoint", "attach", "--netns", &netns, "-n", "web", "--ip", &ip,
         ],
@@ -184,7 +184,7 @@ fn late_host_joins_by_itself_and_dead_host_is_reclaimed() {
 #[test]
 fn concurrent_attaches_across_hosts_get_distinct_addresses() {
     let t = TestLab::start('c', 3);
-    t.sp(1, &["network", "create", "web", "10.2.0.0/16"])
+    t.sp(0, &["network", "create", "web", "10.2.0.0/16"])
         .expect("create web");
     let sockets: Vec<_> = t.lab().hosts().iter().map(|h| h.socket.clone()).collect();
     let results: Vec<(u16, String)> = std::thread::scope(|s| {
@@ -221,11 +221,11 @@ fn concurrent_attaches_across_hosts_get_distinct_addresses() {
 #[test]
 fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
     let mut t = TestLab::start('d', 3);
-    t.sp(1, &["network", "create", "web", "10.2.0.0/24"])
+    t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
         .expect("create web");
-    let wa = t.workload(1, "wa", "web");
-    let _wb = t.workload(2, "wb", "web");
-    let wc = t.workload(1, "wc", "web");
+    let wa = t.workload(0, "wa", "web");
+    let _wb = t.workload(1, "wb", "web");
+    let wc = t.workload(0, "wc", "web");
     let host1_netns = t.lab().hosts()[1].netns.clone();
     let fdb = |netns: &str| -> String {
         let out = std::process::Command::new("ip")
@@ -237,7 +237,7 @@ fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
     assert!(fdb(&host1_netns).contains(&wc.endpoint.mac.to_string()));
 
     t.lab_mut()
-        .stop_agent(2, socketplane_lab::Signal::SIGKILL)
+        .stop_agent(1, socketplane_lab::Signal::SIGKILL)
         .expect("kill -9");
     // The datapath keeps forwarding while the agent is down.
     assert!(
@@ -245,10 +245,8 @@ fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
         "traffic must flow during the outage"
     );
     // Meanwhile wc is detached on another host.
-    let wc_netns = t.lab().hosts()[0].netns.clone();
-    let _ = wc_netns;
     t.sp(
-        1,
+        0,
         &[
             "endpoint",
             "detach",
@@ -260,8 +258,8 @@ fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
     )
     .expect("detach wc");
 
-    t.lab_mut().start_agent(2, false).expect("restart agent");
-    t.wait_for_nodes(1, 3, Duration::from_secs(30));
+    t.lab_mut().start_agent(1, false).expect("restart agent");
+    t.wait_for_nodes(0, 3, Duration::from_secs(30));
     let converged = wait_until(Duration::from_secs(20), || {
         let f = fdb(&host1_netns);
         !f.contains(&wc.endpoint.mac.to_string()) && f.contains(&wa.endpoint.mac.to_string())
@@ -281,17 +279,17 @@ fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
 #[test]
 fn bad_input_gets_clear_errors_and_changes_nothing() {
     let mut t = TestLab::start('e', 1);
-    t.sp(1, &["network", "create", "web", "10.2.0.0/16"])
+    t.sp(0, &["network", "create", "web", "10.2.0.0/16"])
         .expect("create web");
-    t.sp(1, &["network", "create", "tiny", "10.9.0.0/30"])
+    t.sp(0, &["network", "create", "tiny", "10.9.0.0/30"])
         .expect("create tiny");
-    let only = t.workload(1, "only", "tiny");
+    let only = t.workload(0, "only", "tiny");
     assert_eq!(only.endpoint.ip.to_string(), "10.9.0.2");
-    let spare = t.lab_mut().add_workload(1, "spare").expect("workload");
+    let spare = t.lab_mut().add_workload(0, "spare").expect("workload");
 
     let snapshot = |t: &TestLab| {
-        let nets: Vec<NetworkInfo> = t.sp_json(1, &["network", "list"]);
-        let eps: Vec<EndpointInfo> = t.sp_json(1, &["endpoint", "list"]);
+        let nets: Vec<NetworkInfo> = t.sp_json(0, &["network", "list"]);
+        let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
         (
             serde_json::to_string(&nets).unwrap(),
             serde_json::to_string(&eps).unwrap(),
@@ -363,7 +361,7 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
     ];
     for (args, expect) in &cases {
         let err = t
-            .sp(1, args)
+            .sp(0, args)
             .expect_err(&format!("`{}` must fail", args.join(" ")));
         assert!(
             err.contains(expect),

@@ -55,20 +55,20 @@ fn run() -> anyhow::Result<()> {
     let lab = Lab::up(config)?;
     let mut guard = DownOnDrop(Some(lab));
     let lab = guard.0.as_mut().context("lab")?;
-    wait_for_cluster(lab, 1, HOSTS, Duration::from_secs(60))?;
+    wait_for_cluster(lab, 0, HOSTS, Duration::from_secs(60))?;
     println!(
         "Cluster formed in {:.1} s.\n",
         started.elapsed().as_secs_f64()
     );
-    show(lab, 1, &sp(&["cluster", "status"]))?;
+    show(lab, 0, &sp(&["cluster", "status"]))?;
 
     println!("\n$ socketplane network create web 10.2.0.0/16");
-    show(lab, 1, &sp(&["network", "create", "web", "10.2.0.0/16"]))?;
+    show(lab, 0, &sp(&["network", "create", "web", "10.2.0.0/16"]))?;
 
     let mut workloads = Vec::new();
-    for host in 1..=HOSTS {
+    for host in 0..HOSTS {
         for (suffix, network) in [("web1", "web"), ("web2", "web"), ("def", "default")] {
-            let name = format!("h{host}-{suffix}");
+            let name = format!("h{}-{suffix}", host + 1);
             let netns = lab.add_workload(host, &name)?;
             let out = lab.exec(
                 host,
@@ -94,7 +94,7 @@ fn run() -> anyhow::Result<()> {
         }
     }
     println!("\n$ socketplane endpoint list");
-    show(lab, 1, &sp(&["endpoint", "list"]))?;
+    show(lab, 0, &sp(&["endpoint", "list"]))?;
 
     println!("\nPing matrix (row pings column): ✔ reached, · not reached");
     let lab_ref: &Lab = lab;
@@ -151,7 +151,7 @@ fn run() -> anyhow::Result<()> {
         "\nWorkloads: {}",
         workloads
             .iter()
-            .map(|w| format!("{}@host{} ({}, {})", w.name, w.host, w.network, w.ip))
+            .map(|w| format!("{}@host{} ({}, {})", w.name, w.host + 1, w.network, w.ip))
             .collect::<Vec<_>>()
             .join(", ")
     );

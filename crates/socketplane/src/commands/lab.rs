@@ -113,7 +113,7 @@ impl LabCmd {
                     config.datapath = datapath;
                     config.state_dir = state_dir(&name);
                     let lab = Lab::up(config)?;
-                    wait_for_cluster(&lab, 1, hosts, Duration::from_secs(60))?;
+                    wait_for_cluster(&lab, 0, hosts, Duration::from_secs(60))?;
                     Ok(lab)
                 })
                 .await??;

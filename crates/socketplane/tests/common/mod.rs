@@ -53,7 +53,7 @@ impl TestLab {
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
         let lab = Lab::up(config).expect("lab up");
         let t = TestLab { lab: Some(lab) };
-        t.wait_for_nodes(1, hosts, Duration::from_secs(60));
+        t.wait_for_nodes(0, hosts, Duration::from_secs(60));
         t
     }
 
@@ -91,8 +91,23 @@ impl TestLab {
     pub fn status(&self, host: usize) -> Option<ClusterStatus> {
         let mut cmd = vec![BIN.to_string()];
         cmd.extend(["cluster", "status", "-o", "json"].map(String::from));
-        let out = self.lab().exec(host, &cmd).ok()?;
-        serde_json::from_slice(&out.stdout).ok()
+        let out = match self.lab().exec(host, &cmd) {
+            Ok(out) => out,
+            Err(e) => {
+                eprintln!("cluster status on host index {host}: {e}");
+                return None;
+            }
+        };
+        match serde_json::from_slice(&out.stdout) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                eprintln!(
+                    "cluster status on host index {host}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+        }
     }
 
     pub fn wait_for_nodes(&self, host: usize, alive: usize, timeout: Duration) -> ClusterStatus {
