@@ -4,6 +4,7 @@
 //! incremental on every change, plus a periodic full refresh for
 //! self-healing. Errors are retried with backoff and surface as health.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct Reconciler {
     view_tx: watch::Sender<Arc<ClusterView>>,
     applied_tx: watch::Sender<Revision>,
     error_tx: watch::Sender<Option<String>>,
+    /// Set while a garbage collection pass runs, so bursts of events do not
+    /// start several at once.
+    collecting: Arc<AtomicBool>,
 }
 
 impl Reconciler {
@@ -76,6 +80,7 @@ impl Reconciler {
                 view_tx,
                 applied_tx,
                 error_tx,
+                collecting: Arc::new(AtomicBool::new(false)),
             },
             ReconcilerHandle {
                 view,
@@ -170,10 +175,11 @@ impl Reconciler {
             .filter(|e| !view.networks.contains_key(&e.network))
             .map(|e| e.id.clone())
             .collect();
-        if dead.is_empty() && orphans.is_empty() {
+        if (dead.is_empty() && orphans.is_empty()) || self.collecting.swap(true, Ordering::SeqCst) {
             return;
         }
         let ops = self.ops.clone();
+        let collecting = self.collecting.clone();
         tokio::spawn(async move {
             for node in dead {
                 if let Err(error) = ops.reclaim_node(&node).await {
@@ -185,6 +191,7 @@ impl Reconciler {
                     tracing::warn!(endpoint = %id, %error, "Could not remove an endpoint without network.");
                 }
             }
+            collecting.store(false, Ordering::SeqCst);
         });
     }
 }

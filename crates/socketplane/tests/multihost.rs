@@ -130,6 +130,27 @@ fn three_hosts_discover_each_other_over_mdns_and_share_networks() {
     assert_eq!(all.len(), 4);
     let local: Vec<EndpointInfo> = t.sp_json(1, &["endpoint", "list", "--local"]);
     assert_eq!(local.len(), 2);
+
+    // Deleting a network with endpoints is refused; with --force it goes,
+    // and every host removes its devices.
+    let web: NetworkInfo = t.sp_json(0, &["network", "info", "web"]);
+    let err = t.sp(0, &["network", "delete", "web"]).expect_err("refused");
+    assert!(err.contains("endpoint(s) attached"), "{err}");
+    t.sp(0, &["network", "delete", "web", "--force"])
+        .expect("force delete");
+    let bridge = format!("spbr{}", web.network.vni);
+    let gone = wait_until(Duration::from_secs(10), || {
+        t.lab().hosts().iter().all(|h| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &h.netns, "ip", "-br", "link"])
+                .output()
+                .expect("ip link");
+            !String::from_utf8_lossy(&out.stdout).contains(&bridge)
+        })
+    });
+    assert!(gone, "{bridge} must be removed on every host");
+    let eps: Vec<EndpointInfo> = t.sp_json(2, &["endpoint", "list"]);
+    assert_eq!(eps.len(), 1, "only d1 on default remains");
 }
 
 #[test]

@@ -12,9 +12,17 @@ use socketplane_agent::AgentConfig;
 
 use super::Context;
 
-const PID_FILE: &str = "/run/socketplane/agent.pid";
-const LOG_FILE: &str = "/var/log/socketplane/agent.log";
 const UNIT: &str = "socketplane.service";
+
+/// A background agent's pid file and log sit beside its socket, so agents
+/// with different sockets (tests, labs) never collide.
+fn pid_file(socket: &Path) -> PathBuf {
+    socket.with_extension("pid")
+}
+
+fn log_file(socket: &Path) -> PathBuf {
+    socket.with_extension("log")
+}
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -153,8 +161,8 @@ fn systemd_unit_installed() -> bool {
             || Path::new("/lib/systemd/system").join(UNIT).exists())
 }
 
-fn running_pid() -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(PID_FILE)
+fn running_pid(socket: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file(socket))
         .ok()?
         .trim()
         .parse()
@@ -170,8 +178,8 @@ impl AgentCmd {
                 socketplane_agent::run(self.flags.config(&ctx.socket)?).await
             }
             Some(AgentAction::Start { flags }) => start(ctx, &flags).await,
-            Some(AgentAction::Stop) => stop().await,
-            Some(AgentAction::Logs) => logs(),
+            Some(AgentAction::Stop) => stop(&ctx.socket).await,
+            Some(AgentAction::Logs) => logs(&ctx.socket),
         }
     }
 }
@@ -196,21 +204,22 @@ async fn start(ctx: &Context, flags: &AgentFlags) -> anyhow::Result<()> {
         println!("Started {UNIT}.");
         return Ok(());
     }
-    if let Some(pid) = running_pid() {
+    let (pid_path, log_path) = (pid_file(&ctx.socket), log_file(&ctx.socket));
+    if let Some(pid) = running_pid(&ctx.socket) {
         bail!("the agent is already running (pid {pid})");
     }
     flags.config(&ctx.socket)?;
     let exe = std::env::current_exe().context("locating the socketplane binary")?;
-    for f in [PID_FILE, LOG_FILE] {
-        if let Some(dir) = Path::new(f).parent() {
+    for f in [&pid_path, &log_path] {
+        if let Some(dir) = f.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(LOG_FILE)
-        .with_context(|| format!("opening {LOG_FILE}"))?;
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("agent")
         .args(flags.to_args())
@@ -220,22 +229,30 @@ async fn start(ctx: &Context, flags: &AgentFlags) -> anyhow::Result<()> {
         .stderr(log);
     // Its own session, so it outlives this command and the terminal.
     detach_session(&mut cmd);
-    let child = cmd.spawn().context("starting the agent")?;
-    std::fs::write(PID_FILE, child.id().to_string())
-        .with_context(|| format!("writing {PID_FILE}"))?;
+    let mut child = cmd.spawn().context("starting the agent")?;
+    std::fs::write(&pid_path, child.id().to_string())
+        .with_context(|| format!("writing {}", pid_path.display()))?;
     for _ in 0..100 {
         if ctx.socket.exists() {
-            println!("Started the agent (pid {}); logs: {LOG_FILE}.", child.id());
+            println!(
+                "Started the agent (pid {}); see its logs with `socketplane agent logs`.",
+                child.id()
+            );
             return Ok(());
         }
-        if running_pid().is_none() {
-            bail!("the agent exited at once; see {LOG_FILE}");
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = std::fs::remove_file(&pid_path);
+            bail!(
+                "the agent exited at once ({status}); see {}",
+                log_path.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!(
-        "the agent did not open {} within 10 s; see {LOG_FILE}",
-        ctx.socket.display()
+        "the agent did not open {} within 10 s; see {}",
+        ctx.socket.display(),
+        log_path.display()
     )
 }
 
@@ -244,7 +261,7 @@ fn detach_session(cmd: &mut std::process::Command) {
     cmd.process_group(0);
 }
 
-async fn stop() -> anyhow::Result<()> {
+async fn stop(socket: &Path) -> anyhow::Result<()> {
     if systemd_unit_installed() {
         let status = std::process::Command::new("systemctl")
             .args(["stop", UNIT])
@@ -255,15 +272,19 @@ async fn stop() -> anyhow::Result<()> {
         println!("Stopped {UNIT}.");
         return Ok(());
     }
-    let Some(pid) = running_pid() else {
-        bail!("the agent is not running (no live pid in {PID_FILE})");
+    let pid_path = pid_file(socket);
+    let Some(pid) = running_pid(socket) else {
+        bail!(
+            "the agent is not running (no live pid in {})",
+            pid_path.display()
+        );
     };
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()?;
     for _ in 0..100 {
         if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_file(PID_FILE);
+            let _ = std::fs::remove_file(&pid_path);
             println!("Stopped the agent (pid {pid}); the datapath keeps forwarding.");
             return Ok(());
         }
@@ -272,7 +293,7 @@ async fn stop() -> anyhow::Result<()> {
     bail!("the agent (pid {pid}) did not stop within 10 s")
 }
 
-fn logs() -> anyhow::Result<()> {
+fn logs(socket: &Path) -> anyhow::Result<()> {
     if systemd_unit_installed() {
         let status = std::process::Command::new("journalctl")
             .args(["-u", UNIT, "--no-pager"])
@@ -282,8 +303,12 @@ fn logs() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let text = std::fs::read_to_string(LOG_FILE).with_context(|| {
-        format!("reading {LOG_FILE} (has the agent been started with `socketplane agent start`?)")
+    let path = log_file(socket);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (has the agent been started with `socketplane agent start`?)",
+            path.display()
+        )
     })?;
     print!("{text}");
     Ok(())
