@@ -6,31 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-  echo "scripts/test.sh: run as root (the tests create network namespaces)" >&2
-  exit 1
-fi
-
-PACKAGES=(
-  iproute2 iputils-ping nftables iptables ethtool iperf3 tcpdump procps
-  etcd-server protobuf-compiler
-  python3 python3-pip
-)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "== Installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # Packages must not start their own services (e.g. etcd on :2379): the
-  # tests start what they need on ports they choose.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/lib.sh
+require_root scripts/test.sh
+ensure_packages \
+  iproute2 iputils-ping nftables iptables ethtool iperf3 tcpdump procps \
+  etcd-server protobuf-compiler python3 python3-pip
 
 # An independent mDNS implementation to check our advertisements against.
 PY=python3
