@@ -185,8 +185,15 @@ async fn list_endpoints(
 
 async fn attach(State(agent): State<Arc<Agent>>, body: Bytes) -> ApiResult<impl IntoResponse> {
     let req: AttachEndpoint = parse_body(&body)?;
-    let (ep, rev) = agent.ops()?.attach(&req, None).await?;
-    agent.wait_applied(rev, CONVERGE_TIMEOUT).await?;
+    let ops = agent.ops()?;
+    let (ep, rev) = ops.attach(&req, None).await?;
+    if let Err(error) = agent.wait_applied(rev, CONVERGE_TIMEOUT).await {
+        // Do not leave a half-made endpoint holding an address.
+        if let Err(undo) = ops.detach(&ep.id).await {
+            tracing::warn!(endpoint = %ep.id, error = %undo, "Could not roll back a failed attach.");
+        }
+        return Err(error);
+    }
     Ok((StatusCode::CREATED, Json(agent.endpoint_info(ep).await?)))
 }
 

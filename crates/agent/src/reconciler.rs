@@ -4,6 +4,7 @@
 //! incremental on every change, plus a periodic full refresh for
 //! self-healing. Errors are retried with backoff and surface as health.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,7 +136,13 @@ impl Reconciler {
     async fn converge(&self, view: &ClusterView) {
         let shared = Arc::new(view.clone());
         self.view_tx.send_replace(shared.clone());
-        let desired = view.desired_for(&self.node_id);
+        let mut desired = view.desired_for(&self.node_id);
+        // A workload whose namespace is gone has died without detaching:
+        // plumbing it would fail on every pass and hold up everyone else.
+        // It is left out here and detached by the garbage collection.
+        desired
+            .local
+            .retain(|e| e.netns.as_ref().is_none_or(|p| p.exists()));
         let mut delay = Duration::from_millis(50);
         // Retry the same state a few times; a newer event interrupts by
         // simply arriving after we return.
@@ -175,7 +182,16 @@ impl Reconciler {
             .filter(|e| !view.networks.contains_key(&e.network))
             .map(|e| e.id.clone())
             .collect();
-        if (dead.is_empty() && orphans.is_empty()) || self.collecting.swap(true, Ordering::SeqCst) {
+        let vanished: Vec<String> = view
+            .endpoints
+            .values()
+            .filter(|e| e.node == self.node_id)
+            .filter(|e| e.netns.as_ref().is_some_and(|p| !Path::new(p).exists()))
+            .map(|e| e.id.clone())
+            .collect();
+        if (dead.is_empty() && orphans.is_empty() && vanished.is_empty())
+            || self.collecting.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         let ops = self.ops.clone();
@@ -189,6 +205,12 @@ impl Reconciler {
             for id in orphans {
                 if let Err(error) = ops.remove_orphan(&id).await {
                     tracing::warn!(endpoint = %id, %error, "Could not remove an endpoint without network.");
+                }
+            }
+            for id in vanished {
+                tracing::info!(endpoint = %id, "The workload's network namespace is gone; detaching it.");
+                if let Err(error) = ops.detach(&id).await {
+                    tracing::warn!(endpoint = %id, %error, "Could not detach an endpoint whose namespace is gone.");
                 }
             }
             collecting.store(false, Ordering::SeqCst);

@@ -418,6 +418,30 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
 
     assert_eq!(snapshot(&t), before, "bad input must change nothing");
 
+    // A workload that dies without detaching (its namespace is deleted)
+    // blocks nothing: the next attach works at once and the dead one's
+    // endpoint and address are reclaimed.
+    t.lab_mut()
+        .remove_workload("only")
+        .expect("remove workload");
+    let started = std::time::Instant::now();
+    let _w = t.workload(0, "next", "web");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "attach was held up"
+    );
+    let freed = wait_until(Duration::from_secs(10), || {
+        let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
+        !eps.iter().any(|e| e.endpoint.id == only.endpoint.id)
+    });
+    assert!(freed, "the dead workload's endpoint must be detached");
+    let again: EndpointInfo =
+        t.sp_json(0, &["endpoint", "attach", "--netns", &spare, "-n", "tiny"]);
+    assert_eq!(
+        again.endpoint.ip, only.endpoint.ip,
+        "its address is free again"
+    );
+
     // The CLI against no agent: a clear message and a failing exit code.
     let out = std::process::Command::new(common::BIN)
         .args([
