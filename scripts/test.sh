@@ -27,4 +27,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (the socketplane binary is used by the multi-host tests)"
 cargo build --workspace --locked --bins --examples
 echo "== cargo test"
-cargo test --workspace --locked -- --test-threads="${SOCKETPLANE_TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${SOCKETPLANE_TEST_THREADS:-4}"

@@ -255,7 +255,12 @@ fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
             .expect("bridge fdb");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(fdb(&host1_netns).contains(&wc.endpoint.mac.to_string()));
+    // Other hosts learn of an endpoint asynchronously, through the watch.
+    assert!(
+        wait_until(Duration::from_secs(10), || fdb(&host1_netns)
+            .contains(&wc.endpoint.mac.to_string())),
+        "host2 never learned wc's MAC"
+    );
 
     t.lab_mut()
         .stop_agent(1, socketplane_lab::Signal::SIGKILL)
