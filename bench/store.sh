@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Store benchmark: CAS throughput and p50/p99 latency on a 3-node embedded
+# Raft cluster (loopback TCP) beside a real etcd on this machine, one run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_packages etcd-server protobuf-compiler
+cargo build --release --locked -p socketplane --example bench_store
+exec ./target/release/examples/bench_store "${1:-2000}"
