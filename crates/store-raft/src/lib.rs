@@ -133,6 +133,12 @@ impl EmbeddedConfig {
 const DB_FILE: &str = "raft.redb";
 
 #[derive(Default)]
+struct ReadBatch {
+    running: bool,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<u64, WireError>>>,
+}
+
+#[derive(Default)]
 struct LeaseClock {
     term: u64,
     deadlines: HashMap<LeaseId, Instant>,
@@ -152,6 +158,8 @@ pub struct EmbeddedStore {
     leader_seen: Mutex<Option<Instant>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
+    reads: Mutex<ReadBatch>,
+    me: Weak<EmbeddedStore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -218,7 +226,7 @@ impl EmbeddedStore {
                 return Err(StoreError::Corrupt(format!("cannot start raft: {e}")));
             }
         };
-        let store = Arc::new(EmbeddedStore {
+        let store = Arc::new_cyclic(|me| EmbeddedStore {
             cfg,
             raft,
             sm,
@@ -229,6 +237,8 @@ impl EmbeddedStore {
             leader_seen: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            reads: Mutex::new(ReadBatch::default()),
+            me: me.clone(),
         });
         let weak = Arc::downgrade(&store);
         let lease_task = tokio::spawn(lease_loop(weak.clone()));
@@ -549,41 +559,25 @@ impl EmbeddedStore {
         let timeout = self.cfg.timing.request_timeout;
         let deadline = Instant::now() + timeout;
         let mut backoff = Duration::from_millis(5);
-        let mut last = String::from("no leader");
+        let mut last;
         loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return Err(StoreError::Unavailable("store is shut down".into()));
             }
-            match self.leader() {
-                Some((id, _)) if id == self.cfg.node_id => {
-                    match self.raft.ensure_linearizable().await {
+            match self.read_index().await {
+                Ok(index) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self
+                        .raft
+                        .wait(Some(left))
+                        .applied_index_at_least(Some(index), "linearizable read")
+                        .await
+                    {
                         Ok(_) => return Ok(()),
-                        Err(e) => last = format!("{:?}", self.leader_err(e)),
-                    }
-                }
-                Some((_, addr)) => {
-                    let res: Result<Result<u64, WireError>, CallError> = self
-                        .net
-                        .post(&addr, "/raft/v1/read_index", &(), timeout)
-                        .await;
-                    match res {
-                        Ok(Ok(index)) => {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            match self
-                                .raft
-                                .wait(Some(left))
-                                .applied_index_at_least(Some(index), "linearizable read")
-                                .await
-                            {
-                                Ok(_) => return Ok(()),
-                                Err(e) => last = e.to_string(),
-                            }
-                        }
-                        Ok(Err(e)) => last = format!("{e:?}"),
                         Err(e) => last = e.to_string(),
                     }
                 }
-                None => {}
+                Err(e) => last = format!("{e:?}"),
             }
             if Instant::now() >= deadline {
                 return Err(StoreError::Unavailable(last));
@@ -593,15 +587,84 @@ impl EmbeddedStore {
         }
     }
 
+    /// The log index a linearizable read must wait for. Concurrent callers
+    /// share one confirmation round with the leader (a round that started
+    /// after each of them asked), so a burst of reads costs one heartbeat
+    /// round instead of one each.
+    async fn read_index(&self) -> Result<u64, WireError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let drive = {
+            let mut g = lock(&self.reads);
+            g.waiters.push(tx);
+            !std::mem::replace(&mut g.running, true)
+        };
+        if drive {
+            match self.me.upgrade() {
+                Some(me) => {
+                    tokio::spawn(async move {
+                        loop {
+                            let batch = {
+                                let mut g = lock(&me.reads);
+                                if g.waiters.is_empty() {
+                                    g.running = false;
+                                    break;
+                                }
+                                std::mem::take(&mut g.waiters)
+                            };
+                            let res = me.read_index_round().await;
+                            for w in batch {
+                                let _ = w.send(res.clone());
+                            }
+                        }
+                    });
+                }
+                None => {
+                    let mut g = lock(&self.reads);
+                    g.running = false;
+                    g.waiters.clear();
+                }
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(WireError::Unavailable("read aborted".into())))
+    }
+
+    async fn read_index_round(&self) -> Result<u64, WireError> {
+        match self.leader() {
+            Some((id, _)) if id == self.cfg.node_id => {
+                let (read, _) = self
+                    .raft
+                    .get_read_log_id()
+                    .await
+                    .map_err(|e| self.leader_err(e))?;
+                Ok(read.map(|l| l.index).unwrap_or(0))
+            }
+            Some((_, addr)) => {
+                let res: Result<Result<u64, WireError>, CallError> = self
+                    .net
+                    .post(
+                        &addr,
+                        "/raft/v1/read_index",
+                        &(),
+                        self.cfg.timing.request_timeout,
+                    )
+                    .await;
+                match res {
+                    Ok(r) => r,
+                    Err(e) => Err(WireError::Unavailable(e.to_string())),
+                }
+            }
+            None => Err(WireError::NotLeader { leader: None }),
+        }
+    }
+
     /// Leader side of a read index request: confirms leadership and returns
     /// the index a follower must have applied to read.
     async fn handle_read_index(&self) -> Result<u64, WireError> {
-        let (read, _) = self
-            .raft
-            .get_read_log_id()
-            .await
-            .map_err(|e| self.leader_err(e))?;
-        Ok(read.map(|l| l.index).unwrap_or(0))
+        if !matches!(self.leader(), Some((id, _)) if id == self.cfg.node_id) {
+            return Err(self.not_leader());
+        }
+        self.read_index().await
     }
 
     async fn handle_join(&self, req: JoinRequest) -> Result<(), WireError> {
@@ -928,6 +991,22 @@ impl Store for EmbeddedStore {
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         sm::validate_txn(&txn).map_err(StoreError::InvalidArgument)?;
+        {
+            // A key's mod revision only grows (or drops to 0 on delete), so
+            // a compare on an older non-zero revision can never hold again:
+            // fail at once instead of spending a log entry.
+            let g = self.sm.lock();
+            let stale = txn
+                .compares
+                .iter()
+                .any(|c| c.mod_revision > 0 && g.state.mod_revision(&c.key) > c.mod_revision);
+            if stale {
+                return Ok(TxnResult {
+                    succeeded: false,
+                    revision: g.state.revision(),
+                });
+            }
+        }
         match self.submit(ClientRequest::Write(Request::Txn(txn))).await? {
             Response::Txn(r) => Ok(r),
             Response::LeaseNotFound(id) => Err(StoreError::LeaseNotFound(id)),

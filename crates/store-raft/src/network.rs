@@ -74,6 +74,18 @@ pub(crate) enum CallError {
     Status(u16, String),
 }
 
+/// An error with its sources, e.g. "error sending request: operation timed out".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Shared HTTP client and peer bookkeeping.
 pub(crate) struct NetCore {
     pub client: reqwest::Client,
@@ -137,7 +149,7 @@ impl NetCore {
             if e.is_connect() {
                 CallError::Connect(addr.to_string())
             } else {
-                CallError::Failed(addr.to_string(), e.to_string())
+                CallError::Failed(addr.to_string(), error_chain(&e))
             }
         })?;
         let status = resp.status();

@@ -48,6 +48,11 @@ impl KvState {
         self.revision
     }
 
+    /// The key's mod revision, 0 if absent.
+    pub fn mod_revision(&self, key: &str) -> Revision {
+        self.kv.get(key).map_or(0, |kv| kv.mod_revision)
+    }
+
     pub fn get(&self, key: &str) -> Option<KeyValue> {
         self.kv.get(key).cloned()
     }
