@@ -192,7 +192,7 @@ impl Discovery {
             (TXT_ID, ad.node_id.as_str()),
             (TXT_VERSION, PROTOCOL_VERSION),
         ];
-        let host_name = format!("{}.local.", ad.node_name);
+        let host_name = format!("{}.local.", host_label(&ad.node_name));
         let mut info = ServiceInfo::new(
             SERVICE_TYPE,
             &ad.node_name,
@@ -276,9 +276,6 @@ fn validate(ad: &Advertisement) -> Result<(), DiscoveryError> {
             ad.node_name
         ));
     }
-    if ad.node_name.contains('.') {
-        return bad(format!("node name {:?} must not contain '.'", ad.node_name));
-    }
     if ad.node_id.is_empty() {
         return bad("node id must not be empty".into());
     }
@@ -299,6 +296,21 @@ fn validate(ad: &Advertisement) -> Result<(), DiscoveryError> {
         return bad("port must not be 0".into());
     }
     Ok(())
+}
+
+/// A DNS label for the mDNS host name: letters, digits and '-' only.
+fn host_label(node_name: &str) -> String {
+    let label: String = node_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
+    let label = label.trim_matches('-');
+    if label.is_empty() {
+        "socketplane".to_string()
+    } else {
+        label.to_string()
+    }
 }
 
 /// Turns resolved services into peers of our cluster, de-duplicated.
@@ -421,7 +433,7 @@ mod tests {
         assert!(validate(&ad()).is_ok());
         for f in [
             |a: &mut Advertisement| a.node_name.clear(),
-            |a: &mut Advertisement| a.node_name = "a.b".into(),
+            |a: &mut Advertisement| a.node_name = "x".repeat(64),
             |a: &mut Advertisement| a.node_id.clear(),
             |a: &mut Advertisement| a.cluster.clear(),
             |a: &mut Advertisement| a.iface.clear(),
@@ -437,6 +449,17 @@ mod tests {
                 "{a:?}"
             );
         }
+    }
+
+    #[test]
+    fn host_labels_are_dns_safe() {
+        assert_eq!(host_label("host1"), "host1");
+        assert_eq!(
+            host_label("ip-10-0-0-1.ec2.internal"),
+            "ip-10-0-0-1-ec2-internal"
+        );
+        assert_eq!(host_label("_x_"), "x");
+        assert_eq!(host_label("..."), "socketplane");
     }
 
     #[test]
