@@ -220,6 +220,8 @@ impl Discovery {
     }
 
     /// Withdraw the advertisement (goodbye packets) and stop the daemon.
+    /// Blocks for at most a few seconds (also when dropped); from async
+    /// code prefer `tokio::task::spawn_blocking`.
     pub fn shutdown(mut self) {
         self.stop_all();
     }
@@ -381,6 +383,25 @@ fn instance_name(fullname: &str) -> String {
     name.replace("\\.", ".").replace("\\\\", "\\")
 }
 
+/// Send `peer`, waiting while the channel is full, but never past a stop
+/// request (so `shutdown` cannot hang on a receiver that stopped reading).
+/// Returns false when forwarding should end.
+fn deliver(tx: &mpsc::Sender<Peer>, mut peer: Peer, stop: &AtomicBool) -> bool {
+    loop {
+        match tx.try_send(peer) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(p)) => {
+                if stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                peer = p;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 /// Forwarding loop: mDNS events to peers on the tokio channel.
 fn forward(
     events: mdns_sd::Receiver<ServiceEvent>,
@@ -398,7 +419,7 @@ fn forward(
             ServiceEvent::ServiceResolved(svc) => {
                 if let Some(peer) = filter.resolved(&svc) {
                     tracing::info!(node = %peer.node_name, id = %peer.node_id, addr = %peer.addr, "Discovered a peer over mDNS.");
-                    if tx.blocking_send(peer).is_err() {
+                    if !deliver(&tx, peer, &stop) {
                         break;
                     }
                 }
@@ -449,6 +470,27 @@ mod tests {
                 "{a:?}"
             );
         }
+    }
+
+    #[test]
+    fn delivery_gives_up_on_stop_and_close() {
+        let peer = Peer {
+            node_name: "h".into(),
+            node_id: "i".into(),
+            cluster: "c".into(),
+            version: "1".into(),
+            addr: "198.18.0.12:6675".parse().unwrap(),
+        };
+        let stop = AtomicBool::new(false);
+        let (tx, mut rx) = mpsc::channel(1);
+        assert!(deliver(&tx, peer.clone(), &stop));
+        // Full and stopping: gives up instead of blocking.
+        stop.store(true, Ordering::SeqCst);
+        assert!(!deliver(&tx, peer.clone(), &stop));
+        assert_eq!(rx.try_recv().unwrap(), peer);
+        drop(rx);
+        stop.store(false, Ordering::SeqCst);
+        assert!(!deliver(&tx, peer, &stop));
     }
 
     #[test]
