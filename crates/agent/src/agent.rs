@@ -379,7 +379,8 @@ pub async fn run(mut cfg: AgentConfig) -> anyhow::Result<()> {
     }
     member.abort();
     if let Some(d) = discovery {
-        d.shutdown();
+        // Sends goodbye packets; may block for a few seconds.
+        let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
     }
     api_server.abort();
     cluster_server.abort();

@@ -153,9 +153,13 @@ impl LabCmd {
                 Ok(())
             }
             LabCmd::Down { name } => {
-                let lab = Lab::load(&state_dir(&name))
-                    .with_context(|| format!("no lab named {name:?} is up"))?;
-                lab.down()?;
+                let dir = state_dir(&name);
+                match Lab::load(&dir) {
+                    Ok(lab) => lab.down()?,
+                    // No state file (e.g. a crash mid-way): remove whatever
+                    // carries the lab's names.
+                    Err(_) => Lab::purge(&name, &dir)?,
+                }
                 println!("Lab {name:?} removed.");
                 Ok(())
             }
