@@ -72,8 +72,12 @@ enum Command {
         #[command(subcommand)]
         command: LabCmd,
     },
-    /// Three hosts, two networks, six workloads, and who reaches whom.
+    /// Three hosts, two networks, nine workloads, and who reaches whom.
     Demo,
+    /// Set the agent up as a system service (`unattended`: ask nothing).
+    Install(commands::install::InstallCmd),
+    /// Remove the service set up by `install`.
+    Uninstall(commands::install::UninstallCmd),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +105,8 @@ fn main() -> ExitCode {
             Command::Endpoint { command } => command.exec(&ctx).await,
             Command::Lab { command } => command.exec(&ctx).await,
             Command::Demo => commands::demo::exec().await,
+            Command::Install(cmd) => cmd.exec(),
+            Command::Uninstall(cmd) => cmd.exec(),
         }
     });
     match result {

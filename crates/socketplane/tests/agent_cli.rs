@@ -143,3 +143,47 @@ fn agent_start_stop_logs_in_the_background() {
     assert!(!down.status.success());
     assert!(text(&down).contains("cannot reach the SocketPlane agent"));
 }
+
+#[test]
+fn install_and_uninstall_under_a_root() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["install", "unattended", "--root", r])
+        .env("BOOTSTRAP", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let unit = std::fs::read_to_string(root.path().join("etc/systemd/system/socketplane.service"))
+        .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/socketplane agent"));
+    let defaults = std::fs::read_to_string(root.path().join("etc/default/socketplane")).unwrap();
+    assert!(defaults.contains("BOOTSTRAP=true"));
+    assert!(root.path().join("usr/local/bin/socketplane").exists());
+
+    let bad = Command::new(BIN)
+        .args(["install", "sideways", "--root", r])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("unknown install mode"));
+
+    let out = Command::new(BIN)
+        .args(["uninstall", "--root", r])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for f in [
+        "etc/systemd/system/socketplane.service",
+        "etc/default/socketplane",
+        "usr/local/bin/socketplane",
+    ] {
+        assert!(!root.path().join(f).exists(), "{f} must be removed");
+    }
+    let again = Command::new(BIN)
+        .args(["uninstall", "--root", r])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(text(&again).contains("was not installed"));
+}

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod demo;
 pub mod endpoint;
 pub mod info;
+pub mod install;
 pub mod lab;
 pub mod network;
 

@@ -1,0 +1,169 @@
+//! `socketplane install [unattended] | uninstall`: set the agent up as a
+//! systemd service (or explain how to start it where systemd is not running)
+//! and remove it again.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+
+const UNIT_NAME: &str = "socketplane.service";
+
+#[derive(Args)]
+pub struct InstallCmd {
+    /// `unattended`: ask nothing (BOOTSTRAP=true|false in the environment
+    /// decides whether this host founds a cluster).
+    mode: Option<String>,
+    /// Install under this root instead of / (for packaging and tests).
+    #[arg(long, hide = true, default_value = "/")]
+    root: PathBuf,
+}
+
+#[derive(Args)]
+pub struct UninstallCmd {
+    #[arg(long, hide = true, default_value = "/")]
+    root: PathBuf,
+}
+
+struct Paths {
+    bin: PathBuf,
+    unit: PathBuf,
+    defaults: PathBuf,
+}
+
+fn paths(root: &Path) -> Paths {
+    Paths {
+        bin: root.join("usr/local/bin/socketplane"),
+        unit: root.join("etc/systemd/system").join(UNIT_NAME),
+        defaults: root.join("etc/default/socketplane"),
+    }
+}
+
+fn systemd_running(root: &Path) -> bool {
+    root == Path::new("/") && Path::new("/run/systemd/system").exists()
+}
+
+fn unit_text() -> String {
+    // The datapath keeps forwarding while the agent is down, so a restart
+    // (or an upgrade) never interrupts workloads.
+    "[Unit]
+Description=SocketPlane agent: multi-host container networking
+Documentation=https://crates.io/crates/socketplane
+After=network-online.target
+Wants=network-online.target
+Before=docker.service
+
+[Service]
+EnvironmentFile=-/etc/default/socketplane
+ExecStart=/usr/local/bin/socketplane agent $SOCKETPLANE_AGENT_ARGS
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"
+    .to_string()
+}
+
+fn ask_bootstrap() -> anyhow::Result<bool> {
+    print!("Is this the first host of a new cluster (found it here)? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new("systemctl")
+        .args(args)
+        .status()
+        .context("running systemctl")?;
+    if !status.success() {
+        bail!("systemctl {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+impl InstallCmd {
+    pub fn exec(self) -> anyhow::Result<()> {
+        let unattended = match self.mode.as_deref() {
+            None => false,
+            Some("unattended") => true,
+            Some(other) => bail!("unknown install mode {other:?} (did you mean `unattended`?)"),
+        };
+        let bootstrap = match std::env::var("BOOTSTRAP") {
+            Ok(v) => matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"),
+            Err(_) if unattended => false,
+            Err(_) => ask_bootstrap()?,
+        };
+        let p = paths(&self.root);
+        for f in [&p.bin, &p.unit, &p.defaults] {
+            if let Some(dir) = f.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+        }
+        let exe = std::env::current_exe().context("locating this binary")?;
+        if exe != p.bin {
+            std::fs::copy(&exe, &p.bin)
+                .with_context(|| format!("installing {}", p.bin.display()))?;
+        }
+        std::fs::write(&p.unit, unit_text())
+            .with_context(|| format!("writing {}", p.unit.display()))?;
+        let defaults = format!(
+            "# Read by socketplane.service. BOOTSTRAP=true founds a cluster on first start.\nBOOTSTRAP={bootstrap}\nSOCKETPLANE_AGENT_ARGS=\n"
+        );
+        std::fs::write(&p.defaults, defaults)
+            .with_context(|| format!("writing {}", p.defaults.display()))?;
+        println!(
+            "Installed {} and {} (BOOTSTRAP={bootstrap}).",
+            p.bin.display(),
+            p.unit.display()
+        );
+        if systemd_running(&self.root) {
+            systemctl(&["daemon-reload"])?;
+            systemctl(&["enable", "--now", UNIT_NAME])?;
+            println!("Started {UNIT_NAME}; see `socketplane agent logs`.");
+        } else {
+            println!(
+                "systemd is not running here: start the agent with `socketplane agent start{}`.",
+                if bootstrap { " --bootstrap" } else { "" }
+            );
+        }
+        Ok(())
+    }
+}
+
+impl UninstallCmd {
+    pub fn exec(self) -> anyhow::Result<()> {
+        let p = paths(&self.root);
+        if systemd_running(&self.root) && p.unit.exists() {
+            // Stopping leaves the datapath as it is; removing the host's
+            // networks is `cluster leave`'s job.
+            let _ = systemctl(&["disable", "--now", UNIT_NAME]);
+        }
+        let mut removed = Vec::new();
+        for f in [&p.unit, &p.defaults, &p.bin] {
+            match std::fs::remove_file(f) {
+                Ok(()) => removed.push(f.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", f.display())),
+            }
+        }
+        if systemd_running(&self.root) {
+            let _ = systemctl(&["daemon-reload"]);
+        }
+        if removed.is_empty() {
+            println!("SocketPlane was not installed.");
+        } else {
+            println!("Removed {}.", removed.join(", "));
+            println!("Cluster state in /var/lib/socketplane is kept; run `socketplane cluster leave` first to leave the cluster for good.");
+        }
+        Ok(())
+    }
+}
