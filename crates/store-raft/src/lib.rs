@@ -240,6 +240,18 @@ impl EmbeddedStore {
             reads: Mutex::new(ReadBatch::default()),
             me: me.clone(),
         });
+        if member_at_open {
+            // Let Raft report the membership it loaded before callers ask
+            // `is_member`.
+            let _ = store
+                .raft
+                .wait(Some(Duration::from_secs(2)))
+                .metrics(
+                    |m| m.membership_config.membership().nodes().next().is_some(),
+                    "load membership",
+                )
+                .await;
+        }
         let weak = Arc::downgrade(&store);
         let lease_task = tokio::spawn(lease_loop(weak.clone()));
         let member_task = tokio::spawn(membership_loop(weak));
@@ -256,17 +268,17 @@ impl EmbeddedStore {
         self.raft.metrics().borrow().clone()
     }
 
-    /// True when this node already has cluster state (restart case).
+    /// True when this node already has cluster state that includes it
+    /// (restart case): then neither `bootstrap` nor `join` is needed.
     pub fn is_member(&self) -> bool {
-        if self.member_at_open {
-            return true;
-        }
         let m = self.raft.metrics();
         let m = m.borrow();
-        m.membership_config
-            .membership()
-            .get_node(&self.cfg.node_id)
-            .is_some()
+        let membership = m.membership_config.membership();
+        if membership.nodes().next().is_none() {
+            // Raft has not reported the loaded state yet.
+            return self.member_at_open;
+        }
+        membership.get_node(&self.cfg.node_id).is_some()
     }
 
     /// Founds a one-voter cluster with this node; a no-op if it is already
@@ -429,7 +441,8 @@ impl EmbeddedStore {
     /// Executes a client request on this node, which must be the leader.
     async fn handle_local(&self, req: ClientRequest) -> ForwardResult {
         if self.stopped.load(Ordering::SeqCst) {
-            return Err(WireError::Unavailable("node is shutting down".into()));
+            // Nothing was proposed: the caller may retry elsewhere.
+            return Err(WireError::NotLeader { leader: None });
         }
         match req {
             ClientRequest::Write(r) => {
@@ -504,7 +517,17 @@ impl EmbeddedStore {
             }
             match self.leader() {
                 Some((id, _)) if id == self.cfg.node_id => {
-                    match self.handle_local(req.clone()).await {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let res = match tokio::time::timeout(left, self.handle_local(req.clone())).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => {
+                            return Err(StoreError::Unavailable(
+                                "no quorum within the request timeout; outcome unknown".into(),
+                            ))
+                        }
+                    };
+                    match res {
                         Ok((r, _)) => return Ok(r),
                         Err(WireError::NotLeader { .. }) => last = "leader changed".into(),
                         Err(WireError::Unavailable(e)) if idempotent => last = e,
@@ -535,7 +558,10 @@ impl EmbeddedStore {
                         }
                         Ok(Err(WireError::Unavailable(e))) if idempotent => last = e,
                         Ok(Err(e)) => return Err(wire_to_store(e)),
-                        Err(e @ CallError::Connect(_)) => last = e.to_string(),
+                        // Refused before anything was proposed: retry.
+                        Err(e @ CallError::Connect(_)) | Err(e @ CallError::Status(503, _)) => {
+                            last = e.to_string()
+                        }
                         Err(e) if idempotent => last = e.to_string(),
                         Err(e) => {
                             return Err(StoreError::Unavailable(format!(

@@ -16,7 +16,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,openraft=error".into()),
+                .unwrap_or_else(|_| "warn,openraft=off".into()),
         )
         .with_test_writer()
         .try_init();
