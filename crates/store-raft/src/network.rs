@@ -235,6 +235,14 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// After a connection failure, retry a dead peer less and less often
+    /// (100 ms doubling up to 2 s); reset by the next successful RPC.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(
+            (0u32..).map(|i| Duration::from_millis((100u64 << i.min(5)).min(2000))),
+        )
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

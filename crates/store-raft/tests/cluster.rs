@@ -279,6 +279,30 @@ async fn leave_removes_member() {
         Ok(()) => panic!("keep-alive of an unknown lease succeeded"),
     };
     assert!(matches!(err, StoreError::LeaseNotFound(424242)), "{err}");
+
+    // The leader itself leaves: the others elect a new one and go on.
+    let leader = leader_of(&nodes[0]).await.unwrap();
+    let li = nodes.iter().position(|n| n.id == leader).unwrap();
+    nodes[li].store.leave().await.unwrap();
+    let other = nodes
+        .iter()
+        .position(|n| n.id != leader && n.id != 2)
+        .unwrap();
+    let probe = &nodes[other];
+    wait_for(
+        "leader gone from membership",
+        Duration::from_secs(10),
+        || async move {
+            let s = probe.store.status().await.unwrap();
+            s.members.len() == 2 && s.leader.is_some() && s.leader != Some(leader.to_string())
+        },
+    )
+    .await;
+    probe
+        .store
+        .put("/after-leader-left", b"1".to_vec())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
