@@ -11,6 +11,36 @@
 //!
 //! Nodes talk HTTP under `/raft/v1/` on the cluster port: mount
 //! [`EmbeddedStore::router`] there.
+//!
+//! # Use
+//!
+//! ```ignore
+//! let store = EmbeddedStore::open(EmbeddedConfig::new(id, "default", data_dir.join("store"), advertise)).await?;
+//! let app = store.router().merge(other_cluster_routes);     // serve on the cluster port
+//! if !store.is_member() {
+//!     if bootstrap { store.bootstrap().await? } else { store.join(seed).await? }
+//! }
+//! let store: Arc<dyn Store> = store;                         // the rest of the agent
+//! // on exit: store.shutdown().await (closes the database)
+//! ```
+//!
+//! # Guarantees
+//!
+//! - Writes are acknowledged only after a quorum persisted them (redb
+//!   commit with fsync, one per batch of queued appends).
+//! - A write whose outcome cannot be known (the leader died mid-request, no
+//!   quorum within `request_timeout`) fails with `Unavailable`; it may still
+//!   have been applied. Writes refused before being proposed are retried
+//!   transparently against the new leader.
+//! - Leases run on the leader's clock: the leader revokes a lease `ttl`
+//!   after its last keep-alive; a new leader gives every lease a fresh TTL.
+//! - Voters: the founder, then joiners while there are fewer than
+//!   `max_voters`; later nodes are replicas. The leader promotes a caught-up
+//!   live replica when a voter is missing or has been unreachable for
+//!   `replace_after` (the dead voter stays as a replica).
+//!
+//! openraft logs unreachable peers at ERROR level every retry; filter the
+//! `openraft` target (e.g. `openraft=off`) in the agent's log settings.
 
 // openraft's error types (mandated by its storage traits) and axum's
 // response are large; boxing them would only add noise.
@@ -470,11 +500,19 @@ impl EmbeddedStore {
                 }
             }
             ClientRequest::KeepAlive(id) => {
-                self.raft
-                    .ensure_linearizable()
-                    .await
-                    .map_err(|e| self.leader_err(e))?;
                 let term = self.metrics().current_term;
+                // Confirm leadership (one shared round for concurrent
+                // keep-alives) and see every committed grant/revoke.
+                let index = self.read_index().await?;
+                self.raft
+                    .wait(Some(self.cfg.timing.request_timeout))
+                    .applied_index_at_least(Some(index), "keep-alive")
+                    .await
+                    .map_err(|e| WireError::Unavailable(e.to_string()))?;
+                let m = self.metrics();
+                if m.current_term != term || m.current_leader != Some(self.cfg.node_id) {
+                    return Err(self.not_leader());
+                }
                 let ttl = self.sm.lock().state.lease_ttl_ms(id);
                 let Some(ttl) = ttl else {
                     return Err(WireError::LeaseNotFound(id));
