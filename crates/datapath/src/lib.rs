@@ -8,6 +8,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(target_os = "linux")]
+pub mod ovs;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

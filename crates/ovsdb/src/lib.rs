@@ -49,6 +49,9 @@ pub enum Error {
     Connect { path: String, message: String },
     #[error("connection to ovsdb-server lost")]
     Disconnected,
+    /// The request could not be written (the connection was already gone).
+    #[error("connection to ovsdb-server lost before the request was sent")]
+    NotSent,
     #[error("ovsdb-server did not answer {0} in time")]
     Timeout(String),
     #[error("ovsdb {method} failed: {error}")]
@@ -351,23 +354,38 @@ impl Client {
     }
 
     /// Sends `method(params)` and returns the reply's `result`,
-    /// (re)connecting first when needed.
+    /// (re)connecting first when needed. A request that could not be sent
+    /// on a connection found dead is retried once on a fresh connection
+    /// (a connection's end is noticed only when its reader runs, which on a
+    /// current-thread runtime may be no earlier than this call).
     pub async fn request(&self, method: &str, params: Value) -> Result<Value> {
+        match self.request_once(method, params.clone()).await {
+            Err(Error::NotSent) => {}
+            Err(Error::Disconnected) if method == "echo" => {}
+            other => return other,
+        }
+        debug!(method, "ovsdb connection was dead; reconnecting");
+        match self.request_once(method, params).await {
+            Err(Error::NotSent) => Err(Error::Disconnected),
+            other => other,
+        }
+    }
+
+    async fn request_once(&self, method: &str, params: Value) -> Result<Value> {
         self.ensure_conn().await?;
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let (writer, pending, alive) = {
+        let view = {
             let g = self.conn.lock().await;
             let c = g.as_ref().ok_or(Error::Disconnected)?;
-            (c.writer.clone(), c.pending.clone(), c.alive.clone())
-        };
-        // A connection view sharing the live connection's parts.
-        let view = ConnView {
-            writer,
-            pending,
-            alive,
+            ConnView {
+                writer: c.writer.clone(),
+                pending: c.pending.clone(),
+                alive: c.alive.clone(),
+            }
         };
         let reply = view.call(id, method, params).await;
-        if matches!(reply, Err(Error::Disconnected)) {
+        if matches!(reply, Err(Error::Disconnected | Error::NotSent)) {
+            view.alive.store(false, Ordering::SeqCst);
             let mut g = self.conn.lock().await;
             if g.as_ref().is_some_and(|c| !c.alive.load(Ordering::SeqCst)) {
                 *g = None;
@@ -457,13 +475,13 @@ impl ConnView {
             p.insert(id, tx);
         }
         if !self.alive.load(Ordering::SeqCst) {
-            return Err(Error::Disconnected);
+            return Err(Error::NotSent);
         }
         let msg = json!({"method": method, "params": params, "id": id});
         if let Err(e) = write_msg(&self.writer, &msg).await {
             self.alive.store(false, Ordering::SeqCst);
             debug!(error = %e, "ovsdb write failed");
-            return Err(Error::Disconnected);
+            return Err(Error::NotSent);
         }
         let reply = match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,

@@ -34,10 +34,10 @@
 //! checking them is one listing, done when the networks change, on the
 //! first apply, and at most every [`FIREWALL_RECHECK`] otherwise.
 
-mod firewall;
+pub(crate) mod firewall;
 pub mod names;
-mod netns;
-mod nl;
+pub(crate) mod netns;
+pub(crate) mod nl;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -89,11 +89,11 @@ pub struct LinuxConfig {
 /// What was configured for a local endpoint (the cache that lets apply skip
 /// re-entering a workload namespace).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct EndpointConfig {
-    ep: LocalEndpoint,
-    mtu: u32,
-    gateway: Ipv4Addr,
-    prefix: u8,
+pub(crate) struct EndpointConfig {
+    pub(crate) ep: LocalEndpoint,
+    pub(crate) mtu: u32,
+    pub(crate) gateway: Ipv4Addr,
+    pub(crate) prefix: u8,
 }
 
 #[derive(Default)]
@@ -124,11 +124,11 @@ impl Drop for LinuxDatapath {
 
 /// One validated network with everything derived from it.
 #[derive(Debug, Clone)]
-struct NetPlan {
-    spec: NetworkSpec,
-    bridge: String,
-    vxlan: String,
-    mtu: u32,
+pub(crate) struct NetPlan {
+    pub(crate) spec: NetworkSpec,
+    pub(crate) bridge: String,
+    pub(crate) vxlan: String,
+    pub(crate) mtu: u32,
 }
 
 fn invalid(msg: impl Into<String>) -> DatapathError {
@@ -142,7 +142,7 @@ fn nl_err(context: impl Into<String>, e: rtnetlink::Error) -> DatapathError {
     }
 }
 
-fn collect(errors: Vec<DatapathError>) -> Result<()> {
+pub(crate) fn collect(errors: Vec<DatapathError>) -> Result<()> {
     let mut errors = errors;
     match errors.len() {
         0 => Ok(()),
@@ -807,7 +807,7 @@ impl LinuxDatapath {
 
 /// Validates `desired` before anything touches the kernel, deriving device
 /// names and MTUs.
-fn plan(desired: &DesiredState, default_mtu: u32) -> Result<Vec<NetPlan>> {
+pub(crate) fn plan(desired: &DesiredState, default_mtu: u32) -> Result<Vec<NetPlan>> {
     let mut names = HashSet::new();
     let mut vnis = HashSet::new();
     let mut plans = Vec::new();
@@ -903,7 +903,7 @@ fn plan(desired: &DesiredState, default_mtu: u32) -> Result<Vec<NetPlan>> {
 
 /// The part of endpoint setup that runs inside the workload's namespace.
 #[derive(Debug, Clone)]
-struct WorkloadJob {
+pub(crate) struct WorkloadJob {
     ifname: String,
     ip: Ipv4Addr,
     prefix: u8,
@@ -927,7 +927,7 @@ impl From<&EndpointConfig> for WorkloadJob {
 
 impl WorkloadJob {
     /// Returns writes made, or `None` when the interface is not there.
-    async fn run(self, h: Handle) -> Result<Option<usize>> {
+    pub(crate) async fn run(self, h: Handle) -> Result<Option<usize>> {
         let links = nl::links(&h).await?;
         let mut changes = 0;
         let Some(l) = links.get(&self.ifname) else {
@@ -1051,7 +1051,7 @@ fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> NeighbourMessage
     m
 }
 
-fn ensure_ip_forward() -> Result<usize> {
+pub(crate) fn ensure_ip_forward() -> Result<usize> {
     const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
     let cur = std::fs::read_to_string(PATH)
         .map_err(|e| DatapathError::Unavailable(PATH.into(), e.to_string()))?;

@@ -1,0 +1,1192 @@
+//! The Open vSwitch datapath: one integration bridge (default
+//! [`DEFAULT_BRIDGE`]), `fail_mode=secure`, one flow-based VXLAN port
+//! (`remote_ip=flow`, `key=flow`, UDP 4789), endpoint ports (veth host ends)
+//! tagged in `external_ids`, a gateway per network as an internal port
+//! `spbr<vni>` with the gateway IP and [`MacAddr::GATEWAY`], and an OpenFlow
+//! pipeline rendered from the desired state (see [`flows`]) installed
+//! atomically with `ovs-ofctl --bundle replace-flows`.
+//!
+//! OVSDB is spoken natively ([`socketplane_ovsdb`]); flows go through the
+//! `ovs-ofctl` binary, talking to the bridge's management socket
+//! `<rundir>/<bridge>.mgmt`, where `<rundir>` is the directory of the OVSDB
+//! socket (as in every standard installation: `/var/run/openvswitch`).
+//! Isolation and masquerade reuse the Linux datapath's firewall: the
+//! gateway ports carry the same names as the Linux bridges (`spbr<vni>`).
+//!
+//! # OVS datapaths
+//!
+//! The bridge uses the kernel (`system`) datapath when the `openvswitch`
+//! module is loaded and the userspace `netdev` datapath otherwise. With
+//! `netdev`, tunnels are sent by ovs-vswitchd itself, which needs the
+//! underlay address on an OVS bridge. **The operator sets that up** (it
+//! moves the host's address, which an agent must not do behind the
+//! operator's back):
+//!
+//! ```text
+//! ovs-vsctl add-br br-phy -- set bridge br-phy datapath_type=netdev -- add-port br-phy eth0
+//! ip addr flush dev eth0 && ip addr add 192.0.2.10/24 dev br-phy && ip link set br-phy up
+//! # (move the default route to br-phy too), then run the agent with --iface br-phy
+//! ```
+//!
+//! [`OvsDatapath::new`] refuses a `netdev` setup whose underlay interface
+//! is not an OVS internal port, saying so. What the agent does itself for
+//! `netdev`: TX checksum offload is turned off on each workload interface
+//! (the userspace datapath does not complete partial checksums).
+//!
+//! # Ownership
+//!
+//! The integration bridge is ours. On it, ports whose `external_ids` carry
+//! a `socketplane-*` key are ours; other ports are left alone. Veth ends are
+//! named `spo<hash>` (host) / `spq<hash>` (workload end before it is moved).
+
+mod ethtool;
+pub(crate) mod flows;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use serde_json::{json, Value};
+use socketplane_ovsdb::{atom, ops, Client, Snapshot};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+
+use self::flows::{FlowLocal, FlowNet, FlowRemote};
+use crate::linux::firewall::{Firewall, FwNetwork};
+use crate::linux::names::fnv1a;
+use crate::linux::{
+    collect, ensure_ip_forward, netns, nl, plan, EndpointConfig, NetPlan, WorkloadJob,
+    DEFAULT_FIREWALL_TABLE, ENDPOINT_RECHECK, FIREWALL_RECHECK,
+};
+use crate::{
+    ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, LocalEndpoint, MacAddr,
+    Result, VXLAN_OVERHEAD, VXLAN_PORT,
+};
+
+/// Default integration bridge.
+pub const DEFAULT_BRIDGE: &str = "docker0-ovs";
+/// Default OVSDB socket.
+pub const DEFAULT_OVSDB: &str = socketplane_ovsdb::DEFAULT_SOCKET;
+/// The flow-based VXLAN port.
+pub const TUNNEL_PORT: &str = "spovxlan";
+/// `external_ids` keys on our ports.
+pub const EXT_NETWORK: &str = "socketplane-network";
+pub const EXT_ENDPOINT: &str = "socketplane-endpoint";
+pub const EXT_ROLE: &str = "socketplane-role";
+/// Host end of an endpoint's veth pair: `spo<11 hex digits>`.
+pub const VETH_PREFIX: &str = "spo";
+/// Workload end before it is moved: `spq<11 hex digits>`.
+pub const PEER_PREFIX: &str = "spq";
+/// How long to wait for ovs-vswitchd to realise a port.
+const PORT_WAIT: Duration = Duration::from_secs(10);
+
+/// How the OVS datapath binds to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OvsConfig {
+    /// The ovsdb-server unix socket ([`DEFAULT_OVSDB`]).
+    pub ovsdb: PathBuf,
+    /// The integration bridge ([`DEFAULT_BRIDGE`]).
+    pub bridge: String,
+    /// Interface holding the underlay address (with the `netdev` datapath:
+    /// an OVS bridge's internal port, e.g. `br-phy`).
+    pub underlay_iface: String,
+    /// Local tunnel address; `None`: the first IPv4 address of the interface.
+    pub underlay_ip: Option<Ipv4Addr>,
+    /// Default overlay MTU; `None`: the underlay MTU − 50.
+    pub mtu: Option<u32>,
+}
+
+impl OvsConfig {
+    /// Defaults for everything but the underlay interface.
+    pub fn new(underlay_iface: impl Into<String>) -> Self {
+        OvsConfig {
+            ovsdb: DEFAULT_OVSDB.into(),
+            bridge: DEFAULT_BRIDGE.into(),
+            underlay_iface: underlay_iface.into(),
+            underlay_ip: None,
+            mtu: None,
+        }
+    }
+}
+
+fn endpoint_hash(id: &str) -> String {
+    format!("{:011x}", fnv1a(id.as_bytes()) >> 20)
+}
+
+/// Host-side veth name of an endpoint.
+pub fn veth_host(endpoint_id: &str) -> String {
+    format!("{VETH_PREFIX}{}", endpoint_hash(endpoint_id))
+}
+
+/// Workload-side veth name of an endpoint (before it is moved).
+pub fn veth_peer(endpoint_id: &str) -> String {
+    format!("{PEER_PREFIX}{}", endpoint_hash(endpoint_id))
+}
+
+fn is_our_veth(name: &str) -> bool {
+    [VETH_PREFIX, PEER_PREFIX].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|r| r.len() == 11 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+fn unavailable(what: &str, msg: impl Into<String>) -> DatapathError {
+    DatapathError::Unavailable(what.into(), msg.into())
+}
+
+fn db_err(context: &str, e: socketplane_ovsdb::Error) -> DatapathError {
+    DatapathError::Unavailable("ovsdb-server".into(), format!("{context}: {e}"))
+}
+
+fn ofctl_err(msg: impl Into<String>) -> DatapathError {
+    DatapathError::Unavailable("ovs-ofctl".into(), msg.into())
+}
+
+#[derive(Default)]
+struct Cache {
+    /// OVSDB connection generation the rest was verified under.
+    generation: u64,
+    flows_hash: Option<String>,
+    endpoints: HashMap<String, (EndpointConfig, Instant)>,
+    firewall_hash: Option<String>,
+    firewall_checked: Option<Instant>,
+}
+
+/// What a port on the bridge must look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PortSpec {
+    kind: &'static str,
+    options: BTreeMap<String, String>,
+    external_ids: BTreeMap<String, String>,
+    mac: Option<String>,
+    mtu_request: Option<i64>,
+}
+
+impl PortSpec {
+    fn iface_row(&self, name: &str) -> serde_json::Map<String, Value> {
+        ops::row([
+            ("name", json!(name)),
+            ("type", json!(self.kind)),
+            ("options", atom::map(&self.options)),
+            ("external_ids", atom::map(&self.external_ids)),
+            (
+                "mac",
+                self.mac
+                    .as_ref()
+                    .map(|m| json!(m))
+                    .unwrap_or_else(atom::empty_set),
+            ),
+            (
+                "mtu_request",
+                self.mtu_request
+                    .map(|m| json!(m))
+                    .unwrap_or_else(atom::empty_set),
+            ),
+        ])
+    }
+}
+
+/// The Open vSwitch datapath.
+pub struct OvsDatapath {
+    db: Client,
+    handle: Handle,
+    conn_task: tokio::task::JoinHandle<()>,
+    bridge: String,
+    rundir: PathBuf,
+    datapath_type: String,
+    underlay_ip: Ipv4Addr,
+    default_mtu: u32,
+    firewall: Firewall,
+    cache: Mutex<Cache>,
+}
+
+impl Drop for OvsDatapath {
+    fn drop(&mut self) {
+        self.conn_task.abort();
+    }
+}
+
+fn pid_alive(pidfile: &Path) -> bool {
+    std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+impl OvsDatapath {
+    /// Connects to ovsdb-server, checks that ovs-vswitchd runs and that the
+    /// underlay suits the OVS datapath type. Touches nothing.
+    pub async fn new(cfg: OvsConfig) -> Result<Self> {
+        let db = Client::connect(&cfg.ovsdb).await.map_err(|e| {
+            unavailable(
+                "Open vSwitch (ovsdb-server)",
+                format!(
+                    "{e}; install and start Open vSwitch (Debian: openvswitch-switch) or pass the right --ovsdb socket"
+                ),
+            )
+        })?;
+        let snap = db.snapshot();
+        let root = snap.open_vswitch().ok_or_else(|| {
+            unavailable(
+                "Open vSwitch database",
+                format!(
+                    "{} has no Open_vSwitch row (not initialised: run `ovs-vsctl --no-wait init`)",
+                    cfg.ovsdb.display()
+                ),
+            )
+        })?;
+        let rundir = cfg
+            .ovsdb
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/var/run/openvswitch"));
+        let pidfile = rundir.join("ovs-vswitchd.pid");
+        if !pid_alive(&pidfile) {
+            return Err(unavailable(
+                "Open vSwitch (ovs-vswitchd)",
+                format!("not running (no live process in {})", pidfile.display()),
+            ));
+        }
+        match tokio::process::Command::new("ovs-ofctl")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+        {
+            Ok(s) if s.success() => {}
+            _ => {
+                return Err(unavailable(
+                    "ovs-ofctl",
+                    "the ovs-ofctl binary is missing (Debian: openvswitch-common)",
+                ))
+            }
+        }
+        let datapath_type = if Path::new("/sys/module/openvswitch").exists() {
+            "system"
+        } else {
+            "netdev"
+        };
+        if !root.datapath_types.is_empty()
+            && !root.datapath_types.iter().any(|t| t == datapath_type)
+        {
+            return Err(unavailable(
+                "Open vSwitch datapath",
+                format!(
+                    "ovs-vswitchd supports {:?}, this host needs {datapath_type}",
+                    root.datapath_types
+                ),
+            ));
+        }
+
+        let (conn, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| unavailable("netlink", format!("cannot open socket: {e}")))?;
+        // Aborts the netlink task on every early return below.
+        struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+        impl Drop for AbortOnDrop {
+            fn drop(&mut self) {
+                if let Some(t) = self.0.take() {
+                    t.abort();
+                }
+            }
+        }
+        let mut conn_guard = AbortOnDrop(Some(tokio::spawn(conn)));
+        let links = nl::links(&handle).await?;
+        let under = links.get(&cfg.underlay_iface).ok_or_else(|| {
+            DatapathError::Invalid(format!(
+                "underlay interface {} not found",
+                cfg.underlay_iface
+            ))
+        })?;
+        if datapath_type == "netdev"
+            && snap
+                .interface_by_name(&cfg.underlay_iface)
+                .is_none_or(|i| i.kind != "internal")
+        {
+            return Err(unavailable(
+                "userspace tunnelling",
+                format!(
+                    "the kernel has no openvswitch module, so OVS runs its userspace (netdev) \
+                     datapath, which needs the underlay address on an OVS bridge, but {} is not one. \
+                     Set it up: `ovs-vsctl add-br br-phy -- set bridge br-phy datapath_type=netdev \
+                     -- add-port br-phy {}`, move the address (and routes) from {} to br-phy, \
+                     and use --iface br-phy",
+                    cfg.underlay_iface, cfg.underlay_iface, cfg.underlay_iface
+                ),
+            ));
+        }
+        let underlay_ip = match cfg.underlay_ip {
+            Some(ip) => ip,
+            None => nl::addrs_v4(&handle)
+                .await?
+                .into_iter()
+                .find(|a| a.index == under.index)
+                .map(|a| a.ip)
+                .ok_or_else(|| {
+                    DatapathError::Invalid(format!(
+                        "underlay interface {} has no IPv4 address",
+                        cfg.underlay_iface
+                    ))
+                })?,
+        };
+        let default_mtu = match cfg.mtu {
+            Some(m) => m,
+            None => under
+                .mtu
+                .checked_sub(VXLAN_OVERHEAD)
+                .filter(|m| *m >= 576)
+                .ok_or_else(|| {
+                    DatapathError::Invalid(format!(
+                        "underlay MTU {} too small for VXLAN",
+                        under.mtu
+                    ))
+                })?,
+        };
+        let Some(conn_task) = conn_guard.0.take() else {
+            return Err(unavailable("netlink", "connection task lost"));
+        };
+        info!(
+            bridge = %cfg.bridge, datapath_type, underlay = %cfg.underlay_iface, %underlay_ip,
+            mtu = default_mtu, "Open vSwitch datapath ready."
+        );
+        Ok(OvsDatapath {
+            cache: Mutex::new(Cache {
+                generation: db.generation(),
+                ..Cache::default()
+            }),
+            db,
+            handle,
+            conn_task,
+            bridge: cfg.bridge,
+            rundir,
+            datapath_type: datapath_type.into(),
+            underlay_ip,
+            default_mtu,
+            firewall: Firewall::new(DEFAULT_FIREWALL_TABLE),
+        })
+    }
+
+    /// Uses `table` for the firewall (see the Linux datapath).
+    pub fn with_firewall_table(mut self, table: &str) -> Self {
+        self.firewall = Firewall::new(table);
+        self
+    }
+
+    pub fn underlay_ip(&self) -> Ipv4Addr {
+        self.underlay_ip
+    }
+
+    pub fn default_mtu(&self) -> u32 {
+        self.default_mtu
+    }
+
+    /// The integration bridge.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// `system` or `netdev`.
+    pub fn datapath_type(&self) -> &str {
+        &self.datapath_type
+    }
+
+    /// The OpenFlow target of the bridge (for `ovs-ofctl`).
+    pub fn ofctl_target(&self) -> String {
+        format!("unix:{}/{}.mgmt", self.rundir.display(), self.bridge)
+    }
+
+    /// Forgets what was verified (the next apply re-checks everything).
+    pub async fn forget_cache(&self) {
+        *self.cache.lock().await = Cache::default();
+    }
+
+    fn desired_ports(
+        &self,
+        plans: &[NetPlan],
+        desired: &DesiredState,
+    ) -> BTreeMap<String, PortSpec> {
+        let mut m = BTreeMap::new();
+        m.insert(
+            TUNNEL_PORT.to_string(),
+            PortSpec {
+                kind: "vxlan",
+                options: atom::string_map([
+                    ("remote_ip", "flow"),
+                    ("key", "flow"),
+                    ("dst_port", &VXLAN_PORT.to_string()),
+                    ("local_ip", &self.underlay_ip.to_string()),
+                ]),
+                external_ids: atom::string_map([(EXT_ROLE, "tunnel")]),
+                mac: None,
+                mtu_request: None,
+            },
+        );
+        for p in plans {
+            m.insert(
+                p.bridge.clone(),
+                PortSpec {
+                    kind: "internal",
+                    options: BTreeMap::new(),
+                    external_ids: atom::string_map([
+                        (EXT_ROLE, "gateway"),
+                        (EXT_NETWORK, p.spec.name.as_str()),
+                    ]),
+                    mac: Some(MacAddr::GATEWAY.to_string()),
+                    mtu_request: Some(i64::from(p.mtu)),
+                },
+            );
+        }
+        for e in &desired.local {
+            m.insert(
+                veth_host(&e.id),
+                PortSpec {
+                    kind: "",
+                    options: BTreeMap::new(),
+                    external_ids: atom::string_map([
+                        (EXT_ROLE, "endpoint"),
+                        (EXT_NETWORK, e.network.as_str()),
+                        (EXT_ENDPOINT, e.id.as_str()),
+                    ]),
+                    mac: None,
+                    mtu_request: None,
+                },
+            );
+        }
+        m
+    }
+
+    /// One transaction making the bridge and its ports right; returns writes.
+    async fn ensure_topology(&self, want: &BTreeMap<String, PortSpec>) -> Result<usize> {
+        let snap = self.db.snapshot();
+        let root = snap
+            .open_vswitch()
+            .ok_or_else(|| unavailable("Open vSwitch database", "no Open_vSwitch row"))?;
+        let mut txn = Vec::new();
+        let mut new_ports = Vec::new();
+        let mut stale_ports = Vec::new();
+        let protocols = atom::set(["OpenFlow10", "OpenFlow13", "OpenFlow14"].map(|p| json!(p)));
+        let bridge = snap.bridge(&self.bridge);
+        let mut have: HashSet<String> = HashSet::new();
+        if let Some(b) = &bridge {
+            let mut want_protocols = vec!["OpenFlow10", "OpenFlow13", "OpenFlow14"];
+            want_protocols.sort_unstable();
+            let mut protos = b.protocols.clone();
+            protos.sort();
+            if b.datapath_type != self.datapath_type
+                || b.fail_mode.as_deref() != Some("secure")
+                || protos != want_protocols
+            {
+                txn.push(ops::update(
+                    "Bridge",
+                    ops::by_uuid(&b.uuid),
+                    ops::row([
+                        ("datapath_type", json!(self.datapath_type)),
+                        ("fail_mode", json!("secure")),
+                        ("protocols", protocols.clone()),
+                    ]),
+                ));
+            }
+            for (port, ifaces) in snap.bridge_ports(&self.bridge) {
+                let ours = port
+                    .external_ids
+                    .keys()
+                    .any(|k| k.starts_with("socketplane-"))
+                    || ifaces
+                        .iter()
+                        .any(|i| i.external_ids.keys().any(|k| k.starts_with("socketplane-")));
+                match want.get(&port.name) {
+                    Some(spec) if ifaces.len() == 1 => {
+                        have.insert(port.name.clone());
+                        let i = &ifaces[0];
+                        let ok = i.kind == spec.kind
+                            && i.options == spec.options
+                            && i.external_ids == spec.external_ids
+                            && i.mac == spec.mac
+                            && i.mtu_request == spec.mtu_request
+                            && port.external_ids == spec.external_ids;
+                        if !ok {
+                            txn.push(ops::update(
+                                "Interface",
+                                ops::by_uuid(&i.uuid),
+                                spec.iface_row(&port.name),
+                            ));
+                            txn.push(ops::update(
+                                "Port",
+                                ops::by_uuid(&port.uuid),
+                                ops::row([("external_ids", atom::map(&spec.external_ids))]),
+                            ));
+                        }
+                    }
+                    Some(_) => stale_ports.push(port.uuid.clone()),
+                    None if ours => stale_ports.push(port.uuid.clone()),
+                    None => {}
+                }
+            }
+        }
+        for (i, (name, spec)) in want.iter().enumerate() {
+            if have.contains(name) {
+                continue;
+            }
+            let iname = format!("i{i}");
+            let pname = format!("p{i}");
+            txn.push(ops::insert("Interface", spec.iface_row(name), Some(&iname)));
+            txn.push(ops::insert(
+                "Port",
+                ops::row([
+                    ("name", json!(name)),
+                    ("interfaces", atom::set([atom::named_uuid(&iname)])),
+                    ("external_ids", atom::map(&spec.external_ids)),
+                ]),
+                Some(&pname),
+            ));
+            new_ports.push(atom::named_uuid(&pname));
+        }
+        match &bridge {
+            None => {
+                txn.push(ops::insert(
+                    "Bridge",
+                    ops::row([
+                        ("name", json!(self.bridge)),
+                        ("datapath_type", json!(self.datapath_type)),
+                        ("fail_mode", json!("secure")),
+                        ("protocols", protocols),
+                        (
+                            "external_ids",
+                            atom::map(&atom::string_map([(EXT_ROLE, "integration")])),
+                        ),
+                        ("ports", atom::set(new_ports)),
+                    ]),
+                    Some("br"),
+                ));
+                txn.push(ops::mutate(
+                    "Open_vSwitch",
+                    ops::by_uuid(&root.uuid),
+                    vec![ops::mutation(
+                        "bridges",
+                        "insert",
+                        atom::set([atom::named_uuid("br")]),
+                    )],
+                ));
+            }
+            Some(b) => {
+                let mut muts = Vec::new();
+                if !stale_ports.is_empty() {
+                    muts.push(ops::mutation(
+                        "ports",
+                        "delete",
+                        atom::set(stale_ports.iter().map(|u| atom::uuid(u))),
+                    ));
+                }
+                if !new_ports.is_empty() {
+                    muts.push(ops::mutation("ports", "insert", atom::set(new_ports)));
+                }
+                if !muts.is_empty() {
+                    txn.push(ops::mutate("Bridge", ops::by_uuid(&b.uuid), muts));
+                }
+            }
+        }
+        if txn.is_empty() {
+            return Ok(0);
+        }
+        debug!(ops = txn.len(), "OVSDB transaction.");
+        self.db
+            .transact(txn)
+            .await
+            .map_err(|e| db_err("configure bridge", e))?;
+        Ok(1)
+    }
+
+    /// Waits until ovs-vswitchd gave every wanted port an OpenFlow number.
+    async fn ofports(&self, want: &BTreeMap<String, PortSpec>) -> Result<HashMap<String, i64>> {
+        let ready = |s: &Snapshot| {
+            let ports = s.bridge_ports(&self.bridge);
+            want.keys().all(|n| {
+                ports.iter().any(|(p, ifs)| {
+                    &p.name == n
+                        && ifs
+                            .first()
+                            .is_some_and(|i| i.ofport.is_some_and(|o| o != 0))
+                })
+            })
+        };
+        self.db.wait_until(PORT_WAIT, ready).await;
+        let snap = self.db.snapshot();
+        let mut out = HashMap::new();
+        let mut errors = Vec::new();
+        for (p, ifs) in snap.bridge_ports(&self.bridge) {
+            if !want.contains_key(&p.name) {
+                continue;
+            }
+            match ifs.first() {
+                Some(i) if i.ofport.is_some_and(|o| o > 0) => {
+                    out.insert(p.name.clone(), i.ofport.unwrap_or_default());
+                }
+                Some(i) => errors.push(format!(
+                    "{}: {}",
+                    p.name,
+                    i.error
+                        .clone()
+                        .unwrap_or_else(|| "no OpenFlow port number".into())
+                )),
+                None => errors.push(format!("{}: no interface", p.name)),
+            }
+        }
+        for n in want.keys() {
+            if !out.contains_key(n) && !errors.iter().any(|e| e.starts_with(&format!("{n}:"))) {
+                errors.push(format!("{n}: port not realised"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(unavailable(
+                "Open vSwitch (ovs-vswitchd)",
+                format!("ports not ready: {}", errors.join("; ")),
+            ))
+        }
+    }
+
+    /// Creates the veth pair of an endpoint (workload end configured).
+    async fn create_veth(&self, e: &LocalEndpoint, cfg: &EndpointConfig) -> Result<usize> {
+        let host = veth_host(&e.id);
+        let ns_file = match &e.netns {
+            Some(path) => Some(netns::open(path)?),
+            None => None,
+        };
+        let peer_name = match &e.netns {
+            Some(_) => e.ifname.clone(),
+            None => veth_peer(&e.id),
+        };
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name)
+            .mtu(cfg.mtu)
+            .address(e.mac.0.to_vec());
+        if let Some(f) = &ns_file {
+            peer = peer.setns_by_fd(f.as_raw_fd());
+        }
+        let msg = LinkVeth::new(&host, "unused")
+            .mtu(cfg.mtu)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
+            .build();
+        let r = nl::ack(
+            &self.handle,
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            || format!("create veth {host}"),
+        )
+        .await;
+        drop(ns_file);
+        r?;
+        let mut changes = 1;
+        match self.configure_workload(e, cfg).await? {
+            Some(n) => changes += n,
+            None => {
+                return Err(DatapathError::Netns {
+                    path: e
+                        .netns
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    message: format!("interface {} vanished after creation", e.ifname),
+                })
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Address, route and offloads inside the workload namespace (or on
+    /// the unmoved peer); `None` when the interface is missing.
+    async fn configure_workload(
+        &self,
+        e: &LocalEndpoint,
+        cfg: &EndpointConfig,
+    ) -> Result<Option<usize>> {
+        match &e.netns {
+            Some(path) => {
+                let job = WorkloadJob::from(cfg);
+                let ifname = e.ifname.clone();
+                let p = path.clone();
+                netns::run_in(path, move |h| async move {
+                    let Some(n) = job.run(h).await? else {
+                        return Ok(None);
+                    };
+                    let off =
+                        ethtool::tx_csum_off(&ifname).map_err(|err| DatapathError::Netns {
+                            path: p.display().to_string(),
+                            message: format!("turning TX checksum offload off on {ifname}: {err}"),
+                        })?;
+                    Ok(Some(n + usize::from(off)))
+                })
+                .await
+            }
+            None => {
+                let peer = veth_peer(&e.id);
+                let off = ethtool::tx_csum_off(&peer).map_err(|err| DatapathError::Netlink {
+                    context: format!("TX checksum offload off on {peer}"),
+                    message: err.to_string(),
+                })?;
+                Ok(Some(usize::from(off)))
+            }
+        }
+    }
+
+    async fn del_link(&self, index: u32, name: &str) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if -e.raw_code() == nl::ENODEV => Ok(()),
+            Err(e) => Err(DatapathError::Netlink {
+                context: format!("delete link {name}"),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Local endpoints: veth pairs and workload configuration.
+    async fn ensure_endpoints(
+        &self,
+        plans: &[NetPlan],
+        desired: &DesiredState,
+        cache: &mut Cache,
+        errors: &mut Vec<DatapathError>,
+    ) -> Result<usize> {
+        let links = nl::links(&self.handle).await?;
+        let mut changes = 0;
+        for e in &desired.local {
+            let Some(p) = plans.iter().find(|p| p.spec.name == e.network) else {
+                continue;
+            };
+            let cfg = EndpointConfig {
+                ep: e.clone(),
+                mtu: p.mtu,
+                gateway: p.spec.gateway,
+                prefix: p.spec.subnet.prefix_len(),
+            };
+            let host = veth_host(&e.id);
+            let r: Result<usize> = async {
+                match links.get(&host) {
+                    Some(l) if l.is_kind(InfoKind::Veth) => {
+                        let mut n = 0;
+                        let cached = cache
+                            .endpoints
+                            .get(&e.id)
+                            .is_some_and(|(c, t)| c == &cfg && t.elapsed() < ENDPOINT_RECHECK);
+                        if l.up && l.mtu == cfg.mtu && cached {
+                            return Ok(0);
+                        }
+                        if !l.up || l.mtu != cfg.mtu {
+                            let msg = LinkUnspec::new_with_index(l.index).mtu(cfg.mtu).up().build();
+                            nl::ack(&self.handle, RouteNetlinkMessage::NewLink(msg), 0, || {
+                                format!("configure {host}")
+                            })
+                            .await?;
+                            n += 1;
+                        }
+                        match self.configure_workload(e, &cfg).await? {
+                            Some(k) => Ok(n + k),
+                            None => {
+                                warn!(endpoint = %e.id, "Workload interface missing; recreating the veth pair.");
+                                self.del_link(l.index, &host).await?;
+                                Ok(n + 1 + self.create_veth(e, &cfg).await?)
+                            }
+                        }
+                    }
+                    other => {
+                        let mut n = 0;
+                        if let Some(l) = other {
+                            self.del_link(l.index, &host).await?;
+                            n += 1;
+                        }
+                        Ok(n + self.create_veth(e, &cfg).await?)
+                    }
+                }
+            }
+            .await;
+            match r {
+                Ok(k) => {
+                    changes += k;
+                    cache.endpoints.insert(e.id.clone(), (cfg, Instant::now()));
+                }
+                Err(err) => {
+                    cache.endpoints.remove(&e.id);
+                    errors.push(err);
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Deletes our veths that are not wanted; returns writes.
+    async fn remove_stale_veths(&self, desired: &DesiredState, cache: &mut Cache) -> Result<usize> {
+        let links = nl::links(&self.handle).await?;
+        let mut want = HashSet::new();
+        for e in &desired.local {
+            want.insert(veth_host(&e.id));
+            if e.netns.is_none() {
+                want.insert(veth_peer(&e.id));
+            }
+        }
+        let mut changes = 0;
+        let mut gone = HashSet::new();
+        let mut errors = Vec::new();
+        let mut stale: Vec<_> = links
+            .values()
+            .filter(|l| {
+                l.is_kind(InfoKind::Veth) && is_our_veth(&l.name) && !want.contains(&l.name)
+            })
+            .collect();
+        stale.sort_by(|a, b| a.name.cmp(&b.name));
+        for l in stale {
+            if gone.contains(&l.name[3..]) {
+                continue;
+            }
+            debug!(link = %l.name, "Removing stale veth.");
+            match self.del_link(l.index, &l.name).await {
+                Ok(()) => {
+                    changes += 1;
+                    gone.insert(l.name[3..].to_string());
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let live: HashSet<&str> = desired.local.iter().map(|e| e.id.as_str()).collect();
+        cache.endpoints.retain(|id, _| live.contains(id.as_str()));
+        collect(errors).map(|()| changes)
+    }
+
+    /// Gateway address on each gateway port, and the port up.
+    async fn ensure_gateways(&self, plans: &[NetPlan]) -> Result<usize> {
+        if plans.is_empty() {
+            return Ok(0);
+        }
+        // ovs-vswitchd creates the internal devices asynchronously.
+        let deadline = Instant::now() + PORT_WAIT;
+        let links = loop {
+            let links = nl::links(&self.handle).await?;
+            if plans.iter().all(|p| links.contains_key(&p.bridge)) || Instant::now() > deadline {
+                break links;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let addrs = nl::addrs_v4(&self.handle).await?;
+        let mut changes = 0;
+        for p in plans {
+            let l = links.get(&p.bridge).ok_or_else(|| DatapathError::Netlink {
+                context: format!("gateway port {}", p.bridge),
+                message: "ovs-vswitchd did not create the device".into(),
+            })?;
+            if !l.up || l.mtu != p.mtu || l.mac != MacAddr::GATEWAY.0 {
+                let msg = LinkUnspec::new_with_index(l.index)
+                    .mtu(p.mtu)
+                    .address(MacAddr::GATEWAY.0.to_vec())
+                    .up()
+                    .build();
+                nl::ack(&self.handle, RouteNetlinkMessage::NewLink(msg), 0, || {
+                    format!("configure gateway port {}", p.bridge)
+                })
+                .await?;
+                changes += 1;
+            }
+            let prefix = p.spec.subnet.prefix_len();
+            let mut present = false;
+            for a in addrs.iter().filter(|a| a.index == l.index) {
+                if a.ip == p.spec.gateway && a.prefix == prefix {
+                    present = true;
+                } else {
+                    self.handle
+                        .address()
+                        .del(a.msg.clone())
+                        .execute()
+                        .await
+                        .map_err(|e| DatapathError::Netlink {
+                            context: format!("remove address {} from {}", a.ip, p.bridge),
+                            message: e.to_string(),
+                        })?;
+                    changes += 1;
+                }
+            }
+            if !present {
+                self.handle
+                    .address()
+                    .add(l.index, IpAddr::V4(p.spec.gateway), prefix)
+                    .execute()
+                    .await
+                    .map_err(|e| DatapathError::Netlink {
+                        context: format!("add gateway {} to {}", p.spec.gateway, p.bridge),
+                        message: e.to_string(),
+                    })?;
+                changes += 1;
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn ofctl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut cmd = tokio::process::Command::new("ovs-ofctl");
+        cmd.args(["-O", "OpenFlow14"])
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ofctl_err(format!("cannot run ovs-ofctl: {e}")))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .await
+                .map_err(|e| ofctl_err(format!("writing flows: {e}")))?;
+            drop(pipe);
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| ofctl_err(format!("waiting for ovs-ofctl: {e}")))?;
+        if !out.status.success() {
+            return Err(ofctl_err(format!(
+                "ovs-ofctl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Installs the rendered pipeline when the bridge holds anything else.
+    async fn ensure_flows(
+        &self,
+        plans: &[NetPlan],
+        desired: &DesiredState,
+        ofports: &HashMap<String, i64>,
+        cache: &mut Cache,
+    ) -> Result<usize> {
+        let port = |n: &str| {
+            ofports
+                .get(n)
+                .copied()
+                .ok_or_else(|| ofctl_err(format!("no OpenFlow port for {n}")))
+        };
+        let tunnel = port(TUNNEL_PORT)?;
+        let mut nets = Vec::new();
+        for p in plans {
+            let mut local = Vec::new();
+            for e in desired.local.iter().filter(|e| e.network == p.spec.name) {
+                local.push(FlowLocal {
+                    mac: e.mac,
+                    ip: e.ip,
+                    ofport: port(&veth_host(&e.id))?,
+                });
+            }
+            let remote = desired
+                .remote
+                .iter()
+                .filter(|r| r.network == p.spec.name && r.host != self.underlay_ip)
+                .map(|r| FlowRemote {
+                    mac: r.mac,
+                    ip: r.ip,
+                    host: r.host,
+                })
+                .collect();
+            nets.push(FlowNet {
+                vni: p.spec.vni,
+                gateway: p.spec.gateway,
+                gw_ofport: port(&p.bridge)?,
+                local,
+                remote,
+            });
+        }
+        let rendered = flows::render(&nets, tunnel);
+        let hash = flows::hash(&rendered);
+        if cache.flows_hash.as_deref() == Some(hash.as_str()) {
+            return Ok(0);
+        }
+        let target = self.ofctl_target();
+        let dump = self.ofctl(&["dump-flows", &target], None).await?;
+        if flows::dumped_cookies(&dump) == flows::rendered_cookies(&rendered) {
+            cache.flows_hash = Some(hash);
+            return Ok(0);
+        }
+        let mut text = rendered.join("\n");
+        text.push('\n');
+        debug!(flows = rendered.len(), "Replacing OpenFlow table.");
+        self.ofctl(&["--bundle", "replace-flows", &target, "-"], Some(&text))
+            .await?;
+        cache.flows_hash = Some(hash);
+        Ok(1)
+    }
+
+    async fn ensure_firewall(&self, plans: &[NetPlan], cache: &mut Cache) -> Result<usize> {
+        let nets: Vec<FwNetwork> = plans
+            .iter()
+            .map(|p| FwNetwork {
+                bridge: p.bridge.clone(),
+                subnet: p.spec.subnet,
+                gateway: p.spec.gateway,
+            })
+            .collect();
+        let rendered = self.firewall.render(&nets);
+        let fresh = cache
+            .firewall_checked
+            .is_some_and(|t| t.elapsed() < FIREWALL_RECHECK);
+        if cache.firewall_hash.as_deref() == Some(rendered.hash.as_str()) && fresh {
+            return Ok(0);
+        }
+        let changes = if self.firewall.is_current(&rendered).await? {
+            0
+        } else {
+            self.firewall.write(&rendered).await?;
+            1
+        };
+        cache.firewall_hash = Some(rendered.hash);
+        cache.firewall_checked = Some(Instant::now());
+        Ok(changes)
+    }
+}
+
+#[async_trait]
+impl Datapath for OvsDatapath {
+    fn name(&self) -> &'static str {
+        "ovs"
+    }
+
+    async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
+        let plans = plan(desired, self.default_mtu)?;
+        let mut cache = self.cache.lock().await;
+        // (Re)connects and resynchronises the cache when ovsdb-server went away.
+        self.db.echo().await.map_err(|e| db_err("no answer", e))?;
+        if self.db.generation() != cache.generation {
+            info!("Reconnected to ovsdb-server; re-verifying everything.");
+            *cache = Cache {
+                generation: self.db.generation(),
+                ..Cache::default()
+            };
+        }
+        let mut changes = 0;
+        let mut errors = Vec::new();
+
+        changes += self
+            .ensure_endpoints(&plans, desired, &mut cache, &mut errors)
+            .await?;
+        let want = self.desired_ports(&plans, desired);
+        changes += self.ensure_topology(&want).await?;
+        match self.remove_stale_veths(desired, &mut cache).await {
+            Ok(k) => changes += k,
+            Err(e) => errors.push(e),
+        }
+        // Ports whose device failed are reported; flows need all of them.
+        let ofports = self.ofports(&want).await?;
+        match self.ensure_gateways(&plans).await {
+            Ok(k) => changes += k,
+            Err(e) => errors.push(e),
+        }
+        match self
+            .ensure_flows(&plans, desired, &ofports, &mut cache)
+            .await
+        {
+            Ok(k) => changes += k,
+            Err(e) => {
+                cache.flows_hash = None;
+                errors.push(e)
+            }
+        }
+        if !plans.is_empty() {
+            match ensure_ip_forward() {
+                Ok(k) => changes += k,
+                Err(e) => errors.push(e),
+            }
+        }
+        match self.ensure_firewall(&plans, &mut cache).await {
+            Ok(k) => changes += k,
+            Err(e) => {
+                cache.firewall_hash = None;
+                errors.push(e)
+            }
+        }
+        if changes > 0 {
+            debug!(changes, "OVS datapath converged.");
+        }
+        collect(errors).map(|()| ApplyReport { changes })
+    }
+
+    fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {
+        EndpointIfnames {
+            host: veth_host(endpoint_id),
+            peer: veth_peer(endpoint_id),
+        }
+    }
+
+    async fn teardown(&self) -> Result<()> {
+        let mut cache = self.cache.lock().await;
+        let mut errors = Vec::new();
+        let snap = match self.db.echo().await {
+            Ok(()) => Some(self.db.snapshot()),
+            Err(e) => {
+                errors.push(db_err("teardown", e));
+                None
+            }
+        };
+        if let Some(snap) = snap {
+            if let (Some(root), Some(b)) = (snap.open_vswitch(), snap.bridge(&self.bridge)) {
+                let r = self
+                    .db
+                    .transact(vec![ops::mutate(
+                        "Open_vSwitch",
+                        ops::by_uuid(&root.uuid),
+                        vec![ops::mutation(
+                            "bridges",
+                            "delete",
+                            atom::set([atom::uuid(&b.uuid)]),
+                        )],
+                    )])
+                    .await;
+                if let Err(e) = r {
+                    errors.push(db_err("remove bridge", e));
+                }
+            }
+        }
+        if let Err(e) = self
+            .remove_stale_veths(&DesiredState::default(), &mut cache)
+            .await
+        {
+            errors.push(e);
+        }
+        if let Err(e) = self.firewall.remove().await {
+            errors.push(e);
+        }
+        *cache = Cache {
+            generation: self.db.generation(),
+            ..Cache::default()
+        };
+        collect(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let h = veth_host("ep-1");
+        assert_eq!(h.len(), 14);
+        assert!(is_our_veth(&h) && is_our_veth(&veth_peer("ep-1")));
+        assert!(
+            !crate::linux::names::is_veth_name(&h),
+            "distinct from the Linux datapath's veths"
+        );
+        assert!(!is_our_veth(TUNNEL_PORT));
+    }
+}
