@@ -359,6 +359,11 @@ pub async fn run(mut cfg: AgentConfig) -> anyhow::Result<()> {
 
     let cluster_server = crate::server::serve_cluster_port(agent.clone()).await?;
     let api_server = crate::server::serve_local_api(agent.clone()).await?;
+    // Stops and removes its socket when dropped, at the end of run().
+    let _docker_plugin = match &cfg.docker_plugin {
+        Some(path) => Some(crate::docker::serve(agent.clone(), path.clone()).await?),
+        None => None,
+    };
     let discovery = if cfg.mdns {
         Some(crate::server::start_discovery(agent.clone())?)
     } else {
@@ -582,6 +587,10 @@ async fn ensure_default_network(agent: &Agent) -> OpResult<()> {
 
 // Used by the cluster-port handlers.
 impl Agent {
+    /// This host's datapath (the Docker plugin asks it for interface names).
+    pub fn datapath(&self) -> &Arc<dyn Datapath> {
+        &self.datapath
+    }
     pub(crate) fn embedded(&self) -> Option<&Arc<EmbeddedStore>> {
         self.embedded.as_ref()
     }

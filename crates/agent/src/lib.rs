@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod api;
 mod datapaths;
+pub mod docker;
 pub mod error;
 pub mod host;
 pub mod ops;

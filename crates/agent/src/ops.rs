@@ -459,3 +459,117 @@ impl Ops {
         Ok(())
     }
 }
+
+/// Addresses the Docker IPAM driver hands out before Docker creates the
+/// endpoint: the address key holds [`Ops::reservation_holder`] until
+/// [`Ops::attach_reserved`] turns it into an endpoint, so no other host can
+/// take the address in between.
+impl Ops {
+    /// The value of an address key reserved by this node's Docker plugin.
+    pub fn reservation_holder(&self) -> String {
+        format!("docker-reserved:{}", self.node_id)
+    }
+
+    /// Reserves `ip` (or the next free address) on `network` in the
+    /// cluster IPAM, without an endpoint yet.
+    pub async fn reserve_address(&self, network: &str, ip: Option<Ipv4Addr>) -> OpResult<Ipv4Addr> {
+        let (record, _) = self.get_network(network).await?;
+        let pool = Pool::new(record.subnet, Some(record.gateway))?;
+        if let Some(ip) = ip {
+            pool.check_assignable(ip)?;
+        }
+        let holder = self.reservation_holder();
+        let lock = self.alloc_lock(network).await;
+        let _guard = lock.lock().await;
+        for _ in 0..CAS_ATTEMPTS {
+            let (_, net_rev) = self.get_network(network).await?;
+            let taken = self.taken_addresses(network).await?;
+            let ip = match ip {
+                Some(ip) => {
+                    if let Some(by) = taken.get(&ip) {
+                        return Err(OpError::Conflict(format!(
+                            "address {ip} is already in use by endpoint {by}"
+                        )));
+                    }
+                    ip
+                }
+                None => self.choose_address(&pool, network, &taken).await?,
+            };
+            let txn = Txn::new()
+                .when(Compare::mod_revision(keys::network(network), net_rev))
+                .when(Compare::absent(keys::address(network, ip)))
+                .then(Op::put(keys::address(network, ip), holder.clone()));
+            if self.store.txn(txn).await?.succeeded {
+                tracing::debug!(%network, %ip, "Reserved an address for Docker.");
+                return Ok(ip);
+            }
+        }
+        Err(OpError::Unavailable(
+            "too much contention allocating an address; try again".into(),
+        ))
+    }
+
+    /// Frees an address reserved by this node and not yet used by an
+    /// endpoint. Returns whether it was. Addresses held by endpoints are
+    /// left alone (they go with the endpoint's detach).
+    pub async fn release_reservation(&self, network: &str, ip: Ipv4Addr) -> OpResult<bool> {
+        let key = keys::address(network, ip);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(false);
+        };
+        if kv.value != self.reservation_holder().as_bytes() {
+            return Ok(false);
+        }
+        let txn = Txn::new()
+            .when(Compare::mod_revision(key.clone(), kv.mod_revision))
+            .then(Op::delete(key));
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    /// Records an endpoint on the address `req.ip`, which this node
+    /// reserved with [`Ops::reserve_address`]; without such a reservation
+    /// it is a plain [`Ops::attach`] of that address.
+    pub async fn attach_reserved(
+        &self,
+        req: &AttachEndpoint,
+        id: String,
+    ) -> OpResult<(EndpointRecord, Revision)> {
+        let Some(ip) = req.ip else {
+            return self.attach(req, Some(id)).await;
+        };
+        validate_name("endpoint id", &id)?;
+        let key = keys::address(&req.network, ip);
+        let reserved = match self.store.get(&key).await? {
+            Some(kv) if kv.value == self.reservation_holder().as_bytes() => kv.mod_revision,
+            _ => return self.attach(req, Some(id)).await,
+        };
+        let (network, net_rev) = self.get_network(&req.network).await?;
+        let record = EndpointRecord {
+            id: id.clone(),
+            network: network.name.clone(),
+            node: self.node_id.clone(),
+            ip,
+            mac: MacAddr::from_ipv4(ip),
+            name: req.name.clone(),
+            container_id: req.container_id.clone(),
+            netns: None,
+            ifname: req.ifname.clone().unwrap_or_else(|| "eth0".to_string()),
+        };
+        let txn = Txn::new()
+            .when(Compare::mod_revision(keys::network(&network.name), net_rev))
+            .when(Compare::mod_revision(key.clone(), reserved))
+            .when(Compare::absent(keys::endpoint(&id)))
+            .then(Op::put(key, id.clone()))
+            .then(Op::put(keys::endpoint(&id), json(&record)?));
+        let result = self.store.txn(txn).await?;
+        if result.succeeded {
+            return Ok((record, result.revision));
+        }
+        if self.store.get(&keys::endpoint(&id)).await?.is_some() {
+            return Err(OpError::Conflict(format!("endpoint {id:?} already exists")));
+        }
+        Err(OpError::Conflict(format!(
+            "the reservation of {ip} changed meanwhile; try again"
+        )))
+    }
+}
