@@ -205,6 +205,12 @@ impl EmbeddedStore {
         if cfg.cluster.is_empty() {
             return Err(StoreError::InvalidArgument("cluster name is empty".into()));
         }
+        if cfg.advertise.ip().is_unspecified() || cfg.advertise.port() == 0 {
+            return Err(StoreError::InvalidArgument(format!(
+                "advertise address {} is not dialable by other nodes",
+                cfg.advertise
+            )));
+        }
         if cfg.max_voters == 0 {
             return Err(StoreError::InvalidArgument(
                 "max_voters must be at least 1".into(),

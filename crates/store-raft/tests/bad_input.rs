@@ -189,3 +189,28 @@ async fn garbage_rpc_bodies_are_rejected() {
     a.store.put("/ok", b"1".to_vec()).await.unwrap();
     assert!(a.store.status().await.unwrap().healthy);
 }
+
+#[tokio::test]
+async fn bad_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        1,
+        "c",
+        dir.path().join("a"),
+        "0.0.0.0:6675".parse().unwrap(),
+    );
+    assert!(matches!(
+        EmbeddedStore::open(cfg).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    let cfg = config(
+        1,
+        "",
+        dir.path().join("b"),
+        "127.0.0.1:6675".parse().unwrap(),
+    );
+    assert!(matches!(
+        EmbeddedStore::open(cfg).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+}

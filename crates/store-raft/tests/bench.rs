@@ -22,7 +22,11 @@ async fn cas_throughput_3_nodes() {
     let stores: Vec<Arc<dyn Store>> = nodes.iter().map(|n| n.dyn_store()).collect();
     let leader = leader_of(&nodes[0]).await.unwrap();
     let on_leader = vec![nodes[leader as usize - 1].dyn_store()];
+    let own_only = std::env::var("BENCH_OWN_KEYS_ONLY").is_ok();
     for conc in [1usize, 8, 32] {
+        if own_only {
+            break;
+        }
         let r = cas_benchmark(stores.clone(), &format!("/bench/all{conc}"), 1000, conc).await;
         eprintln!("all nodes, concurrency {conc}: {r}");
         let r = cas_benchmark(

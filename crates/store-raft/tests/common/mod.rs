@@ -77,6 +77,10 @@ impl Node {
         let router = store.router();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let l = l.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(l, router)
                 .with_graceful_shutdown(async move {
                     let _ = rx.await;
