@@ -374,6 +374,14 @@ fn restart_no_churn_stale_removed_and_ovsdb_restart() {
     ));
 }
 
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 #[test]
 fn clear_errors_when_ovs_is_missing_or_misconfigured() {
     let mut lab = Lab::new(1);
@@ -397,9 +405,12 @@ fn clear_errors_when_ovs_is_missing_or_misconfigured() {
     });
     assert!(err.contains("ovsdb-server"), "{err}");
     assert!(err.contains("openvswitch-switch"), "{err}");
+    let missing = dir.path().join("db.sock");
+    assert!(!block_on(socketplane_datapath::ovs::probe(&missing)));
 
     // OVS running, but the underlay (eth0) is not on an OVS bridge.
     let o = Ovs::start(&h);
+    assert!(block_on(socketplane_datapath::ovs::probe(&o.sock())));
     let cfg = OvsConfig {
         ovsdb: o.sock(),
         ..OvsConfig::new("eth0")

@@ -222,6 +222,18 @@ fn pid_alive(pidfile: &Path) -> bool {
         .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
+/// Whether Open vSwitch answers on `ovsdb` (for `--datapath auto`): the
+/// socket accepts a connection and an `echo`. Does not check the rest of
+/// the setup ([`OvsDatapath::new`] does, with clear errors).
+pub async fn probe(ovsdb: &Path) -> bool {
+    let answered = tokio::time::timeout(Duration::from_secs(2), async {
+        let c = Client::connect(ovsdb).await.ok()?;
+        c.echo().await.ok()
+    })
+    .await;
+    matches!(answered, Ok(Some(())))
+}
+
 impl OvsDatapath {
     /// Connects to ovsdb-server, checks that ovs-vswitchd runs and that the
     /// underlay suits the OVS datapath type. Touches nothing.
@@ -716,10 +728,14 @@ impl OvsDatapath {
                 let job = WorkloadJob::from(cfg);
                 let ifname = e.ifname.clone();
                 let p = path.clone();
+                let netdev = self.datapath_type == "netdev";
                 netns::run_in(path, move |h| async move {
                     let Some(n) = job.run(h).await? else {
                         return Ok(None);
                     };
+                    if !netdev {
+                        return Ok(Some(n));
+                    }
                     let off =
                         ethtool::tx_csum_off(&ifname).map_err(|err| DatapathError::Netns {
                             path: p.display().to_string(),
@@ -729,6 +745,7 @@ impl OvsDatapath {
                 })
                 .await
             }
+            None if self.datapath_type != "netdev" => Ok(Some(0)),
             None => {
                 let peer = veth_peer(&e.id);
                 let off = ethtool::tx_csum_off(&peer).map_err(|err| DatapathError::Netlink {
