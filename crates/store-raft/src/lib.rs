@@ -1100,7 +1100,7 @@ impl Store for EmbeddedStore {
                 if from <= g.compacted {
                     return Err(StoreError::Compacted {
                         requested: from,
-                        compacted: g.compacted,
+                        compacted: g.compacted + 1,
                     });
                 }
                 let backlog: Vec<Event> = g
@@ -1140,7 +1140,7 @@ impl Store for EmbeddedStore {
                         Ok(WatchMsg::Reset(rev)) => {
                             let err = StoreError::Compacted {
                                 requested: next,
-                                compacted: rev,
+                                compacted: rev + 1,
                             };
                             return Some((futures::stream::iter(vec![Err(err)]), (rx, true, next)));
                         }
