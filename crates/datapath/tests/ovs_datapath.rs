@@ -66,14 +66,7 @@ impl Ovs {
         sh(&["ovsdb-tool", "create", &o.p("conf.db"), SCHEMA]);
         o.start_db();
         o.vsctl(&["--no-wait", "init"]);
-        o.in_ns(&[
-            "ovs-vswitchd",
-            &format!("unix:{}", o.p("db.sock")),
-            &format!("--pidfile={}", o.p("ovs-vswitchd.pid")),
-            &format!("--unixctl={}", o.p("ovs-vswitchd.ctl")),
-            &format!("--log-file={}", o.p("ovs-vswitchd.log")),
-            "--detach",
-        ]);
+        o.start_vswitchd();
         // The userspace tunnelling setup (what the operator does).
         let addr = sh(&["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", "eth0"]);
         let cidr = addr
@@ -130,6 +123,21 @@ impl Ovs {
             &format!("--log-file={}", self.p("ovsdb-server.log")),
             "--detach",
         ]);
+    }
+
+    fn start_vswitchd(&self) {
+        self.in_ns(&[
+            "ovs-vswitchd",
+            &format!("unix:{}", self.p("db.sock")),
+            &format!("--pidfile={}", self.p("ovs-vswitchd.pid")),
+            &format!("--unixctl={}", self.p("ovs-vswitchd.ctl")),
+            &format!("--log-file={}", self.p("ovs-vswitchd.log")),
+            "--detach",
+        ]);
+    }
+
+    fn stop_vswitchd(&self) {
+        kill_pidfile(&self.dir.path().join("ovs-vswitchd.pid"));
     }
 
     fn stop_db(&self) {
@@ -354,6 +362,20 @@ fn restart_no_churn_stale_removed_and_ovsdb_restart() {
         t.lab.ping(&t.wa3, "10.10.0.12"),
         "wa3 across hosts after resync"
     );
+
+    // ovs-vswitchd restarts (its flows and internal ports are gone): the
+    // next apply notices and restores them.
+    let before = o.flows();
+    o.stop_vswitchd();
+    o.start_vswitchd();
+    assert!(fresh.apply(&t.desired[0]).changes > 0);
+    assert_eq!(
+        o.flows(),
+        before,
+        "flows restored after an ovs-vswitchd restart"
+    );
+    assert!(t.lab.ping(&t.wa1, "10.10.0.1"), "gateway back");
+    assert!(t.lab.ping(&t.wa1, "10.10.0.12"), "tunnel back");
     drop(fresh);
 
     // Teardown removes the bridge, veths and firewall.

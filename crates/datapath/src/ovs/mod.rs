@@ -88,6 +88,8 @@ pub const VETH_PREFIX: &str = "spo";
 pub const PEER_PREFIX: &str = "spq";
 /// How long to wait for ovs-vswitchd to realise a port.
 const PORT_WAIT: Duration = Duration::from_secs(10);
+/// How often unchanged flows are compared with the bridge's table anyway.
+pub const FLOW_RECHECK: Duration = Duration::from_secs(30);
 
 /// How the OVS datapath binds to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +158,9 @@ struct Cache {
     /// OVSDB connection generation the rest was verified under.
     generation: u64,
     flows_hash: Option<String>,
+    /// When the installed flows were last compared with the rendering, and
+    /// under which ovs-vswitchd process (a restarted one has no flows).
+    flows_checked: Option<(Instant, Option<u32>)>,
     endpoints: HashMap<String, (EndpointConfig, Instant)>,
     firewall_hash: Option<String>,
     firewall_checked: Option<Instant>,
@@ -215,11 +220,14 @@ impl Drop for OvsDatapath {
     }
 }
 
-fn pid_alive(pidfile: &Path) -> bool {
+fn read_pid(pidfile: &Path) -> Option<u32> {
     std::fs::read_to_string(pidfile)
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
+fn pid_alive(pidfile: &Path) -> bool {
+    read_pid(pidfile).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Whether Open vSwitch answers on `ovsdb` (for `--datapath auto`): the
@@ -1027,11 +1035,16 @@ impl OvsDatapath {
         }
         let rendered = flows::render(&nets, tunnel);
         let hash = flows::hash(&rendered);
-        if cache.flows_hash.as_deref() == Some(hash.as_str()) {
+        let pid = read_pid(&self.rundir.join("ovs-vswitchd.pid"));
+        let fresh = cache
+            .flows_checked
+            .is_some_and(|(t, p)| t.elapsed() < FLOW_RECHECK && p == pid);
+        if cache.flows_hash.as_deref() == Some(hash.as_str()) && fresh {
             return Ok(0);
         }
         let target = self.ofctl_target();
         let dump = self.ofctl(&["dump-flows", &target], None).await?;
+        cache.flows_checked = Some((Instant::now(), pid));
         if flows::dumped_cookies(&dump) == flows::rendered_cookies(&rendered) {
             cache.flows_hash = Some(hash);
             return Ok(0);
