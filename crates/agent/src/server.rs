@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use socketplane_api::rest::ApiError;
@@ -82,7 +83,11 @@ async fn check_token(State(agent): State<Arc<Agent>>, req: Request, next: Next) 
 pub async fn serve_cluster_port(agent: Arc<Agent>) -> anyhow::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(agent.cfg.listen)
         .await
-        .with_context(|| format!("binding the cluster port {}", agent.cfg.listen))?;
+        .with_context(|| format!("binding the cluster port {}", agent.cfg.listen))?
+        // Raft messages are small and latency-bound.
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     let mut app = Router::new()
         .route("/cluster/v1/info", get(peer_info))
         .layer(middleware::from_fn_with_state(agent.clone(), check_token))

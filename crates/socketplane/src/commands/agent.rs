@@ -186,7 +186,7 @@ impl AgentCmd {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOCKETPLANE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
