@@ -3,7 +3,7 @@
 //! (`remote_ip=flow`, `key=flow`, UDP 4789), endpoint ports (veth host ends)
 //! tagged in `external_ids`, a gateway per network as an internal port
 //! `spbr<vni>` with the gateway IP and [`MacAddr::GATEWAY`], and an OpenFlow
-//! pipeline rendered from the desired state (see [`flows`]) installed
+//! pipeline rendered from the desired state (see `flows.rs`) installed
 //! atomically with `ovs-ofctl --bundle replace-flows`.
 //!
 //! OVSDB is spoken natively ([`socketplane_ovsdb`]); flows go through the
@@ -32,6 +32,41 @@
 //! is not an OVS internal port, saying so. What the agent does itself for
 //! `netdev`: TX checksum offload is turned off on each workload interface
 //! (the userspace datapath does not complete partial checksums).
+//!
+//! # One Open vSwitch per lab host
+//!
+//! Several independent OVS instances run on one machine when each host
+//! namespace has its own database, run directory and daemons (`D` = a
+//! per-host directory, `NS` = the host namespace, `IP/24` = its underlay
+//! address on `eth0`):
+//!
+//! ```text
+//! ovsdb-tool create D/conf.db /usr/share/openvswitch/vswitch.ovsschema
+//! ip netns exec NS env OVS_RUNDIR=D OVS_DBDIR=D OVS_LOGDIR=D ovsdb-server D/conf.db \
+//!     --remote=punix:D/db.sock --pidfile=D/ovsdb-server.pid --unixctl=D/ovsdb-server.ctl \
+//!     --log-file=D/ovsdb-server.log --detach
+//! ip netns exec NS ovs-vsctl --db=unix:D/db.sock --no-wait init
+//! ip netns exec NS env OVS_RUNDIR=D OVS_DBDIR=D OVS_LOGDIR=D ovs-vswitchd unix:D/db.sock \
+//!     --pidfile=D/ovs-vswitchd.pid --unixctl=D/ovs-vswitchd.ctl \
+//!     --log-file=D/ovs-vswitchd.log --detach
+//! ip netns exec NS ovs-vsctl --db=unix:D/db.sock --timeout=10 add-br br-phy \
+//!     -- set bridge br-phy datapath_type=netdev -- add-port br-phy eth0
+//! ip -n NS addr flush dev eth0; ip -n NS addr add IP/24 dev br-phy; ip -n NS link set br-phy up
+//! # re-add routes that went with eth0's address, e.g. the default route:
+//! ip -n NS route add default via GW dev br-phy
+//! # the agent: --datapath ovs --ovsdb D/db.sock --iface br-phy
+//! ```
+//!
+//! The run directory must be the directory of the OVSDB socket (the
+//! datapath finds `ovs-vswitchd.pid` and `<bridge>.mgmt` there). Stop:
+//! `kill $(cat D/ovs-vswitchd.pid) $(cat D/ovsdb-server.pid)`.
+//!
+//! Frames that reach an OVS host's `eth0` from a veth must carry complete
+//! checksums (as frames from a real NIC do): in a lab, turn TX checksum
+//! offload off on the `eth0` of namespaces that send to OVS hosts without
+//! OVS themselves (the outside namespace, Linux-datapath hosts):
+//! `ip netns exec NS ethtool -K eth0 tx off`. Otherwise the userspace
+//! datapath drops their UDP (VXLAN) and TCP with partial checksums.
 //!
 //! # Ownership
 //!
