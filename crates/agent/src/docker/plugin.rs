@@ -162,7 +162,7 @@ fn parse<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, Response>
 }
 
 fn ops(agent: &Agent) -> Result<&Arc<Ops>, String> {
-    agent.ops().map(|o| o).map_err(|e| e.to_string())
+    agent.ops().map_err(|e| e.to_string())
 }
 
 fn check_id(kind: &str, id: &str) -> Result<(), String> {

@@ -1,0 +1,335 @@
+//! A real `dockerd` for tests, running inside a lab host's network
+//! namespace (so nothing touches the root namespace's networks), with its
+//! own data root, exec root and API socket; and a lab agent restarted with
+//! a unique `--docker-plugin` socket. Everything is removed on drop.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{unique_name, TestLab};
+
+/// The image every test container runs: busybox-static, imported.
+pub const IMAGE: &str = "spbusybox";
+
+fn require(bin: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{bin}` is missing: this test needs the Debian package {package} (apt-get install -y {package})"
+    );
+}
+
+pub struct Dockerd {
+    pub dir: PathBuf,
+    pub host: String,
+    child: Option<Child>,
+}
+
+impl Dockerd {
+    /// Starts dockerd in the network namespace at `netns` and imports
+    /// [`IMAGE`]. Panics with the daemon's log if it does not come up.
+    pub fn start(netns: &Path) -> Dockerd {
+        require("dockerd", "docker.io");
+        require("docker", "docker.io");
+        require("busybox", "busybox-static");
+        let dir = std::env::temp_dir().join(format!("sp-dockerd-{}", unique_name('d')));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create dockerd dir");
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
+        let host = format!("unix://{}", dir.join("docker.sock").display());
+        // nsenter, not `ip netns exec`: the latter remounts /sys, which
+        // hides the cgroup mounts dockerd needs.
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .arg("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .args(["-H", &host])
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+                "--storage-driver",
+                "vfs",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn dockerd");
+        let d = Dockerd {
+            dir,
+            host,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while d.docker(&["version"]).is_err() {
+            if Instant::now() > deadline {
+                panic!("dockerd did not start within 40s:\n{}", d.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d.import_image();
+        d
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().rev().take(25).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    fn import_image(&self) {
+        let root = self.dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).expect("rootfs");
+        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+            .or_else(|_| std::fs::copy("/usr/bin/busybox", root.join("bin/busybox")))
+            .expect("copy busybox (install busybox-static)");
+        for applet in [
+            "sh", "ping", "ip", "sleep", "ifconfig", "cat", "true", "ls", "hostname",
+        ] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+        }
+        let script = format!(
+            "tar -C {} -c . | docker -H {} import - {IMAGE}",
+            root.display(),
+            self.host
+        );
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("docker import");
+        assert!(
+            out.status.success(),
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs the docker CLI against this daemon: Ok(stdout) or Err(stderr).
+    pub fn docker(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("docker")
+            .args(["-H", &self.host])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running docker: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `docker ...` that must succeed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.docker(args)
+            .unwrap_or_else(|e| panic!("docker {} failed: {e}", args.join(" ")))
+    }
+
+    /// A container's address on a network.
+    pub fn ip(&self, container: &str, network: &str) -> String {
+        self.ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            container,
+        ])
+    }
+
+    /// Pings `ip` from inside a container (a few tries).
+    pub fn ping(&self, container: &str, ip: &str) -> bool {
+        (0..3).any(|_| {
+            self.docker(&["exec", container, "ping", "-c", "1", "-W", "1", ip])
+                .is_ok()
+        })
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if let Ok(ids) = self.docker(&["ps", "-aq"]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids);
+                let _ = self.docker(&args);
+            }
+        }
+        if let Ok(nets) = self.docker(&["network", "ls", "-q", "--filter", "type=custom"]) {
+            for n in nets.split_whitespace() {
+                let _ = self.docker(&["network", "rm", n]);
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        // Namespaces and shm bind-mounted under the dirs, deepest first.
+        let prefix = self.dir.to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A lab host's agent, restarted by the test with `--docker-plugin`.
+pub struct PluginAgent {
+    pub socket: PathBuf,
+    pub driver: String,
+    child: Option<Child>,
+}
+
+impl PluginAgent {
+    /// Stops the lab's agent on `host` and runs it again with the same
+    /// command line plus a unique Docker plugin socket.
+    pub fn start(t: &mut TestLab, host: usize) -> PluginAgent {
+        let info = t.lab().hosts()[host].clone();
+        let log = std::fs::read_to_string(&info.log).expect("agent log");
+        let marker = format!("=== socketplane lab: starting in {}: ", info.netns);
+        let line = log
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&marker))
+            .expect("agent command line in the lab log");
+        let line = line.trim_end_matches(" ===");
+        let driver = format!("sp{}", unique_name('p'));
+        let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+        let mut argv: Vec<String> = Vec::new();
+        let mut words = line.split_whitespace();
+        while let Some(w) = words.next() {
+            match w {
+                "--bootstrap" => {}
+                "--docker-plugin" => {
+                    words.next();
+                    argv.push(w.to_string());
+                    argv.push(socket.to_string_lossy().into_owned());
+                }
+                _ => argv.push(w.to_string()),
+            }
+        }
+        assert!(
+            argv.iter().any(|a| a == "--docker-plugin"),
+            "the lab agent command line has no --docker-plugin: {line}"
+        );
+        t.lab_mut()
+            .stop_agent(host, socketplane_lab::Signal::SIGTERM)
+            .expect("stop the lab agent");
+        let _ = std::fs::remove_file(&info.socket);
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&info.log)
+            .expect("agent log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &info.netns])
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .env_remove("BOOTSTRAP")
+            .env_remove("SOCKETPLANE_SOCKET")
+            .spawn()
+            .expect("spawn agent");
+        let agent = PluginAgent {
+            socket,
+            driver,
+            child: Some(child),
+        };
+        let hosts = t.lab().hosts().len();
+        t.wait_for_nodes(host, hosts, Duration::from_secs(60));
+        // `cluster status` answering means the agent is ready; the plugin
+        // socket is bound before that.
+        assert!(
+            agent.socket.exists(),
+            "the agent did not create {}\n{}",
+            agent.socket.display(),
+            t.agent_logs()
+        );
+        agent
+    }
+}
+
+impl Drop for PluginAgent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// One raw HTTP/1.1 POST over a unix socket: (status, body).
+pub fn post(socket: &Path, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).expect("connect to the plugin socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,327 @@
+//! Docker integration against a real `dockerd` (Debian `docker.io`) running
+//! inside a lab host's network namespace, with the agent serving the
+//! network and IPAM drivers on a unique plugin socket. Needs root, docker.io
+//! and busybox-static besides what the multi-host tests need.
+
+mod common;
+
+use std::time::Duration;
+
+use common::docker::{post, Dockerd, PluginAgent, IMAGE};
+use common::{wait_until, TestLab};
+use socketplane_api::EndpointRecord;
+
+fn endpoints(t: &TestLab, host: usize) -> Vec<EndpointRecord> {
+    t.sp_json(host, &["endpoint", "list"])
+}
+
+fn has_ip(t: &TestLab, ip: &str) -> bool {
+    endpoints(t, 0).iter().any(|e| e.ip.to_string() == ip)
+}
+
+#[test]
+fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
+    let mut t = TestLab::start('k', 2);
+    let agent = PluginAgent::start(&mut t, 0);
+    let netns = t.lab().hosts()[0].netns_path();
+    let d = Dockerd::start(&netns);
+    let drv = agent.driver.as_str();
+
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        drv,
+        "--ipam-driver",
+        drv,
+        "--subnet",
+        "10.30.0.0/24",
+        "-o",
+        "name=blue",
+        "blue",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--network",
+        "blue",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c2",
+        "--network",
+        "blue",
+        "--ip",
+        "10.30.0.50",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let ip1 = d.ip("c1", "blue");
+    let ip2 = d.ip("c2", "blue");
+    assert_eq!(ip2, "10.30.0.50", "docker run --ip must be honoured");
+    assert!(ip1.starts_with("10.30.0."), "c1 got {ip1:?}");
+    assert_ne!(ip1, ip2);
+    assert!(d.ping("c1", &ip2), "c1 -> c2 ({ip2})\n{}", t.agent_logs());
+    assert!(d.ping("c2", &ip1), "c2 -> c1 ({ip1})");
+
+    // Docker shows the subnet and both addresses; the cluster IPAM holds them.
+    let inspect = d.ok(&["network", "inspect", "blue"]);
+    for want in ["10.30.0.0/24", ip1.as_str(), ip2.as_str()] {
+        assert!(inspect.contains(want), "{want} not in {inspect}");
+    }
+    let eps = endpoints(&t, 0);
+    for ip in [&ip1, &ip2] {
+        let ep = eps
+            .iter()
+            .find(|e| &e.ip.to_string() == ip)
+            .unwrap_or_else(|| panic!("{ip} not in the cluster IPAM: {eps:?}"));
+        assert_eq!(ep.network, "blue");
+    }
+
+    // Multi-host: a plain workload on host2 and a container on host1.
+    let w = t.workload(1, "w1", "blue");
+    let wip = w.endpoint.ip.to_string();
+    assert!(![&ip1, &ip2].contains(&&wip), "addresses must be distinct");
+    assert!(
+        d.ping("c1", &wip),
+        "container -> host2 workload {wip}\n{}",
+        t.agent_logs()
+    );
+    assert!(t.ping("w1", &ip1), "host2 workload -> container {ip1}");
+
+    // A network made with `socketplane network create` is usable in Docker
+    // when Docker's network has the same subnet (what mirroring creates).
+    t.sp(1, &["network", "create", "green", "10.31.0.0/24"])
+        .expect("create green");
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        drv,
+        "--ipam-driver",
+        drv,
+        "--subnet",
+        "10.31.0.0/24",
+        "green",
+    ]);
+    d.ok(&["network", "connect", "green", "c1"]);
+    let addrs = d.ok(&["exec", "c1", "ip", "-4", "addr", "show", "eth1"]);
+    let gip = d.ip("c1", "green");
+    assert!(
+        addrs.contains(&gip) && gip.starts_with("10.31.0."),
+        "{addrs}"
+    );
+    assert!(has_ip(&t, &gip));
+    d.ok(&["network", "disconnect", "green", "c1"]);
+    assert!(d
+        .docker(&["exec", "c1", "ip", "addr", "show", "eth1"])
+        .is_err());
+    assert!(
+        wait_until(Duration::from_secs(5), || !has_ip(&t, &gip)),
+        "disconnect must free {gip}"
+    );
+    // The cluster network was not Docker's to delete.
+    d.ok(&["network", "rm", "green"]);
+    t.sp(0, &["network", "info", "green"])
+        .expect("green stays in the cluster");
+
+    // docker rm -f releases the address in the cluster IPAM; it is reusable.
+    d.ok(&["rm", "-f", "c2"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || !has_ip(&t, &ip2)),
+        "docker rm -f must release {ip2}: {:?}",
+        endpoints(&t, 0)
+    );
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c3",
+        "--network",
+        "blue",
+        "--ip",
+        "10.30.0.50",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert!(d.ping("c3", &ip1));
+    d.ok(&["rm", "-f", "c1", "c3"]);
+    assert!(wait_until(Duration::from_secs(5), || endpoints(&t, 0)
+        .iter()
+        .all(|e| e.network != "blue" || e.ip.to_string() == wip)));
+    // Deleting Docker's network removes the cluster network it created,
+    // but not while the host2 workload is still on it.
+    d.ok(&["network", "rm", "blue"]);
+    t.sp(0, &["network", "info", "blue"])
+        .expect("blue has an endpoint left, so it stays");
+    drop(d);
+    drop(agent);
+}
+
+#[test]
+fn docker_bad_input_gets_clear_errors() {
+    let mut t = TestLab::start('q', 1);
+    let agent = PluginAgent::start(&mut t, 0);
+    let sock = agent.socket.clone();
+
+    // The protocol itself.
+    let (status, body) = post(&sock, "/Plugin.Activate", b"{}");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("NetworkDriver") && body.contains("IpamDriver"),
+        "{body}"
+    );
+    let (status, body) = post(&sock, "/NetworkDriver.GetCapabilities", b"{}");
+    assert!(status == 200 && body.contains("\"local\""), "{body}");
+    let (status, body) = post(&sock, "/NetworkDriver.CreateEndpoint", b"{not json");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("malformed JSON"), "{body}");
+    let (status, _) = post(&sock, "/NetworkDriver.NoSuchMethod", b"{}");
+    assert_eq!(status, 404);
+    let (status, body) = post(&sock, "/NetworkDriver.CreateEndpoint", &vec![b' '; 200_000]);
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = post(
+        &sock,
+        "/NetworkDriver.CreateEndpoint",
+        br#"{"NetworkID":"abcdef","EndpointID":"1234","Interface":{"Address":"10.1.0.9/16"}}"#,
+    );
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["Err"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown Docker network id"),
+        "{body}"
+    );
+    let (_, body) = post(
+        &sock,
+        "/IpamDriver.RequestAddress",
+        br#"{"PoolID":"10.77.0.0/24","Address":"","Options":null}"#,
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["Error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no SocketPlane network"),
+        "{body}"
+    );
+
+    // Through the docker CLI.
+    let netns = t.lab().hosts()[0].netns_path();
+    let d = Dockerd::start(&netns);
+    let drv = agent.driver.as_str();
+    t.sp(0, &["network", "create", "red", "10.40.0.0/16"])
+        .expect("create red");
+    let err = d
+        .docker(&[
+            "network",
+            "create",
+            "-d",
+            drv,
+            "--ipam-driver",
+            drv,
+            "--subnet",
+            "10.40.1.0/24",
+            "x",
+        ])
+        .expect_err("an overlapping subnet must be refused");
+    assert!(err.contains("overlaps") && err.contains("red"), "{err}");
+    let err = d
+        .docker(&[
+            "network",
+            "create",
+            "-d",
+            drv,
+            "--ipam-driver",
+            drv,
+            "nosubnet",
+        ])
+        .expect_err("a network without subnet must be refused");
+    assert!(err.contains("--subnet"), "{err}");
+
+    // A /30 has one address besides the gateway.
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        drv,
+        "--ipam-driver",
+        drv,
+        "--subnet",
+        "10.41.0.0/30",
+        "tiny",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "t1",
+        "--network",
+        "tiny",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let err = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "t2",
+            "--network",
+            "tiny",
+            IMAGE,
+            "sleep",
+            "1000",
+        ])
+        .expect_err("an exhausted pool must be refused");
+    assert!(err.contains("no free address"), "{err}");
+    let err = d
+        .docker(&[
+            "run",
+            "-d",
+            "--name",
+            "t3",
+            "--network",
+            "tiny",
+            "--ip",
+            "10.41.0.1",
+            IMAGE,
+            "true",
+        ])
+        .expect_err("the gateway address must be refused");
+    assert!(err.contains("10.41.0.1"), "{err}");
+    // Failed runs leave no reservation behind.
+    let _ = d.docker(&["rm", "-f", "t1", "t2", "t3"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || endpoints(&t, 0)
+            .iter()
+            .all(|e| !e.ip.to_string().starts_with("10.41."))),
+        "{:?}",
+        endpoints(&t, 0)
+    );
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "t4",
+        "--network",
+        "tiny",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    drop(d);
+    drop(agent);
+}
