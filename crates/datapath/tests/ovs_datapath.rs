@@ -466,3 +466,66 @@ fn clear_errors_when_ovs_is_missing_or_misconfigured() {
     drop(o);
     drop(lab);
 }
+
+#[test]
+fn three_ovs_hosts_head_end_replication() {
+    use socketplane_datapath::LocalEndpoint;
+    let mut lab = Lab::new(3);
+    let a = net("a", 100, 10);
+    let mut daemons = Vec::new();
+    let mut dps = Vec::new();
+    let mut ws = Vec::new();
+    // (host index, endpoint)
+    let mut eps: Vec<(usize, LocalEndpoint)> = Vec::new();
+    for i in 0..3u8 {
+        let w = lab.workload(&format!("x{i}"));
+        eps.push((usize::from(i), local(&format!("x{i}"), &a, 11 + i, &w)));
+        ws.push(w);
+    }
+    for i in 0..3 {
+        let o = Ovs::start(&lab.hosts[i]);
+        dps.push(o.datapath());
+        daemons.push(o);
+    }
+    let hosts: Vec<std::net::Ipv4Addr> = dps.iter().map(|d| d.underlay_ip).collect();
+    let desired = |i: usize, eps: &[(usize, LocalEndpoint)]| DesiredState {
+        networks: vec![a.clone()],
+        local: eps
+            .iter()
+            .filter(|(h, _)| *h == i)
+            .map(|(_, e)| e.clone())
+            .collect(),
+        remote: eps
+            .iter()
+            .filter(|(h, _)| *h != i)
+            .map(|(h, e)| remote_of(e, hosts[*h]))
+            .collect(),
+    };
+    for (i, dp) in dps.iter().enumerate() {
+        assert!(dp.apply(&desired(i, &eps)).changes > 0);
+    }
+    assert!(lab.ping(&ws[0], "10.10.0.12"));
+    assert!(lab.ping(&ws[0], "10.10.0.13"));
+    assert!(lab.ping(&ws[2], "10.10.0.12"));
+    // One multicast send reaches both other hosts (one copy per host).
+    let got = common::scenario::multicast(
+        (&ws[0], std::net::Ipv4Addr::new(10, 10, 0, 11)),
+        &[
+            (&ws[1], std::net::Ipv4Addr::new(10, 10, 0, 12)),
+            (&ws[2], std::net::Ipv4Addr::new(10, 10, 0, 13)),
+        ],
+    );
+    assert_eq!(got, vec![true, true]);
+    // A fourth workload joins on host 2: every host converges to reach it.
+    let w3 = lab.workload("x3");
+    eps.push((2, local("x3", &a, 14, &w3)));
+    for (i, dp) in dps.iter().enumerate() {
+        assert!(dp.apply(&desired(i, &eps)).changes > 0, "host {i}");
+        assert_eq!(dp.apply(&desired(i, &eps)).changes, 0, "host {i}");
+    }
+    assert!(lab.ping(&w3, "10.10.0.11"));
+    assert!(lab.ping(&ws[1], "10.10.0.14"));
+    assert!(lab.ping(&w3, "10.10.0.13"), "same host");
+    drop(dps);
+    drop(daemons);
+}
