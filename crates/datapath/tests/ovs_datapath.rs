@@ -529,3 +529,40 @@ fn three_ovs_hosts_head_end_replication() {
     drop(dps);
     drop(daemons);
 }
+
+#[test]
+fn endpoint_left_in_host_namespace_for_docker() {
+    let lab = Lab::new(1);
+    let h = lab.hosts[0].clone();
+    let a = net("a", 100, 10);
+    let mut e = local("dock", &a, 30, "unused");
+    e.netns = None;
+    let d = DesiredState {
+        networks: vec![a.clone()],
+        local: vec![e.clone()],
+        remote: vec![],
+    };
+    let o = Ovs::start(&h);
+    let dp = o.datapath();
+    assert!(dp.apply(&d).changes > 0);
+    let peer = socketplane_datapath::ovs::veth_peer("dock");
+    let show = lab.exec(&h, &["ip", "-o", "link", "show", &peer]);
+    assert!(show.contains(&e.mac.to_string()), "{show}");
+    assert!(show.contains("mtu 1450"), "{show}");
+    // The userspace datapath needs TX checksum offload off on the workload end.
+    let k = lab.exec(&h, &["ethtool", "-k", &peer]);
+    assert!(k.contains("tx-checksumming: off"), "{k}");
+    let host = socketplane_datapath::ovs::veth_host("dock");
+    assert!(o.vsctl(&["list-ports", DEFAULT_BRIDGE]).contains(&host));
+    assert_eq!(dp.apply(&d).changes, 0);
+    dp.apply(&DesiredState::default());
+    assert!(
+        our_links(&h)
+            .iter()
+            .all(|l| !l.starts_with("spo") && !l.starts_with("spq")),
+        "{:?}",
+        our_links(&h)
+    );
+    assert!(!o.vsctl(&["list-ports", DEFAULT_BRIDGE]).contains(&host));
+    drop(dp);
+}
