@@ -22,9 +22,9 @@ fn has_ip(t: &TestLab, ip: &str) -> bool {
 #[test]
 fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     let mut t = TestLab::start('k', 2);
-    let agent = PluginAgent::start(&mut t, 0);
     let netns = t.lab().hosts()[0].netns_path();
     let d = Dockerd::start(&netns);
+    let agent = PluginAgent::start(&mut t, 0, Some(&d));
     let drv = agent.driver.as_str();
 
     d.ok(&[
@@ -97,21 +97,51 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     );
     assert!(t.ping("w1", &ip1), "host2 workload -> container {ip1}");
 
-    // A network made with `socketplane network create` is usable in Docker
-    // when Docker's network has the same subnet (what mirroring creates).
+    // The cluster's default network is in Docker too, under DRIVER-default
+    // (Docker reserves the name `default`).
+    let default_net = format!("{drv}-default");
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .docker(&["network", "inspect", "-f", "{{.Driver}}", &default_net])
+            .is_ok_and(|s| s == drv)),
+        "the default network is not mirrored\n{}",
+        t.agent_logs()
+    );
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c0",
+        "--network",
+        &default_net,
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let d0 = t.workload(1, "d0", "default");
+    assert!(
+        d.ping("c0", &d0.endpoint.ip.to_string()),
+        "default network across hosts"
+    );
+    d.ok(&["rm", "-f", "c0"]);
+
+    // A network made with `socketplane network create` (on another host)
+    // shows up in Docker, with our driver, within seconds.
     t.sp(1, &["network", "create", "green", "10.31.0.0/24"])
         .expect("create green");
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        drv,
-        "--ipam-driver",
-        drv,
-        "--subnet",
-        "10.31.0.0/24",
-        "green",
-    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .docker(&[
+                "network",
+                "inspect",
+                "-f",
+                "{{.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}}",
+                "green"
+            ])
+            .is_ok_and(|s| s == format!("{drv} 10.31.0.0/24"))),
+        "green not mirrored into Docker\n{}",
+        t.agent_logs()
+    );
     d.ok(&["network", "connect", "green", "c1"]);
     let addrs = d.ok(&["exec", "c1", "ip", "-4", "addr", "show", "eth1"]);
     let gip = d.ip("c1", "green");
@@ -120,6 +150,7 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
         "{addrs}"
     );
     assert!(has_ip(&t, &gip));
+    assert!(d.ping("c1", &wip), "eth0 still works");
     d.ok(&["network", "disconnect", "green", "c1"]);
     assert!(d
         .docker(&["exec", "c1", "ip", "addr", "show", "eth1"])
@@ -128,10 +159,32 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
         wait_until(Duration::from_secs(5), || !has_ip(&t, &gip)),
         "disconnect must free {gip}"
     );
-    // The cluster network was not Docker's to delete.
-    d.ok(&["network", "rm", "green"]);
-    t.sp(0, &["network", "info", "green"])
-        .expect("green stays in the cluster");
+    // Deleted in the cluster: gone from Docker.
+    t.sp(1, &["network", "delete", "green"])
+        .expect("delete green");
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .docker(&["network", "inspect", "green"])
+            .is_err()),
+        "green still in Docker after its deletion"
+    );
+    // A Docker network of another driver with the same name is reported,
+    // never overwritten.
+    d.ok(&["network", "create", "-d", "bridge", "--internal", "orange"]);
+    t.sp(1, &["network", "create", "orange", "10.33.0.0/24"])
+        .expect("create orange");
+    let log = &t.lab().hosts()[0].log;
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("Docker already has a network named \"orange\"")),
+        "conflict not reported\n{}",
+        t.agent_logs()
+    );
+    assert_eq!(
+        d.ok(&["network", "inspect", "-f", "{{.Driver}}", "orange"]),
+        "bridge"
+    );
 
     // docker rm -f releases the address in the cluster IPAM; it is reusable.
     d.ok(&["rm", "-f", "c2"]);
@@ -170,7 +223,9 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
 #[test]
 fn docker_bad_input_gets_clear_errors() {
     let mut t = TestLab::start('q', 1);
-    let agent = PluginAgent::start(&mut t, 0);
+    let netns = t.lab().hosts()[0].netns_path();
+    let d = Dockerd::start(&netns);
+    let agent = PluginAgent::start(&mut t, 0, Some(&d));
     let sock = agent.socket.clone();
 
     // The protocol itself.
@@ -218,8 +273,6 @@ fn docker_bad_input_gets_clear_errors() {
     );
 
     // Through the docker CLI.
-    let netns = t.lab().hosts()[0].netns_path();
-    let d = Dockerd::start(&netns);
     let drv = agent.driver.as_str();
     t.sp(0, &["network", "create", "red", "10.40.0.0/16"])
         .expect("create red");

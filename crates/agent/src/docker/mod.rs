@@ -16,9 +16,11 @@
 //!   IPAM under the same keys endpoints use, so no other host can take it;
 //!   `CreateEndpoint` then turns the reservation into an endpoint whose id
 //!   is Docker's endpoint id, and `DeleteEndpoint` frees both.
+//! - [`mirror`] keeps every cluster network present in the local Docker.
 //! - The endpoint's veth is created with the workload end left in the host
 //!   namespace; `Join` names it and Docker moves it into the container.
 
+pub mod mirror;
 pub mod plugin;
 pub mod protocol;
 
@@ -49,11 +51,13 @@ pub fn network_key(node: &str, docker_id: &str) -> String {
 pub struct PluginServer {
     path: PathBuf,
     task: JoinHandle<()>,
+    mirror: JoinHandle<()>,
 }
 
 impl Drop for PluginServer {
     fn drop(&mut self) {
         self.task.abort();
+        self.mirror.abort();
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -74,11 +78,12 @@ pub async fn serve(agent: Arc<Agent>, path: PathBuf) -> anyhow::Result<PluginSer
         .with_context(|| format!("restricting {}", path.display()))?;
     let name = driver_name(&path);
     tracing::info!(socket = %path.display(), driver = %name, "Serving the Docker network and IPAM drivers.");
-    let app = plugin::router(agent);
+    let app = plugin::router(agent.clone());
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "The Docker plugin server stopped.");
         }
     });
-    Ok(PluginServer { path, task })
+    let mirror = tokio::spawn(mirror::run(agent, name));
+    Ok(PluginServer { path, task, mirror })
 }

@@ -217,8 +217,9 @@ pub struct PluginAgent {
 
 impl PluginAgent {
     /// Stops the lab's agent on `host` and runs it again with the same
-    /// command line plus a unique Docker plugin socket.
-    pub fn start(t: &mut TestLab, host: usize) -> PluginAgent {
+    /// command line plus a unique Docker plugin socket, mirroring networks
+    /// into `docker` (its `DOCKER_HOST`) if given.
+    pub fn start(t: &mut TestLab, host: usize, docker: Option<&Dockerd>) -> PluginAgent {
         let info = t.lab().hosts()[host].clone();
         let log = std::fs::read_to_string(&info.log).expect("agent log");
         let marker = format!("=== socketplane lab: starting in {}: ", info.netns);
@@ -255,9 +256,15 @@ impl PluginAgent {
             .append(true)
             .open(&info.log)
             .expect("agent log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &info.netns])
-            .args(&argv)
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &info.netns]).args(&argv);
+        // No Docker given: point the mirror at a socket that does not exist
+        // rather than at the machine's Docker.
+        match docker {
+            Some(d) => cmd.env("DOCKER_HOST", &d.host),
+            None => cmd.env("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)

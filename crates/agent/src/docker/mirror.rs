@@ -1,0 +1,216 @@
+//! Network mirroring: keeps the local Docker daemon's networks in step with
+//! the cluster. Every SocketPlane network exists in Docker under the same
+//! name with driver and IPAM driver = this plugin, the same subnet and
+//! gateway; Docker networks of this driver whose cluster network is gone
+//! are removed. A Docker network of another driver with a SocketPlane
+//! network's name is a conflict: reported in the log, never overwritten.
+//!
+//! Docker is found at `DOCKER_HOST` (`unix://PATH`) or
+//! `/var/run/docker.sock`. The mirror polls both sides every second, so a
+//! Docker daemon that is absent, starts later or restarts is picked up on
+//! the next round; the agent works without Docker meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::{Docker, API_DEFAULT_VERSION};
+
+use super::plugin::NetworkMapping;
+use crate::agent::Agent;
+
+const PERIOD: Duration = Duration::from_secs(1);
+const DEFAULT_DOCKER: &str = "unix:///var/run/docker.sock";
+
+/// The name a cluster network has in Docker: its own, except `default`,
+/// which Docker reserves; that one is `DRIVER-default`.
+pub fn docker_network_name(driver: &str, network: &str) -> String {
+    if network == "default" {
+        format!("{driver}-default")
+    } else {
+        network.to_string()
+    }
+}
+
+/// The Docker API endpoint the mirror talks to.
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_DOCKER.into())
+}
+
+struct Mirror {
+    agent: Arc<Agent>,
+    driver: String,
+    host: String,
+    docker: Option<Docker>,
+    /// Problems already logged (logged again only after they clear).
+    reported: HashSet<String>,
+    docker_up: Option<bool>,
+}
+
+/// Runs until aborted.
+pub async fn run(agent: Arc<Agent>, driver: String) {
+    let host = docker_host();
+    if !host.starts_with("unix://") && !host.starts_with('/') {
+        tracing::warn!(%host, "Network mirroring needs a unix:// DOCKER_HOST; not mirroring.");
+        return;
+    }
+    let mut m = Mirror {
+        agent,
+        driver,
+        host,
+        docker: None,
+        reported: HashSet::new(),
+        docker_up: None,
+    };
+    loop {
+        let up = m.round().await;
+        if m.docker_up != Some(up) {
+            if up {
+                tracing::info!(docker = %m.host, "Mirroring SocketPlane networks into Docker.");
+            } else {
+                tracing::info!(docker = %m.host, "Docker is not reachable; will keep trying.");
+            }
+            m.docker_up = Some(up);
+        }
+        tokio::time::sleep(PERIOD).await;
+    }
+}
+
+impl Mirror {
+    async fn client(&mut self) -> Option<Docker> {
+        if let Some(d) = &self.docker {
+            return Some(d.clone());
+        }
+        let path = self.host.trim_start_matches("unix://").to_string();
+        let d = Docker::connect_with_unix(&path, 30, API_DEFAULT_VERSION).ok()?;
+        let d = d.negotiate_version().await.ok()?;
+        self.docker = Some(d.clone());
+        Some(d)
+    }
+
+    fn report(&mut self, seen: &mut HashSet<String>, msg: String) {
+        if self.reported.insert(msg.clone()) {
+            tracing::warn!("{msg}");
+        }
+        seen.insert(msg);
+    }
+
+    /// One reconciliation; false when Docker could not be reached.
+    async fn round(&mut self) -> bool {
+        let Ok(ops) = self.agent.ops().cloned() else {
+            return true; // not a cluster member yet: nothing to mirror
+        };
+        let Some(docker) = self.client().await else {
+            return false;
+        };
+        let docker_nets = match docker.list_networks(None).await {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::debug!(%error, "Listing Docker networks failed.");
+                self.docker = None;
+                return false;
+            }
+        };
+        let (Ok(nets), Ok(listing)) = (
+            ops.list_networks().await,
+            ops.store()
+                .list(&super::network_key(self.agent.node_id(), ""))
+                .await,
+        ) else {
+            return true; // the store is unavailable: try next round
+        };
+        let mappings: HashMap<String, NetworkMapping> = listing
+            .kvs
+            .iter()
+            .filter_map(|kv| {
+                let id = kv.key.rsplit('/').next()?.to_string();
+                Some((id, serde_json::from_slice(&kv.value).ok()?))
+            })
+            .collect();
+        let cluster: HashSet<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+        let mut seen = HashSet::new();
+
+        // Docker networks of ours whose cluster network is gone.
+        let mut represented: HashSet<String> = HashSet::new();
+        for dn in &docker_nets {
+            if dn.driver.as_deref() != Some(self.driver.as_str()) {
+                continue;
+            }
+            let (Some(id), Some(name)) = (dn.id.as_deref(), dn.name.as_deref()) else {
+                continue;
+            };
+            let target = match mappings.get(id) {
+                Some(m) => m.network.clone(),
+                None if name == docker_network_name(&self.driver, "default") => "default".into(),
+                None => name.to_string(),
+            };
+            if cluster.contains(target.as_str()) {
+                represented.insert(target);
+                continue;
+            }
+            match docker.remove_network(id).await {
+                Ok(()) => {
+                    tracing::info!(network = %name, "Removed the Docker network of a deleted SocketPlane network.")
+                }
+                Err(e) => self.report(
+                    &mut seen,
+                    format!("Docker network {name:?} belongs to a deleted SocketPlane network but cannot be removed: {e}"),
+                ),
+            }
+        }
+
+        for n in &nets {
+            if represented.contains(&n.name) {
+                continue;
+            }
+            let name = docker_network_name(&self.driver, &n.name);
+            if let Some(other) = docker_nets
+                .iter()
+                .find(|dn| dn.name.as_deref() == Some(name.as_str()))
+            {
+                self.report(
+                    &mut seen,
+                    format!(
+                        "Docker already has a network named {name:?} with driver {:?}: not mirroring the SocketPlane network {:?} (remove the Docker network to resolve)",
+                        other.driver.as_deref().unwrap_or("?"),
+                        n.name
+                    ),
+                );
+                continue;
+            }
+            let req = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some(self.driver.clone()),
+                ipam: Some(Ipam {
+                    driver: Some(self.driver.clone()),
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(n.subnet.to_string()),
+                        gateway: Some(n.gateway.to_string()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match docker.create_network(req).await {
+                Ok(_) => {
+                    tracing::info!(network = %n.name, subnet = %n.subnet, "Mirrored a SocketPlane network into Docker.")
+                }
+                Err(e) => self.report(
+                    &mut seen,
+                    format!(
+                        "Could not create SocketPlane network {:?} in Docker: {e}",
+                        n.name
+                    ),
+                ),
+            }
+        }
+        // Problems that cleared may be reported again if they come back.
+        self.reported.retain(|m| seen.contains(m));
+        true
+    }
+}
