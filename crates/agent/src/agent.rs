@@ -45,6 +45,7 @@ pub struct AgentConfig {
     /// How long a silent node stays alive in the store.
     pub lease_ttl: Duration,
     pub max_voters: usize,
+    pub ovs: crate::datapaths::OvsOptions,
 }
 
 impl Default for AgentConfig {
@@ -65,6 +66,7 @@ impl Default for AgentConfig {
             node_name: None,
             lease_ttl: Duration::from_secs(15),
             max_voters: 3,
+            ovs: Default::default(),
         }
     }
 }
@@ -338,7 +340,7 @@ pub async fn run(mut cfg: AgentConfig) -> anyhow::Result<()> {
         tracing::warn!("No cluster token set: any host on this network can join the cluster.");
     }
     let advertise = SocketAddr::from((addr, cfg.listen.port()));
-    let datapath = crate::datapaths::select(&cfg.datapath, &iface, addr).await?;
+    let datapath = crate::datapaths::select(&cfg.datapath, &iface, addr, &cfg.ovs).await?;
     let (store, embedded) = open_store(&cfg, &identity, advertise).await?;
     let (join_tx, join_rx) = mpsc::unbounded_channel();
     let ops = Arc::new(Ops::new(store.clone(), identity.id.clone()));

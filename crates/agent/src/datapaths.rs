@@ -1,30 +1,81 @@
-//! Chooses the datapath named by `--datapath`.
+//! Chooses the datapath named by `--datapath` (an explicit match: no
+//! registry).
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use socketplane_datapath::linux::{LinuxConfig, LinuxDatapath};
+use socketplane_datapath::ovs::{self, OvsConfig, OvsDatapath};
 use socketplane_datapath::Datapath;
 
-pub async fn select(name: &str, iface: &str, addr: Ipv4Addr) -> anyhow::Result<Arc<dyn Datapath>> {
+/// Open vSwitch settings (`--ovsdb`, `--ovs-bridge`).
+#[derive(Debug, Clone, Default)]
+pub struct OvsOptions {
+    pub ovsdb: Option<PathBuf>,
+    pub bridge: Option<String>,
+}
+
+async fn linux(iface: &str, addr: Ipv4Addr) -> anyhow::Result<Arc<dyn Datapath>> {
+    let dp = LinuxDatapath::new(LinuxConfig {
+        underlay_iface: iface.to_string(),
+        underlay_ip: Some(addr),
+        mtu: None,
+    })
+    .await
+    .context("starting the Linux datapath")?;
+    Ok(Arc::new(dp))
+}
+
+async fn open_vswitch(
+    iface: &str,
+    addr: Ipv4Addr,
+    opts: &OvsOptions,
+) -> anyhow::Result<Arc<dyn Datapath>> {
+    let mut cfg = OvsConfig::new(iface);
+    cfg.underlay_ip = Some(addr);
+    if let Some(p) = &opts.ovsdb {
+        cfg.ovsdb = p.clone();
+    }
+    if let Some(b) = &opts.bridge {
+        cfg.bridge = b.clone();
+    }
+    let dp = OvsDatapath::new(cfg)
+        .await
+        .context("starting the Open vSwitch datapath")?;
+    Ok(Arc::new(dp))
+}
+
+pub async fn select(
+    name: &str,
+    iface: &str,
+    addr: Ipv4Addr,
+    opts: &OvsOptions,
+) -> anyhow::Result<Arc<dyn Datapath>> {
     match name {
-        "linux" | "auto" => {
-            if name == "auto" {
-                tracing::info!("--datapath auto: using the Linux kernel datapath (Open vSwitch support is not built in yet).");
+        "linux" => linux(iface, addr).await,
+        "ovs" => open_vswitch(iface, addr, opts).await,
+        "auto" => {
+            let db = opts
+                .ovsdb
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(ovs::DEFAULT_OVSDB));
+            if !ovs::probe(&db).await {
+                tracing::info!(ovsdb = %db.display(), "--datapath auto: no Open vSwitch answers; using the Linux datapath.");
+                return linux(iface, addr).await;
             }
-            let dp = LinuxDatapath::new(LinuxConfig {
-                underlay_iface: iface.to_string(),
-                underlay_ip: Some(addr),
-                mtu: None,
-            })
-            .await
-            .context("starting the Linux datapath")?;
-            Ok(Arc::new(dp))
+            match open_vswitch(iface, addr, opts).await {
+                Ok(dp) => {
+                    tracing::info!("--datapath auto: using Open vSwitch.");
+                    Ok(dp)
+                }
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "--datapath auto: Open vSwitch is present but unusable; using the Linux datapath.");
+                    linux(iface, addr).await
+                }
+            }
         }
-        "ovs" => anyhow::bail!(
-            "--datapath ovs: the Open vSwitch datapath is not available in this build; use --datapath linux"
-        ),
         other => anyhow::bail!("unknown --datapath {other:?}: use auto, linux or ovs"),
     }
 }

@@ -9,7 +9,7 @@
 
 pub mod agent;
 pub mod api;
-mod datapaths;
+pub mod datapaths;
 pub mod docker;
 pub mod error;
 pub mod host;

@@ -90,6 +90,12 @@ pub struct AgentFlags {
     /// Store voters: 3 or 5.
     #[arg(long, default_value_t = 3)]
     voters: usize,
+    /// Open vSwitch database socket (default /var/run/openvswitch/db.sock).
+    #[arg(long)]
+    ovsdb: Option<PathBuf>,
+    /// Open vSwitch integration bridge (default docker0-ovs).
+    #[arg(long)]
+    ovs_bridge: Option<String>,
 }
 
 impl AgentFlags {
@@ -114,6 +120,10 @@ impl AgentFlags {
             node_name: self.node_name.clone(),
             lease_ttl: Duration::from_secs(self.lease_ttl),
             max_voters: self.voters,
+            ovs: socketplane_agent::datapaths::OvsOptions {
+                ovsdb: self.ovsdb.clone(),
+                bridge: self.ovs_bridge.clone(),
+            },
         })
     }
 
@@ -150,6 +160,12 @@ impl AgentFlags {
         }
         if let Some(n) = &self.node_name {
             a.extend(["--node-name".into(), n.clone()]);
+        }
+        if let Some(p) = &self.ovsdb {
+            a.extend(["--ovsdb".into(), p.display().to_string()]);
+        }
+        if let Some(b) = &self.ovs_bridge {
+            a.extend(["--ovs-bridge".into(), b.clone()]);
         }
         a
     }
