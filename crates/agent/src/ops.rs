@@ -573,3 +573,24 @@ impl Ops {
         )))
     }
 }
+
+impl Ops {
+    /// Records which container an endpoint belongs to (the Docker plugin
+    /// learns it only after the container started). No-op if the endpoint
+    /// is gone or changed meanwhile.
+    pub async fn set_endpoint_owner(
+        &self,
+        id: &str,
+        name: Option<String>,
+        container_id: Option<String>,
+    ) -> OpResult<()> {
+        let (mut ep, rev) = self.get_endpoint(id).await?;
+        ep.name = name;
+        ep.container_id = container_id;
+        let txn = Txn::new()
+            .when(Compare::mod_revision(keys::endpoint(id), rev))
+            .then(Op::put(keys::endpoint(id), json(&ep)?));
+        self.store.txn(txn).await?;
+        Ok(())
+    }
+}

@@ -78,6 +78,35 @@ enum Command {
     Install(commands::install::InstallCmd),
     /// Remove the service set up by `install`.
     Uninstall(commands::install::UninstallCmd),
+    /// `docker run` on a SocketPlane network: run [-n NET] <docker run args...>.
+    #[command(disable_help_flag = true)]
+    Run {
+        /// The SocketPlane network.
+        #[arg(short = 'n', long = "network", default_value = "default")]
+        network: String,
+        /// Passed to `docker run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+    /// `docker start`.
+    #[command(disable_help_flag = true)]
+    Start(DockerArgs),
+    /// `docker stop`.
+    #[command(disable_help_flag = true)]
+    Stop(DockerArgs),
+    /// `docker rm` (the agent releases the container's addresses).
+    #[command(disable_help_flag = true)]
+    Rm(DockerArgs),
+    /// `docker attach`.
+    #[command(disable_help_flag = true)]
+    Attach(DockerArgs),
+}
+
+/// Arguments passed through to a `docker` command.
+#[derive(clap::Args)]
+struct DockerArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -107,6 +136,11 @@ fn main() -> ExitCode {
             Command::Demo => commands::demo::exec().await,
             Command::Install(cmd) => cmd.exec(),
             Command::Uninstall(cmd) => cmd.exec(),
+            Command::Run { network, args } => commands::docker::run(&network, &args),
+            Command::Start(a) => commands::docker::docker("start", &a.args),
+            Command::Stop(a) => commands::docker::docker("stop", &a.args),
+            Command::Rm(a) => commands::docker::docker("rm", &a.args),
+            Command::Attach(a) => commands::docker::docker("attach", &a.args),
         }
     });
     match result {

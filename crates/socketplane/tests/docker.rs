@@ -15,6 +15,22 @@ fn endpoints(t: &TestLab, host: usize) -> Vec<EndpointRecord> {
     t.sp_json(host, &["endpoint", "list"])
 }
 
+/// The CLI on host 1 (index 0) talking to the test's dockerd.
+fn sp_docker(t: &TestLab, d: &Dockerd, args: &[&str]) -> Result<String, String> {
+    let mut argv = vec![
+        "env".to_string(),
+        format!("DOCKER_HOST={}", d.host),
+        common::BIN.to_string(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let out = t.lab().exec(0, &argv).expect("lab exec");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 fn has_ip(t: &TestLab, ip: &str) -> bool {
     endpoints(t, 0).iter().any(|e| e.ip.to_string() == ip)
 }
@@ -184,6 +200,43 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     assert_eq!(
         d.ok(&["network", "inspect", "-f", "{{.Driver}}", "orange"]),
         "bridge"
+    );
+
+    // The wrapper commands: run on a network, info by name, rm releases.
+    sp_docker(
+        &t,
+        &d,
+        &[
+            "run", "-n", "blue", "-d", "--name", "s1", IMAGE, "sleep", "1000",
+        ],
+    )
+    .expect("socketplane run -n blue");
+    sp_docker(
+        &t,
+        &d,
+        &["run", "-d", "--name", "s0", IMAGE, "sleep", "1000"],
+    )
+    .expect("socketplane run (default network)");
+    let s1ip = d.ip("s1", "blue");
+    let s0ip = d.ip("s0", &default_net);
+    for (name, ip) in [("s1", &s1ip), ("s0", &s0ip)] {
+        assert!(
+            wait_until(Duration::from_secs(10), || t
+                .sp(0, &["info", name, "-o", "json"])
+                .is_ok_and(|o| o.contains(&format!("\"ip\": \"{ip}\""))
+                    || o.contains(&format!("\"ip\":\"{ip}\"")))),
+            "socketplane info {name} must show {ip}: {:?}",
+            t.sp(0, &["info", name, "-o", "json"])
+        );
+    }
+    sp_docker(&t, &d, &["stop", "-t", "0", "s1"]).expect("socketplane stop");
+    sp_docker(&t, &d, &["start", "s1"]).expect("socketplane start");
+    assert!(d.ping("s1", &ip1), "s1 after restart\n{}", t.agent_logs());
+    sp_docker(&t, &d, &["rm", "-f", "s1", "s0"]).expect("socketplane rm");
+    assert!(
+        wait_until(Duration::from_secs(5), || !has_ip(&t, &s1ip)
+            && !has_ip(&t, &s0ip)),
+        "socketplane rm must release the addresses"
     );
 
     // docker rm -f releases the address in the cluster IPAM; it is reusable.

@@ -15,11 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::{Docker, API_DEFAULT_VERSION};
+use socketplane_api::EndpointRecord;
 
 use super::plugin::NetworkMapping;
 use crate::agent::Agent;
 
+/// Label on mirrored Docker networks: the cluster network's name.
+pub const NETWORK_LABEL: &str = "io.socketplane.network";
 const PERIOD: Duration = Duration::from_secs(1);
 const DEFAULT_DOCKER: &str = "unix:///var/run/docker.sock";
 
@@ -194,6 +198,7 @@ impl Mirror {
                     }]),
                     ..Default::default()
                 }),
+                labels: Some(HashMap::from([(NETWORK_LABEL.to_string(), n.name.clone())])),
                 ..Default::default()
             };
             match docker.create_network(req).await {
@@ -211,6 +216,52 @@ impl Mirror {
         }
         // Problems that cleared may be reported again if they come back.
         self.reported.retain(|m| seen.contains(m));
+        self.annotate(&docker, &ops).await;
         true
+    }
+
+    /// Records the container name and id of this node's Docker endpoints
+    /// (`socketplane info NAME`); the plugin calls do not carry them.
+    async fn annotate(&self, docker: &Docker, ops: &crate::ops::Ops) {
+        let Ok(eps) = ops.list_endpoints().await else {
+            return;
+        };
+        let node = self.agent.node_id();
+        let pending: HashMap<&str, &EndpointRecord> = eps
+            .iter()
+            .filter(|e| e.node == node && e.netns.is_none() && e.container_id.is_none())
+            .map(|e| (e.id.as_str(), e))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let opts = ListContainersOptionsBuilder::new().all(true).build();
+        let Ok(containers) = docker.list_containers(Some(opts)).await else {
+            return;
+        };
+        for c in containers {
+            let name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string());
+            let networks = c
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default();
+            for settings in networks.into_values() {
+                let Some(eid) = settings.endpoint_id else {
+                    continue;
+                };
+                if pending.contains_key(eid.as_str()) {
+                    if let Err(error) = ops
+                        .set_endpoint_owner(&eid, name.clone(), c.id.clone())
+                        .await
+                    {
+                        tracing::debug!(endpoint = %eid, %error, "Could not record the endpoint's container.");
+                    }
+                }
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use crate::output::Output;
 pub mod agent;
 pub mod cluster;
 pub mod demo;
+pub mod docker;
 pub mod endpoint;
 pub mod info;
 pub mod install;
