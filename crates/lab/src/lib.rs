@@ -26,6 +26,7 @@
 
 mod cmd;
 mod error;
+pub mod ovs;
 pub mod ping;
 mod process;
 
@@ -320,6 +321,9 @@ impl Lab {
             "dev",
             "lo",
         ])?;
+        if self.uses_ovs() {
+            ovs::full_checksums(&out)?;
+        }
 
         for index in 0..hosts {
             self.create_host(index)?;
@@ -739,6 +743,9 @@ impl Lab {
             "via",
             &GATEWAY_IP.to_string(),
         ])?;
+        if self.uses_ovs() {
+            ovs::start(&ns, &dir, ip)?;
+        }
         self.hosts.push(HostInfo {
             index,
             name,
@@ -753,6 +760,10 @@ impl Lab {
         Ok(())
     }
 
+    fn uses_ovs(&self) -> bool {
+        self.config.datapath == "ovs"
+    }
+
     /// The agent's command line (after `ip netns exec NS`).
     fn agent_argv(&self, host: &HostInfo, bootstrap: bool) -> Vec<String> {
         let mut argv = vec![
@@ -765,7 +776,11 @@ impl Lab {
         argv.extend(
             [
                 "--iface",
-                UNDERLAY_IFACE,
+                if self.uses_ovs() {
+                    ovs::UNDERLAY_BRIDGE
+                } else {
+                    UNDERLAY_IFACE
+                },
                 "--data-dir",
                 &host.data_dir.to_string_lossy(),
                 "--socket",
@@ -784,6 +799,10 @@ impl Lab {
         if !self.config.datapath.is_empty() {
             argv.push("--datapath".into());
             argv.push(self.config.datapath.clone());
+        }
+        if self.uses_ovs() {
+            argv.push("--ovsdb".into());
+            argv.push(ovs::db_socket(host.dir()).to_string_lossy().into_owned());
         }
         argv.extend(self.config.agent_args.iter().cloned());
         argv

@@ -48,9 +48,13 @@ pub fn test_agent_args() -> Vec<String> {
 
 impl TestLab {
     pub fn start(tag: char, hosts: usize) -> TestLab {
+        Self::start_with(tag, hosts, "linux")
+    }
+
+    pub fn start_with(tag: char, hosts: usize, datapath: &str) -> TestLab {
         let name = unique_name(tag);
         let mut config = LabConfig::new(&name, hosts, BIN);
-        config.datapath = "linux".into();
+        config.datapath = datapath.into();
         config.agent_args = test_agent_args();
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
         let lab = Lab::up(config).expect("lab up");
@@ -129,6 +133,25 @@ impl TestLab {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// A host's L2 forwarding state as text, whatever the datapath: the
+    /// bridge FDB (linux) or the OpenFlow table (ovs). MACs appear in it as
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub fn forwarding_state(&self, host: usize) -> String {
+        let lab = self.lab();
+        let h = &lab.hosts()[host];
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &h.netns]);
+        if lab.config().datapath == "ovs" {
+            let mgmt = socketplane_lab::ovs::dir(h.dir()).join("docker0-ovs.mgmt");
+            cmd.args(["ovs-ofctl", "-O", "OpenFlow14", "dump-flows"])
+                .arg(format!("unix:{}", mgmt.display()));
+        } else {
+            cmd.args(["bridge", "fdb", "show"]);
+        }
+        let out = cmd.output().expect("dump forwarding state");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn agent_logs(&self) -> String {

@@ -1,0 +1,32 @@
+//! The same multi-host acceptance suite (`suite/`) with `--datapath ovs`:
+//! every lab host runs its own ovsdb-server and ovs-vswitchd (userspace
+//! `netdev` datapath) with its underlay address on `br-phy`. Needs
+//! openvswitch-switch and ethtool besides what `multihost.rs` needs.
+
+mod common;
+mod suite;
+
+#[test]
+fn three_hosts_discover_each_other_over_mdns_and_share_networks() {
+    suite::three_hosts_discover_each_other_over_mdns_and_share_networks("ovs");
+}
+
+#[test]
+fn late_host_joins_by_itself_and_dead_host_is_reclaimed() {
+    suite::late_host_joins_by_itself_and_dead_host_is_reclaimed("ovs");
+}
+
+#[test]
+fn concurrent_attaches_across_hosts_get_distinct_addresses() {
+    suite::concurrent_attaches_across_hosts_get_distinct_addresses("ovs");
+}
+
+#[test]
+fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
+    suite::killed_agent_restarts_and_converges_while_traffic_keeps_flowing("ovs");
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_changes_nothing() {
+    suite::bad_input_gets_clear_errors_and_changes_nothing("ovs");
+}

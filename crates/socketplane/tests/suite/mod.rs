@@ -1,0 +1,448 @@
+//! The multi-host acceptance suite: several hosts as network namespaces,
+//! each running its own agent process, driven through the real CLI and API.
+//! Every scenario takes the datapath to run on, so `multihost.rs` (linux)
+//! and `multihost_ovs.rs` (Open vSwitch) run the same suite unchanged.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{self, wait_until, TestLab};
+use socketplane_api::rest::{EndpointInfo, NetworkInfo};
+
+/// One raw HTTP/1.1 request over a unix socket: (status, body).
+fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = UnixStream::connect(socket).expect("connect to agent socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn zeroconf_browse(netns: &str) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zeroconf_browse.py");
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "python3",
+            script,
+            "_socketplane._tcp.local.",
+            "4",
+        ])
+        .output()
+        .expect("run python3 (install python3 and `pip install zeroconf`)");
+    assert!(
+        out.status.success(),
+        "zeroconf browse failed (is python zeroconf installed?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("browse output is JSON")
+}
+
+pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(dp: &str) {
+    let mut t = TestLab::start_with('a', 3, dp);
+    let status = t.wait_for_nodes(0, 3, Duration::from_secs(30));
+    let roles: Vec<&str> = status.nodes.iter().map(|n| n.role.as_str()).collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+
+    // An independent mDNS implementation sees all three, with correct TXT.
+    let hosts = t.lab().hosts().to_vec();
+    let seen = zeroconf_browse(&hosts[0].netns);
+    let services = seen.as_array().expect("array");
+    for node in &status.nodes {
+        let svc = services
+            .iter()
+            .find(|s| s["txt"]["id"] == node.id.as_str())
+            .unwrap_or_else(|| panic!("node {} not seen over mDNS: {seen}", node.name));
+        assert_eq!(svc["txt"]["v"], "1");
+        assert_eq!(svc["txt"]["cluster"], status.cluster.as_str());
+        assert_eq!(svc["port"], 6675);
+        assert!(
+            svc["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == &node.addr.to_string()),
+            "{svc}"
+        );
+    }
+
+    t.sp(0, &["network", "create", "web", "10.2.0.0/16"])
+        .expect("create web");
+    let w1 = t.workload(0, "w1", "web");
+    let w2 = t.workload(1, "w2", "web");
+    let w3 = t.workload(2, "w3", "web");
+    let d1 = t.workload(1, "d1", "default");
+    let ips: HashSet<Ipv4Addr> = [&w1, &w2, &w3].iter().map(|e| e.endpoint.ip).collect();
+    assert_eq!(ips.len(), 3, "addresses must be distinct");
+    for (from, to) in [("w1", &w2), ("w2", &w3), ("w3", &w1), ("w1", &w3)] {
+        assert!(
+            t.ping(from, &to.endpoint.ip.to_string()),
+            "{from} -> {} must reach\n{}",
+            to.endpoint.ip,
+            t.agent_logs()
+        );
+    }
+    // Networks are isolated from each other, both ways, same host or not.
+    assert!(
+        !t.ping_once("d1", &w2.endpoint.ip.to_string()),
+        "default must not reach web"
+    );
+    assert!(
+        !t.ping_once("d1", &w1.endpoint.ip.to_string()),
+        "default must not reach web"
+    );
+    assert!(
+        !t.ping_once("w2", &d1.endpoint.ip.to_string()),
+        "web must not reach default"
+    );
+
+    // The whole cluster's endpoints are visible from any host.
+    let all: Vec<EndpointInfo> = t.sp_json(2, &["endpoint", "list"]);
+    assert_eq!(all.len(), 4);
+    let local: Vec<EndpointInfo> = t.sp_json(1, &["endpoint", "list", "--local"]);
+    assert_eq!(local.len(), 2);
+
+    // Deleting a network with endpoints is refused; with --force it goes,
+    // and every host removes its devices.
+    let web: NetworkInfo = t.sp_json(0, &["network", "info", "web"]);
+    let err = t.sp(0, &["network", "delete", "web"]).expect_err("refused");
+    assert!(err.contains("endpoint(s) attached"), "{err}");
+    t.sp(0, &["network", "delete", "web", "--force"])
+        .expect("force delete");
+    let bridge = format!("spbr{}", web.network.vni);
+    let gone = wait_until(Duration::from_secs(10), || {
+        t.lab().hosts().iter().all(|h| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &h.netns, "ip", "-br", "link"])
+                .output()
+                .expect("ip link");
+            !String::from_utf8_lossy(&out.stdout).contains(&bridge)
+        })
+    });
+    assert!(gone, "{bridge} must be removed on every host");
+    let eps: Vec<EndpointInfo> = t.sp_json(2, &["endpoint", "list"]);
+    assert_eq!(eps.len(), 1, "only d1 on default remains");
+}
+
+pub fn late_host_joins_by_itself_and_dead_host_is_reclaimed(dp: &str) {
+    let mut t = TestLab::start_with('b', 3, dp);
+    t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
+        .expect("create web");
+    let w1 = t.workload(0, "w1", "web");
+    let gone = t.workload(2, "gone", "web");
+
+    // A 4th host started later finds the cluster over mDNS and gets tunnels.
+    let started = std::time::Instant::now();
+    let h4 = t.lab_mut().add_host().expect("add host").index;
+    t.wait_for_nodes(0, 4, Duration::from_secs(30));
+    eprintln!("4th host joined in {:?}", started.elapsed());
+    let _w4 = t.workload(h4, "w4", "web");
+    assert!(
+        t.ping("w4", &w1.endpoint.ip.to_string()),
+        "late host must reach the others\n{}",
+        t.agent_logs()
+    );
+
+    // Host 3's agent dies for good: after its lease expires it is shown
+    // dead and its endpoint and address are reclaimed.
+    t.lab_mut()
+        .stop_agent(2, socketplane_lab::Signal::SIGKILL)
+        .expect("kill agent");
+    let reclaimed = wait_until(Duration::from_secs(30), || {
+        let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
+        !eps.iter().any(|e| e.endpoint.id == gone.endpoint.id)
+    });
+    assert!(
+        reclaimed,
+        "the dead host's endpoint was not reclaimed\n{}",
+        t.agent_logs()
+    );
+    let status = t.status(0).expect("status");
+    let dead: Vec<_> = status.nodes.iter().filter(|n| !n.alive).collect();
+    assert_eq!(dead.len(), 1, "{status:?}");
+    // Its address is free again.
+    let netns = t.lab_mut().add_workload(1, "again").expect("workload");
+    let ip = gone.endpoint.ip.to_string();
+    let again: EndpointInfo = t.sp_json(
+        1,
+        &[
+            "endpoint", "attach", "--netns", &netns, "-n", "web", "--ip", &ip,
+        ],
+    );
+    assert_eq!(again.endpoint.ip, gone.endpoint.ip);
+}
+
+pub fn concurrent_attaches_across_hosts_get_distinct_addresses(dp: &str) {
+    let t = TestLab::start_with('c', 3, dp);
+    t.sp(0, &["network", "create", "web", "10.2.0.0/16"])
+        .expect("create web");
+    let sockets: Vec<_> = t.lab().hosts().iter().map(|h| h.socket.clone()).collect();
+    let results: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..300)
+            .map(|i| {
+                let socket = sockets[i % 3].clone();
+                s.spawn(move || http(&socket, "POST", "/v1/endpoints", br#"{"network":"web"}"#))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut ips = HashSet::new();
+    for (status, body) in &results {
+        assert_eq!(*status, 201, "attach failed: {body}");
+        let ep: EndpointInfo = serde_json::from_str(body).expect("endpoint json");
+        assert!(
+            ips.insert(ep.endpoint.ip),
+            "duplicate address {}",
+            ep.endpoint.ip
+        );
+    }
+    assert_eq!(ips.len(), 300);
+    for reserved in ["10.2.0.0", "10.2.0.1", "10.2.255.255"] {
+        assert!(
+            !ips.contains(&reserved.parse::<Ipv4Addr>().unwrap()),
+            "{reserved} handed out"
+        );
+    }
+}
+
+pub fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing(dp: &str) {
+    let mut t = TestLab::start_with('d', 3, dp);
+    t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
+        .expect("create web");
+    let wa = t.workload(0, "wa", "web");
+    let _wb = t.workload(1, "wb", "web");
+    let wc = t.workload(0, "wc", "web");
+    // Other hosts learn of an endpoint asynchronously, through the watch.
+    assert!(
+        wait_until(Duration::from_secs(10), || t
+            .forwarding_state(1)
+            .contains(&wc.endpoint.mac.to_string())),
+        "host2 never learned wc's MAC"
+    );
+
+    t.lab_mut()
+        .stop_agent(1, socketplane_lab::Signal::SIGKILL)
+        .expect("kill -9");
+    // The datapath keeps forwarding while the agent is down.
+    assert!(
+        t.ping("wb", &wa.endpoint.ip.to_string()),
+        "traffic must flow during the outage"
+    );
+    // Meanwhile wc is detached on another host.
+    t.sp(
+        0,
+        &[
+            "endpoint",
+            "detach",
+            "--netns",
+            &wc.endpoint.netns.clone().unwrap(),
+            "-n",
+            "web",
+        ],
+    )
+    .expect("detach wc");
+
+    t.lab_mut().start_agent(1, false).expect("restart agent");
+    t.wait_for_nodes(0, 3, Duration::from_secs(30));
+    let converged = wait_until(Duration::from_secs(20), || {
+        let f = t.forwarding_state(1);
+        !f.contains(&wc.endpoint.mac.to_string()) && f.contains(&wa.endpoint.mac.to_string())
+    });
+    assert!(
+        converged,
+        "host2's forwarding state did not converge:\n{}\n{}",
+        t.forwarding_state(1),
+        t.agent_logs()
+    );
+    assert!(
+        t.ping("wb", &wa.endpoint.ip.to_string()),
+        "traffic must flow after the restart"
+    );
+}
+
+pub fn bad_input_gets_clear_errors_and_changes_nothing(dp: &str) {
+    let mut t = TestLab::start_with('e', 1, dp);
+    t.sp(0, &["network", "create", "web", "10.2.0.0/16"])
+        .expect("create web");
+    t.sp(0, &["network", "create", "tiny", "10.9.0.0/30"])
+        .expect("create tiny");
+    let only = t.workload(0, "only", "tiny");
+    assert_eq!(only.endpoint.ip.to_string(), "10.9.0.2");
+    let spare = t.lab_mut().add_workload(0, "spare").expect("workload");
+
+    let snapshot = |t: &TestLab| {
+        let nets: Vec<NetworkInfo> = t.sp_json(0, &["network", "list"]);
+        let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
+        (
+            serde_json::to_string(&nets).unwrap(),
+            serde_json::to_string(&eps).unwrap(),
+        )
+    };
+    let before = snapshot(&t);
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["network", "create", "bad", "10.0.0.1/33"],
+            "invalid CIDR",
+        ),
+        (vec!["network", "create", "bad", "banana"], "invalid CIDR"),
+        (vec!["network", "create", "bad", "10.5.0.1/16"], "host bits"),
+        (
+            vec!["network", "create", "web2", "10.2.128.0/17"],
+            "overlaps",
+        ),
+        (
+            vec!["network", "create", "web", "10.3.0.0/16"],
+            "already exists",
+        ),
+        (vec!["network", "create", "host", "10.4.0.0/16"], "reserved"),
+        (
+            vec!["network", "create", "bad name", "10.4.0.0/16"],
+            "invalid network name",
+        ),
+        (vec!["network", "info", "nope"], "no network named"),
+        (vec!["network", "delete", "nope"], "no network named"),
+        (vec!["network", "delete", "tiny"], "endpoint(s) attached"),
+        (
+            vec!["endpoint", "attach", "--netns", &spare, "-n", "nope"],
+            "no network named",
+        ),
+        (
+            vec!["endpoint", "attach", "--netns", &spare, "-n", "tiny"],
+            "no free address",
+        ),
+        (
+            vec![
+                "endpoint", "attach", "--netns", &spare, "-n", "web", "--ip", "10.2.0.1",
+            ],
+            "not an assignable",
+        ),
+        (
+            vec![
+                "endpoint",
+                "attach",
+                "--netns",
+                "/etc/hostname",
+                "-n",
+                "web",
+            ],
+            "not a network namespace",
+        ),
+        (
+            vec![
+                "endpoint",
+                "attach",
+                "--netns",
+                &spare,
+                "-n",
+                "web",
+                "--ifname",
+                "much-too-long-name",
+            ],
+            "invalid interface name",
+        ),
+    ];
+    for (args, expect) in &cases {
+        let err = t
+            .sp(0, args)
+            .expect_err(&format!("`{}` must fail", args.join(" ")));
+        assert!(
+            err.contains(expect),
+            "`{}`: error {err:?} should mention {expect:?}",
+            args.join(" ")
+        );
+    }
+    // A taken static address.
+    let err = t
+        .sp(
+            0,
+            &[
+                "endpoint", "attach", "--netns", &spare, "-n", "tiny", "--ip", "10.9.0.2",
+            ],
+        )
+        .expect_err("taken address");
+    assert!(
+        err.contains("already in use") || err.contains("no free address"),
+        "{err}"
+    );
+
+    // The API itself: malformed JSON, oversized bodies, unknown paths.
+    let socket = t.lab().hosts()[0].socket.clone();
+    let (status, body) = http(&socket, "POST", "/v1/networks", b"{not json");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (status, _) = http(&socket, "POST", "/v1/networks", &vec![b' '; 200 * 1024]);
+    assert_eq!(status, 413);
+    let (status, body) = http(&socket, "GET", "/v1/nothing", b"");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http(&socket, "POST", "/v1/endpoints", br#"{"network": 5}"#);
+    assert_eq!(status, 400, "{body}");
+
+    assert_eq!(snapshot(&t), before, "bad input must change nothing");
+
+    // A workload that dies without detaching (its namespace is deleted)
+    // blocks nothing: the next attach works at once and the dead one's
+    // endpoint and address are reclaimed.
+    t.lab_mut()
+        .remove_workload("only")
+        .expect("remove workload");
+    let started = std::time::Instant::now();
+    let _w = t.workload(0, "next", "web");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "attach was held up"
+    );
+    let freed = wait_until(Duration::from_secs(10), || {
+        let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
+        !eps.iter().any(|e| e.endpoint.id == only.endpoint.id)
+    });
+    assert!(freed, "the dead workload's endpoint must be detached");
+    let again: EndpointInfo =
+        t.sp_json(0, &["endpoint", "attach", "--netns", &spare, "-n", "tiny"]);
+    assert_eq!(
+        again.endpoint.ip, only.endpoint.ip,
+        "its address is free again"
+    );
+
+    // The CLI against no agent: a clear message and a failing exit code.
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "--socket",
+            "/nonexistent/socketplane.sock",
+            "network",
+            "list",
+        ])
+        .output()
+        .expect("run cli");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the SocketPlane agent"));
+}
