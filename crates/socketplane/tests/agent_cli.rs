@@ -46,9 +46,9 @@ fn text(o: &Output) -> String {
     )
 }
 
-#[test]
-fn agent_start_stop_logs_in_the_background() {
-    let name = format!("spac{}", std::process::id());
+/// A namespace of the test's own with an underlay interface `u0`.
+fn host_netns(tag: &str) -> Netns {
+    let name = format!("sp{tag}{}", std::process::id());
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).unwrap();
     let ns = Netns {
@@ -86,6 +86,13 @@ fn agent_start_stop_logs_in_the_background() {
         let o = run(&cmd);
         assert!(o.status.success(), "{cmd:?}: {}", text(&o));
     }
+    ns
+}
+
+#[test]
+fn agent_start_stop_logs_in_the_background() {
+    let ns = host_netns("ac");
+    let dir = ns.dir.clone();
     let data = dir.join("data");
     let start = sp(
         &ns,
@@ -186,4 +193,68 @@ fn install_and_uninstall_under_a_root() {
         .unwrap();
     assert!(again.status.success());
     assert!(text(&again).contains("was not installed"));
+}
+
+#[test]
+fn datapath_ovs_without_open_vswitch_is_a_clear_error_and_auto_falls_back() {
+    let ns = host_netns("ao");
+    let data = ns.dir.join("data");
+    let missing = ns.dir.join("no-ovs/db.sock");
+    let common = [
+        "--iface",
+        "u0",
+        "--no-mdns",
+        "--docker-plugin",
+        "off",
+        "--bootstrap",
+        "--cluster",
+        "ovs",
+    ];
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name, BIN, "--socket"])
+        .arg(ns.dir.join("sp.sock"))
+        .args(["agent", "--datapath", "ovs", "--ovsdb"])
+        .arg(&missing)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(common);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "must not start without OVS");
+    let err = text(&out);
+    assert!(
+        err.contains("Open vSwitch") && err.contains("no-ovs/db.sock"),
+        "{err}"
+    );
+
+    let start = sp(
+        &ns,
+        &[
+            "agent",
+            "start",
+            "--datapath",
+            "auto",
+            "--ovsdb",
+            missing.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--iface",
+            "u0",
+            "--no-mdns",
+            "--docker-plugin",
+            "off",
+            "--bootstrap",
+            "--cluster",
+            "ovs",
+        ],
+    );
+    assert!(start.status.success(), "{}", text(&start));
+    let info = sp(&ns, &["info", "-o", "json"]);
+    assert!(
+        text(&info).contains("\"datapath\": \"linux\""),
+        "{}",
+        text(&info)
+    );
+    let logs = text(&sp(&ns, &["agent", "logs"]));
+    assert!(logs.contains("using the Linux datapath"), "{logs}");
+    assert!(sp(&ns, &["agent", "stop"]).status.success());
 }
