@@ -431,3 +431,100 @@ fn docker_bad_input_gets_clear_errors() {
     drop(d);
     drop(agent);
 }
+
+#[test]
+fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected() {
+    let mut t = TestLab::start('r', 1);
+    let netns = t.lab().hosts()[0].netns_path();
+    let d = Dockerd::start(&netns);
+    let mut agent = PluginAgent::start(&mut t, 0, Some(&d));
+    let drv = agent.driver.clone();
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        &drv,
+        "--ipam-driver",
+        &drv,
+        "--subnet",
+        "10.50.0.0/24",
+        "-o",
+        "name=blue",
+        "blue",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--network",
+        "blue",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c2",
+        "--network",
+        "blue",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let ip1 = d.ip("c1", "blue");
+    let ip2 = d.ip("c2", "blue");
+    assert!(d.ping("c1", &ip2));
+
+    agent.stop();
+    // The datapath keeps forwarding without the agent.
+    assert!(d.ping("c1", &ip2), "connectivity while the agent is down");
+    agent.start_again(&t, 0);
+    assert!(d.ping("c1", &ip2), "connectivity after the agent restart");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c3",
+        "--network",
+        "blue",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let ip3 = d.ip("c3", "blue");
+    assert!(
+        d.ping("c3", &ip1),
+        "docker run after an agent restart\n{}",
+        t.agent_logs()
+    );
+
+    // What a crash leaves: an endpoint Docker does not know. It is
+    // collected; the containers' endpoints are kept.
+    let net_id = d.ok(&["network", "inspect", "-f", "{{.Id}}", "blue"]);
+    let stale = "ab".repeat(32);
+    let body = format!(
+        r#"{{"NetworkID":"{net_id}","EndpointID":"{stale}","Interface":{{}},"Options":null}}"#
+    );
+    let (status, resp) = post(
+        &agent.socket,
+        "/NetworkDriver.CreateEndpoint",
+        body.as_bytes(),
+    );
+    assert!(status == 200 && !resp.contains("Err\""), "{resp}");
+    assert!(endpoints(&t, 0).iter().any(|e| e.id == stale));
+    assert!(
+        wait_until(Duration::from_secs(15), || !endpoints(&t, 0)
+            .iter()
+            .any(|e| e.id == stale)),
+        "the stale endpoint was not collected\n{}",
+        t.agent_logs()
+    );
+    for ip in [&ip1, &ip2, &ip3] {
+        assert!(has_ip(&t, ip), "live endpoint {ip} must be kept");
+    }
+    drop(d);
+    drop(agent);
+}

@@ -12,12 +12,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::{Docker, API_DEFAULT_VERSION};
-use socketplane_api::EndpointRecord;
+use socketplane_api::{keys, EndpointRecord};
 
 use super::plugin::NetworkMapping;
 use crate::agent::Agent;
@@ -25,6 +25,17 @@ use crate::agent::Agent;
 /// Label on mirrored Docker networks: the cluster network's name.
 pub const NETWORK_LABEL: &str = "io.socketplane.network";
 const PERIOD: Duration = Duration::from_secs(1);
+/// A Docker endpoint no container has for this long is stale (a container
+/// start takes far less between CreateEndpoint and running). Tests shorten
+/// it with `SOCKETPLANE_DOCKER_STALE_SECS`.
+fn stale_after() -> Duration {
+    std::env::var("SOCKETPLANE_DOCKER_STALE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(20))
+}
+const STALE_RESERVATION: Duration = Duration::from_secs(60);
 const DEFAULT_DOCKER: &str = "unix:///var/run/docker.sock";
 
 /// The name a cluster network has in Docker: its own, except `default`,
@@ -53,6 +64,10 @@ struct Mirror {
     /// Problems already logged (logged again only after they clear).
     reported: HashSet<String>,
     docker_up: Option<bool>,
+    /// Docker endpoints no container has, since when.
+    missing: HashMap<String, Instant>,
+    /// Address keys reserved by this node's plugin, since when.
+    reserved: HashMap<String, Instant>,
 }
 
 /// Runs until aborted.
@@ -69,6 +84,8 @@ pub async fn run(agent: Arc<Agent>, driver: String) {
         docker: None,
         reported: HashSet::new(),
         docker_up: None,
+        missing: HashMap::new(),
+        reserved: HashMap::new(),
     };
     loop {
         let up = m.round().await;
@@ -216,29 +233,24 @@ impl Mirror {
         }
         // Problems that cleared may be reported again if they come back.
         self.reported.retain(|m| seen.contains(m));
-        self.annotate(&docker, &ops).await;
+        self.containers_round(&docker, &ops).await;
         true
     }
 
     /// Records the container name and id of this node's Docker endpoints
-    /// (`socketplane info NAME`); the plugin calls do not carry them.
-    async fn annotate(&self, docker: &Docker, ops: &crate::ops::Ops) {
+    /// (`socketplane info NAME`; the plugin calls do not carry them), and
+    /// collects what a crash of Docker or of the agent left behind: Docker
+    /// endpoints no container has any more, and address reservations no
+    /// endpoint took up.
+    async fn containers_round(&mut self, docker: &Docker, ops: &crate::ops::Ops) {
         let Ok(eps) = ops.list_endpoints().await else {
             return;
         };
-        let node = self.agent.node_id();
-        let pending: HashMap<&str, &EndpointRecord> = eps
-            .iter()
-            .filter(|e| e.node == node && e.netns.is_none() && e.container_id.is_none())
-            .map(|e| (e.id.as_str(), e))
-            .collect();
-        if pending.is_empty() {
-            return;
-        }
         let opts = ListContainersOptionsBuilder::new().all(true).build();
         let Ok(containers) = docker.list_containers(Some(opts)).await else {
             return;
         };
+        let mut known: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
         for c in containers {
             let name = c
                 .names
@@ -250,18 +262,73 @@ impl Mirror {
                 .and_then(|n| n.networks)
                 .unwrap_or_default();
             for settings in networks.into_values() {
-                let Some(eid) = settings.endpoint_id else {
-                    continue;
-                };
-                if pending.contains_key(eid.as_str()) {
-                    if let Err(error) = ops
-                        .set_endpoint_owner(&eid, name.clone(), c.id.clone())
-                        .await
-                    {
-                        tracing::debug!(endpoint = %eid, %error, "Could not record the endpoint's container.");
+                if let Some(eid) = settings.endpoint_id.filter(|e| !e.is_empty()) {
+                    known.insert(eid, (name.clone(), c.id.clone()));
+                }
+            }
+        }
+        let node = self.agent.node_id().to_string();
+        let ours: Vec<&EndpointRecord> = eps
+            .iter()
+            .filter(|e| e.node == node && e.netns.is_none() && is_docker_id(&e.id))
+            .collect();
+        let now = Instant::now();
+        let mut still_missing = HashMap::new();
+        for ep in ours {
+            match known.get(&ep.id) {
+                Some((name, id)) => {
+                    if ep.container_id.is_none() {
+                        if let Err(error) = ops
+                            .set_endpoint_owner(&ep.id, name.clone(), id.clone())
+                            .await
+                        {
+                            tracing::debug!(endpoint = %ep.id, %error, "Could not record the endpoint's container.");
+                        }
+                    }
+                }
+                None => {
+                    let since = self.missing.get(&ep.id).copied().unwrap_or(now);
+                    if now.duration_since(since) >= stale_after() {
+                        tracing::info!(endpoint = %ep.id, ip = %ep.ip, "No Docker container has this endpoint any more; detaching it.");
+                        let _ = ops.detach(&ep.id).await;
+                    } else {
+                        still_missing.insert(ep.id.clone(), since);
                     }
                 }
             }
         }
+        self.missing = still_missing;
+
+        // Reservations: an address is reserved only between Docker's
+        // RequestAddress and CreateEndpoint, a fraction of a second.
+        let holder = ops.reservation_holder();
+        let mut still_reserved = HashMap::new();
+        let Ok(nets) = ops.list_networks().await else {
+            return;
+        };
+        for n in nets {
+            let Ok(addrs) = ops.store().list(&keys::addresses(&n.name)).await else {
+                continue;
+            };
+            for kv in addrs.kvs.iter().filter(|kv| kv.value == holder.as_bytes()) {
+                let since = self.reserved.get(&kv.key).copied().unwrap_or(now);
+                let ip = kv.key.rsplit('/').next().and_then(|s| s.parse().ok());
+                match ip {
+                    Some(ip) if now.duration_since(since) >= STALE_RESERVATION => {
+                        tracing::info!(network = %n.name, %ip, "Releasing an address reservation no endpoint took up.");
+                        let _ = ops.release_reservation(&n.name, ip).await;
+                    }
+                    _ => {
+                        still_reserved.insert(kv.key.clone(), since);
+                    }
+                }
+            }
+        }
+        self.reserved = still_reserved;
     }
+}
+
+/// Docker endpoint ids are 64 hex digits (ours are 16).
+fn is_docker_id(id: &str) -> bool {
+    id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())
 }

@@ -213,6 +213,9 @@ pub struct PluginAgent {
     pub socket: PathBuf,
     pub driver: String,
     child: Option<Child>,
+    cmd: Vec<String>,
+    log: PathBuf,
+    docker_host: String,
 }
 
 impl PluginAgent {
@@ -252,31 +255,28 @@ impl PluginAgent {
             .stop_agent(host, socketplane_lab::Signal::SIGTERM)
             .expect("stop the lab agent");
         let _ = std::fs::remove_file(&info.socket);
-        let out = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&info.log)
-            .expect("agent log");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &info.netns]).args(&argv);
+        let mut cmd = vec![
+            "ip".to_string(),
+            "netns".into(),
+            "exec".into(),
+            info.netns.clone(),
+        ];
+        cmd.extend(argv);
         // No Docker given: point the mirror at a socket that does not exist
         // rather than at the machine's Docker.
-        match docker {
-            Some(d) => cmd.env("DOCKER_HOST", &d.host),
-            None => cmd.env("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        let docker_host = match docker {
+            Some(d) => d.host.clone(),
+            None => "unix:///nonexistent/docker.sock".into(),
         };
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .env_remove("BOOTSTRAP")
-            .env_remove("SOCKETPLANE_SOCKET")
-            .spawn()
-            .expect("spawn agent");
-        let agent = PluginAgent {
+        let mut agent = PluginAgent {
             socket,
             driver,
-            child: Some(child),
+            child: None,
+            cmd,
+            log: info.log.clone(),
+            docker_host,
         };
+        agent.spawn();
         let hosts = t.lab().hosts().len();
         t.wait_for_nodes(host, hosts, Duration::from_secs(60));
         // `cluster status` answering means the agent is ready; the plugin
@@ -291,8 +291,39 @@ impl PluginAgent {
     }
 }
 
-impl Drop for PluginAgent {
-    fn drop(&mut self) {
+impl PluginAgent {
+    fn spawn(&mut self) {
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let child = Command::new(&self.cmd[0])
+            .args(&self.cmd[1..])
+            .env("DOCKER_HOST", &self.docker_host)
+            .env("SOCKETPLANE_DOCKER_STALE_SECS", "3")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .env_remove("BOOTSTRAP")
+            .env_remove("SOCKETPLANE_SOCKET")
+            .spawn()
+            .expect("spawn agent");
+        self.child = Some(child);
+    }
+
+    /// Stops the agent (SIGTERM); the datapath keeps forwarding.
+    pub fn stop(&mut self) {
+        self.kill_child();
+    }
+
+    /// Starts it again after [`PluginAgent::stop`] and waits until ready.
+    pub fn start_again(&mut self, t: &TestLab, host: usize) {
+        self.spawn();
+        let hosts = t.lab().hosts().len();
+        t.wait_for_nodes(host, hosts, Duration::from_secs(60));
+    }
+
+    fn kill_child(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
@@ -312,6 +343,12 @@ impl Drop for PluginAgent {
                 }
             }
         }
+    }
+}
+
+impl Drop for PluginAgent {
+    fn drop(&mut self) {
+        self.kill_child();
         let _ = std::fs::remove_file(&self.socket);
     }
 }
