@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::docker::{post, Dockerd, PluginAgent, IMAGE};
+use common::docker::{post, DockerHost, Dockerd, IMAGE};
 use common::{wait_until, TestLab};
 use socketplane_api::EndpointRecord;
 
@@ -38,9 +38,8 @@ fn has_ip(t: &TestLab, ip: &str) -> bool {
 #[test]
 fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     let mut t = TestLab::start('k', 2);
-    let netns = t.lab().hosts()[0].netns_path();
-    let d = Dockerd::start(&netns);
-    let agent = PluginAgent::start(&mut t, 0, Some(&d));
+    let dh = DockerHost::start(&mut t, 0);
+    let (d, agent) = (&dh.d, &dh.agent);
     let drv = agent.driver.as_str();
 
     d.ok(&[
@@ -205,7 +204,7 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     // The wrapper commands: run on a network, info by name, rm releases.
     sp_docker(
         &t,
-        &d,
+        d,
         &[
             "run", "-n", "blue", "-d", "--name", "s1", IMAGE, "sleep", "1000",
         ],
@@ -213,7 +212,7 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     .expect("socketplane run -n blue");
     sp_docker(
         &t,
-        &d,
+        d,
         &["run", "-d", "--name", "s0", IMAGE, "sleep", "1000"],
     )
     .expect("socketplane run (default network)");
@@ -229,10 +228,10 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
             t.sp(0, &["info", name, "-o", "json"])
         );
     }
-    sp_docker(&t, &d, &["stop", "-t", "0", "s1"]).expect("socketplane stop");
-    sp_docker(&t, &d, &["start", "s1"]).expect("socketplane start");
+    sp_docker(&t, d, &["stop", "-t", "0", "s1"]).expect("socketplane stop");
+    sp_docker(&t, d, &["start", "s1"]).expect("socketplane start");
     assert!(d.ping("s1", &ip1), "s1 after restart\n{}", t.agent_logs());
-    sp_docker(&t, &d, &["rm", "-f", "s1", "s0"]).expect("socketplane rm");
+    sp_docker(&t, d, &["rm", "-f", "s1", "s0"]).expect("socketplane rm");
     assert!(
         wait_until(Duration::from_secs(5), || !has_ip(&t, &s1ip)
             && !has_ip(&t, &s0ip)),
@@ -269,16 +268,13 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     d.ok(&["network", "rm", "blue"]);
     t.sp(0, &["network", "info", "blue"])
         .expect("blue has an endpoint left, so it stays");
-    drop(d);
-    drop(agent);
 }
 
 #[test]
 fn docker_bad_input_gets_clear_errors() {
     let mut t = TestLab::start('q', 1);
-    let netns = t.lab().hosts()[0].netns_path();
-    let d = Dockerd::start(&netns);
-    let agent = PluginAgent::start(&mut t, 0, Some(&d));
+    let dh = DockerHost::start(&mut t, 0);
+    let (d, agent) = (&dh.d, &dh.agent);
     let sock = agent.socket.clone();
 
     // The protocol itself.
@@ -428,17 +424,14 @@ fn docker_bad_input_gets_clear_errors() {
         "sleep",
         "1000",
     ]);
-    drop(d);
-    drop(agent);
 }
 
 #[test]
 fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected() {
     let mut t = TestLab::start('r', 1);
-    let netns = t.lab().hosts()[0].netns_path();
-    let d = Dockerd::start(&netns);
-    let mut agent = PluginAgent::start(&mut t, 0, Some(&d));
-    let drv = agent.driver.clone();
+    let mut dh = DockerHost::start(&mut t, 0);
+    let drv = dh.agent.driver.clone();
+    let d = &dh.d;
     d.ok(&[
         "network",
         "create",
@@ -478,10 +471,10 @@ fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected(
     let ip2 = d.ip("c2", "blue");
     assert!(d.ping("c1", &ip2));
 
-    agent.stop();
+    dh.agent.stop();
     // The datapath keeps forwarding without the agent.
     assert!(d.ping("c1", &ip2), "connectivity while the agent is down");
-    agent.start_again(&t, 0);
+    dh.agent.start_again(&t, 0);
     assert!(d.ping("c1", &ip2), "connectivity after the agent restart");
     d.ok(&[
         "run",
@@ -509,7 +502,7 @@ fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected(
         r#"{{"NetworkID":"{net_id}","EndpointID":"{stale}","Interface":{{}},"Options":null}}"#
     );
     let (status, resp) = post(
-        &agent.socket,
+        &dh.agent.socket,
         "/NetworkDriver.CreateEndpoint",
         body.as_bytes(),
     );
@@ -525,6 +518,74 @@ fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected(
     for ip in [&ip1, &ip2, &ip3] {
         assert!(has_ip(&t, ip), "live endpoint {ip} must be kept");
     }
-    drop(d);
-    drop(agent);
+}
+
+#[test]
+fn docker_containers_on_two_docker_hosts_share_a_network() {
+    let mut t = TestLab::start('w', 2);
+    let h1 = DockerHost::start(&mut t, 0);
+    let h2 = DockerHost::start(&mut t, 1);
+    let (d1, a1, d2, a2) = (&h1.d, &h1.agent, &h2.d, &h2.agent);
+    let drv1 = a1.driver.as_str();
+    // Created in Docker on host1: the cluster network, mirrored into host2's
+    // Docker under the same name.
+    d1.ok(&[
+        "network",
+        "create",
+        "-d",
+        drv1,
+        "--ipam-driver",
+        drv1,
+        "--subnet",
+        "10.60.0.0/24",
+        "-o",
+        "name=blue",
+        "blue",
+    ]);
+    assert!(
+        wait_until(Duration::from_secs(10), || d2
+            .docker(&["network", "inspect", "-f", "{{.Driver}}", "blue"])
+            .is_ok_and(|s| s == a2.driver)),
+        "blue not mirrored into host2's Docker\n{}",
+        t.agent_logs()
+    );
+    d1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "x1",
+        "--network",
+        "blue",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    d2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "x2",
+        "--network",
+        "blue",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let ip1 = d1.ip("x1", "blue");
+    let ip2 = d2.ip("x2", "blue");
+    assert_ne!(ip1, ip2, "the cluster IPAM hands out distinct addresses");
+    assert!(
+        d1.ping("x1", &ip2),
+        "host1 container -> host2 container\n{}",
+        t.agent_logs()
+    );
+    assert!(d2.ping("x2", &ip1), "host2 container -> host1 container");
+    // Both daemons go before the agents: a two-node store loses its quorum
+    // when one agent stops, and Docker's cleanup needs the plugin.
+    let DockerHost { d: d1, agent: a1 } = h1;
+    let DockerHost { d: d2, agent: a2 } = h2;
+    drop(d1);
+    drop(d2);
+    drop(a1);
+    drop(a2);
 }

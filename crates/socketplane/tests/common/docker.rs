@@ -377,3 +377,19 @@ pub fn post(socket: &Path, path: &str, body: &[u8]) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// A Docker host: dockerd in a lab host's namespace and that host's agent
+/// serving the plugin. Fields drop in order: dockerd (removing its
+/// containers through the still running plugin) before the agent.
+pub struct DockerHost {
+    pub d: Dockerd,
+    pub agent: PluginAgent,
+}
+
+impl DockerHost {
+    pub fn start(t: &mut TestLab, host: usize) -> DockerHost {
+        let d = Dockerd::start(&t.lab().hosts()[host].netns_path());
+        let agent = PluginAgent::start(t, host, Some(&d));
+        DockerHost { d, agent }
+    }
+}
