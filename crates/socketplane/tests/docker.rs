@@ -589,3 +589,70 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
     drop(a1);
     drop(a2);
 }
+
+#[test]
+fn docker_containers_come_back_with_their_networks_after_a_dockerd_restart() {
+    let mut t = TestLab::start('z', 1);
+    let mut dh = DockerHost::start(&mut t, 0);
+    let drv = dh.agent.driver.clone();
+    let d = &mut dh.d;
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        &drv,
+        "--ipam-driver",
+        &drv,
+        "--subnet",
+        "10.70.0.0/24",
+        "-o",
+        "name=blue",
+        "blue",
+    ]);
+    for name in ["r1", "r2"] {
+        d.ok(&[
+            "run",
+            "-d",
+            "--restart",
+            "always",
+            "--name",
+            name,
+            "--network",
+            "blue",
+            IMAGE,
+            "sleep",
+            "1000",
+        ]);
+    }
+    assert!(d.ping("r1", &d.ip("r2", "blue")));
+    d.restart();
+    let up = wait_until(Duration::from_secs(20), || {
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "r1", "r2"])
+            .is_ok_and(|s| s.split_whitespace().all(|r| r == "true"))
+    });
+    assert!(up, "containers did not come back\n{}", d.log_tail());
+    let ip1 = d.ip("r1", "blue");
+    let ip2 = d.ip("r2", "blue");
+    assert!(
+        !ip1.is_empty() && !ip2.is_empty(),
+        "no addresses after the restart"
+    );
+    assert!(
+        d.ping("r1", &ip2) && d.ping("r2", &ip1),
+        "no connectivity after the dockerd restart\n{}\n{}",
+        t.agent_logs(),
+        d.log_tail()
+    );
+    let eps = endpoints(&t, 0);
+    for ip in [&ip1, &ip2] {
+        assert!(
+            eps.iter().any(|e| &e.ip.to_string() == ip),
+            "{ip} not in {eps:?}"
+        );
+    }
+    assert_eq!(
+        eps.iter().filter(|e| e.network == "blue").count(),
+        2,
+        "no endpoint is left over from before the restart: {eps:?}"
+    );
+}

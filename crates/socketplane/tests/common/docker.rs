@@ -29,6 +29,7 @@ fn require(bin: &str, package: &str) {
 pub struct Dockerd {
     pub dir: PathBuf,
     pub host: String,
+    netns: PathBuf,
     child: Option<Child>,
 }
 
@@ -42,12 +43,29 @@ impl Dockerd {
         let dir = std::env::temp_dir().join(format!("sp-dockerd-{}", unique_name('d')));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create dockerd dir");
-        let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
         let host = format!("unix://{}", dir.join("docker.sock").display());
+        let mut d = Dockerd {
+            dir,
+            host,
+            netns: netns.to_path_buf(),
+            child: None,
+        };
+        d.spawn();
+        d.import_image();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let dir = &self.dir;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dockerd.log"))
+            .expect("dockerd log");
         // nsenter, not `ip netns exec`: the latter remounts /sys, which
         // hides the cgroup mounts dockerd needs.
         let child = Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
+            .arg(format!("--net={}", self.netns.display()))
             .arg("dockerd")
             .arg("--data-root")
             .arg(dir.join("data"))
@@ -55,7 +73,7 @@ impl Dockerd {
             .arg(dir.join("exec"))
             .arg("--pidfile")
             .arg(dir.join("docker.pid"))
-            .args(["-H", &host])
+            .args(["-H", &self.host])
             .args([
                 "--bridge=none",
                 "--iptables=false",
@@ -69,20 +87,43 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .expect("spawn dockerd");
-        let d = Dockerd {
-            dir,
-            host,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(40);
-        while d.docker(&["version"]).is_err() {
+        while self.docker(&["version"]).is_err() {
             if Instant::now() > deadline {
-                panic!("dockerd did not start within 40s:\n{}", d.log_tail());
+                panic!("dockerd did not start within 40s:\n{}", self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        d.import_image();
-        d
+    }
+
+    /// Stops dockerd (SIGTERM, as a service manager would) and starts it
+    /// again on the same data.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        self.spawn();
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     pub fn log_tail(&self) -> String {
@@ -173,25 +214,7 @@ impl Drop for Dockerd {
                 let _ = self.docker(&["network", "rm", n]);
             }
         }
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(100))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-        }
+        self.stop_daemon();
         // Namespaces and shm bind-mounted under the dirs, deepest first.
         let prefix = self.dir.to_string_lossy().into_owned();
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
