@@ -656,3 +656,52 @@ fn docker_containers_come_back_with_their_networks_after_a_dockerd_restart() {
         "no endpoint is left over from before the restart: {eps:?}"
     );
 }
+
+/// `bench/docker.sh`: `docker run --rm` on a SocketPlane network vs on
+/// Docker's default bridge, interleaved in one run; prints the medians and
+/// their ratio (goal: at most 1.2x).
+#[test]
+#[ignore = "benchmark: run bench/docker.sh"]
+fn bench_docker_run_socketplane_vs_bridge() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut t = TestLab::start('b', 1);
+    let dh = DockerHost::start_with(&mut t, 0, true);
+    let (d, drv) = (&dh.d, dh.agent.driver.as_str());
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        drv,
+        "--ipam-driver",
+        drv,
+        "--subnet",
+        "10.80.0.0/24",
+        "blue",
+    ]);
+    let time = |net: &str| {
+        let start = std::time::Instant::now();
+        d.ok(&["run", "--rm", "--network", net, IMAGE, "true"]);
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    for _ in 0..2 {
+        time("blue");
+        time("bridge");
+    }
+    let (mut sp, mut br) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        sp.push(time("blue"));
+        br.push(time("bridge"));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (msp, mbr) = (median(&mut sp), median(&mut br));
+    println!("docker run --rm IMAGE true, {runs} runs each, interleaved:");
+    println!("  socketplane network  median {msp:8.1} ms");
+    println!("  docker bridge        median {mbr:8.1} ms");
+    println!("  ratio                {:8.2}x (goal <= 1.2x)", msp / mbr);
+}

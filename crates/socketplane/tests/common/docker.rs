@@ -30,6 +30,8 @@ pub struct Dockerd {
     pub dir: PathBuf,
     pub host: String,
     netns: PathBuf,
+    /// Keep Docker's default bridge network (benchmarks compare with it).
+    bridge: bool,
     child: Option<Child>,
 }
 
@@ -37,6 +39,12 @@ impl Dockerd {
     /// Starts dockerd in the network namespace at `netns` and imports
     /// [`IMAGE`]. Panics with the daemon's log if it does not come up.
     pub fn start(netns: &Path) -> Dockerd {
+        Dockerd::start_with(netns, false)
+    }
+
+    /// [`Dockerd::start`], with Docker's default bridge network if `bridge`
+    /// (inside the lab namespace; no iptables rules either way).
+    pub fn start_with(netns: &Path, bridge: bool) -> Dockerd {
         require("dockerd", "docker.io");
         require("docker", "docker.io");
         require("busybox", "busybox-static");
@@ -48,6 +56,7 @@ impl Dockerd {
             dir,
             host,
             netns: netns.to_path_buf(),
+            bridge,
             child: None,
         };
         d.spawn();
@@ -74,8 +83,12 @@ impl Dockerd {
             .arg("--pidfile")
             .arg(dir.join("docker.pid"))
             .args(["-H", &self.host])
+            .args(if self.bridge {
+                &[][..]
+            } else {
+                &["--bridge=none"][..]
+            })
             .args([
-                "--bridge=none",
                 "--iptables=false",
                 "--ip6tables=false",
                 "--ip-masq=false",
@@ -411,7 +424,11 @@ pub struct DockerHost {
 
 impl DockerHost {
     pub fn start(t: &mut TestLab, host: usize) -> DockerHost {
-        let d = Dockerd::start(&t.lab().hosts()[host].netns_path());
+        DockerHost::start_with(t, host, false)
+    }
+
+    pub fn start_with(t: &mut TestLab, host: usize, bridge: bool) -> DockerHost {
+        let d = Dockerd::start_with(&t.lab().hosts()[host].netns_path(), bridge);
         let agent = PluginAgent::start(t, host, Some(&d));
         DockerHost { d, agent }
     }
