@@ -594,3 +594,45 @@ impl Ops {
         Ok(())
     }
 }
+
+impl Ops {
+    /// Renames a network nothing uses yet (no endpoint, no address, no
+    /// block): the Docker plugin creates a network before Docker tells it
+    /// the name, and renames it once known. Fails with `Conflict` if the
+    /// network is in use or `new` exists.
+    pub async fn rename_unused_network(&self, old: &str, new: &str) -> OpResult<NetworkRecord> {
+        validate_name("network", new)?;
+        if RESERVED_NAMES.contains(&new) || new == "default" {
+            return Err(OpError::Invalid(format!(
+                "network name {new:?} is reserved"
+            )));
+        }
+        let lock_rev = self.lock_revision().await?;
+        let (mut record, rev) = self.get_network(old).await?;
+        if self
+            .list_endpoints()
+            .await?
+            .iter()
+            .any(|e| e.network == old)
+            || !self.store.list(&keys::ipam(old)).await?.kvs.is_empty()
+        {
+            return Err(OpError::Conflict(format!("network {old:?} is in use")));
+        }
+        record.name = new.to_string();
+        let txn = Txn::new()
+            .when(Compare::mod_revision(keys::networks_lock(), lock_rev))
+            .when(Compare::mod_revision(keys::network(old), rev))
+            .when(Compare::absent(keys::network(new)))
+            .then(Op::delete(keys::network(old)))
+            .then(Op::put(keys::network(new), json(&record)?))
+            .then(Op::put(keys::networks_lock(), new.to_string()));
+        if self.store.txn(txn).await?.succeeded {
+            tracing::info!(from = %old, to = %new, "Renamed network.");
+            Ok(record)
+        } else {
+            Err(OpError::Conflict(format!(
+                "network {old:?} changed meanwhile or {new:?} exists"
+            )))
+        }
+    }
+}

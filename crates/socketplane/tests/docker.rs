@@ -527,8 +527,8 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
     let h2 = DockerHost::start(&mut t, 1);
     let (d1, a1, d2, a2) = (&h1.d, &h1.agent, &h2.d, &h2.agent);
     let drv1 = a1.driver.as_str();
-    // Created in Docker on host1: the cluster network, mirrored into host2's
-    // Docker under the same name.
+    // Created in Docker on host1 (no `-o name`): the cluster network takes
+    // Docker's name and is mirrored into host2's Docker under it.
     d1.ok(&[
         "network",
         "create",
@@ -538,8 +538,6 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
         drv1,
         "--subnet",
         "10.60.0.0/24",
-        "-o",
-        "name=blue",
         "blue",
     ]);
     assert!(
@@ -548,6 +546,12 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
             .is_ok_and(|s| s == a2.driver)),
         "blue not mirrored into host2's Docker\n{}",
         t.agent_logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || t
+            .sp(1, &["network", "info", "blue"])
+            .is_ok()),
+        "the cluster network must be named after Docker's"
     );
     d1.ok(&[
         "run",

@@ -164,6 +164,18 @@ impl Mirror {
             let (Some(id), Some(name)) = (dn.id.as_deref(), dn.name.as_deref()) else {
                 continue;
             };
+            // Docker does not tell drivers a network's name: a network made
+            // with `docker network create` without `-o name=` starts as
+            // docker-ID12 and takes Docker's name here, while unused.
+            if let Some(m) = mappings.get(id) {
+                let placeholder = super::plugin::placeholder_name(id);
+                if m.created && m.network == placeholder && name != placeholder {
+                    if let Some(renamed) = self.adopt_name(&ops, id, &placeholder, name).await {
+                        represented.insert(renamed);
+                        continue;
+                    }
+                }
+            }
             let target = match mappings.get(id) {
                 Some(m) => m.network.clone(),
                 None if name == docker_network_name(&self.driver, "default") => "default".into(),
@@ -235,6 +247,40 @@ impl Mirror {
         self.reported.retain(|m| seen.contains(m));
         self.containers_round(&docker, &ops).await;
         true
+    }
+
+    /// Renames the placeholder cluster network to Docker's name; returns
+    /// the name the Docker network now maps to.
+    async fn adopt_name(
+        &mut self,
+        ops: &crate::ops::Ops,
+        docker_id: &str,
+        placeholder: &str,
+        name: &str,
+    ) -> Option<String> {
+        match ops.rename_unused_network(placeholder, name).await {
+            Ok(_) => {
+                let mapping = NetworkMapping {
+                    network: name.to_string(),
+                    created: true,
+                };
+                let value = serde_json::to_vec(&mapping).ok()?;
+                let key = super::network_key(self.agent.node_id(), docker_id);
+                if let Err(error) = ops.store().put(&key, value).await {
+                    tracing::warn!(%error, "Could not record the renamed Docker network.");
+                }
+                Some(name.to_string())
+            }
+            Err(e) => {
+                let msg = format!(
+                    "Docker network {name:?} stays SocketPlane network {placeholder:?}: {e}"
+                );
+                if self.reported.insert(msg.clone()) {
+                    tracing::info!("{msg}");
+                }
+                None
+            }
+        }
     }
 
     /// Records the container name and id of this node's Docker endpoints

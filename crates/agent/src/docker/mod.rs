@@ -10,7 +10,9 @@
 //!   so `CreateNetwork` binds to the cluster network with exactly the
 //!   network's subnet if there is one; otherwise it creates a cluster
 //!   network named by the driver option `-o name=NAME`, or `docker-ID12`
-//!   (the first 12 digits of Docker's id).
+//!   (the first 12 digits of Docker's id), which the [`mirror`] renames to
+//!   the Docker network's name as soon as Docker lists it (while nothing
+//!   uses it yet).
 //! - IPAM pool ids are the subnets themselves (stateless: an agent restart
 //!   loses nothing). `RequestAddress` reserves the address in the cluster
 //!   IPAM under the same keys endpoints use, so no other host can take it;

@@ -57,6 +57,12 @@ enum Api {
 
 type HandlerResult = Result<Value, String>;
 
+/// The cluster name of a network created from Docker before its Docker
+/// name is known (the mirror renames it): `docker-` and 12 digits of the id.
+pub fn placeholder_name(docker_id: &str) -> String {
+    format!("docker-{}", docker_id.chars().take(12).collect::<String>())
+}
+
 fn reply(api: Api, status: StatusCode, err: &str) -> Response {
     let body = match api {
         Api::Network => json!({ "Err": err }),
@@ -271,9 +277,7 @@ async fn create_network(agent: &Agent, req: CreateNetworkRequest) -> HandlerResu
             }
         }
         None => {
-            let name = option("name").unwrap_or_else(|| {
-                format!("docker-{}", &req.network_id[..req.network_id.len().min(12)])
-            });
+            let name = option("name").unwrap_or_else(|| placeholder_name(&req.network_id));
             let mtu = match option("mtu") {
                 Some(m) => Some(m.parse().map_err(|_| format!("invalid mtu option {m:?}"))?),
                 None => None,
