@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 require_root scripts/test.sh
 ensure_packages \
   iproute2 iputils-ping nftables iptables ethtool iperf3 tcpdump procps \
-  etcd-server protobuf-compiler python3 python3-pip openvswitch-switch
+  etcd-server protobuf-compiler python3 python3-pip openvswitch-switch \
+  docker.io busybox-static util-linux
 
 # An independent mDNS implementation to check our advertisements against.
 PY=python3

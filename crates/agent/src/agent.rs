@@ -421,6 +421,8 @@ async fn become_member(agent: Arc<Agent>, mut join_rx: mpsc::UnboundedReceiver<S
     }
 }
 
+const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Tries every known peer (discovered or given) until one lets us in.
 async fn join_cluster(
     agent: &Agent,
@@ -428,6 +430,7 @@ async fn join_cluster(
     join_rx: &mut mpsc::UnboundedReceiver<SocketAddr>,
 ) {
     let mut peers: Vec<SocketAddr> = Vec::new();
+    let mut reported: std::collections::HashSet<SocketAddr> = Default::default();
     loop {
         // Newest first: an explicit join or a fresh discovery is the most
         // likely to be a member.
@@ -439,12 +442,18 @@ async fn join_cluster(
             if peer.ip() == std::net::IpAddr::V4(agent.addr) {
                 continue;
             }
-            match embedded.join(peer).await {
-                Ok(()) => {
+            // Bounded: a peer that swallows the connection must not stall
+            // the attempts on every other peer.
+            match tokio::time::timeout(JOIN_ATTEMPT_TIMEOUT, embedded.join(peer)).await {
+                Ok(Ok(())) => {
                     tracing::info!(%peer, "Joined the cluster.");
                     return;
                 }
-                Err(error) => tracing::debug!(%peer, %error, "Join attempt failed."),
+                Ok(Err(error)) if reported.insert(peer) => {
+                    tracing::info!(%peer, %error, "Could not join through this peer yet; will retry.")
+                }
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "Join attempt failed."),
+                Err(_) => tracing::info!(%peer, "A join attempt timed out; will retry."),
             }
         }
         tokio::select! {

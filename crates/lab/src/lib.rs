@@ -1121,9 +1121,9 @@ mod tests {
         let argv = lab.agent_argv(&host, true);
         assert_eq!(
             argv[1..].join(" "),
-            "agent --bootstrap --iface eth0 --data-dir /tmp/x/host1/data \
+            "agent --bootstrap --iface br-phy --data-dir /tmp/x/host1/data \
              --socket /tmp/x/host1/socketplane.sock --docker-plugin off --cluster ab \
-             --node-name host1 --datapath ovs --no-mdns"
+             --node-name host1 --datapath ovs --ovsdb /tmp/x/host1/ovs/db.sock --no-mdns"
         );
         assert!(!lab
             .agent_argv(&host, false)

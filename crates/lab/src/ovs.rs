@@ -92,6 +92,21 @@ pub(crate) fn start(ns: &str, host_dir: &Path, ip: Ipv4Addr) -> Result<()> {
     cmd::ip(&["-n", ns, "addr", "flush", "dev", UNDERLAY_IFACE])?;
     cmd::ip(&["-n", ns, "addr", "add", &cidr, "dev", UNDERLAY_BRIDGE])?;
     cmd::ip(&["-n", ns, "link", "set", UNDERLAY_BRIDGE, "up"])?;
+    // The host's own traffic leaves through br-phy into the userspace
+    // datapath: give it full checksums too.
+    cmd::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "ethtool",
+            "-K",
+            UNDERLAY_BRIDGE,
+            "tx",
+            "off",
+        ],
+    )?;
     cmd::ip(&[
         "-n",
         ns,
