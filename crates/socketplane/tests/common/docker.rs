@@ -3,8 +3,6 @@
 //! own data root, exec root and API socket; and a lab agent restarted with
 //! a unique `--docker-plugin` socket. Everything is removed on drop.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -391,27 +389,7 @@ impl Drop for PluginAgent {
 
 /// One raw HTTP/1.1 POST over a unix socket: (status, body).
 pub fn post(socket: &Path, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).expect("connect to the plugin socket");
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("write");
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    super::http(socket, "POST", path, body)
 }
 
 /// A Docker host: dockerd in a lab host's namespace and that host's agent

@@ -4,39 +4,11 @@
 //! and `multihost_ovs.rs` (Open vSwitch) run the same suite unchanged.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{self, wait_until, TestLab};
+use crate::common::{self, http, wait_until, TestLab};
 use socketplane_api::rest::{EndpointInfo, NetworkInfo};
-
-/// One raw HTTP/1.1 request over a unix socket: (status, body).
-fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = UnixStream::connect(socket).expect("connect to agent socket");
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).expect("write");
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn zeroconf_browse(netns: &str) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zeroconf_browse.py");
