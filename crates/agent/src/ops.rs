@@ -80,20 +80,37 @@ impl Ops {
 
     // ----- networks -----
 
-    pub async fn list_networks(&self) -> OpResult<Vec<NetworkRecord>> {
-        let listing = self.store.list(&keys::networks()).await?;
+    /// Every record under a prefix, decoded.
+    async fn list_records<T: serde::de::DeserializeOwned>(&self, prefix: &str) -> OpResult<Vec<T>> {
+        let listing = self.store.list(prefix).await?;
         listing.kvs.iter().map(decode).collect()
     }
 
-    pub async fn get_network(&self, name: &str) -> OpResult<(NetworkRecord, Revision)> {
-        match self.store.get(&keys::network(name)).await? {
+    /// One record and its revision, or `NotFound` with `missing`.
+    async fn get_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        missing: impl FnOnce() -> String,
+    ) -> OpResult<(T, Revision)> {
+        match self.store.get(key).await? {
             Some(kv) => Ok((decode(&kv)?, kv.mod_revision)),
-            None => Err(OpError::NotFound(format!("no network named {name:?}"))),
+            None => Err(OpError::NotFound(missing())),
         }
     }
 
-    /// Creates a network. `avoid` are subnets (e.g. local routes) the
-    /// network must not overlap besides the other networks.
+    pub async fn list_networks(&self) -> OpResult<Vec<NetworkRecord>> {
+        self.list_records(&keys::networks()).await
+    }
+
+    pub async fn get_network(&self, name: &str) -> OpResult<(NetworkRecord, Revision)> {
+        self.get_record(&keys::network(name), || {
+            format!("no network named {name:?}")
+        })
+        .await
+    }
+
+    /// Creates a network after checking its name, subnet (no overlap with
+    /// another network), gateway and MTU; one transaction, retried on races.
     pub async fn create_network(&self, req: &CreateNetwork) -> OpResult<NetworkRecord> {
         validate_name("network", &req.name)?;
         if RESERVED_NAMES.contains(&req.name.as_str()) {
@@ -210,15 +227,14 @@ impl Ops {
     // ----- endpoints -----
 
     pub async fn list_endpoints(&self) -> OpResult<Vec<EndpointRecord>> {
-        let listing = self.store.list(&keys::endpoints()).await?;
-        listing.kvs.iter().map(decode).collect()
+        self.list_records(&keys::endpoints()).await
     }
 
     pub async fn get_endpoint(&self, id: &str) -> OpResult<(EndpointRecord, Revision)> {
-        match self.store.get(&keys::endpoint(id)).await? {
-            Some(kv) => Ok((decode(&kv)?, kv.mod_revision)),
-            None => Err(OpError::NotFound(format!("no endpoint with id {id:?}"))),
-        }
+        self.get_record(&keys::endpoint(id), || {
+            format!("no endpoint with id {id:?}")
+        })
+        .await
     }
 
     async fn alloc_lock(&self, network: &str) -> Arc<Mutex<()>> {
