@@ -18,13 +18,23 @@
 //! - Every call is bounded by [`EtcdOptions::request_timeout`]; an
 //!   unreachable cluster yields [`StoreError::Unavailable`] naming the
 //!   endpoints.
+//!
+//! The gRPC client is our own thin layer ([`client`]) over stubs generated
+//! once and kept in the tree ([`pb`]), so a build needs no `protoc`.
+
+mod client;
+pub mod pb;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client as ec;
+use tonic::{Code, Status};
 use tracing::{debug, warn};
+
+use self::client::{prefix_range_end, Client, ConnectOptions};
+use self::pb::etcdserverpb as rpc;
+use self::pb::mvccpb;
 
 use crate::{
     Event, EventKind, KeyValue, LeaseId, Listing, MemberRole, Op, Result, Revision, Store,
@@ -57,7 +67,7 @@ impl Default for EtcdOptions {
 /// A handle on an etcd cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: ec::Client,
+    client: Client,
     endpoints: Vec<String>,
     opts: EtcdOptions,
 }
@@ -69,17 +79,6 @@ impl std::fmt::Debug for EtcdStore {
             .finish_non_exhaustive()
     }
 }
-
-// gRPC status codes (see grpc's `code.proto`).
-const CANCELLED: i32 = 1;
-const UNKNOWN: i32 = 2;
-const INVALID_ARGUMENT: i32 = 3;
-const DEADLINE_EXCEEDED: i32 = 4;
-const NOT_FOUND: i32 = 5;
-const RESOURCE_EXHAUSTED: i32 = 8;
-const FAILED_PRECONDITION: i32 = 9;
-const ABORTED: i32 = 10;
-const UNAVAILABLE: i32 = 14;
 
 /// Parses `etcd://h1:2379,h2:2379` (or a bare `h1:2379,h2:2379`) into
 /// endpoints.
@@ -129,12 +128,12 @@ impl EtcdStore {
     /// [`connect`](Self::connect) with explicit timeouts.
     pub async fn connect_with(endpoints: &[String], opts: EtcdOptions) -> Result<EtcdStore> {
         let store = Self::connect_lazy(endpoints, opts).await?;
-        let mut c = store.client.clone();
-        match tokio::time::timeout(store.opts.connect_timeout, c.status()).await {
+        match tokio::time::timeout(store.opts.connect_timeout, store.client.status()).await {
             Ok(Ok(_)) => Ok(store),
             Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-                "etcd at {} is unreachable: {e}",
-                store.endpoints_str()
+                "etcd at {} is unreachable: {}",
+                store.endpoints_str(),
+                e.message()
             ))),
             Err(_) => Err(StoreError::Unavailable(format!(
                 "etcd at {} did not answer within {:?}",
@@ -152,21 +151,11 @@ impl EtcdStore {
                 "no etcd endpoints given".into(),
             ));
         }
-        let copts = ec::ConnectOptions::new()
-            .with_connect_timeout(opts.connect_timeout)
-            .with_timeout(opts.request_timeout)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true)
-            // A member cut off from its leader refuses (instead of serving
-            // stale data or silently stalled watches), so calls fail over.
-            .with_require_leader(true);
-        // `Client::connect` is lazy: it only builds the balanced channel;
-        // connections are made on first use.
-        let client = ec::Client::connect(endpoints, Some(copts))
-            .await
-            .map_err(|e| {
-                StoreError::InvalidArgument(format!("etcd endpoints {}: {e}", endpoints.join(",")))
-            })?;
+        let copts = ConnectOptions {
+            connect_timeout: opts.connect_timeout,
+            request_timeout: opts.request_timeout,
+        };
+        let client = Client::new(endpoints, &copts).map_err(StoreError::InvalidArgument)?;
         Ok(EtcdStore {
             client,
             endpoints: endpoints.to_vec(),
@@ -179,18 +168,10 @@ impl EtcdStore {
         &self.endpoints
     }
 
-    /// The underlying etcd client (e.g. for maintenance in tests).
-    pub fn client(&self) -> ec::Client {
-        self.client.clone()
-    }
-
     /// Compacts etcd's history up to `revision` (physical: waits until
     /// done). Watches from below `revision` then fail with `Compacted`.
     pub async fn compact(&self, revision: Revision) -> Result<()> {
-        let mut c = self.client.clone();
-        self.bounded(c.compact(revision, Some(ec::CompactionOptions::new().with_physical())))
-            .await?;
-        Ok(())
+        self.bounded(self.client.compact(revision)).await
     }
 
     fn endpoints_str(&self) -> String {
@@ -200,117 +181,109 @@ impl EtcdStore {
     /// Runs one request under the request timeout, mapping errors.
     async fn bounded<T>(
         &self,
-        fut: impl std::future::Future<Output = std::result::Result<T, ec::Error>>,
+        fut: impl std::future::Future<Output = std::result::Result<T, Status>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.opts.request_timeout, fut).await {
-            Ok(r) => r.map_err(|e| self.map_err(e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {} did not answer within {:?}",
-                self.endpoints_str(),
-                self.opts.request_timeout
-            ))),
+            Ok(r) => r.map_err(|e| map_err(&self.endpoints_str(), &e)),
+            Err(_) => Err(self.timed_out()),
         }
     }
 
-    fn map_err(&self, e: ec::Error) -> StoreError {
-        map_err(&self.endpoints_str(), e)
-    }
-}
-
-fn map_err(endpoints: &str, e: ec::Error) -> StoreError {
-    match e {
-        ec::Error::GRpcStatus(status) => {
-            let msg = status.message().to_string();
-            match status.code() as i32 {
-                CANCELLED | UNKNOWN | DEADLINE_EXCEEDED | RESOURCE_EXHAUSTED | ABORTED
-                | UNAVAILABLE => StoreError::Unavailable(format!("etcd at {endpoints}: {msg}")),
-                INVALID_ARGUMENT | FAILED_PRECONDITION => StoreError::InvalidArgument(msg),
-                NOT_FOUND => StoreError::InvalidArgument(msg),
-                _ => StoreError::Internal(format!("etcd: {msg}")),
-            }
-        }
-        ec::Error::TransportError(e) => {
-            StoreError::Unavailable(format!("etcd at {endpoints}: transport error: {e}"))
-        }
-        ec::Error::IoError(e) => StoreError::Unavailable(format!("etcd at {endpoints}: {e}")),
-        ec::Error::InvalidArgs(m) => StoreError::InvalidArgument(m),
-        other => StoreError::Internal(format!("etcd: {other}")),
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "etcd at {} did not answer within {:?}",
+            self.endpoints_str(),
+            self.opts.request_timeout
+        ))
     }
 }
 
-fn is_lease_not_found(e: &ec::Error) -> bool {
-    match e {
-        ec::Error::GRpcStatus(s) => {
-            s.code() as i32 == NOT_FOUND || s.message().contains("lease not found")
+fn map_err(endpoints: &str, status: &Status) -> StoreError {
+    let msg = status.message().to_string();
+    match status.code() {
+        Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Unavailable => StoreError::Unavailable(format!("etcd at {endpoints}: {msg}")),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound | Code::OutOfRange => {
+            StoreError::InvalidArgument(msg)
         }
-        ec::Error::LeaseKeepAliveError(m) => m.contains("not found"),
-        _ => false,
+        _ => StoreError::Internal(format!("etcd: {msg}")),
     }
 }
 
-fn to_kv(kv: &ec::KeyValue) -> KeyValue {
+fn is_lease_not_found(status: &Status) -> bool {
+    status.code() == Code::NotFound || status.message().contains("lease not found")
+}
+
+fn to_kv(kv: &mvccpb::KeyValue) -> KeyValue {
     KeyValue {
-        key: String::from_utf8_lossy(kv.key()).into_owned(),
-        value: kv.value().to_vec(),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
-        lease: (kv.lease() != 0).then_some(kv.lease()),
+        key: String::from_utf8_lossy(&kv.key).into_owned(),
+        value: kv.value.clone(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        lease: (kv.lease != 0).then_some(kv.lease),
     }
 }
 
-fn to_event(ev: &ec::Event) -> Option<Event> {
-    let kv = to_kv(ev.kv()?);
-    let kind = match ev.event_type() {
-        ec::EventType::Put => EventKind::Put,
-        ec::EventType::Delete => EventKind::Delete,
+fn to_event(ev: &mvccpb::Event) -> Option<Event> {
+    let kv = to_kv(ev.kv.as_ref()?);
+    let kind = match mvccpb::event::EventType::try_from(ev.r#type).ok()? {
+        mvccpb::event::EventType::Put => EventKind::Put,
+        mvccpb::event::EventType::Delete => EventKind::Delete,
     };
     Some(Event { kind, kv })
 }
 
-fn header_rev(h: Option<&ec::ResponseHeader>) -> Revision {
-    h.map_or(0, |h| h.revision())
+fn header_rev(h: Option<&rpc::ResponseHeader>) -> Revision {
+    h.map_or(0, |h| h.revision)
 }
 
 /// Creates an etcd watch on `prefix` from `from` (0 = now) and waits for its
 /// creation. Returns the stream and the revision to continue from if
 /// nothing arrives (for `from = 0`: creation revision + 1).
 async fn create_watch(
-    client: &ec::Client,
+    client: &Client,
     prefix: &str,
     from: Revision,
     timeout: Duration,
     endpoints: &str,
-) -> Result<(ec::WatchStream, Revision)> {
-    let mut c = client.clone();
-    let mut opts = ec::WatchOptions::new().with_prefix().with_progress_notify();
-    if from > 0 {
-        opts = opts.with_start_revision(from);
-    }
+) -> Result<(client::Watch, Revision)> {
+    let create = rpc::WatchCreateRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: prefix_range_end(prefix.as_bytes()),
+        start_revision: from.max(0),
+        progress_notify: true,
+        ..Default::default()
+    };
     let work = async {
-        let mut stream = c
-            .watch(prefix, Some(opts))
+        let mut watch = client
+            .watch(create)
             .await
-            .map_err(|e| map_err(endpoints, e))?;
-        let resp = stream
+            .map_err(|e| map_err(endpoints, &e))?;
+        let resp = watch
+            .responses
             .message()
             .await
-            .map_err(|e| map_err(endpoints, e))?
+            .map_err(|e| map_err(endpoints, &e))?
             .ok_or_else(|| {
                 StoreError::Unavailable(format!("etcd at {endpoints} closed the watch stream"))
             })?;
-        if resp.compact_revision() > 0 {
+        if resp.compact_revision > 0 {
             return Err(StoreError::Compacted {
                 requested: from,
-                compacted: resp.compact_revision(),
+                compacted: resp.compact_revision,
             });
         }
-        if resp.canceled() {
+        if resp.canceled {
             return Err(StoreError::Unavailable(format!(
                 "etcd at {endpoints} cancelled the watch: {}",
-                resp.cancel_reason()
+                resp.cancel_reason
             )));
         }
-        if !resp.created() {
+        if !resp.created {
             return Err(StoreError::Internal(
                 "etcd watch: first response is not a creation".into(),
             ));
@@ -318,9 +291,9 @@ async fn create_watch(
         let next = if from > 0 {
             from
         } else {
-            header_rev(resp.header()) + 1
+            header_rev(resp.header.as_ref()) + 1
         };
-        Ok((stream, next))
+        Ok((watch, next))
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
@@ -331,12 +304,12 @@ async fn create_watch(
 }
 
 struct WatchState {
-    client: ec::Client,
+    client: Client,
     endpoints: String,
     prefix: String,
     /// Revision of the next event we may deliver.
     next: Revision,
-    stream: Option<ec::WatchStream>,
+    stream: Option<client::Watch>,
     buf: VecDeque<Event>,
     opts: EtcdOptions,
     done: bool,
@@ -352,7 +325,7 @@ impl WatchState {
             if self.done {
                 return None;
             }
-            let Some(stream) = self.stream.as_mut() else {
+            let Some(watch) = self.stream.as_mut() else {
                 match self.reconnect().await {
                     Ok(()) => continue,
                     Err(e) => {
@@ -361,30 +334,30 @@ impl WatchState {
                     }
                 }
             };
-            match stream.message().await {
+            match watch.responses.message().await {
                 Ok(Some(resp)) => {
-                    if resp.compact_revision() > 0 {
+                    if resp.compact_revision > 0 {
                         self.done = true;
                         return Some(Err(StoreError::Compacted {
                             requested: self.next,
-                            compacted: resp.compact_revision(),
+                            compacted: resp.compact_revision,
                         }));
                     }
-                    if resp.canceled() {
-                        warn!(prefix = %self.prefix, reason = resp.cancel_reason(),
+                    if resp.canceled {
+                        warn!(prefix = %self.prefix, reason = %resp.cancel_reason,
                             "etcd cancelled a watch; re-creating it");
                         self.stream = None;
                         continue;
                     }
-                    if resp.events().is_empty() {
+                    if resp.events.is_empty() {
                         // A progress notification: everything up to the
                         // header revision was delivered.
-                        if !resp.created() {
-                            self.next = self.next.max(header_rev(resp.header()) + 1);
+                        if !resp.created {
+                            self.next = self.next.max(header_rev(resp.header.as_ref()) + 1);
                         }
                         continue;
                     }
-                    for ev in resp.events() {
+                    for ev in &resp.events {
                         if let Some(ev) = to_event(ev) {
                             // Never deliver twice (defensive: etcd resumes
                             // exactly at `next`).
@@ -424,9 +397,9 @@ impl WatchState {
             )
             .await
             {
-                Ok((stream, _)) => {
+                Ok((watch, _)) => {
                     debug!(prefix = %self.prefix, from = self.next, "etcd watch re-established");
-                    self.stream = Some(stream);
+                    self.stream = Some(watch);
                     return Ok(());
                 }
                 Err(e @ StoreError::Compacted { .. }) => return Err(e),
@@ -451,72 +424,90 @@ fn ttl_secs(ttl: Duration) -> i64 {
     i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX).max(1)
 }
 
+fn compare(c: &crate::Compare) -> rpc::Compare {
+    use rpc::compare::{CompareResult, CompareTarget, TargetUnion};
+    // "absent" is create_revision == 0; anything else an exact mod_revision.
+    let (target, union) = if c.mod_revision == 0 {
+        (CompareTarget::Create, TargetUnion::CreateRevision(0))
+    } else {
+        (CompareTarget::Mod, TargetUnion::ModRevision(c.mod_revision))
+    };
+    rpc::Compare {
+        result: CompareResult::Equal as i32,
+        target: target as i32,
+        key: c.key.as_bytes().to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(union),
+    }
+}
+
+fn request_op(op: &Op) -> rpc::RequestOp {
+    use rpc::request_op::Request;
+    let request = match op {
+        Op::Put { key, value, lease } => Request::RequestPut(rpc::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.clone(),
+            lease: lease.unwrap_or(0),
+            ..Default::default()
+        }),
+        Op::Delete { key } => Request::RequestDeleteRange(rpc::DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+    };
+    rpc::RequestOp {
+        request: Some(request),
+    }
+}
+
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut c = self.client.clone();
-        let resp = self.bounded(c.get(key, None)).await?;
-        Ok(resp.kvs().first().map(to_kv))
+        let req = rpc::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let resp = self.bounded(self.client.range(req)).await?;
+        Ok(resp.kvs.first().map(to_kv))
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
-        let mut c = self.client.clone();
-        let opts = ec::GetOptions::new()
-            .with_prefix()
-            .with_sort(ec::SortTarget::Key, ec::SortOrder::Ascend);
-        let resp = self.bounded(c.get(prefix, Some(opts))).await?;
+        let req = rpc::RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_range_end(prefix.as_bytes()),
+            sort_order: rpc::range_request::SortOrder::Ascend as i32,
+            sort_target: rpc::range_request::SortTarget::Key as i32,
+            ..Default::default()
+        };
+        let resp = self.bounded(self.client.range(req)).await?;
         Ok(Listing {
-            kvs: resp.kvs().iter().map(to_kv).collect(),
-            revision: header_rev(resp.header()),
+            kvs: resp.kvs.iter().map(to_kv).collect(),
+            revision: header_rev(resp.header.as_ref()),
         })
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
-        let compares: Vec<ec::Compare> = txn
-            .compares
-            .iter()
-            .map(|c| {
-                if c.mod_revision == 0 {
-                    ec::Compare::create_revision(c.key.as_str(), ec::CompareOp::Equal, 0)
-                } else {
-                    ec::Compare::mod_revision(c.key.as_str(), ec::CompareOp::Equal, c.mod_revision)
-                }
-            })
-            .collect();
-        let mut lease_used = None;
-        let ops: Vec<ec::TxnOp> = txn
-            .ops
-            .iter()
-            .map(|op| match op {
-                Op::Put { key, value, lease } => {
-                    let opts = lease.map(|l| {
-                        lease_used.get_or_insert(l);
-                        ec::PutOptions::new().with_lease(l)
-                    });
-                    ec::TxnOp::put(key.as_str(), value.clone(), opts)
-                }
-                Op::Delete { key } => ec::TxnOp::delete(key.as_str(), None),
-            })
-            .collect();
-        let etxn = ec::Txn::new().when(compares).and_then(ops);
-        let mut c = self.client.clone();
-        let resp = match tokio::time::timeout(self.opts.request_timeout, c.txn(etxn)).await {
+        let lease_used = txn.ops.iter().find_map(|op| match op {
+            Op::Put { lease, .. } => *lease,
+            Op::Delete { .. } => None,
+        });
+        let req = rpc::TxnRequest {
+            compare: txn.compares.iter().map(compare).collect(),
+            success: txn.ops.iter().map(request_op).collect(),
+            failure: Vec::new(),
+        };
+        let resp = match tokio::time::timeout(self.opts.request_timeout, self.client.txn(req)).await
+        {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if is_lease_not_found(&e) => {
                 return Err(StoreError::LeaseNotFound(lease_used.unwrap_or(0)))
             }
-            Ok(Err(e)) => return Err(self.map_err(e)),
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "etcd at {} did not answer within {:?}",
-                    self.endpoints_str(),
-                    self.opts.request_timeout
-                )))
-            }
+            Ok(Err(e)) => return Err(map_err(&self.endpoints_str(), &e)),
+            Err(_) => return Err(self.timed_out()),
         };
         Ok(TxnResult {
-            succeeded: resp.succeeded(),
-            revision: header_rev(resp.header()),
+            succeeded: resp.succeeded,
+            revision: header_rev(resp.header.as_ref()),
         })
     }
 
@@ -527,7 +518,7 @@ impl Store for EtcdStore {
             )));
         }
         let endpoints = self.endpoints_str();
-        let (stream, next) = create_watch(
+        let (watch, next) = create_watch(
             &self.client,
             prefix,
             from,
@@ -540,7 +531,7 @@ impl Store for EtcdStore {
             endpoints,
             prefix: prefix.to_string(),
             next,
-            stream: Some(stream),
+            stream: Some(watch),
             buf: VecDeque::new(),
             opts: self.opts.clone(),
             done: false,
@@ -552,44 +543,38 @@ impl Store for EtcdStore {
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        let mut c = self.client.clone();
-        let resp = self.bounded(c.lease_grant(ttl_secs(ttl), None)).await?;
-        Ok(resp.id())
+        self.bounded(self.client.lease_grant(ttl_secs(ttl))).await
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
-        let mut c = self.client.clone();
-        match tokio::time::timeout(self.opts.request_timeout, c.lease_keep_alive(lease)).await {
-            Ok(Ok(_)) => Ok(()),
+        match tokio::time::timeout(
+            self.opts.request_timeout,
+            self.client.lease_keep_alive(lease),
+        )
+        .await
+        {
+            Ok(Ok(ttl)) if ttl > 0 => Ok(()),
+            Ok(Ok(_)) => Err(StoreError::LeaseNotFound(lease)),
             Ok(Err(e)) if is_lease_not_found(&e) => Err(StoreError::LeaseNotFound(lease)),
-            Ok(Err(e)) => Err(self.map_err(e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {} did not answer within {:?}",
-                self.endpoints_str(),
-                self.opts.request_timeout
-            ))),
+            Ok(Err(e)) => Err(map_err(&self.endpoints_str(), &e)),
+            Err(_) => Err(self.timed_out()),
         }
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        let mut c = self.client.clone();
-        match tokio::time::timeout(self.opts.request_timeout, c.lease_revoke(lease)).await {
-            Ok(Ok(_)) => Ok(()),
+        match tokio::time::timeout(self.opts.request_timeout, self.client.lease_revoke(lease)).await
+        {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) if is_lease_not_found(&e) => Ok(()),
-            Ok(Err(e)) => Err(self.map_err(e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {} did not answer within {:?}",
-                self.endpoints_str(),
-                self.opts.request_timeout
-            ))),
+            Ok(Err(e)) => Err(map_err(&self.endpoints_str(), &e)),
+            Err(_) => Err(self.timed_out()),
         }
     }
 
     /// Health and membership; an unreachable cluster is reported as
     /// `healthy: false` (not an error) so `cluster status` can show it.
     async fn status(&self) -> Result<StoreStatus> {
-        let mut c = self.client.clone();
-        let status = match self.bounded(c.status()).await {
+        let status = match self.bounded(self.client.status()).await {
             Ok(s) => s,
             Err(StoreError::Unavailable(e)) => {
                 debug!(error = %e, "etcd status failed");
@@ -603,18 +588,17 @@ impl Store for EtcdStore {
             }
             Err(e) => return Err(e),
         };
-        let leader = status.leader();
-        let mut c = self.client.clone();
-        let members = self.bounded(c.member_list()).await?;
+        let leader = status.leader;
+        let members = self.bounded(self.client.member_list()).await?;
         let members = members
-            .members()
+            .members
             .iter()
             .map(|m| StoreMember {
-                id: format!("{:x}", m.id()),
-                addr: m.client_urls().first().cloned().unwrap_or_default(),
-                role: if m.id() == leader {
+                id: format!("{:x}", m.id),
+                addr: m.client_ur_ls.first().cloned().unwrap_or_default(),
+                role: if m.id == leader {
                     MemberRole::Leader
-                } else if m.is_learner() {
+                } else if m.is_learner {
                     MemberRole::Replica
                 } else {
                     MemberRole::Voter
@@ -623,10 +607,10 @@ impl Store for EtcdStore {
             .collect();
         Ok(StoreStatus {
             backend: "etcd".into(),
-            healthy: leader != 0 && status.errors().is_empty(),
+            healthy: leader != 0 && status.errors.is_empty(),
             leader: (leader != 0).then(|| format!("{leader:x}")),
             members,
-            revision: header_rev(status.header()),
+            revision: header_rev(status.header.as_ref()),
         })
     }
 }
@@ -653,5 +637,27 @@ mod tests {
         assert_eq!(ttl_secs(Duration::from_millis(1000)), 1);
         assert_eq!(ttl_secs(Duration::from_millis(1001)), 2);
         assert_eq!(ttl_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn absent_compares_on_create_revision() {
+        let c = compare(&crate::Compare {
+            key: "k".into(),
+            mod_revision: 0,
+        });
+        assert_eq!(c.target, rpc::compare::CompareTarget::Create as i32);
+        assert_eq!(
+            c.target_union,
+            Some(rpc::compare::TargetUnion::CreateRevision(0))
+        );
+        let c = compare(&crate::Compare {
+            key: "k".into(),
+            mod_revision: 7,
+        });
+        assert_eq!(c.target, rpc::compare::CompareTarget::Mod as i32);
+        assert_eq!(
+            c.target_union,
+            Some(rpc::compare::TargetUnion::ModRevision(7))
+        );
     }
 }

@@ -1,0 +1,198 @@
+//! A thin etcd v3 client over the generated gRPC stubs ([`super::pb`]):
+//! one balanced tonic channel, and just the calls [`super::EtcdStore`] makes.
+//! Every request carries etcd's `hasleader` metadata, so a member cut off
+//! from its leader refuses instead of serving stale data or stalled watches.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status, Streaming};
+
+use super::pb::etcdserverpb as rpc;
+use rpc::cluster_client::ClusterClient;
+use rpc::kv_client::KvClient;
+use rpc::lease_client::LeaseClient;
+use rpc::maintenance_client::MaintenanceClient;
+use rpc::watch_client::WatchClient;
+
+/// Connection settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// A handle on an etcd cluster. Cheap to clone: all clones share one
+/// channel, balanced over the endpoints.
+#[derive(Clone)]
+pub(crate) struct Client {
+    channel: Channel,
+}
+
+/// An open watch: the response stream, and the request sender that keeps
+/// the stream's send half open for as long as the watch lives.
+pub(crate) struct Watch {
+    pub responses: Streaming<rpc::WatchResponse>,
+    _requests: mpsc::Sender<rpc::WatchRequest>,
+}
+
+impl Client {
+    /// Builds the channel without connecting (connections are made on first
+    /// use). `endpoints` are `host:port` or `http://host:port`.
+    pub fn new(endpoints: &[String], opts: &ConnectOptions) -> Result<Client, String> {
+        let mut list = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let uri = if e.starts_with("http://") || e.starts_with("https://") {
+                e.clone()
+            } else {
+                format!("http://{e}")
+            };
+            let ep = Endpoint::from_shared(uri)
+                .map_err(|err| format!("bad etcd endpoint {e:?}: {err}"))?
+                .connect_timeout(opts.connect_timeout)
+                .timeout(opts.request_timeout)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(3))
+                .keep_alive_while_idle(true)
+                .tcp_nodelay(true);
+            list.push(ep);
+        }
+        Ok(Client {
+            channel: Channel::balance_list(list.into_iter()),
+        })
+    }
+
+    pub async fn range(&self, req: rpc::RangeRequest) -> Result<rpc::RangeResponse, Status> {
+        let mut kv = KvClient::new(self.channel.clone());
+        Ok(kv.range(with_leader(req)).await?.into_inner())
+    }
+
+    pub async fn txn(&self, req: rpc::TxnRequest) -> Result<rpc::TxnResponse, Status> {
+        let mut kv = KvClient::new(self.channel.clone());
+        Ok(kv.txn(with_leader(req)).await?.into_inner())
+    }
+
+    pub async fn compact(&self, revision: i64) -> Result<(), Status> {
+        let mut kv = KvClient::new(self.channel.clone());
+        let req = rpc::CompactionRequest {
+            revision,
+            physical: true,
+        };
+        kv.compact(with_leader(req)).await?;
+        Ok(())
+    }
+
+    pub async fn lease_grant(&self, ttl_secs: i64) -> Result<i64, Status> {
+        let mut lease = LeaseClient::new(self.channel.clone());
+        let req = rpc::LeaseGrantRequest {
+            ttl: ttl_secs,
+            id: 0,
+        };
+        let resp = lease.lease_grant(with_leader(req)).await?.into_inner();
+        if !resp.error.is_empty() {
+            return Err(Status::unknown(resp.error));
+        }
+        Ok(resp.id)
+    }
+
+    pub async fn lease_revoke(&self, id: i64) -> Result<(), Status> {
+        let mut lease = LeaseClient::new(self.channel.clone());
+        lease
+            .lease_revoke(with_leader(rpc::LeaseRevokeRequest { id }))
+            .await?;
+        Ok(())
+    }
+
+    /// One keep-alive round trip. Returns the remaining TTL in seconds;
+    /// 0 means etcd does not know the lease.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, Status> {
+        let mut lease = LeaseClient::new(self.channel.clone());
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(rpc::LeaseKeepAliveRequest { id })
+            .await
+            .map_err(|_| Status::internal("keep-alive request channel closed"))?;
+        let mut responses = lease
+            .lease_keep_alive(with_leader(ReceiverStream::new(rx)))
+            .await?
+            .into_inner();
+        let resp = responses
+            .message()
+            .await?
+            .ok_or_else(|| Status::unavailable("etcd closed the keep-alive stream"))?;
+        drop(tx);
+        Ok(resp.ttl)
+    }
+
+    /// Opens a watch stream and sends its one create request.
+    pub async fn watch(&self, create: rpc::WatchCreateRequest) -> Result<Watch, Status> {
+        let mut watch = WatchClient::new(self.channel.clone());
+        let (tx, rx) = mpsc::channel(1);
+        let req = rpc::WatchRequest {
+            request_union: Some(rpc::watch_request::RequestUnion::CreateRequest(create)),
+        };
+        tx.send(req)
+            .await
+            .map_err(|_| Status::internal("watch request channel closed"))?;
+        let responses = watch
+            .watch(with_leader(ReceiverStream::new(rx)))
+            .await?
+            .into_inner();
+        Ok(Watch {
+            responses,
+            _requests: tx,
+        })
+    }
+
+    pub async fn status(&self) -> Result<rpc::StatusResponse, Status> {
+        let mut m = MaintenanceClient::new(self.channel.clone());
+        Ok(m.status(with_leader(rpc::StatusRequest {}))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn member_list(&self) -> Result<rpc::MemberListResponse, Status> {
+        let mut c = ClusterClient::new(self.channel.clone());
+        let req = rpc::MemberListRequest {
+            linearizable: false,
+        };
+        Ok(c.member_list(with_leader(req)).await?.into_inner())
+    }
+}
+
+/// Wraps a message in a request that carries `hasleader: true`.
+fn with_leader<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert("hasleader", MetadataValue::from_static("true"));
+    req
+}
+
+/// The end of the key range that holds every key starting with `prefix`
+/// (etcd's prefix convention: the prefix with its last byte below 0xff
+/// incremented; "\0" means "to the end of the key space").
+pub(crate) fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_range_end;
+
+    #[test]
+    fn prefix_range_ends() {
+        assert_eq!(prefix_range_end(b"abc"), b"abd");
+        assert_eq!(prefix_range_end(b"a\xff"), b"b");
+        assert_eq!(prefix_range_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_range_end(b""), vec![0]);
+    }
+}
