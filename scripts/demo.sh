@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root scripts/demo.sh
-ensure_packages iproute2 iputils-ping nftables iptables protobuf-compiler
+ensure_packages iproute2 iputils-ping nftables iptables
 cargo build --release --locked -p socketplane
 exec ./target/release/socketplane demo
