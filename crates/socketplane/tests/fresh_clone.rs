@@ -96,7 +96,7 @@ fn clean_clone_builds_without_protoc() {
          done\n\
          unset PROTOC PROTOC_INCLUDE\n\
          cargo build --release --locked --quiet\n\
-         "$CARGO_TARGET_DIR/release/socketplane" --version\n",
+         \"$CARGO_TARGET_DIR/release/socketplane\" --version\n",
     );
     let target = work.path().join("target");
     let out = Command::new("unshare")
