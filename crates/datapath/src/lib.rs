@@ -6,10 +6,19 @@
 //! networks and endpoints only, never of bridges or flows, so the Linux and
 //! Open vSwitch implementations are interchangeable.
 
+mod error;
+pub mod names;
+
+#[cfg(target_os = "linux")]
+mod command;
+#[cfg(target_os = "linux")]
+mod kernel;
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "linux")]
 pub mod ovs;
+#[cfg(target_os = "linux")]
+mod plan;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -18,6 +27,8 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 pub use socketplane_api::MacAddr;
+
+pub use crate::error::{DatapathError, Errno, Result};
 
 /// UDP port of VXLAN (IANA).
 pub const VXLAN_PORT: u16 = 4789;
@@ -91,25 +102,6 @@ pub struct EndpointIfnames {
     pub peer: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
-    #[error("invalid desired state: {0}")]
-    Invalid(String),
-    #[error("netlink: {context}: {message}")]
-    Netlink { context: String, message: String },
-    #[error("firewall: {0}")]
-    Firewall(String),
-    #[error("network namespace {path}: {message}")]
-    Netns { path: String, message: String },
-    #[error("{0} is not available: {1}")]
-    Unavailable(String, String),
-    /// Several independent steps failed (teardown keeps going and collects).
-    #[error("{} errors: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
-    Many(Vec<DatapathError>),
-}
-
-pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
-
 /// A datapath implementation (Linux kernel, Open vSwitch).
 #[async_trait]
 pub trait Datapath: Send + Sync + 'static {
@@ -128,4 +120,24 @@ pub trait Datapath: Send + Sync + 'static {
 
     /// Removes everything this datapath created on the host.
     async fn teardown(&self) -> Result<()>;
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn the_datapaths_never_own_each_others_veths() {
+        let ovs = crate::ovs::veth_host("ep-1");
+        let linux = crate::linux::names::veth_host("ep-1");
+        assert_eq!(ovs.len(), 14);
+        assert!(
+            crate::ovs::VETHS.is_ours(&ovs)
+                && crate::ovs::VETHS.is_ours(&crate::ovs::veth_peer("ep-1"))
+        );
+        assert!(
+            !crate::linux::names::is_veth_name(&ovs),
+            "distinct from the Linux datapath's veths"
+        );
+        assert!(!crate::ovs::VETHS.is_ours(&linux));
+        assert!(!crate::ovs::VETHS.is_ours(crate::ovs::TUNNEL_PORT));
+    }
 }

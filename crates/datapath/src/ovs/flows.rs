@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use crate::linux::names::fnv1a;
+use crate::names::fnv1a;
 use crate::MacAddr;
 
 pub(crate) const T_CLASSIFY: u8 = 0;

@@ -10,63 +10,13 @@
 //! `ovs-ofctl` binary, talking to the bridge's management socket
 //! `<rundir>/<bridge>.mgmt`, where `<rundir>` is the directory of the OVSDB
 //! socket (as in every standard installation: `/var/run/openvswitch`).
-//! Isolation and masquerade reuse the Linux datapath's firewall: the
-//! gateway ports carry the same names as the Linux bridges (`spbr<vni>`).
+//! Isolation and masquerade use the shared firewall (`kernel::firewall`):
+//! the gateway ports carry the same names as the Linux bridges (`spbr<vni>`).
 //!
-//! # OVS datapaths
-//!
-//! The bridge uses the kernel (`system`) datapath when the `openvswitch`
-//! module is loaded and the userspace `netdev` datapath otherwise. With
-//! `netdev`, tunnels are sent by ovs-vswitchd itself, which needs the
-//! underlay address on an OVS bridge. **The operator sets that up** (it
-//! moves the host's address, which an agent must not do behind the
-//! operator's back):
-//!
-//! ```text
-//! ovs-vsctl add-br br-phy -- set bridge br-phy datapath_type=netdev -- add-port br-phy eth0
-//! ip addr flush dev eth0 && ip addr add 192.0.2.10/24 dev br-phy && ip link set br-phy up
-//! # (move the default route to br-phy too), then run the agent with --iface br-phy
-//! ```
-//!
-//! [`OvsDatapath::new`] refuses a `netdev` setup whose underlay interface
-//! is not an OVS internal port, saying so. What the agent does itself for
-//! `netdev`: TX checksum offload is turned off on each workload interface
-//! (the userspace datapath does not complete partial checksums).
-//!
-//! # One Open vSwitch per lab host
-//!
-//! Several independent OVS instances run on one machine when each host
-//! namespace has its own database, run directory and daemons (`D` = a
-//! per-host directory, `NS` = the host namespace, `IP/24` = its underlay
-//! address on `eth0`):
-//!
-//! ```text
-//! ovsdb-tool create D/conf.db /usr/share/openvswitch/vswitch.ovsschema
-//! ip netns exec NS env OVS_RUNDIR=D OVS_DBDIR=D OVS_LOGDIR=D ovsdb-server D/conf.db \
-//!     --remote=punix:D/db.sock --pidfile=D/ovsdb-server.pid --unixctl=D/ovsdb-server.ctl \
-//!     --log-file=D/ovsdb-server.log --detach
-//! ip netns exec NS ovs-vsctl --db=unix:D/db.sock --no-wait init
-//! ip netns exec NS env OVS_RUNDIR=D OVS_DBDIR=D OVS_LOGDIR=D ovs-vswitchd unix:D/db.sock \
-//!     --pidfile=D/ovs-vswitchd.pid --unixctl=D/ovs-vswitchd.ctl \
-//!     --log-file=D/ovs-vswitchd.log --detach
-//! ip netns exec NS ovs-vsctl --db=unix:D/db.sock --timeout=10 add-br br-phy \
-//!     -- set bridge br-phy datapath_type=netdev -- add-port br-phy eth0
-//! ip -n NS addr flush dev eth0; ip -n NS addr add IP/24 dev br-phy; ip -n NS link set br-phy up
-//! # re-add routes that went with eth0's address, e.g. the default route:
-//! ip -n NS route add default via GW dev br-phy
-//! # the agent: --datapath ovs --ovsdb D/db.sock --iface br-phy
-//! ```
-//!
-//! The run directory must be the directory of the OVSDB socket (the
-//! datapath finds `ovs-vswitchd.pid` and `<bridge>.mgmt` there). Stop:
-//! `kill $(cat D/ovs-vswitchd.pid) $(cat D/ovsdb-server.pid)`.
-//!
-//! Frames that reach an OVS host's `eth0` from a veth must carry complete
-//! checksums (as frames from a real NIC do): in a lab, turn TX checksum
-//! offload off on the `eth0` of namespaces that send to OVS hosts without
-//! OVS themselves (the outside namespace, Linux-datapath hosts):
-//! `ip netns exec NS ethtool -K eth0 tx off`. Otherwise the userspace
-//! datapath drops their UDP (VXLAN) and TCP with partial checksums.
+//! With the userspace (`netdev`) datapath the operator must first put the
+//! underlay address on an OVS bridge; how to do that, and how to run one
+//! Open vSwitch per lab host, is in the crate's README ("Open vSwitch
+//! datapath: operator setup").
 //!
 //! # Ownership
 //!
@@ -74,37 +24,34 @@
 //! a `socketplane-*` key are ours; other ports are left alone. Veth ends are
 //! named `spo<hash>` (host) / `spq<hash>` (workload end before it is moved).
 
-mod ethtool;
 pub(crate) mod flows;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
-use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::LinkUnspec;
 use serde_json::{json, Value};
 use socketplane_ovsdb::{atom, ops, Client, Snapshot};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use self::flows::{FlowLocal, FlowNet, FlowRemote};
-use crate::linux::firewall::{Firewall, FwNetwork};
-use crate::linux::names::fnv1a;
-use crate::linux::{
-    collect, ensure_ip_forward, netns, nl, plan, EndpointConfig, NetPlan, WorkloadJob,
-    DEFAULT_FIREWALL_TABLE, ENDPOINT_RECHECK, FIREWALL_RECHECK,
-};
+use crate::command;
+use crate::error::collect;
+use crate::kernel::firewall::{Firewall, FirewallCheck, DEFAULT_FIREWALL_TABLE};
+use crate::kernel::nl;
+use crate::kernel::sysctl::ensure_ip_forward;
+use crate::kernel::underlay::Underlay;
+use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
+use crate::names::VethNames;
+use crate::plan::{plan, NetPlan};
 use crate::{
-    ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, LocalEndpoint, MacAddr,
-    Result, VXLAN_OVERHEAD, VXLAN_PORT,
+    ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, MacAddr, Result,
+    VXLAN_PORT,
 };
 
 /// Default integration bridge.
@@ -155,37 +102,35 @@ impl OvsConfig {
     }
 }
 
-fn endpoint_hash(id: &str) -> String {
-    format!("{:011x}", fnv1a(id.as_bytes()) >> 20)
-}
+/// Both veth prefixes together.
+pub const VETHS: VethNames = VethNames {
+    host: VETH_PREFIX,
+    peer: PEER_PREFIX,
+};
 
 /// Host-side veth name of an endpoint.
 pub fn veth_host(endpoint_id: &str) -> String {
-    format!("{VETH_PREFIX}{}", endpoint_hash(endpoint_id))
+    VETHS.host(endpoint_id)
 }
 
 /// Workload-side veth name of an endpoint (before it is moved).
 pub fn veth_peer(endpoint_id: &str) -> String {
-    format!("{PEER_PREFIX}{}", endpoint_hash(endpoint_id))
+    VETHS.peer(endpoint_id)
 }
 
-fn is_our_veth(name: &str) -> bool {
-    [VETH_PREFIX, PEER_PREFIX].iter().any(|p| {
-        name.strip_prefix(p)
-            .is_some_and(|r| r.len() == 11 && r.bytes().all(|b| b.is_ascii_hexdigit()))
-    })
+fn unavailable(what: &str, why: impl Into<String>) -> DatapathError {
+    DatapathError::unavailable(what, why)
 }
 
-fn unavailable(what: &str, msg: impl Into<String>) -> DatapathError {
-    DatapathError::Unavailable(what.into(), msg.into())
-}
-
-fn db_err(context: &str, e: socketplane_ovsdb::Error) -> DatapathError {
-    DatapathError::Unavailable("ovsdb-server".into(), format!("{context}: {e}"))
+fn db_err(context: &str, source: socketplane_ovsdb::Error) -> DatapathError {
+    DatapathError::Ovsdb {
+        context: format!("ovsdb-server: {context}"),
+        source,
+    }
 }
 
 fn ofctl_err(msg: impl Into<String>) -> DatapathError {
-    DatapathError::Unavailable("ovs-ofctl".into(), msg.into())
+    unavailable("ovs-ofctl", msg)
 }
 
 #[derive(Default)]
@@ -196,9 +141,8 @@ struct Cache {
     /// When the installed flows were last compared with the rendering, and
     /// under which ovs-vswitchd process (a restarted one has no flows).
     flows_checked: Option<(Instant, Option<u32>)>,
-    endpoints: HashMap<String, (EndpointConfig, Instant)>,
-    firewall_hash: Option<String>,
-    firewall_checked: Option<Instant>,
+    endpoints: EndpointCache,
+    firewall: FirewallCheck,
 }
 
 /// What a port on the bridge must look like.
@@ -238,21 +182,13 @@ impl PortSpec {
 /// The Open vSwitch datapath.
 pub struct OvsDatapath {
     db: Client,
-    handle: Handle,
-    conn_task: tokio::task::JoinHandle<()>,
+    conn: nl::Connection,
     bridge: String,
     rundir: PathBuf,
     datapath_type: String,
-    underlay_ip: Ipv4Addr,
-    default_mtu: u32,
+    underlay: Underlay,
     firewall: Firewall,
     cache: Mutex<Cache>,
-}
-
-impl Drop for OvsDatapath {
-    fn drop(&mut self) {
-        self.conn_task.abort();
-    }
 }
 
 fn read_pid(pidfile: &Path) -> Option<u32> {
@@ -343,25 +279,9 @@ impl OvsDatapath {
             ));
         }
 
-        let (conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| unavailable("netlink", format!("cannot open socket: {e}")))?;
-        // Aborts the netlink task on every early return below.
-        struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-        impl Drop for AbortOnDrop {
-            fn drop(&mut self) {
-                if let Some(t) = self.0.take() {
-                    t.abort();
-                }
-            }
-        }
-        let mut conn_guard = AbortOnDrop(Some(tokio::spawn(conn)));
-        let links = nl::links(&handle).await?;
-        let under = links.get(&cfg.underlay_iface).ok_or_else(|| {
-            DatapathError::Invalid(format!(
-                "underlay interface {} not found",
-                cfg.underlay_iface
-            ))
-        })?;
+        let conn = nl::connect()?;
+        let underlay =
+            Underlay::lookup(&conn.handle, &cfg.underlay_iface, cfg.underlay_ip, cfg.mtu).await?;
         if datapath_type == "netdev"
             && snap
                 .interface_by_name(&cfg.underlay_iface)
@@ -379,39 +299,9 @@ impl OvsDatapath {
                 ),
             ));
         }
-        let underlay_ip = match cfg.underlay_ip {
-            Some(ip) => ip,
-            None => nl::addrs_v4(&handle)
-                .await?
-                .into_iter()
-                .find(|a| a.index == under.index)
-                .map(|a| a.ip)
-                .ok_or_else(|| {
-                    DatapathError::Invalid(format!(
-                        "underlay interface {} has no IPv4 address",
-                        cfg.underlay_iface
-                    ))
-                })?,
-        };
-        let default_mtu = match cfg.mtu {
-            Some(m) => m,
-            None => under
-                .mtu
-                .checked_sub(VXLAN_OVERHEAD)
-                .filter(|m| *m >= 576)
-                .ok_or_else(|| {
-                    DatapathError::Invalid(format!(
-                        "underlay MTU {} too small for VXLAN",
-                        under.mtu
-                    ))
-                })?,
-        };
-        let Some(conn_task) = conn_guard.0.take() else {
-            return Err(unavailable("netlink", "connection task lost"));
-        };
         info!(
-            bridge = %cfg.bridge, datapath_type, underlay = %cfg.underlay_iface, %underlay_ip,
-            mtu = default_mtu, "Open vSwitch datapath ready."
+            bridge = %cfg.bridge, datapath_type, underlay = %cfg.underlay_iface,
+            underlay_ip = %underlay.ip, mtu = underlay.default_mtu, "Open vSwitch datapath ready."
         );
         Ok(OvsDatapath {
             cache: Mutex::new(Cache {
@@ -419,13 +309,11 @@ impl OvsDatapath {
                 ..Cache::default()
             }),
             db,
-            handle,
-            conn_task,
+            conn,
             bridge: cfg.bridge,
             rundir,
             datapath_type: datapath_type.into(),
-            underlay_ip,
-            default_mtu,
+            underlay,
             firewall: Firewall::new(DEFAULT_FIREWALL_TABLE),
         })
     }
@@ -437,11 +325,18 @@ impl OvsDatapath {
     }
 
     pub fn underlay_ip(&self) -> Ipv4Addr {
-        self.underlay_ip
+        self.underlay.ip
     }
 
     pub fn default_mtu(&self) -> u32 {
-        self.default_mtu
+        self.underlay.default_mtu
+    }
+
+    fn endpoints(&self) -> Endpoints<'_> {
+        Endpoints {
+            handle: &self.conn.handle,
+            names: VETHS,
+        }
     }
 
     /// The integration bridge.
@@ -478,7 +373,7 @@ impl OvsDatapath {
                     ("remote_ip", "flow"),
                     ("key", "flow"),
                     ("dst_port", &VXLAN_PORT.to_string()),
-                    ("local_ip", &self.underlay_ip.to_string()),
+                    ("local_ip", &self.underlay.ip.to_string()),
                 ]),
                 external_ids: atom::string_map([(EXT_ROLE, "tunnel")]),
                 mac: None,
@@ -710,217 +605,12 @@ impl OvsDatapath {
         }
     }
 
-    /// Creates the veth pair of an endpoint (workload end configured).
-    async fn create_veth(&self, e: &LocalEndpoint, cfg: &EndpointConfig) -> Result<usize> {
-        let host = veth_host(&e.id);
-        let ns_file = match &e.netns {
-            Some(path) => Some(netns::open(path)?),
-            None => None,
-        };
-        let peer_name = match &e.netns {
-            Some(_) => e.ifname.clone(),
-            None => veth_peer(&e.id),
-        };
-        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(peer_name)
-            .mtu(cfg.mtu)
-            .address(e.mac.0.to_vec());
-        if let Some(f) = &ns_file {
-            peer = peer.setns_by_fd(f.as_raw_fd());
-        }
-        let msg = LinkVeth::new(&host, "unused")
-            .mtu(cfg.mtu)
-            .up()
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
-            .build();
-        let r = nl::ack(
-            &self.handle,
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            || format!("create veth {host}"),
-        )
-        .await;
-        drop(ns_file);
-        r?;
-        let mut changes = 1;
-        match self.configure_workload(e, cfg).await? {
-            Some(n) => changes += n,
-            None => {
-                return Err(DatapathError::Netns {
-                    path: e
-                        .netns
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    message: format!("interface {} vanished after creation", e.ifname),
-                })
-            }
-        }
-        Ok(changes)
-    }
-
-    /// Address, route and offloads inside the workload namespace (or on
-    /// the unmoved peer); `None` when the interface is missing.
-    async fn configure_workload(
-        &self,
-        e: &LocalEndpoint,
-        cfg: &EndpointConfig,
-    ) -> Result<Option<usize>> {
-        match &e.netns {
-            Some(path) => {
-                let job = WorkloadJob::from(cfg);
-                let ifname = e.ifname.clone();
-                let p = path.clone();
-                let netdev = self.datapath_type == "netdev";
-                netns::run_in(path, move |h| async move {
-                    let Some(n) = job.run(h).await? else {
-                        return Ok(None);
-                    };
-                    if !netdev {
-                        return Ok(Some(n));
-                    }
-                    let off =
-                        ethtool::tx_csum_off(&ifname).map_err(|err| DatapathError::Netns {
-                            path: p.display().to_string(),
-                            message: format!("turning TX checksum offload off on {ifname}: {err}"),
-                        })?;
-                    Ok(Some(n + usize::from(off)))
-                })
-                .await
-            }
-            None if self.datapath_type != "netdev" => Ok(Some(0)),
-            None => {
-                let peer = veth_peer(&e.id);
-                let off = ethtool::tx_csum_off(&peer).map_err(|err| DatapathError::Netlink {
-                    context: format!("TX checksum offload off on {peer}"),
-                    message: err.to_string(),
-                })?;
-                Ok(Some(usize::from(off)))
-            }
-        }
-    }
-
-    async fn del_link(&self, index: u32, name: &str) -> Result<()> {
-        match self.handle.link().del(index).execute().await {
-            Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(e)) if -e.raw_code() == nl::ENODEV => Ok(()),
-            Err(e) => Err(DatapathError::Netlink {
-                context: format!("delete link {name}"),
-                message: e.to_string(),
-            }),
-        }
-    }
-
-    /// Local endpoints: veth pairs and workload configuration.
-    async fn ensure_endpoints(
-        &self,
-        plans: &[NetPlan],
-        desired: &DesiredState,
-        cache: &mut Cache,
-        errors: &mut Vec<DatapathError>,
-    ) -> Result<usize> {
-        let links = nl::links(&self.handle).await?;
-        let mut changes = 0;
-        for e in &desired.local {
-            let Some(p) = plans.iter().find(|p| p.spec.name == e.network) else {
-                continue;
-            };
-            let cfg = EndpointConfig {
-                ep: e.clone(),
-                mtu: p.mtu,
-                gateway: p.spec.gateway,
-                prefix: p.spec.subnet.prefix_len(),
-            };
-            let host = veth_host(&e.id);
-            let r: Result<usize> = async {
-                match links.get(&host) {
-                    Some(l) if l.is_kind(InfoKind::Veth) => {
-                        let mut n = 0;
-                        let cached = cache
-                            .endpoints
-                            .get(&e.id)
-                            .is_some_and(|(c, t)| c == &cfg && t.elapsed() < ENDPOINT_RECHECK);
-                        if l.up && l.mtu == cfg.mtu && cached {
-                            return Ok(0);
-                        }
-                        if !l.up || l.mtu != cfg.mtu {
-                            let msg = LinkUnspec::new_with_index(l.index).mtu(cfg.mtu).up().build();
-                            nl::ack(&self.handle, RouteNetlinkMessage::NewLink(msg), 0, || {
-                                format!("configure {host}")
-                            })
-                            .await?;
-                            n += 1;
-                        }
-                        match self.configure_workload(e, &cfg).await? {
-                            Some(k) => Ok(n + k),
-                            None => {
-                                warn!(endpoint = %e.id, "Workload interface missing; recreating the veth pair.");
-                                self.del_link(l.index, &host).await?;
-                                Ok(n + 1 + self.create_veth(e, &cfg).await?)
-                            }
-                        }
-                    }
-                    other => {
-                        let mut n = 0;
-                        if let Some(l) = other {
-                            self.del_link(l.index, &host).await?;
-                            n += 1;
-                        }
-                        Ok(n + self.create_veth(e, &cfg).await?)
-                    }
-                }
-            }
-            .await;
-            match r {
-                Ok(k) => {
-                    changes += k;
-                    cache.endpoints.insert(e.id.clone(), (cfg, Instant::now()));
-                }
-                Err(err) => {
-                    cache.endpoints.remove(&e.id);
-                    errors.push(err);
-                }
-            }
-        }
-        Ok(changes)
-    }
-
     /// Deletes our veths that are not wanted; returns writes.
     async fn remove_stale_veths(&self, desired: &DesiredState, cache: &mut Cache) -> Result<usize> {
-        let links = nl::links(&self.handle).await?;
-        let mut want = HashSet::new();
-        for e in &desired.local {
-            want.insert(veth_host(&e.id));
-            if e.netns.is_none() {
-                want.insert(veth_peer(&e.id));
-            }
-        }
-        let mut changes = 0;
-        let mut gone = HashSet::new();
-        let mut errors = Vec::new();
-        let mut stale: Vec<_> = links
-            .values()
-            .filter(|l| {
-                l.is_kind(InfoKind::Veth) && is_our_veth(&l.name) && !want.contains(&l.name)
-            })
-            .collect();
-        stale.sort_by(|a, b| a.name.cmp(&b.name));
-        for l in stale {
-            if gone.contains(&l.name[3..]) {
-                continue;
-            }
-            debug!(link = %l.name, "Removing stale veth.");
-            match self.del_link(l.index, &l.name).await {
-                Ok(()) => {
-                    changes += 1;
-                    gone.insert(l.name[3..].to_string());
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        let live: HashSet<&str> = desired.local.iter().map(|e| e.id.as_str()).collect();
-        cache.endpoints.retain(|id, _| live.contains(id.as_str()));
-        collect(errors).map(|()| changes)
+        let links = nl::links(&self.conn.handle).await?;
+        let r = self.endpoints().remove_stale(&links, desired).await;
+        cache.endpoints.retain_live(desired);
+        r
     }
 
     /// Gateway address on each gateway port, and the port up.
@@ -931,98 +621,54 @@ impl OvsDatapath {
         // ovs-vswitchd creates the internal devices asynchronously.
         let deadline = Instant::now() + PORT_WAIT;
         let links = loop {
-            let links = nl::links(&self.handle).await?;
+            let links = nl::links(&self.conn.handle).await?;
             if plans.iter().all(|p| links.contains_key(&p.bridge)) || Instant::now() > deadline {
                 break links;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let addrs = nl::addrs_v4(&self.handle).await?;
+        let addrs = nl::addrs_v4(&self.conn.handle).await?;
         let mut changes = 0;
         for p in plans {
-            let l = links.get(&p.bridge).ok_or_else(|| DatapathError::Netlink {
-                context: format!("gateway port {}", p.bridge),
-                message: "ovs-vswitchd did not create the device".into(),
-            })?;
+            let l = links
+                .get(&p.bridge)
+                .ok_or_else(|| DatapathError::DeviceMissing {
+                    device: p.bridge.clone(),
+                    why: "ovs-vswitchd did not create the gateway port",
+                })?;
             if !l.up || l.mtu != p.mtu || l.mac != MacAddr::GATEWAY.0 {
                 let msg = LinkUnspec::new_with_index(l.index)
                     .mtu(p.mtu)
                     .address(MacAddr::GATEWAY.0.to_vec())
                     .up()
                     .build();
-                nl::ack(&self.handle, RouteNetlinkMessage::NewLink(msg), 0, || {
-                    format!("configure gateway port {}", p.bridge)
-                })
+                nl::change_link(
+                    &self.conn.handle,
+                    msg,
+                    &format!("gateway port {}", p.bridge),
+                )
                 .await?;
                 changes += 1;
             }
-            let prefix = p.spec.subnet.prefix_len();
-            let mut present = false;
-            for a in addrs.iter().filter(|a| a.index == l.index) {
-                if a.ip == p.spec.gateway && a.prefix == prefix {
-                    present = true;
-                } else {
-                    self.handle
-                        .address()
-                        .del(a.msg.clone())
-                        .execute()
-                        .await
-                        .map_err(|e| DatapathError::Netlink {
-                            context: format!("remove address {} from {}", a.ip, p.bridge),
-                            message: e.to_string(),
-                        })?;
-                    changes += 1;
-                }
-            }
-            if !present {
-                self.handle
-                    .address()
-                    .add(l.index, IpAddr::V4(p.spec.gateway), prefix)
-                    .execute()
-                    .await
-                    .map_err(|e| DatapathError::Netlink {
-                        context: format!("add gateway {} to {}", p.spec.gateway, p.bridge),
-                        message: e.to_string(),
-                    })?;
-                changes += 1;
-            }
+            changes += nl::ensure_sole_address(
+                &self.conn.handle,
+                &addrs,
+                l.index,
+                p.spec.gateway,
+                p.spec.subnet.prefix_len(),
+                &p.bridge,
+            )
+            .await?;
         }
         Ok(changes)
     }
 
     async fn ofctl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let mut cmd = tokio::process::Command::new("ovs-ofctl");
-        cmd.args(["-O", "OpenFlow14"])
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| ofctl_err(format!("cannot run ovs-ofctl: {e}")))?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes())
-                .await
-                .map_err(|e| ofctl_err(format!("writing flows: {e}")))?;
-            drop(pipe);
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| ofctl_err(format!("waiting for ovs-ofctl: {e}")))?;
-        if !out.status.success() {
-            return Err(ofctl_err(format!(
-                "ovs-ofctl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let args: Vec<&str> = ["-O", "OpenFlow14"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        command::run_ok("ovs-ofctl", &args, stdin, "openvswitch-common").await
     }
 
     /// Installs the rendered pipeline when the bridge holds anything else.
@@ -1053,7 +699,7 @@ impl OvsDatapath {
             let remote = desired
                 .remote
                 .iter()
-                .filter(|r| r.network == p.spec.name && r.host != self.underlay_ip)
+                .filter(|r| r.network == p.spec.name && r.host != self.underlay.ip)
                 .map(|r| FlowRemote {
                     mac: r.mac,
                     ip: r.ip,
@@ -1092,33 +738,6 @@ impl OvsDatapath {
         cache.flows_hash = Some(hash);
         Ok(1)
     }
-
-    async fn ensure_firewall(&self, plans: &[NetPlan], cache: &mut Cache) -> Result<usize> {
-        let nets: Vec<FwNetwork> = plans
-            .iter()
-            .map(|p| FwNetwork {
-                bridge: p.bridge.clone(),
-                subnet: p.spec.subnet,
-                gateway: p.spec.gateway,
-            })
-            .collect();
-        let rendered = self.firewall.render(&nets);
-        let fresh = cache
-            .firewall_checked
-            .is_some_and(|t| t.elapsed() < FIREWALL_RECHECK);
-        if cache.firewall_hash.as_deref() == Some(rendered.hash.as_str()) && fresh {
-            return Ok(0);
-        }
-        let changes = if self.firewall.is_current(&rendered).await? {
-            0
-        } else {
-            self.firewall.write(&rendered).await?;
-            1
-        };
-        cache.firewall_hash = Some(rendered.hash);
-        cache.firewall_checked = Some(Instant::now());
-        Ok(changes)
-    }
 }
 
 #[async_trait]
@@ -1128,7 +747,7 @@ impl Datapath for OvsDatapath {
     }
 
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let plans = plan(desired, self.default_mtu)?;
+        let plans = plan(desired, self.underlay.default_mtu)?;
         let mut cache = self.cache.lock().await;
         // (Re)connects and resynchronises the cache when ovsdb-server went away.
         self.db.echo().await.map_err(|e| db_err("no answer", e))?;
@@ -1142,9 +761,24 @@ impl Datapath for OvsDatapath {
         let mut changes = 0;
         let mut errors = Vec::new();
 
+        let links = nl::links(&self.conn.handle).await?;
+        let netdev = self.datapath_type == "netdev";
         changes += self
-            .ensure_endpoints(&plans, desired, &mut cache, &mut errors)
-            .await?;
+            .endpoints()
+            .ensure_all(
+                &plans,
+                desired,
+                &links,
+                &mut cache.endpoints,
+                |_| {
+                    Some(Attach {
+                        master: None,
+                        tx_csum_off: netdev,
+                    })
+                },
+                &mut errors,
+            )
+            .await;
         let want = self.desired_ports(&plans, desired);
         changes += self.ensure_topology(&want).await?;
         match self.remove_stale_veths(desired, &mut cache).await {
@@ -1173,12 +807,9 @@ impl Datapath for OvsDatapath {
                 Err(e) => errors.push(e),
             }
         }
-        match self.ensure_firewall(&plans, &mut cache).await {
+        match self.firewall.ensure(&plans, &mut cache.firewall).await {
             Ok(k) => changes += k,
-            Err(e) => {
-                cache.firewall_hash = None;
-                errors.push(e)
-            }
+            Err(e) => errors.push(e),
         }
         if changes > 0 {
             debug!(changes, "OVS datapath converged.");
@@ -1236,22 +867,5 @@ impl Datapath for OvsDatapath {
             ..Cache::default()
         };
         collect(errors)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        let h = veth_host("ep-1");
-        assert_eq!(h.len(), 14);
-        assert!(is_our_veth(&h) && is_our_veth(&veth_peer("ep-1")));
-        assert!(
-            !crate::linux::names::is_veth_name(&h),
-            "distinct from the Linux datapath's veths"
-        );
-        assert!(!is_our_veth(TUNNEL_PORT));
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::StreamExt;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute,
@@ -18,55 +20,31 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::Handle;
 
-use crate::{DatapathError, Result};
+use crate::error::{DatapathError, Errno, Result};
 
-/// errno values we look at.
-pub(crate) const ENOENT: i32 = 2;
-pub(crate) const ENODEV: i32 = 19;
-
-/// A failed netlink request, with the kernel's errno when there was one.
-#[derive(Debug)]
-pub(crate) struct NlError {
-    pub errno: Option<i32>,
-    pub message: String,
+/// An open rtnetlink socket; its connection task stops when this is dropped.
+pub(crate) struct Connection {
+    pub(crate) handle: Handle,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl NlError {
-    pub(crate) fn into_dp(self, context: impl Into<String>) -> DatapathError {
-        DatapathError::Netlink {
-            context: context.into(),
-            message: self.message,
-        }
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
-/// Sends one request and waits for its acknowledgement.
-pub(crate) async fn request_ack(
-    handle: &Handle,
-    msg: RouteNetlinkMessage,
-    flags: u16,
-) -> std::result::Result<(), NlError> {
-    let mut req = NetlinkMessage::from(msg);
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-    let mut h = handle.clone();
-    let mut resp = h.request(req).map_err(|e| NlError {
-        errno: None,
-        message: e.to_string(),
-    })?;
-    while let Some(m) = resp.next().await {
-        if let NetlinkPayload::Error(err) = m.payload {
-            if err.code.is_some() {
-                return Err(NlError {
-                    errno: Some(-err.raw_code()),
-                    message: err.to_io().to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
+/// Opens a netlink socket in the calling thread's network namespace.
+pub(crate) fn connect() -> Result<Connection> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(DatapathError::NetlinkSocket)?;
+    Ok(Connection {
+        handle,
+        task: tokio::spawn(conn),
+    })
 }
 
-/// Same as [`request_ack`] with the error turned into a [`DatapathError`].
+/// Sends one request and waits for its acknowledgement; a refusal is
+/// [`DatapathError::Kernel`] with the kernel's errno.
 pub(crate) async fn ack(
     handle: &Handle,
     msg: RouteNetlinkMessage,
@@ -75,9 +53,36 @@ pub(crate) async fn ack(
 ) -> Result<()> {
     let context = context();
     tracing::debug!(write = %context, "Netlink write.");
-    request_ack(handle, msg, flags)
-        .await
-        .map_err(|e| e.into_dp(context))
+    let mut req = NetlinkMessage::from(msg);
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    let mut h = handle.clone();
+    let mut resp = h
+        .request(req)
+        .map_err(|e| DatapathError::netlink(context.clone(), e))?;
+    while let Some(m) = resp.next().await {
+        if let NetlinkPayload::Error(err) = m.payload {
+            if err.code.is_some() {
+                return Err(DatapathError::Kernel {
+                    context,
+                    errno: Errno::from_raw(-err.raw_code()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Like [`ack`], but `ok_errno` (e.g. ENOENT on a delete) counts as done.
+pub(crate) async fn ack_unless(
+    handle: &Handle,
+    msg: RouteNetlinkMessage,
+    ok_errno: Errno,
+    context: impl FnOnce() -> String,
+) -> Result<()> {
+    match ack(handle, msg, 0, context).await {
+        Err(DatapathError::Kernel { errno, .. }) if errno == ok_errno => Ok(()),
+        r => r,
+    }
 }
 
 /// Sends a dump request and collects every answer.
@@ -89,24 +94,105 @@ pub(crate) async fn dump(
     let mut req = NetlinkMessage::from(msg);
     req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut h = handle.clone();
-    let mut resp = h.request(req).map_err(|e| DatapathError::Netlink {
-        context: context.to_string(),
-        message: e.to_string(),
-    })?;
+    let mut resp = h
+        .request(req)
+        .map_err(|e| DatapathError::netlink(context, e))?;
     let mut out = Vec::new();
     while let Some(m) = resp.next().await {
         match m.payload {
             NetlinkPayload::InnerMessage(inner) => out.push(inner),
             NetlinkPayload::Error(err) if err.code.is_some() => {
-                return Err(DatapathError::Netlink {
+                return Err(DatapathError::Kernel {
                     context: context.to_string(),
-                    message: err.to_io().to_string(),
+                    errno: Errno::from_raw(-err.raw_code()),
                 })
             }
             _ => {}
         }
     }
     Ok(out)
+}
+
+/// Creates a link (fails if the name is taken).
+pub(crate) async fn create_link(handle: &Handle, msg: LinkMessage, what: &str) -> Result<()> {
+    ack(
+        handle,
+        RouteNetlinkMessage::NewLink(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+        || format!("create {what}"),
+    )
+    .await
+}
+
+/// Changes an existing link.
+pub(crate) async fn change_link(handle: &Handle, msg: LinkMessage, what: &str) -> Result<()> {
+    ack(handle, RouteNetlinkMessage::NewLink(msg), 0, || {
+        format!("change {what}")
+    })
+    .await
+}
+
+/// Deletes a link; one already gone counts as deleted.
+pub(crate) async fn del_link(handle: &Handle, index: u32, name: &str) -> Result<()> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    ack_unless(
+        handle,
+        RouteNetlinkMessage::DelLink(msg),
+        Errno::ENODEV,
+        || format!("delete link {name}"),
+    )
+    .await
+}
+
+/// The link called `name`, which was just created.
+pub(crate) async fn created_link(handle: &Handle, name: &str) -> Result<Link> {
+    links(handle)
+        .await?
+        .remove(name)
+        .ok_or_else(|| DatapathError::DeviceMissing {
+            device: name.to_string(),
+            why: "not found after creation",
+        })
+}
+
+/// Makes `ip/prefix` the only IPv4 address of link `index` (`addrs` is a
+/// dump of the namespace's addresses); returns writes.
+pub(crate) async fn ensure_sole_address(
+    handle: &Handle,
+    addrs: &[Addr],
+    index: u32,
+    ip: Ipv4Addr,
+    prefix: u8,
+    dev: &str,
+) -> Result<usize> {
+    let mut changes = 0;
+    let mut present = false;
+    for a in addrs.iter().filter(|a| a.index == index) {
+        if a.ip == ip && a.prefix == prefix {
+            present = true;
+            continue;
+        }
+        handle
+            .address()
+            .del(a.msg.clone())
+            .execute()
+            .await
+            .map_err(|e| {
+                DatapathError::netlink(format!("remove address {} from {dev}", a.ip), e)
+            })?;
+        changes += 1;
+    }
+    if !present {
+        handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix)
+            .execute()
+            .await
+            .map_err(|e| DatapathError::netlink(format!("add address {ip} to {dev}"), e))?;
+        changes += 1;
+    }
+    Ok(changes)
 }
 
 /// What we read from a link.

@@ -3,7 +3,9 @@
 //! frames from veths with AF_PACKET and does not complete partial
 //! checksums, so TCP from a workload with offload on stalls.
 
-use std::io;
+use nix::errno::Errno;
+
+use crate::error::{DatapathError, Result};
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GTXCSUM: u32 = 0x16;
@@ -22,13 +24,10 @@ struct IfReq {
     _pad: [u8; 16],
 }
 
-fn ioctl(fd: libc::c_int, ifname: &str, v: &mut EthtoolValue) -> io::Result<()> {
+fn ioctl(fd: libc::c_int, ifname: &str, v: &mut EthtoolValue) -> std::result::Result<(), Errno> {
     let bytes = ifname.as_bytes();
     if bytes.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
+        return Err(Errno::ENAMETOOLONG);
     }
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
@@ -41,7 +40,7 @@ fn ioctl(fd: libc::c_int, ifname: &str, v: &mut EthtoolValue) -> io::Result<()> 
     // SAFETY: `req` is a valid ifreq whose data points at a live ethtool_value.
     let r = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReq) };
     if r < 0 {
-        Err(io::Error::last_os_error())
+        Err(Errno::last())
     } else {
         Ok(())
     }
@@ -49,11 +48,16 @@ fn ioctl(fd: libc::c_int, ifname: &str, v: &mut EthtoolValue) -> io::Result<()> 
 
 /// Turns TX checksum offload off on `ifname` (in the calling thread's
 /// network namespace); returns whether it was on.
-pub(crate) fn tx_csum_off(ifname: &str) -> io::Result<bool> {
+pub(crate) fn tx_csum_off(ifname: &str) -> Result<bool> {
+    let err = |errno| DatapathError::Interface {
+        ifname: ifname.to_string(),
+        action: "turning TX checksum offload off",
+        errno,
+    };
     // SAFETY: plain socket(2); the fd is closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(err(Errno::last()));
     }
     let r = (|| {
         let mut v = EthtoolValue {
@@ -73,5 +77,5 @@ pub(crate) fn tx_csum_off(ifname: &str) -> io::Result<bool> {
     })();
     // SAFETY: fd is ours and open.
     unsafe { libc::close(fd) };
-    r
+    r.map_err(err)
 }

@@ -1,4 +1,5 @@
-//! Firewall rules of the Linux datapath.
+//! Firewall rules of both datapaths (the OVS gateway ports carry the Linux
+//! bridges' names, so one rendering serves both).
 //!
 //! Everything lives in two nftables tables of our own (`inet <table>` for
 //! forwarding, isolation and masquerade; `bridge <table>` to keep the anycast
@@ -14,14 +15,21 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tracing::debug;
 
-use super::names::{fnv1a, BRIDGE_PREFIX, VXLAN_PREFIX};
-use crate::{DatapathError, MacAddr, Result};
+use crate::command::{self, Output};
+use crate::error::{collect, DatapathError, Result};
+use crate::names::{fnv1a, BRIDGE_PREFIX, VXLAN_PREFIX};
+use crate::plan::NetPlan;
+use crate::MacAddr;
+
+/// How often an otherwise unchanged firewall is re-verified.
+pub const FIREWALL_RECHECK: Duration = Duration::from_secs(30);
+/// Default name of our nftables tables (and, upper-cased, the iptables chain).
+pub const DEFAULT_FIREWALL_TABLE: &str = "socketplane";
 
 /// What the firewall needs to know about one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,63 +54,23 @@ pub(crate) struct Rendered {
     pub empty: bool,
 }
 
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
+/// Where the programs come from, for the error when one is missing.
+const PACKAGE: &str = "nftables/iptables";
 
 async fn run(bin: &str, args: &[&str], stdin: Option<&str>) -> Result<Output> {
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            DatapathError::Unavailable(
-                bin.to_string(),
-                format!(
-                    "the `{bin}` binary is missing (install the Debian package nftables/iptables)"
-                ),
-            )
-        } else {
-            DatapathError::Firewall(format!("cannot run {bin}: {e}"))
-        }
-    })?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .await
-            .map_err(|e| DatapathError::Firewall(format!("writing to {bin}: {e}")))?;
-        drop(pipe);
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| DatapathError::Firewall(format!("waiting for {bin}: {e}")))?;
-    Ok(Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    command::run(bin, args, stdin, PACKAGE).await
 }
 
 async fn run_ok(bin: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let out = run(bin, args, stdin).await?;
-    if out.ok {
-        Ok(out.stdout)
-    } else {
-        Err(DatapathError::Firewall(format!(
-            "{bin} {}: {}",
-            args.join(" "),
-            out.stderr.trim()
-        )))
-    }
+    command::run_ok(bin, args, stdin, PACKAGE).await
+}
+
+/// What was last verified of the firewall (so an unchanged one is not
+/// listed on every apply).
+#[derive(Debug, Default)]
+pub(crate) struct FirewallCheck {
+    hash: Option<String>,
+    checked: Option<Instant>,
 }
 
 impl Firewall {
@@ -287,7 +255,7 @@ impl Firewall {
         let inet = match run("nft", &["list", "table", "inet", t], None).await {
             Ok(o) => o,
             // Without nft there can be no rules of ours to remove.
-            Err(DatapathError::Unavailable(..)) if r.empty => return Ok(true),
+            Err(DatapathError::Unavailable { .. }) if r.empty => return Ok(true),
             Err(e) => return Err(e),
         };
         let bridge = run("nft", &["list", "table", "bridge", t], None).await?;
@@ -379,11 +347,43 @@ impl Firewall {
             Ok(false) => {}
             Err(e) => errors.push(e),
         }
-        match errors.len() {
-            0 => Ok(()),
-            1 => Err(errors.remove(0)),
-            _ => Err(DatapathError::Many(errors)),
+        collect(errors)
+    }
+
+    /// Makes the kernel hold the rules for `plans`; returns writes. Lists
+    /// the rules only when the networks changed, after a failure or every
+    /// [`FIREWALL_RECHECK`].
+    pub(crate) async fn ensure(
+        &self,
+        plans: &[NetPlan],
+        check: &mut FirewallCheck,
+    ) -> Result<usize> {
+        let nets: Vec<FwNetwork> = plans
+            .iter()
+            .map(|p| FwNetwork {
+                bridge: p.bridge.clone(),
+                subnet: p.spec.subnet,
+                gateway: p.spec.gateway,
+            })
+            .collect();
+        let rendered = self.render(&nets);
+        let fresh = check
+            .checked
+            .is_some_and(|t| t.elapsed() < FIREWALL_RECHECK);
+        if check.hash.as_deref() == Some(rendered.hash.as_str()) && fresh {
+            return Ok(0);
         }
+        check.hash = None;
+        let changes = if self.is_current(&rendered).await? {
+            0
+        } else {
+            debug!(table = self.table(), "Writing firewall rules.");
+            self.write(&rendered).await?;
+            1
+        };
+        check.hash = Some(rendered.hash);
+        check.checked = Some(Instant::now());
+        Ok(changes)
     }
 }
 

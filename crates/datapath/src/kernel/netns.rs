@@ -8,23 +8,26 @@
 
 use std::fs::File;
 use std::future::Future;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 use rtnetlink::Handle;
 
-use crate::{DatapathError, Result};
+use super::nl;
+use crate::error::{DatapathError, Result};
 
-fn ns_err(path: &Path, message: impl Into<String>) -> DatapathError {
+fn ns_err(path: &Path, action: &'static str, source: io::Error) -> DatapathError {
     DatapathError::Netns {
-        path: path.display().to_string(),
-        message: message.into(),
+        path: path.to_owned(),
+        action,
+        source,
     }
 }
 
 /// Opens a network namespace file (for `IFLA_NET_NS_FD`).
 pub(crate) fn open(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| ns_err(path, format!("cannot open: {e}")))
+    File::open(path).map_err(|e| ns_err(path, "open", e))
 }
 
 /// Runs `job` with a netlink handle inside the namespace at `path`.
@@ -43,24 +46,29 @@ where
             let path = thread_path;
             let result = (|| {
                 let file = open(&path)?;
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| ns_err(&path, format!("setns: {e}")))?;
+                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                    DatapathError::Setns {
+                        path: path.clone(),
+                        errno,
+                    }
+                })?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| ns_err(&path, format!("runtime: {e}")))?;
+                    .map_err(|e| ns_err(&path, "start a runtime", e))?;
                 rt.block_on(async {
-                    let (conn, handle, _) = rtnetlink::new_connection()
-                        .map_err(|e| ns_err(&path, format!("netlink socket: {e}")))?;
-                    let conn_task = tokio::spawn(conn);
-                    let r = job(handle).await;
-                    conn_task.abort();
-                    r
+                    let conn = nl::connect()?;
+                    job(conn.handle.clone()).await
                 })
             })();
             let _ = tx.send(result);
         })
-        .map_err(|e| ns_err(&path, format!("cannot start thread: {e}")))?;
-    rx.await
-        .map_err(|_| ns_err(&path, "namespace thread ended without an answer"))?
+        .map_err(|e| ns_err(&path, "start a thread", e))?;
+    rx.await.map_err(|_| {
+        ns_err(
+            &path,
+            "wait for the namespace thread",
+            io::Error::other("it ended without an answer"),
+        )
+    })?
 }
