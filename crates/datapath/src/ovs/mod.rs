@@ -280,8 +280,16 @@ impl OvsDatapath {
         }
 
         let conn = nl::connect()?;
-        let underlay =
-            Underlay::lookup(&conn.handle, &cfg.underlay_iface, cfg.underlay_ip, cfg.mtu).await?;
+        // A missing interface first, then the netdev setup, then its address.
+        if !nl::links(&conn.handle)
+            .await?
+            .contains_key(&cfg.underlay_iface)
+        {
+            return Err(DatapathError::invalid(format!(
+                "underlay interface {} not found",
+                cfg.underlay_iface
+            )));
+        }
         if datapath_type == "netdev"
             && snap
                 .interface_by_name(&cfg.underlay_iface)
@@ -299,6 +307,8 @@ impl OvsDatapath {
                 ),
             ));
         }
+        let underlay =
+            Underlay::lookup(&conn.handle, &cfg.underlay_iface, cfg.underlay_ip, cfg.mtu).await?;
         info!(
             bridge = %cfg.bridge, datapath_type, underlay = %cfg.underlay_iface,
             underlay_ip = %underlay.ip, mtu = underlay.default_mtu, "Open vSwitch datapath ready."

@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod ovs;
 pub mod scenario;
 
 use std::fs::File;
