@@ -1,20 +1,30 @@
-//! The sysctls a datapath needs.
+//! The sysctls a datapath needs (of the calling thread's network namespace).
 
 use std::path::Path;
 
 use crate::error::{DatapathError, Result};
 
-/// Turns IPv4 forwarding on (the gateway routes); returns writes.
-pub(crate) fn ensure_ip_forward() -> Result<usize> {
-    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+/// Sets the sysctl at `path` to `value` unless it already is; returns writes.
+fn ensure(path: &str, value: &str) -> Result<usize> {
     let err = |source| DatapathError::Sysctl {
-        path: Path::new(PATH).to_owned(),
+        path: Path::new(path).to_owned(),
         source,
     };
-    let cur = std::fs::read_to_string(PATH).map_err(err)?;
-    if cur.trim() == "1" {
+    let cur = std::fs::read_to_string(path).map_err(err)?;
+    if cur.trim() == value {
         return Ok(0);
     }
-    std::fs::write(PATH, "1").map_err(err)?;
+    std::fs::write(path, value).map_err(err)?;
     Ok(1)
+}
+
+/// Turns IPv4 forwarding on (the gateway routes); returns writes.
+pub(crate) fn ensure_ip_forward() -> Result<usize> {
+    ensure("/proc/sys/net/ipv4/ip_forward", "1")
+}
+
+/// Keeps the host from answering ARP on `ifname` for any of its addresses
+/// (`arp_ignore=8`); returns writes.
+pub(crate) fn ensure_no_arp_replies(ifname: &str) -> Result<usize> {
+    ensure(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_ignore"), "8")
 }

@@ -20,7 +20,7 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBu
 use tracing::{debug, warn};
 
 use super::nl::{self, Link};
-use super::{ethtool, netns};
+use super::{ethtool, netns, sysctl};
 use crate::error::{collect, DatapathError, Result};
 use crate::names::VethNames;
 use crate::plan::{EndpointConfig, NetPlan};
@@ -36,6 +36,10 @@ pub(crate) struct Attach {
     pub master: Option<u32>,
     /// Turn TX checksum offload off on the workload end.
     pub tx_csum_off: bool,
+    /// The host end is not a bridge port, so the host's own stack sees its
+    /// frames too: keep the host from answering the workload's ARP (for
+    /// the gateway, say) there with the veth's MAC.
+    pub no_host_arp: bool,
 }
 
 /// What was configured for each endpoint and when it was last verified:
@@ -135,6 +139,9 @@ impl Endpoints<'_> {
             nl::change_link(self.handle, msg.up().build(), &host).await?;
             changes += 1;
         }
+        if how.no_host_arp {
+            changes += sysctl::ensure_no_arp_replies(&host)?;
+        }
         match self.configure(cfg, how, links).await? {
             Some(n) => changes += n,
             None => {
@@ -178,9 +185,13 @@ impl Endpoints<'_> {
         let r = nl::create_link(self.handle, msg, &format!("veth {host}")).await;
         drop(ns_file);
         r?;
+        let mut changes = 1;
+        if how.no_host_arp {
+            changes += sysctl::ensure_no_arp_replies(&host)?;
+        }
         // The peer was just made right: nothing to compare it with.
         match self.configure(cfg, how, &HashMap::new()).await? {
-            Some(n) => Ok(1 + n),
+            Some(n) => Ok(changes + n),
             None => Err(DatapathError::DeviceMissing {
                 device: e.ifname.clone(),
                 why: "vanished from the workload namespace after creation",

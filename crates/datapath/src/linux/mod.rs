@@ -582,6 +582,7 @@ impl Datapath for LinuxDatapath {
                     links.get(&p.bridge).map(|br| Attach {
                         master: Some(br.index),
                         tx_csum_off: false,
+                        no_host_arp: false,
                     })
                 },
                 &mut errors,

@@ -3,9 +3,9 @@
 //!
 //! - table 0, classify: a local endpoint's port (with its own source MAC
 //!   only), a gateway port, or the tunnel with a known `tun_id` sets `reg0`
-//!   to the network's VNI; tunnel traffic also sets `reg1=1`. Frames from the
-//!   tunnel with the gateway MAC as source are dropped (the gateway is
-//!   distributed and never crosses the tunnel). Everything else is dropped.
+//!   to the network's VNI; tunnel traffic also sets `reg1=1`, gateway
+//!   traffic `reg2=1`. Frames from the tunnel with the gateway MAC as source
+//!   are dropped. Everything else is dropped.
 //! - table 10, ARP responder: ARP requests from local ports for any known
 //!   address of the network (endpoints here and remote, and the gateway) are
 //!   turned into replies and sent back out of the ingress port.
@@ -15,6 +15,11 @@
 //!   one copy per remote host with endpoints in it (head-end replication);
 //!   from the tunnel only to local endpoint ports. Unknown unicast is
 //!   dropped. `reg0` keeps networks apart.
+//! - The gateway is distributed (the same MAC and address on every host), so
+//!   it never crosses the tunnel, either way: nothing from the gateway port
+//!   (`reg2=1`) is sent to the tunnel, its broadcasts reach local endpoints
+//!   only, and frames from the tunnel reach local endpoints only (never the
+//!   gateway port).
 //!
 //! Each flow carries a cookie that is a hash of its own text, so the
 //! installed table can be compared with the rendering by cookies alone.
@@ -105,7 +110,7 @@ pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64) -> Vec<String> {
             T_CLASSIFY,
             100,
             format!(
-                "in_port={},dl_src={gw},actions={set_net},goto_table:{T_ARP}",
+                "in_port={},dl_src={gw},actions={set_net},set_field:1->reg2,goto_table:{T_ARP}",
                 n.gw_ofport
             ),
         );
@@ -159,7 +164,7 @@ pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64) -> Vec<String> {
                 T_FORWARD,
                 100,
                 format!(
-                    "reg0={vni},reg1=0,dl_dst={},actions=set_field:{vni}->tun_id,set_field:{}->tun_dst,output:{tunnel_ofport}",
+                    "reg0={vni},reg1=0,reg2=0,dl_dst={},actions=set_field:{vni}->tun_id,set_field:{}->tun_dst,output:{tunnel_ofport}",
                     r.mac, r.host
                 ),
             );
@@ -185,7 +190,7 @@ pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64) -> Vec<String> {
             T_FORWARD,
             50,
             format!(
-                "reg0={vni},reg1=0,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,actions={from_here}"
+                "reg0={vni},reg1=0,reg2=0,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,actions={from_here}"
             ),
         );
         let from_tunnel = if local_ports.is_empty() {
@@ -201,6 +206,12 @@ pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64) -> Vec<String> {
             T_FORWARD,
             50,
             format!("reg0={vni},reg1=1,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,actions={from_tunnel}"),
+        );
+        // From the gateway: the same local ports, never the tunnel.
+        add(
+            T_FORWARD,
+            50,
+            format!("reg0={vni},reg2=1,dl_dst=01:00:00:00:00:00/01:00:00:00:00:00,actions={from_tunnel}"),
         );
     }
     flows
@@ -283,7 +294,7 @@ mod tests {
         // One copy per remote host, not per remote endpoint.
         let bcast = a
             .iter()
-            .find(|f| f.contains("reg1=0,dl_dst=01:00:00:00:00:00"))
+            .find(|f| f.contains("reg1=0,reg2=0,dl_dst=01:00:00:00:00:00"))
             .unwrap();
         assert_eq!(bcast.matches("output:1").count(), 1, "{bcast}");
         assert!(
@@ -296,6 +307,19 @@ mod tests {
             .find(|f| f.contains("reg1=1,dl_dst=01:00:00:00:00:00"))
             .unwrap();
         assert!(from_tun.ends_with("actions=output:3"), "{from_tun}");
+        // From the gateway: local endpoints only, never the tunnel; and the
+        // gateway's unicast never reaches a remote MAC.
+        let from_gw = a
+            .iter()
+            .find(|f| f.contains("reg2=1,dl_dst=01:00:00:00:00:00"))
+            .unwrap();
+        assert!(from_gw.ends_with("actions=output:3"), "{from_gw}");
+        assert!(text.contains(
+            "in_port=2,dl_src=02:53:50:00:00:01,actions=set_field:100->reg0,set_field:1->reg2,"
+        ));
+        for f in a.iter().filter(|f| f.contains("output:1")) {
+            assert!(f.contains("reg2=0"), "to the tunnel without reg2=0: {f}");
+        }
         assert!(text.contains("arp_tpa=10.10.0.12,actions=move:NXM_OF_ETH_SRC[]"));
         assert!(text.contains("load:0x0a0a000c->NXM_OF_ARP_SPA[]"));
         assert!(text.contains("in_port=1,dl_src=02:53:50:00:00:01,actions=drop"));

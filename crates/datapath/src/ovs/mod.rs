@@ -784,6 +784,7 @@ impl Datapath for OvsDatapath {
                     Some(Attach {
                         master: None,
                         tx_csum_off: netdev,
+                        no_host_arp: true,
                     })
                 },
                 &mut errors,
