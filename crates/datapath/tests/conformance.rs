@@ -794,7 +794,7 @@ fn workload_on_two_networks_keeps_one_default_route(kind: Kind) {
     assert!(lab.ping(&w, "10.10.0.1"));
 }
 
-/// Inner frames of the VXLAN packets captured on the underlay, by
+/// Inner frames of the VXLAN packets captured on a host's NIC, by
 /// direction: `(from host, to host, inner frame as tcpdump prints it)`.
 struct Tunnelled(Vec<(Ipv4Addr, Ipv4Addr, String)>);
 
@@ -836,7 +836,7 @@ fn host_of(addr_port: &str) -> Option<Ipv4Addr> {
 /// Captures on `dev` in namespace `ns` (tcpdump, link-level headers) while
 /// `during` runs; returns what it printed.
 fn capture(ns: &str, dev: &str, filter: &str, during: impl FnOnce()) -> String {
-    require(&["tcpdump"]);
+    socketplane_testkit::require("tcpdump", "tcpdump");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("capture.txt");
     let out = std::fs::File::create(&file).unwrap();
@@ -868,7 +868,7 @@ fn capture(ns: &str, dev: &str, filter: &str, during: impl FnOnce()) -> String {
 }
 
 /// The anycast gateway never crosses the tunnel, checked on the wire (the
-/// underlay, decoded as VXLAN) in both directions: no frame from the
+/// hosts' NICs, decoded as VXLAN) in both directions: no frame from the
 /// gateway MAC, none to it, no ARP for or from the gateway address, no ARP
 /// reply, and no ARP for remote endpoints (answered locally). Positive
 /// controls in both directions: workload traffic and ARP for an unknown
@@ -881,8 +881,8 @@ fn gateway_never_crosses_the_tunnel(kind: Kind) {
     let gw = MacAddr::GATEWAY.to_string();
     let filter = "udp dst port 4789";
     let mut wire1 = String::new();
-    let wire0 = capture(&lab.switch, "p0", filter, || {
-        wire1 = capture(&lab.switch, "p1", filter, || {
+    let wire0 = capture(&h0, "eth0", filter, || {
+        wire1 = capture(&h1, "eth0", filter, || {
             for w in [&t.wa1, &t.wa2] {
                 // ARP for the gateway, frames to it and its replies.
                 lab.exec(w, &["ip", "neigh", "flush", "all"]);
@@ -913,7 +913,7 @@ fn gateway_never_crosses_the_tunnel(kind: Kind) {
             assert!(lab.ping_fails(&t.wa2, "10.10.0.100"));
         });
     });
-    for (side, wire) in [("p0", &wire0), ("p1", &wire1)] {
+    for (side, wire) in [("h0", &wire0), ("h1", &wire1)] {
         let frames = Tunnelled::parse(wire);
         for (src, dst, unknown, from_mac, to_mac) in [
             (
@@ -993,38 +993,47 @@ macro_rules! conformance {
 
             #[test]
             fn two_hosts() {
+                socketplane_testkit::require_privileged!();
                 super::two_hosts($kind)
             }
             #[test]
             fn isolation() {
+                socketplane_testkit::require_privileged!();
                 super::isolation($kind)
             }
             #[test]
             fn large_packets_and_bulk_tcp() {
+                socketplane_testkit::require_privileged!();
                 super::large_packets_and_bulk_tcp($kind)
             }
             #[test]
             fn idempotent_reapply_and_prune() {
+                socketplane_testkit::require_privileged!();
                 super::idempotent_reapply_and_prune($kind)
             }
             #[test]
             fn restart_without_churn() {
+                socketplane_testkit::require_privileged!();
                 super::restart_without_churn($kind)
             }
             #[test]
             fn restart_after_crash_prunes_leftovers() {
+                socketplane_testkit::require_privileged!();
                 super::restart_after_crash_prunes_leftovers($kind)
             }
             #[test]
             fn endpoint_left_in_host_namespace_for_docker() {
+                socketplane_testkit::require_privileged!();
                 super::endpoint_left_in_host_namespace_for_docker($kind)
             }
             #[test]
             fn workload_on_two_networks_keeps_one_default_route() {
+                socketplane_testkit::require_privileged!();
                 super::workload_on_two_networks_keeps_one_default_route($kind)
             }
             #[test]
             fn gateway_never_crosses_the_tunnel() {
+                socketplane_testkit::require_privileged!();
                 super::gateway_never_crosses_the_tunnel($kind)
             }
         }

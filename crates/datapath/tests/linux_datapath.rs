@@ -23,6 +23,7 @@ fn topo(docker: bool) -> Topo {
 
 #[test]
 fn works_with_docker_forward_drop_policy() {
+    socketplane_testkit::require_privileged!();
     let t = topo(true);
     check_connectivity(&t);
     // Our accepts live in iptables too: in FORWARD on host 0, DOCKER-USER on host 1.
@@ -76,6 +77,7 @@ fn ep(lab: &mut Lab, id: &str, n: &NetworkSpec, octet: u8) -> LocalEndpoint {
 
 #[test]
 fn attach_latency_is_low() {
+    socketplane_testkit::require_privileged!();
     let mut lab = Lab::new(1);
     let h = lab.hosts[0].clone();
     let a = net("a", 100, 10);

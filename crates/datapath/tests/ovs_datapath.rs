@@ -14,7 +14,7 @@ mod common;
 use std::cell::RefCell;
 use std::time::Duration;
 
-use common::ovs::{kill_pidfile, Ovs};
+use common::ovs::Ovs;
 use common::scenario::{check_connectivity, Topo};
 use common::*;
 use socketplane_datapath::ovs::{OvsConfig, OvsDatapath, DEFAULT_BRIDGE};
@@ -53,6 +53,7 @@ fn starter<'a>(
 
 #[test]
 fn mixed_linux_and_ovs_hosts_interoperate() {
+    socketplane_testkit::require_privileged!();
     let daemons = RefCell::new(Vec::new());
     // Host 0 runs the Linux datapath, host 1 Open vSwitch.
     let t = Topo::new_with(false, starter(&daemons, &[1]));
@@ -65,6 +66,7 @@ fn mixed_linux_and_ovs_hosts_interoperate() {
 /// churn, and pruning are in the conformance suite.)
 #[test]
 fn ovsdb_and_vswitchd_restarts_resync() {
+    socketplane_testkit::require_privileged!();
     let daemons = RefCell::new(Vec::new());
     let t = Topo::new_with(false, starter(&daemons, &[0, 1]));
     let d = daemons.borrow();
@@ -145,6 +147,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 #[test]
 fn clear_errors_when_ovs_is_missing_or_misconfigured() {
+    socketplane_testkit::require_privileged!();
     let mut lab = Lab::new(1);
     let h = lab.hosts[0].clone();
     let _ = lab.workload("unused");
@@ -189,7 +192,7 @@ fn clear_errors_when_ovs_is_missing_or_misconfigured() {
     assert!(err.contains("br-phy"), "{err}");
 
     // ovs-vswitchd not running.
-    kill_pidfile(&o.dir.path().join("ovs-vswitchd.pid"));
+    o.stop_vswitchd();
     let cfg = o.config();
     let err = in_ns(&h, move || {
         tokio::runtime::Builder::new_current_thread()
@@ -208,6 +211,7 @@ fn clear_errors_when_ovs_is_missing_or_misconfigured() {
 
 #[test]
 fn three_ovs_hosts_head_end_replication() {
+    socketplane_testkit::require_privileged!();
     use socketplane_datapath::LocalEndpoint;
     let mut lab = Lab::new(3);
     let a = net("a", 100, 10);

@@ -1,99 +1,32 @@
-//! A multi-host lab in network namespaces for the Linux datapath tests.
-//!
-//! Layout: a "switch" namespace holding the underlay bridge (never the root
-//! namespace, so nothing touches the host), N host namespaces each with
-//! `eth0` = 198.18.0.<i+1>/24 on that bridge, an "outside" namespace with
-//! 198.18.0.254, and workload namespaces. Each host runs a `LinuxDatapath`
-//! on a dedicated thread that entered the host namespace (setns, then a
-//! current-thread tokio runtime). Everything is removed on drop, also when
-//! a test panics: deleting the namespaces removes every link, rule and
-//! address the test made inside them.
+//! A multi-host lab in network namespaces for the datapath tests, on the
+//! test kit's underlay ([`socketplane_testkit::Underlay`]): a switch
+//! namespace with the underlay bridge (never the root namespace, so nothing
+//! touches the host), N host namespaces with `eth0` = 198.18.0.<i+1>/24, an
+//! "outside" namespace with 198.18.0.254, and workload namespaces. Each host
+//! runs a datapath on a dedicated thread that entered the host namespace
+//! ([`DpHost`]). Everything is removed on drop, also when a test panics:
+//! deleting the namespaces removes every link, rule and address the test
+//! made inside them (and kills what runs there).
 
 #![allow(dead_code)]
 
 pub mod ovs;
 pub mod scenario;
 
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use nix::sched::CloneFlags;
 use socketplane_datapath::linux::{LinuxConfig, LinuxDatapath};
 use socketplane_datapath::{
     ApplyReport, Datapath, DesiredState, LocalEndpoint, MacAddr, NetworkSpec, RemoteEndpoint,
 };
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// Runs a command, panicking with its output if it fails.
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {:?} ({e}); is the package installed?", args));
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}{}",
-        args,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs a command, returning whether it succeeded.
-pub fn try_sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or_else(|e| panic!("cannot run {:?} ({e}); is the package installed?", args))
-}
-
-/// Fails clearly when a needed binary is missing.
-pub fn require(bins: &[&str]) {
-    for b in bins {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(b).is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "required binary `{b}` not found: install it (see the datapath README/report)"
-        );
-    }
-}
+pub use socketplane_testkit::cmd::{sh, try_sh};
+pub use socketplane_testkit::netns::{in_ns, spawn_in_ns};
+use socketplane_testkit::{require, Underlay};
 
 pub fn ns_path(name: &str) -> String {
-    format!("/var/run/netns/{name}")
-}
-
-/// Runs `f` on a thread inside network namespace `ns`.
-pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = ns_path(ns);
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap();
-        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// Spawns `f` on a thread inside network namespace `ns`.
-pub fn spawn_in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    let path = ns_path(ns);
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap();
-        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
+    socketplane_testkit::netns::path(name).display().to_string()
 }
 
 enum Cmd {
@@ -142,12 +75,11 @@ impl DpHost {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let path = ns_path(ns);
+        let ns = ns.to_string();
         let (tx, rx) = mpsc::channel::<Cmd>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let join = std::thread::spawn(move || {
-            let file = File::open(&path).unwrap();
-            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
+            socketplane_testkit::netns::enter(&ns).unwrap();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -225,83 +157,43 @@ pub struct Lab {
     pub switch: String,
     pub hosts: Vec<String>,
     pub outside: String,
-    namespaces: Vec<String>,
+    underlay: Underlay,
 }
 
 impl Lab {
     /// Builds the switch, `n` hosts and the outside namespace.
     pub fn new(n: usize) -> Lab {
-        require(&["ip", "ping", "nft", "iptables", "bridge"]);
-        let prefix = format!(
-            "spdt{}x{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut lab = Lab {
-            switch: format!("{prefix}-sw"),
-            hosts: Vec::new(),
-            outside: format!("{prefix}-out"),
-            prefix,
-            namespaces: Vec::new(),
-        };
-        let sw = lab.switch.clone();
-        lab.add_ns(&sw);
-        sh(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
-        sh(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
-        for i in 0..n {
-            let h = format!("{}-h{i}", lab.prefix);
-            lab.add_ns(&h);
-            lab.plug(&h, &format!("p{i}"), &format!("198.18.0.{}/24", i + 1));
-            lab.hosts.push(h);
+        for (program, package) in [
+            ("ip", "iproute2"),
+            ("bridge", "iproute2"),
+            ("ping", "iputils-ping"),
+            ("nft", "nftables"),
+            ("iptables", "iptables"),
+        ] {
+            require(program, package);
         }
-        let out = lab.outside.clone();
-        lab.add_ns(&out);
-        lab.plug(&out, "pout", "198.18.0.254/24");
-        lab
-    }
-
-    fn add_ns(&mut self, name: &str) {
-        sh(&["ip", "netns", "add", name]);
-        self.namespaces.push(name.to_string());
-        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-    }
-
-    fn plug(&self, ns: &str, port: &str, cidr: &str) {
-        sh(&[
-            "ip",
-            "-n",
-            &self.switch,
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &self.switch,
-            "link",
-            "set",
-            port,
-            "master",
-            "br0",
-            "up",
-        ]);
-        sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", "eth0"]);
-        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        let mut underlay = Underlay::new('d').unwrap();
+        let hosts = (0..n)
+            .map(|i| {
+                let ip = Ipv4Addr::new(198, 18, 0, u8::try_from(i + 1).unwrap());
+                underlay.host(&format!("h{i}"), ip).unwrap()
+            })
+            .collect();
+        let outside = underlay
+            .host("out", Ipv4Addr::new(198, 18, 0, 254))
+            .unwrap();
+        Lab {
+            prefix: underlay.prefix().to_string(),
+            switch: underlay.switch(),
+            hosts,
+            outside,
+            underlay,
+        }
     }
 
     /// A fresh empty workload namespace; returns its name.
     pub fn workload(&mut self, tag: &str) -> String {
-        let name = format!("{}-{tag}", self.prefix);
-        self.add_ns(&name);
-        name
+        self.underlay.netns(tag).unwrap()
     }
 
     /// Runs a command inside namespace `ns` (ip netns exec).
@@ -347,14 +239,6 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
 pub fn net(name: &str, vni: u32, third: u8) -> NetworkSpec {
     NetworkSpec {
         name: name.into(),
@@ -391,7 +275,7 @@ pub fn remote_of(e: &LocalEndpoint, host: Ipv4Addr) -> RemoteEndpoint {
 /// JSON of `bridge fdb show dev DEV` in namespace `ns`.
 pub fn fdb(ns: &str, dev: &str) -> Vec<serde_json::Value> {
     let out = sh(&["bridge", "-n", ns, "-j", "fdb", "show", "dev", dev]);
-    serde_json::from_str(&out).unwrap_or_default()
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("bridge fdb show: {e}: {out}"))
 }
 
 /// (mac, dst) of the VXLAN device's own entries.
@@ -423,7 +307,8 @@ pub fn perm_neigh(ns: &str, dev: &str) -> Vec<(String, String)> {
         "nud",
         "permanent",
     ]);
-    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip neigh show: {e}: {out}"));
     let mut r: Vec<_> = v
         .into_iter()
         .filter_map(|e| {
@@ -437,13 +322,11 @@ pub fn perm_neigh(ns: &str, dev: &str) -> Vec<(String, String)> {
     r
 }
 
-/// Names of links in `ns` that start with `sp`.
+/// Names of links in `ns` that start with `sp` (an unreadable dump fails).
 pub fn our_links(ns: &str) -> Vec<String> {
-    let out = sh(&["ip", "-n", ns, "-j", "link", "show"]);
-    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    let mut r: Vec<String> = v
+    let mut r: Vec<String> = socketplane_testkit::netns::links(ns)
+        .unwrap()
         .into_iter()
-        .filter_map(|e| e.get("ifname")?.as_str().map(str::to_string))
         .filter(|n| n.starts_with("sp"))
         .collect();
     r.sort();
