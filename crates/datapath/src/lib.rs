@@ -19,6 +19,8 @@ pub mod linux;
 pub mod ovs;
 #[cfg(target_os = "linux")]
 mod plan;
+#[cfg(target_os = "linux")]
+mod tally;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -87,6 +89,15 @@ pub struct DesiredState {
     pub remote: Vec<RemoteEndpoint>,
 }
 
+/// The underlay a datapath is bound to on its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Underlay {
+    /// The local tunnel address.
+    pub ip: Ipv4Addr,
+    /// The overlay MTU of a network that sets none (underlay MTU − 50).
+    pub default_mtu: u32,
+}
+
 /// What one `apply` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {
@@ -105,9 +116,6 @@ pub struct EndpointIfnames {
 /// A datapath implementation (Linux kernel, Open vSwitch).
 #[async_trait]
 pub trait Datapath: Send + Sync + 'static {
-    /// "linux" or "ovs".
-    fn name(&self) -> &'static str;
-
     /// Converges the host to `desired`: creates what is missing, fixes what
     /// differs, removes what this datapath owns but is no longer desired,
     /// and touches nothing it does not own. Idempotent: applying the same
@@ -120,21 +128,27 @@ pub trait Datapath: Send + Sync + 'static {
 
     /// Removes everything this datapath created on the host.
     async fn teardown(&self) -> Result<()>;
+
+    /// The underlay it is bound to.
+    fn underlay(&self) -> Underlay;
+
+    /// "linux" or "ovs".
+    fn name(&self) -> &'static str;
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     #[test]
     fn the_datapaths_never_own_each_others_veths() {
-        let ovs = crate::ovs::veth_host("ep-1");
-        let linux = crate::linux::names::veth_host("ep-1");
+        let ovs = crate::ovs::VETHS.host("ep-1");
+        let linux = crate::linux::names::VETHS.host("ep-1");
         assert_eq!(ovs.len(), 14);
         assert!(
             crate::ovs::VETHS.is_ours(&ovs)
-                && crate::ovs::VETHS.is_ours(&crate::ovs::veth_peer("ep-1"))
+                && crate::ovs::VETHS.is_ours(&crate::ovs::VETHS.peer("ep-1"))
         );
         assert!(
-            !crate::linux::names::is_veth_name(&ovs),
+            !crate::linux::names::VETHS.is_ours(&ovs),
             "distinct from the Linux datapath's veths"
         );
         assert!(!crate::ovs::VETHS.is_ours(&linux));

@@ -63,6 +63,14 @@ impl VethNames {
         format!("{}{}", self.peer, Self::hash(endpoint_id))
     }
 
+    /// Both names of an endpoint's pair.
+    pub fn ifnames(&self, endpoint_id: &str) -> crate::EndpointIfnames {
+        crate::EndpointIfnames {
+            host: self.host(endpoint_id),
+            peer: self.peer(endpoint_id),
+        }
+    }
+
     /// Whether `name` is one of these veth ends (host or unmoved peer).
     pub fn is_ours(&self, name: &str) -> bool {
         [self.host, self.peer].iter().any(|p| {

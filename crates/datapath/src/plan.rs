@@ -18,6 +18,13 @@ pub(crate) struct NetPlan {
     pub(crate) mtu: u32,
 }
 
+impl NetPlan {
+    /// The gateway address and the subnet's prefix length.
+    pub(crate) fn gateway_cidr(&self) -> (Ipv4Addr, u8) {
+        (self.spec.gateway, self.spec.subnet.prefix_len())
+    }
+}
+
 /// What is configured for a local endpoint; also what the endpoint cache
 /// compares, so a changed spec is re-applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

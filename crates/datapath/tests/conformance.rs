@@ -89,15 +89,15 @@ impl Backend {
 
     fn veth_host(&self, id: &str) -> String {
         match self.kind {
-            Kind::Linux => socketplane_datapath::linux::names::veth_host(id),
-            Kind::Ovs => socketplane_datapath::ovs::veth_host(id),
+            Kind::Linux => socketplane_datapath::linux::names::VETHS.host(id),
+            Kind::Ovs => socketplane_datapath::ovs::VETHS.host(id),
         }
     }
 
     fn veth_peer(&self, id: &str) -> String {
         match self.kind {
-            Kind::Linux => socketplane_datapath::linux::names::veth_peer(id),
-            Kind::Ovs => socketplane_datapath::ovs::veth_peer(id),
+            Kind::Linux => socketplane_datapath::linux::names::VETHS.peer(id),
+            Kind::Ovs => socketplane_datapath::ovs::VETHS.peer(id),
         }
     }
 

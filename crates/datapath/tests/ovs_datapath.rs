@@ -76,7 +76,7 @@ fn ovsdb_and_vswitchd_restarts_resync() {
     let mut d0: DesiredState = t.desired[0].clone();
     d0.local.retain(|e| e.id != "wa3");
     assert!(fresh.apply(&d0).changes > 0);
-    let host = socketplane_datapath::ovs::veth_host("wa3");
+    let host = socketplane_datapath::ovs::VETHS.host("wa3");
     assert!(!o.vsctl(&["list-ports", DEFAULT_BRIDGE]).contains(&host));
 
     // ovsdb-server restarts under the running datapath: it reconnects and

@@ -156,15 +156,13 @@ pub(crate) async fn created_link(handle: &Handle, name: &str) -> Result<Link> {
         })
 }
 
-/// Makes `ip/prefix` the only IPv4 address of link `index` (`addrs` is a
-/// dump of the namespace's addresses); returns writes.
+/// Makes `ip/prefix` the only IPv4 address of link `index`, called `dev`
+/// (`addrs` is a dump of the namespace's addresses); returns writes.
 pub(crate) async fn ensure_sole_address(
     handle: &Handle,
     addrs: &[Addr],
-    index: u32,
-    ip: Ipv4Addr,
-    prefix: u8,
-    dev: &str,
+    (index, dev): (u32, &str),
+    (ip, prefix): (Ipv4Addr, u8),
 ) -> Result<usize> {
     let mut changes = 0;
     let mut present = false;

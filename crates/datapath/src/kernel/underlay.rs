@@ -7,58 +7,41 @@ use rtnetlink::Handle;
 
 use super::nl;
 use crate::error::{DatapathError, Result};
-use crate::VXLAN_OVERHEAD;
+use crate::{Underlay, VXLAN_OVERHEAD};
 
-/// The underlay as a datapath binds to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Underlay {
-    pub index: u32,
-    /// Local tunnel address.
-    pub ip: Ipv4Addr,
-    /// Overlay MTU when a network sets none.
-    pub default_mtu: u32,
-}
-
-impl Underlay {
-    /// Looks up `iface`; `ip` and `mtu` default to its first IPv4 address
-    /// and its MTU − [`VXLAN_OVERHEAD`].
-    pub(crate) async fn lookup(
-        handle: &Handle,
-        iface: &str,
-        ip: Option<Ipv4Addr>,
-        mtu: Option<u32>,
-    ) -> Result<Underlay> {
-        let links = nl::links(handle).await?;
-        let link = links.get(iface).ok_or_else(|| {
-            DatapathError::invalid(format!("underlay interface {iface} not found"))
-        })?;
-        let ip = match ip {
-            Some(ip) => ip,
-            None => nl::addrs_v4(handle)
-                .await?
-                .into_iter()
-                .find(|a| a.index == link.index)
-                .map(|a| a.ip)
-                .ok_or_else(|| {
-                    DatapathError::invalid(format!(
-                        "underlay interface {iface} has no IPv4 address"
-                    ))
-                })?,
-        };
-        let default_mtu = match mtu {
-            Some(m) => m,
-            None => link
-                .mtu
-                .checked_sub(VXLAN_OVERHEAD)
-                .filter(|m| *m >= 576)
-                .ok_or_else(|| {
-                    DatapathError::invalid(format!("underlay MTU {} too small for VXLAN", link.mtu))
-                })?,
-        };
-        Ok(Underlay {
-            index: link.index,
-            ip,
-            default_mtu,
-        })
-    }
+/// Looks up `iface`; returns its index and the underlay, whose address and
+/// MTU default to the interface's first IPv4 address and its MTU −
+/// [`VXLAN_OVERHEAD`].
+pub(crate) async fn lookup(
+    handle: &Handle,
+    iface: &str,
+    ip: Option<Ipv4Addr>,
+    mtu: Option<u32>,
+) -> Result<(u32, Underlay)> {
+    let links = nl::links(handle).await?;
+    let link = links
+        .get(iface)
+        .ok_or_else(|| DatapathError::invalid(format!("underlay interface {iface} not found")))?;
+    let ip = match ip {
+        Some(ip) => ip,
+        None => nl::addrs_v4(handle)
+            .await?
+            .into_iter()
+            .find(|a| a.index == link.index)
+            .map(|a| a.ip)
+            .ok_or_else(|| {
+                DatapathError::invalid(format!("underlay interface {iface} has no IPv4 address"))
+            })?,
+    };
+    let default_mtu = match mtu {
+        Some(m) => m,
+        None => link
+            .mtu
+            .checked_sub(VXLAN_OVERHEAD)
+            .filter(|m| *m >= 576)
+            .ok_or_else(|| {
+                DatapathError::invalid(format!("underlay MTU {} too small for VXLAN", link.mtu))
+            })?,
+    };
+    Ok((link.index, Underlay { ip, default_mtu }))
 }

@@ -21,9 +21,10 @@ use tracing::{debug, warn};
 
 use super::nl::{self, Link};
 use super::{ethtool, netns, sysctl};
-use crate::error::{collect, DatapathError, Result};
+use crate::error::{DatapathError, Result};
 use crate::names::VethNames;
 use crate::plan::{EndpointConfig, NetPlan};
+use crate::tally::Tally;
 use crate::DesiredState;
 
 /// How often a configured workload namespace is re-entered and verified.
@@ -47,6 +48,27 @@ pub(crate) struct Attach {
 #[derive(Debug, Default)]
 pub(crate) struct EndpointCache(HashMap<String, (EndpointConfig, Instant)>);
 
+impl Attach {
+    /// A port of Linux bridge `master`: the bridge takes its frames.
+    pub(crate) fn bridge_port(master: u32) -> Attach {
+        Attach {
+            master: Some(master),
+            tx_csum_off: false,
+            no_host_arp: false,
+        }
+    }
+
+    /// Plugged in by a switch of its own (Open vSwitch), so the host's
+    /// stack sees its frames too; `tx_csum_off` for a userspace switch.
+    pub(crate) fn switch_port(tx_csum_off: bool) -> Attach {
+        Attach {
+            master: None,
+            tx_csum_off,
+            no_host_arp: true,
+        }
+    }
+}
+
 impl EndpointCache {
     fn fresh(&self, cfg: &EndpointConfig) -> bool {
         self.0
@@ -63,24 +85,25 @@ impl EndpointCache {
 
 /// The local endpoints of one datapath (its netlink socket and veth names).
 pub(crate) struct Endpoints<'a> {
-    pub handle: &'a Handle,
-    pub names: VethNames,
+    handle: &'a Handle,
+    names: VethNames,
 }
 
-impl Endpoints<'_> {
+impl<'a> Endpoints<'a> {
+    pub(crate) fn new(handle: &'a Handle, names: VethNames) -> Self {
+        Endpoints { handle, names }
+    }
+
     /// Converges every local endpoint whose network `attach` knows (`None`:
-    /// the network's devices are not there yet); failures go to `errors`.
-    /// Returns writes.
+    /// the network's devices are not there yet), into `tally`.
     pub(crate) async fn ensure_all(
         &self,
-        plans: &[NetPlan],
-        desired: &DesiredState,
+        (plans, desired): (&[NetPlan], &DesiredState),
         links: &HashMap<String, Link>,
         cache: &mut EndpointCache,
+        tally: &mut Tally,
         attach: impl Fn(&NetPlan) -> Option<Attach>,
-        errors: &mut Vec<DatapathError>,
-    ) -> usize {
-        let mut changes = 0;
+    ) {
         for e in &desired.local {
             let Some(p) = plans.iter().find(|p| p.spec.name == e.network) else {
                 continue;
@@ -91,17 +114,16 @@ impl Endpoints<'_> {
             let cfg = EndpointConfig::new(e, p);
             match self.ensure(&cfg, how, links, cache).await {
                 Ok(Some(k)) => {
-                    changes += k;
+                    tally.changes += k;
                     cache.0.insert(e.id.clone(), (cfg, Instant::now()));
                 }
                 Ok(None) => {}
                 Err(err) => {
                     cache.0.remove(&e.id);
-                    errors.push(err);
+                    tally.check(Err(err));
                 }
             }
         }
-        changes
     }
 
     /// Converges one endpoint; returns writes, or `None` when the cache
@@ -259,8 +281,7 @@ impl Endpoints<'_> {
             })
             .collect();
         stale.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut changes = 0;
-        let mut errors = Vec::new();
+        let mut tally = Tally::default();
         // Deleting one end removes its peer too.
         let mut gone = HashSet::new();
         for l in stale {
@@ -268,15 +289,12 @@ impl Endpoints<'_> {
                 continue;
             }
             debug!(link = %l.name, "Removing stale veth.");
-            match nl::del_link(self.handle, l.index, &l.name).await {
-                Ok(()) => {
-                    changes += 1;
-                    gone.extend(self.names.other_end(&l.name));
-                }
-                Err(e) => errors.push(e),
+            let deleted = nl::del_link(self.handle, l.index, &l.name).await;
+            if tally.add(deleted.map(|()| 1)) > 0 {
+                gone.extend(self.names.other_end(&l.name));
             }
         }
-        collect(errors).map(|()| changes)
+        tally.finish()
     }
 }
 
@@ -329,8 +347,8 @@ impl WorkloadJob {
             changes += 1;
         }
         let addrs = nl::addrs_v4(&h).await?;
-        changes += nl::ensure_sole_address(&h, &addrs, l.index, self.ip, self.prefix, &self.ifname)
-            .await?;
+        let dev = (l.index, self.ifname.as_str());
+        changes += nl::ensure_sole_address(&h, &addrs, dev, (self.ip, self.prefix)).await?;
         let routes = nl::routes_v4(&h).await?;
         let defaults: Vec<&RouteMessage> = routes
             .iter()

@@ -50,17 +50,19 @@ use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVxlan};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
-use crate::error::collect;
 use crate::error::Errno;
 use crate::kernel::firewall::{Firewall, FirewallCheck};
 pub use crate::kernel::firewall::{DEFAULT_FIREWALL_TABLE, FIREWALL_RECHECK};
 use crate::kernel::nl::{self, Link};
 use crate::kernel::sysctl::ensure_ip_forward;
-use crate::kernel::underlay::Underlay;
+use crate::kernel::underlay;
 pub use crate::kernel::veth::ENDPOINT_RECHECK;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
 use crate::plan::{plan, NetPlan};
-use crate::{ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, Result, VXLAN_PORT};
+use crate::tally::Tally;
+use crate::{
+    ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, Result, Underlay, VXLAN_PORT,
+};
 
 /// How the Linux datapath binds to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +85,7 @@ struct Cache {
 /// thread that created it (its netlink socket is opened there).
 pub struct LinuxDatapath {
     conn: nl::Connection,
+    underlay_index: u32,
     underlay: Underlay,
     firewall: Firewall,
     cache: Mutex<Cache>,
@@ -93,14 +96,15 @@ impl LinuxDatapath {
     /// and looks up the underlay interface. Touches nothing.
     pub async fn new(cfg: LinuxConfig) -> Result<Self> {
         let conn = nl::connect()?;
-        let underlay =
-            Underlay::lookup(&conn.handle, &cfg.underlay_iface, cfg.underlay_ip, cfg.mtu).await?;
+        let (underlay_index, underlay) =
+            underlay::lookup(&conn.handle, &cfg.underlay_iface, cfg.underlay_ip, cfg.mtu).await?;
         info!(
             underlay = %cfg.underlay_iface, underlay_ip = %underlay.ip, mtu = underlay.default_mtu,
             "Linux datapath ready."
         );
         Ok(LinuxDatapath {
             conn,
+            underlay_index,
             underlay,
             firewall: Firewall::new(DEFAULT_FIREWALL_TABLE),
             cache: Mutex::new(Cache::default()),
@@ -114,32 +118,13 @@ impl LinuxDatapath {
         self
     }
 
-    /// The local tunnel endpoint address.
-    pub fn underlay_ip(&self) -> Ipv4Addr {
-        self.underlay.ip
-    }
-
-    /// The overlay MTU used when a network sets none.
-    pub fn default_mtu(&self) -> u32 {
-        self.underlay.default_mtu
-    }
-
-    /// Forgets what was verified, so the next `apply` re-enters every
-    /// workload namespace and re-checks the firewall (a full sync).
-    pub async fn forget_cache(&self) {
-        *self.cache.lock().await = Cache::default();
-    }
-
     /// The firewall table name in use.
     pub fn firewall_table(&self) -> &str {
         self.firewall.table()
     }
 
     fn endpoints(&self) -> Endpoints<'_> {
-        Endpoints {
-            handle: &self.conn.handle,
-            names: names::VETHS,
-        }
+        Endpoints::new(&self.conn.handle, names::VETHS)
     }
 
     /// Makes the bridge and VXLAN device of a network right; returns writes.
@@ -189,7 +174,7 @@ impl LinuxDatapath {
             l.is_kind(InfoKind::Vxlan)
                 && l.vxlan.contains(&InfoVxlan::Id(p.spec.vni))
                 && l.vxlan.contains(&InfoVxlan::Local(self.underlay.ip))
-                && l.vxlan.contains(&InfoVxlan::Link(self.underlay.index))
+                && l.vxlan.contains(&InfoVxlan::Link(self.underlay_index))
                 && l.vxlan.contains(&InfoVxlan::Port(VXLAN_PORT))
                 && l.vxlan.contains(&InfoVxlan::Learning(false))
         };
@@ -212,7 +197,7 @@ impl LinuxDatapath {
                     changes += 1;
                 }
                 let msg = LinkVxlan::new(&p.vxlan, p.spec.vni)
-                    .dev(self.underlay.index)
+                    .dev(self.underlay_index)
                     .local(self.underlay.ip)
                     .port(VXLAN_PORT)
                     .learning(false)
@@ -244,19 +229,13 @@ impl LinuxDatapath {
         plans: &[NetPlan],
         links: &HashMap<String, Link>,
     ) -> Result<usize> {
-        let addrs = nl::addrs_v4(&self.conn.handle).await?;
+        let h = &self.conn.handle;
+        let addrs = nl::addrs_v4(h).await?;
         let mut changes = 0;
         for p in plans {
             if let Some(br) = links.get(&p.bridge) {
-                changes += nl::ensure_sole_address(
-                    &self.conn.handle,
-                    &addrs,
-                    br.index,
-                    p.spec.gateway,
-                    p.spec.subnet.prefix_len(),
-                    &p.bridge,
-                )
-                .await?;
+                let dev = (br.index, p.bridge.as_str());
+                changes += nl::ensure_sole_address(h, &addrs, dev, p.gateway_cidr()).await?;
             }
         }
         Ok(changes)
@@ -271,8 +250,7 @@ impl LinuxDatapath {
     ) -> Result<usize> {
         let fdb = nl::neighbours(&self.conn.handle, AddressFamily::Bridge).await?;
         let neigh = nl::neighbours(&self.conn.handle, AddressFamily::Inet).await?;
-        let mut changes = 0;
-        let mut errors = Vec::new();
+        let mut tally = Tally::default();
         for p in plans {
             let (Some(br), Some(vx)) = (links.get(&p.bridge), links.get(&p.vxlan)) else {
                 continue;
@@ -311,10 +289,7 @@ impl LinuxDatapath {
                         NeighbourFlags::Own,
                         NeighbourState::Permanent,
                     );
-                    match self.del_neigh(msg).await {
-                        Ok(()) => changes += 1,
-                        Err(e) => errors.push(e),
-                    }
+                    tally.add(self.del_neigh(msg).await.map(|()| 1));
                 }
             }
             // Unicast first, then the all-zero (flood) entries, appended.
@@ -333,17 +308,16 @@ impl LinuxDatapath {
                     NeighbourFlags::Own,
                     NeighbourState::Permanent,
                 );
-                match nl::ack(
-                    &self.conn.handle,
-                    RouteNetlinkMessage::NewNeighbour(msg),
-                    flags,
-                    || format!("fdb {} dst {dst} on {}", MacAddr(mac), p.vxlan),
-                )
-                .await
-                {
-                    Ok(()) => changes += 1,
-                    Err(e) => errors.push(e),
-                }
+                tally.add(
+                    (nl::ack(
+                        &self.conn.handle,
+                        RouteNetlinkMessage::NewNeighbour(msg),
+                        flags,
+                        || format!("fdb {} dst {dst} on {}", MacAddr(mac), p.vxlan),
+                    )
+                    .await)
+                        .map(|()| 1),
+                );
             }
 
             // Bridge FDB: static entries for remote MACs on the VXLAN port.
@@ -367,10 +341,7 @@ impl LinuxDatapath {
                         NeighbourFlags::Controller,
                         NeighbourState::Noarp,
                     );
-                    match self.del_neigh(msg).await {
-                        Ok(()) => changes += 1,
-                        Err(e) => errors.push(e),
-                    }
+                    tally.add(self.del_neigh(msg).await.map(|()| 1));
                 }
             }
             for mac in want_brfdb.difference(&have_br) {
@@ -381,17 +352,16 @@ impl LinuxDatapath {
                     NeighbourFlags::Controller,
                     NeighbourState::Noarp,
                 );
-                match nl::ack(
-                    &self.conn.handle,
-                    RouteNetlinkMessage::NewNeighbour(msg),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                    || format!("bridge fdb {} on {}", MacAddr(*mac), p.vxlan),
-                )
-                .await
-                {
-                    Ok(()) => changes += 1,
-                    Err(e) => errors.push(e),
-                }
+                tally.add(
+                    (nl::ack(
+                        &self.conn.handle,
+                        RouteNetlinkMessage::NewNeighbour(msg),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                        || format!("bridge fdb {} on {}", MacAddr(*mac), p.vxlan),
+                    )
+                    .await)
+                        .map(|()| 1),
+                );
             }
 
             // Neighbours on the bridge.
@@ -405,29 +375,26 @@ impl LinuxDatapath {
                     }
                     Some(_) => {} // replaced below
                     None if n.state == NeighbourState::Permanent => {
-                        match self.del_neigh(neigh_msg(br.index, ip, None)).await {
-                            Ok(()) => changes += 1,
-                            Err(e) => errors.push(e),
-                        }
+                        let msg = neigh_msg(br.index, ip, None);
+                        tally.add(self.del_neigh(msg).await.map(|()| 1));
                     }
                     None => {}
                 }
             }
             for (ip, mac) in want_neigh.iter().filter(|(ip, _)| !have_neigh.contains(ip)) {
-                match nl::ack(
-                    &self.conn.handle,
-                    RouteNetlinkMessage::NewNeighbour(neigh_msg(br.index, *ip, Some(*mac))),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                    || format!("neighbour {ip} on {}", p.bridge),
-                )
-                .await
-                {
-                    Ok(()) => changes += 1,
-                    Err(e) => errors.push(e),
-                }
+                tally.add(
+                    (nl::ack(
+                        &self.conn.handle,
+                        RouteNetlinkMessage::NewNeighbour(neigh_msg(br.index, *ip, Some(*mac))),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                        || format!("neighbour {ip} on {}", p.bridge),
+                    )
+                    .await)
+                        .map(|()| 1),
+                );
             }
         }
-        collect(errors).map(|()| changes)
+        tally.finish()
     }
 
     async fn del_neigh(&self, msg: NeighbourMessage) -> Result<()> {
@@ -444,19 +411,12 @@ impl LinuxDatapath {
     /// then bridges, since they hang off each other); returns writes.
     async fn remove_stale_links(
         &self,
-        plans: &[NetPlan],
-        desired: &DesiredState,
+        (plans, desired): (&[NetPlan], &DesiredState),
         links: &HashMap<String, Link>,
         cache: &mut Cache,
     ) -> Result<usize> {
-        let mut errors = Vec::new();
-        let mut changes = match self.endpoints().remove_stale(links, desired).await {
-            Ok(k) => k,
-            Err(e) => {
-                errors.push(e);
-                0
-            }
-        };
+        let mut tally = Tally::default();
+        tally.add(self.endpoints().remove_stale(links, desired).await);
         cache.endpoints.retain_live(desired);
         let want: HashSet<&str> = plans
             .iter()
@@ -473,12 +433,10 @@ impl LinuxDatapath {
         stale.sort_by_key(|l| (!l.is_kind(InfoKind::Vxlan), l.name.clone()));
         for l in stale {
             debug!(link = %l.name, "Removing stale link.");
-            match nl::del_link(&self.conn.handle, l.index, &l.name).await {
-                Ok(()) => changes += 1,
-                Err(e) => errors.push(e),
-            }
+            let deleted = nl::del_link(&self.conn.handle, l.index, &l.name).await;
+            tally.add(deleted.map(|()| 1));
         }
-        collect(errors).map(|()| changes)
+        tally.finish()
     }
 }
 
@@ -523,111 +481,64 @@ fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> NeighbourMessage
 
 #[async_trait]
 impl Datapath for LinuxDatapath {
-    fn name(&self) -> &'static str {
-        "linux"
-    }
-
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
         let plans = plan(desired, self.underlay.default_mtu)?;
         let mut cache = self.cache.lock().await;
-        let mut changes = 0;
-        let mut errors = Vec::new();
+        let mut tally = Tally::default();
+        let h = &self.conn.handle;
 
-        let mut links = nl::links(&self.conn.handle).await?;
-        let n = self
-            .remove_stale_links(&plans, desired, &links, &mut cache)
-            .await;
-        let mut dirty = matches!(n, Ok(k) if k > 0);
-        match n {
-            Ok(k) => changes += k,
-            Err(e) => {
-                dirty = true;
-                errors.push(e)
-            }
+        let mut links = nl::links(h).await?;
+        let removed = self.remove_stale_links((&plans, desired), &links, &mut cache);
+        let before = tally.failed();
+        if tally.add(removed.await) > 0 || tally.failed() != before {
+            links = nl::links(h).await?;
         }
-        if dirty {
-            links = nl::links(&self.conn.handle).await?;
-        }
-
         let mut net_changes = 0;
         for p in &plans {
-            match self.ensure_network(p, &links).await {
-                Ok(k) => net_changes += k,
-                Err(e) => errors.push(e),
-            }
+            net_changes += tally.add(self.ensure_network(p, &links).await);
         }
         if net_changes > 0 {
-            changes += net_changes;
-            links = nl::links(&self.conn.handle).await?;
+            links = nl::links(h).await?;
         }
-        match self.ensure_gateways(&plans, &links).await {
-            Ok(k) => changes += k,
-            Err(e) => errors.push(e),
-        }
+        tally.add(self.ensure_gateways(&plans, &links).await);
         if !plans.is_empty() {
-            match ensure_ip_forward() {
-                Ok(k) => changes += k,
-                Err(e) => errors.push(e),
-            }
+            tally.add(ensure_ip_forward());
         }
-
-        changes += self
-            .endpoints()
-            .ensure_all(
-                &plans,
-                desired,
-                &links,
-                &mut cache.endpoints,
-                |p| {
-                    links.get(&p.bridge).map(|br| Attach {
-                        master: Some(br.index),
-                        tx_csum_off: false,
-                        no_host_arp: false,
-                    })
-                },
-                &mut errors,
-            )
+        let attach = |p: &NetPlan| links.get(&p.bridge).map(|br| Attach::bridge_port(br.index));
+        let (endpoints, cached) = (self.endpoints(), &mut cache.endpoints);
+        endpoints
+            .ensure_all((&plans, desired), &links, cached, &mut tally, attach)
             .await;
-
-        match self.ensure_remote(&plans, desired, &links).await {
-            Ok(k) => changes += k,
-            Err(e) => errors.push(e),
-        }
-        match self.firewall.ensure(&plans, &mut cache.firewall).await {
-            Ok(k) => changes += k,
-            Err(e) => errors.push(e),
-        }
-        if changes > 0 {
-            debug!(changes, "Datapath converged.");
-        }
-        collect(errors).map(|()| ApplyReport { changes })
-    }
-
-    fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {
-        EndpointIfnames {
-            host: names::veth_host(endpoint_id),
-            peer: names::veth_peer(endpoint_id),
-        }
+        tally.add(self.ensure_remote(&plans, desired, &links).await);
+        tally.add(self.firewall.ensure(&plans, &mut cache.firewall).await);
+        tally.report(self.name())
     }
 
     async fn teardown(&self) -> Result<()> {
         let mut cache = self.cache.lock().await;
-        let mut errors = Vec::new();
+        let mut tally = Tally::default();
+        let none = DesiredState::default();
         match nl::links(&self.conn.handle).await {
             Ok(links) => {
-                if let Err(e) = self
-                    .remove_stale_links(&[], &DesiredState::default(), &links, &mut cache)
-                    .await
-                {
-                    errors.push(e);
-                }
+                let removed = self.remove_stale_links((&[], &none), &links, &mut cache);
+                tally.add(removed.await);
             }
-            Err(e) => errors.push(e),
+            Err(e) => tally.check(Err(e)),
         }
-        if let Err(e) = self.firewall.remove().await {
-            errors.push(e);
-        }
+        tally.check(self.firewall.remove().await);
         *cache = Cache::default();
-        collect(errors)
+        tally.finish().map(drop)
+    }
+
+    fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {
+        names::VETHS.ifnames(endpoint_id)
+    }
+
+    fn underlay(&self) -> Underlay {
+        self.underlay
+    }
+
+    fn name(&self) -> &'static str {
+        "linux"
     }
 }

@@ -14,16 +14,3 @@ pub const VETHS: VethNames = VethNames {
     host: VETH_PREFIX,
     peer: PEER_PREFIX,
 };
-
-pub fn veth_host(endpoint_id: &str) -> String {
-    VETHS.host(endpoint_id)
-}
-
-pub fn veth_peer(endpoint_id: &str) -> String {
-    VETHS.peer(endpoint_id)
-}
-
-/// Whether `name` looks like one of our veth ends (host or unmoved peer).
-pub fn is_veth_name(name: &str) -> bool {
-    VETHS.is_ours(name)
-}

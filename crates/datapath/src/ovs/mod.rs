@@ -41,18 +41,21 @@ use tracing::{debug, info};
 
 use self::flows::{FlowLocal, FlowNet, FlowRemote};
 use crate::command;
-use crate::error::collect;
 use crate::kernel::firewall::{Firewall, FirewallCheck, DEFAULT_FIREWALL_TABLE};
 use crate::kernel::nl;
 use crate::kernel::sysctl::ensure_ip_forward;
-use crate::kernel::underlay::Underlay;
+use crate::kernel::underlay;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
 use crate::names::VethNames;
 use crate::plan::{plan, NetPlan};
+use crate::tally::Tally;
 use crate::{
-    ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, MacAddr, Result,
+    ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, MacAddr, Result, Underlay,
     VXLAN_PORT,
 };
+
+/// OpenFlow port numbers by port name.
+type Ofports = HashMap<String, i64>;
 
 /// Default integration bridge.
 pub const DEFAULT_BRIDGE: &str = "docker0-ovs";
@@ -107,16 +110,6 @@ pub const VETHS: VethNames = VethNames {
     host: VETH_PREFIX,
     peer: PEER_PREFIX,
 };
-
-/// Host-side veth name of an endpoint.
-pub fn veth_host(endpoint_id: &str) -> String {
-    VETHS.host(endpoint_id)
-}
-
-/// Workload-side veth name of an endpoint (before it is moved).
-pub fn veth_peer(endpoint_id: &str) -> String {
-    VETHS.peer(endpoint_id)
-}
 
 fn unavailable(what: &str, why: impl Into<String>) -> DatapathError {
     DatapathError::unavailable(what, why)
@@ -307,8 +300,8 @@ impl OvsDatapath {
                 ),
             ));
         }
-        let underlay =
-            Underlay::lookup(&conn.handle, &cfg.underlay_iface, cfg.underlay_ip, cfg.mtu).await?;
+        let (_, underlay) =
+            underlay::lookup(&conn.handle, &cfg.underlay_iface, cfg.underlay_ip, cfg.mtu).await?;
         info!(
             bridge = %cfg.bridge, datapath_type, underlay = %cfg.underlay_iface,
             underlay_ip = %underlay.ip, mtu = underlay.default_mtu, "Open vSwitch datapath ready."
@@ -334,19 +327,8 @@ impl OvsDatapath {
         self
     }
 
-    pub fn underlay_ip(&self) -> Ipv4Addr {
-        self.underlay.ip
-    }
-
-    pub fn default_mtu(&self) -> u32 {
-        self.underlay.default_mtu
-    }
-
     fn endpoints(&self) -> Endpoints<'_> {
-        Endpoints {
-            handle: &self.conn.handle,
-            names: VETHS,
-        }
+        Endpoints::new(&self.conn.handle, VETHS)
     }
 
     /// The integration bridge.
@@ -362,11 +344,6 @@ impl OvsDatapath {
     /// The OpenFlow target of the bridge (for `ovs-ofctl`).
     pub fn ofctl_target(&self) -> String {
         format!("unix:{}/{}.mgmt", self.rundir.display(), self.bridge)
-    }
-
-    /// Forgets what was verified (the next apply re-checks everything).
-    pub async fn forget_cache(&self) {
-        *self.cache.lock().await = Cache::default();
     }
 
     fn desired_ports(
@@ -407,7 +384,7 @@ impl OvsDatapath {
         }
         for e in &desired.local {
             m.insert(
-                veth_host(&e.id),
+                VETHS.host(&e.id),
                 PortSpec {
                     kind: "",
                     options: BTreeMap::new(),
@@ -566,7 +543,7 @@ impl OvsDatapath {
     }
 
     /// Waits until ovs-vswitchd gave every wanted port an OpenFlow number.
-    async fn ofports(&self, want: &BTreeMap<String, PortSpec>) -> Result<HashMap<String, i64>> {
+    async fn ofports(&self, want: &BTreeMap<String, PortSpec>) -> Result<Ofports> {
         let ready = |s: &Snapshot| {
             let ports = s.bridge_ports(&self.bridge);
             want.keys().all(|n| {
@@ -615,6 +592,21 @@ impl OvsDatapath {
         }
     }
 
+    /// Removes the integration bridge (and with it every port on it).
+    async fn remove_bridge(&self) -> Result<()> {
+        let snap = self.db.snapshot();
+        let (Some(root), Some(b)) = (snap.open_vswitch(), snap.bridge(&self.bridge)) else {
+            return Ok(());
+        };
+        let delete = ops::mutation("bridges", "delete", atom::set([atom::uuid(&b.uuid)]));
+        let op = ops::mutate("Open_vSwitch", ops::by_uuid(&root.uuid), vec![delete]);
+        self.db
+            .transact(vec![op])
+            .await
+            .map(drop)
+            .map_err(|e| db_err("remove bridge", e))
+    }
+
     /// Deletes our veths that are not wanted; returns writes.
     async fn remove_stale_veths(&self, desired: &DesiredState, cache: &mut Cache) -> Result<usize> {
         let links = nl::links(&self.conn.handle).await?;
@@ -628,16 +620,17 @@ impl OvsDatapath {
         if plans.is_empty() {
             return Ok(0);
         }
+        let h = &self.conn.handle;
         // ovs-vswitchd creates the internal devices asynchronously.
         let deadline = Instant::now() + PORT_WAIT;
         let links = loop {
-            let links = nl::links(&self.conn.handle).await?;
+            let links = nl::links(h).await?;
             if plans.iter().all(|p| links.contains_key(&p.bridge)) || Instant::now() > deadline {
                 break links;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let addrs = nl::addrs_v4(&self.conn.handle).await?;
+        let addrs = nl::addrs_v4(h).await?;
         let mut changes = 0;
         for p in plans {
             let l = links
@@ -660,15 +653,8 @@ impl OvsDatapath {
                 .await?;
                 changes += 1;
             }
-            changes += nl::ensure_sole_address(
-                &self.conn.handle,
-                &addrs,
-                l.index,
-                p.spec.gateway,
-                p.spec.subnet.prefix_len(),
-                &p.bridge,
-            )
-            .await?;
+            let dev = (l.index, p.bridge.as_str());
+            changes += nl::ensure_sole_address(h, &addrs, dev, p.gateway_cidr()).await?;
         }
         Ok(changes)
     }
@@ -682,13 +668,15 @@ impl OvsDatapath {
     }
 
     /// Installs the rendered pipeline when the bridge holds anything else.
-    async fn ensure_flows(
+    /// The pipeline's input: each network with its ports and endpoints,
+    /// and the tunnel's port.
+    fn flow_nets(
         &self,
-        plans: &[NetPlan],
+        want: &[NetPlan],
         desired: &DesiredState,
-        ofports: &HashMap<String, i64>,
-        cache: &mut Cache,
-    ) -> Result<usize> {
+        ofports: &Ofports,
+    ) -> Result<(Vec<FlowNet>, i64)> {
+        let plans = want;
         let port = |n: &str| {
             ofports
                 .get(n)
@@ -703,7 +691,7 @@ impl OvsDatapath {
                 local.push(FlowLocal {
                     mac: e.mac,
                     ip: e.ip,
-                    ofport: port(&veth_host(&e.id))?,
+                    ofport: port(&VETHS.host(&e.id))?,
                 });
             }
             let remote = desired
@@ -724,6 +712,14 @@ impl OvsDatapath {
                 remote,
             });
         }
+        Ok((nets, tunnel))
+    }
+
+    async fn ensure_flows(
+        &self,
+        (nets, tunnel): (Vec<FlowNet>, i64),
+        cache: &mut Cache,
+    ) -> Result<usize> {
         let rendered = flows::render(&nets, tunnel);
         let hash = flows::hash(&rendered);
         let pid = read_pid(&self.rundir.join("ovs-vswitchd.pid"));
@@ -752,10 +748,6 @@ impl OvsDatapath {
 
 #[async_trait]
 impl Datapath for OvsDatapath {
-    fn name(&self) -> &'static str {
-        "ovs"
-    }
-
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
         let plans = plan(desired, self.underlay.default_mtu)?;
         let mut cache = self.cache.lock().await;
@@ -768,115 +760,61 @@ impl Datapath for OvsDatapath {
                 ..Cache::default()
             };
         }
-        let mut changes = 0;
-        let mut errors = Vec::new();
-
+        let mut tally = Tally::default();
         let links = nl::links(&self.conn.handle).await?;
-        let netdev = self.datapath_type == "netdev";
-        changes += self
-            .endpoints()
-            .ensure_all(
-                &plans,
-                desired,
-                &links,
-                &mut cache.endpoints,
-                |_| {
-                    Some(Attach {
-                        master: None,
-                        tx_csum_off: netdev,
-                        no_host_arp: true,
-                    })
-                },
-                &mut errors,
-            )
+        let attach = Attach::switch_port(self.datapath_type == "netdev");
+        let (endpoints, cached) = (self.endpoints(), &mut cache.endpoints);
+        let all = |_: &NetPlan| Some(attach);
+        endpoints
+            .ensure_all((&plans, desired), &links, cached, &mut tally, all)
             .await;
         let want = self.desired_ports(&plans, desired);
-        changes += self.ensure_topology(&want).await?;
-        match self.remove_stale_veths(desired, &mut cache).await {
-            Ok(k) => changes += k,
-            Err(e) => errors.push(e),
-        }
+        tally.changes += self.ensure_topology(&want).await?;
+        tally.add(self.remove_stale_veths(desired, &mut cache).await);
         // Ports whose device failed are reported; flows need all of them.
         let ofports = self.ofports(&want).await?;
-        match self.ensure_gateways(&plans).await {
-            Ok(k) => changes += k,
-            Err(e) => errors.push(e),
+        tally.add(self.ensure_gateways(&plans).await);
+        let flows = match self.flow_nets(&plans, desired, &ofports) {
+            Ok(nets) => self.ensure_flows(nets, &mut cache).await,
+            Err(e) => Err(e),
+        };
+        if flows.is_err() {
+            cache.flows_hash = None;
         }
-        match self
-            .ensure_flows(&plans, desired, &ofports, &mut cache)
-            .await
-        {
-            Ok(k) => changes += k,
-            Err(e) => {
-                cache.flows_hash = None;
-                errors.push(e)
-            }
-        }
+        tally.add(flows);
         if !plans.is_empty() {
-            match ensure_ip_forward() {
-                Ok(k) => changes += k,
-                Err(e) => errors.push(e),
-            }
+            tally.add(ensure_ip_forward());
         }
-        match self.firewall.ensure(&plans, &mut cache.firewall).await {
-            Ok(k) => changes += k,
-            Err(e) => errors.push(e),
-        }
-        if changes > 0 {
-            debug!(changes, "OVS datapath converged.");
-        }
-        collect(errors).map(|()| ApplyReport { changes })
-    }
-
-    fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {
-        EndpointIfnames {
-            host: veth_host(endpoint_id),
-            peer: veth_peer(endpoint_id),
-        }
+        tally.add(self.firewall.ensure(&plans, &mut cache.firewall).await);
+        tally.report(self.name())
     }
 
     async fn teardown(&self) -> Result<()> {
         let mut cache = self.cache.lock().await;
-        let mut errors = Vec::new();
-        let snap = match self.db.echo().await {
-            Ok(()) => Some(self.db.snapshot()),
-            Err(e) => {
-                errors.push(db_err("teardown", e));
-                None
-            }
-        };
-        if let Some(snap) = snap {
-            if let (Some(root), Some(b)) = (snap.open_vswitch(), snap.bridge(&self.bridge)) {
-                let r = self
-                    .db
-                    .transact(vec![ops::mutate(
-                        "Open_vSwitch",
-                        ops::by_uuid(&root.uuid),
-                        vec![ops::mutation(
-                            "bridges",
-                            "delete",
-                            atom::set([atom::uuid(&b.uuid)]),
-                        )],
-                    )])
-                    .await;
-                if let Err(e) = r {
-                    errors.push(db_err("remove bridge", e));
-                }
-            }
+        let mut tally = Tally::default();
+        match self.db.echo().await {
+            Ok(()) => tally.check(self.remove_bridge().await),
+            Err(e) => tally.check(Err(db_err("teardown", e))),
         }
-        if let Err(e) = self
-            .remove_stale_veths(&DesiredState::default(), &mut cache)
-            .await
-        {
-            errors.push(e);
-        }
-        if let Err(e) = self.firewall.remove().await {
-            errors.push(e);
-        }
+        let none = DesiredState::default();
+        tally.add(self.remove_stale_veths(&none, &mut cache).await);
+        tally.check(self.firewall.remove().await);
         *cache = Cache {
             generation: self.db.generation(),
             ..Cache::default()
         };
-        collect(errors)
+        tally.finish().map(drop)
+    }
+
+    fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {
+        VETHS.ifnames(endpoint_id)
+    }
+
+    fn underlay(&self) -> Underlay {
+        self.underlay
+    }
+
+    fn name(&self) -> &'static str {
+        "ovs"
     }
 }

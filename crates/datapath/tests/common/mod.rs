@@ -57,7 +57,7 @@ impl DpHost {
             })
             .await
             .map_err(|e| e.to_string())?;
-            let (ip, mtu) = (dp.underlay_ip(), dp.default_mtu());
+            let (ip, mtu) = (dp.underlay().ip, dp.underlay().default_mtu);
             Ok((Box::new(dp) as Box<dyn Datapath>, ip, mtu))
         })
     }

@@ -83,7 +83,7 @@ impl Ovs {
         let cfg = self.config();
         DpHost::start_with(&self.ns, move || async move {
             let dp = OvsDatapath::new(cfg).await.map_err(|e| e.to_string())?;
-            let (ip, mtu) = (dp.underlay_ip(), dp.default_mtu());
+            let (ip, mtu) = (dp.underlay().ip, dp.underlay().default_mtu);
             Ok((Box::new(dp) as Box<dyn Datapath>, ip, mtu))
         })
     }
