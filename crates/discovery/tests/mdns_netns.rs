@@ -7,93 +7,26 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socketplane_discovery::{Advertisement, Discovery, Peer, PROTOCOL_VERSION};
+use socketplane_testkit::{netns, require_privileged, zeroconf, Underlay};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn run(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `ip` (install iproute2): {e}"));
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// The underlay of a test: bridges `lan0` and `lan1` on one switch.
+fn lans() -> Underlay {
+    let net = Underlay::new('d').expect("underlay");
+    net.add_bridge("lan1").expect("second LAN");
+    net
 }
 
-/// A switch namespace with bridges, and node namespaces plugged into them.
-struct Net {
-    prefix: String,
-    namespaces: Vec<String>,
-}
-
-impl Net {
-    fn new() -> Net {
-        let prefix = format!(
-            "spdisc{}x{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut net = Net {
-            prefix,
-            namespaces: Vec::new(),
-        };
-        let sw = net.add_ns("sw");
-        run(&["-n", &sw, "link", "add", "lan0", "type", "bridge"]);
-        run(&["-n", &sw, "link", "set", "lan0", "up"]);
-        run(&["-n", &sw, "link", "add", "lan1", "type", "bridge"]);
-        run(&["-n", &sw, "link", "set", "lan1", "up"]);
-        net
-    }
-
-    fn sw(&self) -> String {
-        format!("{}-sw", self.prefix)
-    }
-
-    fn add_ns(&mut self, suffix: &str) -> String {
-        let name = format!("{}-{}", self.prefix, suffix);
-        run(&["netns", "add", &name]);
-        self.namespaces.push(name.clone());
-        run(&["-n", &name, "link", "set", "lo", "up"]);
-        name
-    }
-
-    /// Plug `ifname` of namespace `ns` into bridge `lan` with address `ip`/24.
-    fn plug(&self, ns: &str, ifname: &str, lan: &str, port: &str, ip: Ipv4Addr) {
-        let sw = self.sw();
-        run(&[
-            "-n", &sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns,
-        ]);
-        run(&["-n", &sw, "link", "set", port, "master", lan, "up"]);
-        run(&["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", ifname]);
-        run(&["-n", ns, "link", "set", ifname, "up"]);
-    }
-
-    /// A node namespace with eth0 on lan0 at 198.18.0.(10+i) and a multicast route.
-    fn node(&mut self, i: u8) -> (String, Ipv4Addr) {
-        let ns = self.add_ns(&format!("n{i}"));
-        let ip = Ipv4Addr::new(198, 18, 0, 10 + i);
-        self.plug(&ns, "eth0", "lan0", &format!("p{i}"), ip);
-        run(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
-        (ns, ip)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
+/// A node namespace with eth0 on lan0 at 198.18.0.(10+i) and a multicast route.
+fn node(net: &mut Underlay, i: u8) -> (String, Ipv4Addr) {
+    let ip = Ipv4Addr::new(198, 18, 0, 10 + i);
+    let ns = net.host(&format!("n{i}"), ip).expect("node namespace");
+    net.multicast_route(&ns, "eth0").expect("multicast route");
+    (ns, ip)
 }
 
 /// A Discovery running in a namespace on its own thread.
@@ -108,10 +41,7 @@ impl Node {
         let (peer_tx, peers) = std_mpsc::channel();
         let (stop, stop_rx) = std_mpsc::channel::<()>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
-        let path = format!("/run/netns/{ns}");
-        let handle = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let handle = netns::spawn_in_ns(ns, move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -222,12 +152,13 @@ fn expected_peer(name: &str, cluster: &str, addr: Ipv4Addr, port: u16) -> Peer {
 
 #[test]
 fn three_nodes_find_each_other_and_ignore_another_cluster() {
-    let mut net = Net::new();
+    require_privileged!();
+    let mut net = lans();
     let cluster = format!("c{}", std::process::id());
     let mut nodes = Vec::new();
     let mut expected = Vec::new();
     for i in 1..=3u8 {
-        let (ns, ip) = net.node(i);
+        let (ns, ip) = node(&mut net, i);
         // host3 has a dotted (FQDN-like) name: escaped in DNS-SD, intact here.
         let name = if i == 3 {
             "host3.rack-a".to_string()
@@ -238,7 +169,7 @@ fn three_nodes_find_each_other_and_ignore_another_cluster() {
         expected.push(expected_peer(&name, &cluster, ip, 6675));
     }
     // A node of another cluster on the same LAN.
-    let (ns4, ip4) = net.node(4);
+    let (ns4, ip4) = node(&mut net, 4);
     let stranger = Node::start(&ns4, ad("stranger", "othercluster", ip4, 6675));
 
     for (i, node) in nodes.iter().enumerate() {
@@ -262,10 +193,11 @@ fn three_nodes_find_each_other_and_ignore_another_cluster() {
 
 #[test]
 fn restarted_peer_is_announced_again() {
-    let mut net = Net::new();
+    require_privileged!();
+    let mut net = lans();
     let cluster = format!("r{}", std::process::id());
-    let (ns1, ip1) = net.node(1);
-    let (ns2, ip2) = net.node(2);
+    let (ns1, ip1) = node(&mut net, 1);
+    let (ns2, ip2) = node(&mut net, 2);
     let a = Node::start(&ns1, ad("alpha", &cluster, ip1, 6675));
     let b = Node::start(&ns2, ad("beta", &cluster, ip2, 6675));
 
@@ -304,57 +236,75 @@ fn restarted_peer_is_announced_again() {
     );
 }
 
-const BROWSE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zeroconf_browse.py");
 const SNIFF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mdns_sniff.py");
 
-fn python() -> String {
-    std::env::var("SOCKETPLANE_PYTHON").unwrap_or_else(|_| "python3".into())
+/// `mdns_sniff.py ARGS` in namespace `ns`, started now.
+fn sniff(ns: &str, args: &[&str]) -> std::process::Child {
+    let py = zeroconf::python();
+    let mut argv = vec![py.as_str(), SNIFF];
+    argv.extend_from_slice(args);
+    netns::command(ns, &argv)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run python3 via `ip netns exec`")
 }
 
-fn zeroconf_browse(ns: &str, seconds: u32, expected: usize) -> Vec<serde_json::Value> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, &python(), BROWSE])
-        .arg(seconds.to_string())
-        .arg(expected.to_string())
-        .output()
-        .expect("cannot run python3 via `ip netns exec`");
+/// A listener's counts: (packets of ours, all packets).
+fn counts(listener: std::process::Child) -> (u32, u32) {
+    let out = listener.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "python-zeroconf browse failed (needs python3 and `pip install zeroconf`): {}",
+        "mdns_sniff.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bad output from zeroconf_browse.py: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    v.as_array().cloned().unwrap_or_default()
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n: Vec<u32> = text
+        .split_whitespace()
+        .map(|w| {
+            w.parse()
+                .unwrap_or_else(|e| panic!("mdns_sniff.py: {e}: {text}"))
+        })
+        .collect();
+    assert_eq!(n.len(), 2, "mdns_sniff.py printed {text:?}");
+    (n[0], n[1])
 }
 
 #[test]
 fn python_zeroconf_sees_our_services_only_on_the_underlay() {
-    let mut net = Net::new();
+    require_privileged!();
+    let mut net = lans();
     let cluster = format!("z{}", std::process::id());
-    // A passive listener on the second LAN, started before any node.
-    let probe2 = net.add_ns("probe2");
-    net.plug(&probe2, "eth0", "lan1", "q9", Ipv4Addr::new(198, 19, 0, 99));
-    run(&["-n", &probe2, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
-    let sniff = std::process::Command::new("ip")
-        .args(["netns", "exec", &probe2, &python(), SNIFF, "8"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("cannot run python3 via `ip netns exec`");
+    // Passive listeners, started before any node: one on the second LAN
+    // (where nothing of ours may appear), one on the underlay (where ours
+    // must: proof that a listener sees what is there).
+    let probe2 = net.netns("probe2").unwrap();
+    net.plug(&probe2, "eth0", "lan1", Ipv4Addr::new(198, 19, 0, 99))
+        .unwrap();
+    net.multicast_route(&probe2, "eth0").unwrap();
+    let probe0 = net.netns("probe0").unwrap();
+    net.plug(&probe0, "eth0", "lan0", Ipv4Addr::new(198, 18, 0, 98))
+        .unwrap();
+    net.multicast_route(&probe0, "eth0").unwrap();
+    let lan1_listener = sniff(&probe2, &["listen", "8"]);
+    let lan0_listener = sniff(&probe0, &["listen", "8"]);
     std::thread::sleep(Duration::from_millis(300));
+    // A control sender on the second LAN: its packets (not ours) must reach
+    // the listener there, so "nothing of ours" means something.
+    let control = net.netns("control").unwrap();
+    net.plug(&control, "eth0", "lan1", Ipv4Addr::new(198, 19, 0, 98))
+        .unwrap();
+    net.multicast_route(&control, "eth0").unwrap();
+    let sender = sniff(&control, &["send", "5"]);
 
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();
     for i in 1..=3u8 {
-        let (ns, ip) = net.node(i);
+        let (ns, ip) = node(&mut net, i);
         if i == 1 {
             // host1 also has a "docker0" on a second LAN: we must not be seen there.
-            net.plug(&ns, "docker0", "lan1", "q1", Ipv4Addr::new(198, 19, 0, 1));
+            net.plug(&ns, "docker0", "lan1", Ipv4Addr::new(198, 19, 0, 1))
+                .unwrap();
         }
         nodes.push(Node::start(
             &ns,
@@ -362,11 +312,12 @@ fn python_zeroconf_sees_our_services_only_on_the_underlay() {
         ));
         addrs.push(ip);
     }
-    let probe = net.add_ns("probe");
-    net.plug(&probe, "eth0", "lan0", "p9", Ipv4Addr::new(198, 18, 0, 99));
-    run(&["-n", &probe, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    let probe = net.netns("probe").unwrap();
+    net.plug(&probe, "eth0", "lan0", Ipv4Addr::new(198, 18, 0, 99))
+        .unwrap();
+    net.multicast_route(&probe, "eth0").unwrap();
 
-    let services = zeroconf_browse(&probe, 20, 3);
+    let services = zeroconf::browse(&probe, Duration::from_secs(20), 3).expect("zeroconf browse");
     assert_eq!(services.len(), 3, "zeroconf saw {services:?}");
     for (i, ip) in addrs.iter().enumerate() {
         let name = format!("zhost{}._socketplane._tcp.local.", i + 1);
@@ -388,17 +339,25 @@ fn python_zeroconf_sees_our_services_only_on_the_underlay() {
         assert_eq!(svc["properties"]["v"], PROTOCOL_VERSION);
     }
 
-    let out = sniff.wait_with_output().unwrap();
+    let sent = sender.wait_with_output().unwrap();
     assert!(
-        out.status.success(),
-        "mdns_sniff.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        sent.status.success(),
+        "control sender failed: {}",
+        String::from_utf8_lossy(&sent.stderr)
     );
-    let counts = String::from_utf8_lossy(&out.stdout);
-    let ours: u32 = counts.split_whitespace().next().unwrap().parse().unwrap();
+    let (ours0, all0) = counts(lan0_listener);
+    assert!(
+        ours0 > 0,
+        "the underlay listener saw none of our mDNS packets (ours, all): {ours0} {all0}"
+    );
+    let (ours, all) = counts(lan1_listener);
+    assert!(
+        all >= 5,
+        "the listener on docker0's LAN missed the control packets (ours, all): {ours} {all}"
+    );
     assert_eq!(
         ours, 0,
-        "mDNS packets of ours on docker0's LAN (ours, all): {counts}"
+        "mDNS packets of ours on docker0's LAN (ours, all): {ours} {all}"
     );
     drop(nodes);
 }

@@ -17,12 +17,15 @@ pub enum LabError {
     /// No such workload in this lab.
     #[error("unknown workload {0:?}")]
     UnknownWorkload(String),
-    /// An external command failed.
+    /// Building or removing namespaces, links or OVS failed.
+    #[error(transparent)]
+    Kit(#[from] socketplane_testkit::KitError),
+    /// A command could not be started.
     #[error("`{cmd}` failed: {detail}")]
     Command {
         /// The command line.
         cmd: String,
-        /// Exit status and standard error, or why it could not run.
+        /// Why it could not run.
         detail: String,
     },
     /// A file system operation failed.

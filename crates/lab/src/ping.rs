@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// Default time a single [`ping`] waits for a reply.
@@ -47,18 +47,7 @@ pub fn ping_with(netns: &str, ip: IpAddr, timeout: Duration) -> bool {
 }
 
 /// A command that runs `argv` inside a network namespace (name or path).
-pub fn in_netns(netns: &str, argv: &[String]) -> Command {
-    let name = netns.strip_prefix("/run/netns/").unwrap_or(netns);
-    if name.starts_with('/') {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={name}")).arg("--").args(argv);
-        c
-    } else {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", name]).args(argv);
-        c
-    }
-}
+pub use socketplane_testkit::netns::command as in_netns;
 
 /// One party of a ping matrix.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,13 +9,13 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socketplane_lab::ping::{ping, ping_matrix_with, PingTarget};
 use socketplane_lab::{
-    wait_until, Lab, LabConfig, LabError, LabGuard, Signal, Timeouts, GATEWAY_IP, OUTSIDE_REMOTE_IP,
+    Lab, LabConfig, LabError, LabGuard, Signal, Timeouts, GATEWAY_IP, OUTSIDE_REMOTE_IP,
 };
+use socketplane_testkit::{netns, process, require, require_privileged, unique_name, wait_until};
 
 const FAKE_AGENT: &str = r#"#!/bin/sh
 # Stand-in for `socketplane agent`: logs its arguments and its view of the
@@ -53,20 +53,6 @@ while True:
 ' "$sock" "$mode"
 "#;
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A unique lab name of at most 6 characters.
-fn unique_name() -> String {
-    let mut n = u64::from(std::process::id()) * 16 + COUNTER.fetch_add(1, Ordering::SeqCst);
-    let mut s = String::new();
-    while n > 0 && s.len() < 5 {
-        let d = (n % 36) as u8;
-        s.push(if d < 10 { b'0' + d } else { b'a' + d - 10 } as char);
-        n /= 36;
-    }
-    format!("t{s}")
-}
-
 struct Fixture {
     _tmp: tempfile::TempDir,
     agent: PathBuf,
@@ -74,17 +60,9 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    for bin in ["ip", "ping", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {bin}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{bin} is missing: install iproute2, iputils-ping and python3"
-        );
-    }
+    require("ip", "iproute2");
+    require("ping", "iputils-ping");
+    require("python3", "python3");
     let tmp = tempfile::tempdir().unwrap();
     let agent = tmp.path().join("fake-agent");
     std::fs::write(&agent, FAKE_AGENT).unwrap();
@@ -117,30 +95,22 @@ fn up(cfg: LabConfig) -> Result<LabGuard, LabError> {
 }
 
 fn lab_namespaces(name: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("sp-{name}-")))
-        .map(String::from)
+    let prefix = format!("sp-{name}-");
+    netns::list()
+        .expect("list namespaces")
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
         .collect()
 }
 
+/// Running (a zombie of a pid 1 that does not reap counts as gone).
 fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => {
-            let state = s.rsplit(')').next().unwrap_or("").trim_start();
-            !state.starts_with('Z')
-        }
-        Err(_) => false,
-    }
+    process::stat(pid).is_some_and(|s| s.state != 'Z')
 }
 
-/// Session id of a process (field 6 of /proc/PID/stat).
+/// Session id of a process.
 fn session_of(pid: u32) -> i64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = s.rsplit(')').next().unwrap();
-    rest.split_whitespace().nth(3).unwrap().parse().unwrap()
+    process::stat(pid).expect("process exists").session.into()
 }
 
 fn sv(args: &[&str]) -> Vec<String> {
@@ -165,8 +135,9 @@ fn assert_clean(name: &str, state_dir: &Path, pids: &[u32]) {
 
 #[test]
 fn lab_lifecycle_addressing_and_cleanup() {
+    require_privileged!();
     let fx = fixture();
-    let name = unique_name();
+    let name = unique_name('t');
     let mut lab = up(config(&fx, &name, 3)).unwrap();
 
     // Namespaces.
@@ -326,8 +297,9 @@ fn lab_lifecycle_addressing_and_cleanup() {
 
 #[test]
 fn term_is_escalated_to_kill_and_down_from_a_loaded_state() {
+    require_privileged!();
     let fx = fixture();
-    let name = unique_name();
+    let name = unique_name('t');
     let mut cfg = config(&fx, &name, 2);
     cfg.agent_args = sv(&["--fake-ignore-term"]);
     let mut lab = up(cfg).unwrap();
@@ -348,8 +320,9 @@ fn term_is_escalated_to_kill_and_down_from_a_loaded_state() {
 
 #[test]
 fn failing_agent_reports_its_log_and_leaves_nothing() {
+    require_privileged!();
     let fx = fixture();
-    let name = unique_name();
+    let name = unique_name('t');
     let mut cfg = config(&fx, &name, 2);
     cfg.agent_args = sv(&["--fake-fail"]);
     let err = Lab::up_with(cfg, timeouts()).unwrap_err();
@@ -362,7 +335,7 @@ fn failing_agent_reports_its_log_and_leaves_nothing() {
     }
     assert_clean(&name, &fx.state_dir, &[]);
 
-    let name = unique_name();
+    let name = unique_name('t');
     let mut cfg = config(&fx, &name, 1);
     cfg.agent_args = sv(&["--fake-never-ready"]);
     let quick = Timeouts {
@@ -381,8 +354,9 @@ fn failing_agent_reports_its_log_and_leaves_nothing() {
 
 #[test]
 fn refuses_a_second_lab_of_the_same_name() {
+    require_privileged!();
     let fx = fixture();
-    let name = unique_name();
+    let name = unique_name('t');
     let lab = up(config(&fx, &name, 1)).unwrap();
     let mut cfg = config(&fx, &name, 1);
     let err = Lab::up(cfg.clone()).unwrap_err();
@@ -420,8 +394,9 @@ fn helper_lab_up_and_exit() {
 
 #[test]
 fn agents_survive_the_process_that_started_them() {
+    require_privileged!();
     let fx = fixture();
-    let name = unique_name();
+    let name = unique_name('t');
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -458,16 +433,12 @@ fn agents_survive_the_process_that_started_them() {
         assert!(pid_alive(*pid), "agent {pid} died with its parent");
         assert!(lab.agent_running(i));
     }
-    assert!(wait_until(
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        || {
-            ping(
-                &lab.host(0).unwrap().netns,
-                IpAddr::V4(lab.host(1).unwrap().underlay_ip),
-            )
-        }
-    ));
+    assert!(wait_until(Duration::from_secs(5), || {
+        ping(
+            &lab.host(0).unwrap().netns,
+            IpAddr::V4(lab.host(1).unwrap().underlay_ip),
+        )
+    }));
     lab.down().unwrap();
     assert_clean(&name, &fx.state_dir, &pids);
 }

@@ -29,6 +29,7 @@ pub mod ovs;
 pub mod process;
 pub mod underlay;
 mod wait;
+pub mod zeroconf;
 
 pub use error::{KitError, Result};
 pub use gate::{require, skip_unless_privileged, REQUIRE_PRIVILEGED_ENV};

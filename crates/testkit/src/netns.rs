@@ -106,7 +106,7 @@ pub fn command<S: AsRef<str>>(netns: &str, argv: &[S]) -> Command {
         c.args(["netns", "exec", name]);
     } else {
         c = Command::new("nsenter");
-        c.arg(format!("--net={netns}"));
+        c.arg(format!("--net={netns}")).arg("--");
     }
     c.args(argv.iter().map(|a| a.as_ref()));
     c
@@ -273,7 +273,7 @@ mod tests {
         );
         assert_eq!(
             show(&command("/proc/1/ns/net", &["true"])),
-            "nsenter --net=/proc/1/ns/net true"
+            "nsenter --net=/proc/1/ns/net -- true"
         );
     }
 }

@@ -21,9 +21,28 @@ pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 /// Where multicast goes (a namespace needs a route for it, e.g. mDNS).
 pub const MULTICAST_NET: &str = "224.0.0.0/4";
 
+/// Whether frames bridged in namespace `ns` pass its iptables, ip6tables
+/// and arptables (`net.bridge.bridge-nf-call-*`, br_netfilter, per
+/// namespace; the kernel's default is on). Set explicitly, so a test never
+/// depends on what the machine left there (dockerd turns it on).
+pub fn bridge_netfilter(ns: &str, on: bool) -> Result<()> {
+    let value = if on { "1" } else { "0" };
+    for table in ["iptables", "ip6tables", "arptables"] {
+        let key = format!("/proc/sys/net/bridge/bridge-nf-call-{table}");
+        // /proc/sys/net is the reading process's namespace: write from inside.
+        let script = format!(
+            "[ -e {key} ] || {{ echo 'br_netfilter is not loaded (modprobe br_netfilter)' >&2; exit 1; }}; echo {value} > {key}"
+        );
+        netns::exec(ns, &["sh", "-c", &script])?;
+    }
+    Ok(())
+}
+
 /// Add bridge `bridge` (up, multicast snooping off, so multicast floods as
-/// on a dumb switch) in namespace `switch`.
+/// on a dumb switch, and no br_netfilter: a switch does not filter) in
+/// namespace `switch`.
 pub fn add_bridge(switch: &str, bridge: &str) -> Result<()> {
+    bridge_netfilter(switch, false)?;
     cmd::ip(&[
         "-n",
         switch,

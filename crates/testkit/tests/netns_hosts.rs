@@ -18,6 +18,7 @@ fn hosts_on_the_underlay_reach_each_other_and_vanish_on_drop() {
     require_privileged!();
     require("ip", "iproute2");
     require("ping", "iputils-ping");
+    require("iptables", "iptables");
     let mut net = Underlay::new('k').unwrap();
     let a = net.host("a", Ipv4Addr::new(198, 18, 0, 1)).unwrap();
     let b = net.host("b", Ipv4Addr::new(198, 18, 0, 2)).unwrap();
@@ -27,6 +28,15 @@ fn hosts_on_the_underlay_reach_each_other_and_vanish_on_drop() {
         .unwrap();
     // Positive control and isolation: same bridge reaches, other does not.
     assert!(ping(&a, "198.18.0.2"), "a -> b over lan0");
+    // The switch forwards whatever its iptables say: br_netfilter is off.
+    let sw = net.switch();
+    cmd::sh(&[
+        "ip", "netns", "exec", &sw, "iptables", "-P", "FORWARD", "DROP",
+    ]);
+    assert!(
+        ping(&a, "198.18.0.2"),
+        "a -> b with FORWARD DROP on the switch"
+    );
     assert!(!ping(&a, "198.18.0.3"), "lan1 is another LAN");
     assert_eq!(netns::links(&b).unwrap(), vec!["eth0", "lo"]);
     assert!(netns::link_exists(&b, "eth0").unwrap());

@@ -2,7 +2,9 @@
 """Browse _socketplane._tcp.local. with python-zeroconf, an mDNS implementation
 independent of ours, and print what it resolves as one JSON list.
 
-usage: zeroconf_browse.py SECONDS [EXPECTED_COUNT]
+usage: zeroconf_browse.py VERSION SECONDS [EXPECTED_COUNT]
+VERSION is the zeroconf version the tests pin; another one is an error
+(exit 4), so a test never passes against an implementation nobody chose.
 Stops after SECONDS, or earlier once EXPECTED_COUNT services are resolved.
 """
 
@@ -11,9 +13,10 @@ import sys
 import time
 
 try:
+    import zeroconf
     from zeroconf import ServiceBrowser, ServiceListener, Zeroconf, IPVersion
 except ImportError:
-    sys.stderr.write("python module 'zeroconf' is missing: pip install zeroconf\n")
+    sys.stderr.write("python module 'zeroconf' is missing: pip install zeroconf==%s\n" % sys.argv[1])
     sys.exit(3)
 
 SERVICE_TYPE = "_socketplane._tcp.local."
@@ -34,8 +37,15 @@ class Listener(ServiceListener):
 
 
 def main():
-    seconds = float(sys.argv[1])
-    expected = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    pinned = sys.argv[1]
+    if zeroconf.__version__ != pinned:
+        sys.stderr.write(
+            "python zeroconf %s is installed, the tests pin %s: pip install zeroconf==%s\n"
+            % (zeroconf.__version__, pinned, pinned)
+        )
+        sys.exit(4)
+    seconds = float(sys.argv[2])
+    expected = int(sys.argv[3]) if len(sys.argv) > 3 else None
     zc = Zeroconf(ip_version=IPVersion.V4Only)
     listener = Listener()
     ServiceBrowser(zc, SERVICE_TYPE, listener)

@@ -1,0 +1,148 @@
+//! How a lab is built: its configuration, limits, addressing plan and
+//! timeouts.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LabError, Result};
+
+/// Most hosts a lab can have (addresses .11 to .210).
+pub const MAX_HOSTS: usize = 200;
+/// Longest lab name (it is part of every namespace name).
+pub const MAX_NAME_LEN: usize = 6;
+
+/// The underlay address of the host at `index` (0-based): `host1` (index
+/// 0) has 198.18.0.11, `hostN` has 198.18.0.(10+N).
+pub fn underlay_ip(index: usize) -> Option<Ipv4Addr> {
+    let last = u8::try_from(index.checked_add(11)?).ok()?;
+    (index < MAX_HOSTS).then_some(Ipv4Addr::new(198, 18, 0, last))
+}
+
+/// The default state directory of a lab: `/run/socketplane-lab/<name>`.
+pub fn default_state_dir(name: &str) -> PathBuf {
+    PathBuf::from("/run/socketplane-lab").join(name)
+}
+
+/// How to build a lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabConfig {
+    /// Unique lab name: 1 to 6 of `a-z0-9`; the cluster name of its agents.
+    pub name: String,
+    /// Number of hosts (1..=200).
+    pub hosts: usize,
+    /// `--datapath` for the agents (`linux`, `ovs`, `auto`); empty: not passed.
+    pub datapath: String,
+    /// The `socketplane` binary.
+    pub agent_bin: PathBuf,
+    /// Extra flags appended to every agent's command line.
+    pub agent_args: Vec<String>,
+    /// Where state, logs, data dirs and sockets live.
+    pub state_dir: PathBuf,
+}
+
+impl LabConfig {
+    /// A configuration with defaults: datapath not passed, no extra flags,
+    /// state in [`default_state_dir`].
+    pub fn new(name: &str, hosts: usize, agent_bin: impl Into<PathBuf>) -> LabConfig {
+        LabConfig {
+            name: name.to_string(),
+            hosts,
+            datapath: String::new(),
+            agent_bin: agent_bin.into(),
+            agent_args: Vec::new(),
+            state_dir: default_state_dir(name),
+        }
+    }
+
+    /// Whether the hosts run Open vSwitch (`--datapath ovs`).
+    pub fn uses_ovs(&self) -> bool {
+        self.datapath == "ovs"
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(LabError::InvalidConfig(m));
+        if self.name.is_empty()
+            || self.name.len() > MAX_NAME_LEN
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return bad(format!(
+                "lab name {:?} must be 1 to {MAX_NAME_LEN} characters of a-z and 0-9",
+                self.name
+            ));
+        }
+        if self.hosts == 0 || self.hosts > MAX_HOSTS {
+            return bad(format!(
+                "a lab has 1 to {MAX_HOSTS} hosts, not {}",
+                self.hosts
+            ));
+        }
+        if !self.agent_bin.is_file() {
+            return bad(format!(
+                "agent binary {} does not exist",
+                self.agent_bin.display()
+            ));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return bad("state dir must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// How long the lab waits for agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// For an agent's socket to appear after it starts (default 20 s).
+    pub ready: Duration,
+    /// For an agent to exit after SIGTERM, before SIGKILL (default 10 s).
+    pub stop: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            ready: Duration::from_secs(20),
+            stop: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(underlay_ip(0), Some(Ipv4Addr::new(198, 18, 0, 11)));
+        assert_eq!(underlay_ip(199), Some(Ipv4Addr::new(198, 18, 0, 210)));
+        assert_eq!(underlay_ip(200), None);
+    }
+
+    #[test]
+    fn config_validation() {
+        let bin = std::env::current_exe().unwrap();
+        assert!(LabConfig::new("ab12", 3, &bin).validate().is_ok());
+        for (name, hosts) in [
+            ("", 1),
+            ("toolong", 1),
+            ("Ab", 1),
+            ("a-b", 1),
+            ("ab", 0),
+            ("ab", 201),
+        ] {
+            assert!(
+                LabConfig::new(name, hosts, &bin).validate().is_err(),
+                "{name} {hosts}"
+            );
+        }
+        assert!(LabConfig::new("ab", 1, "/nonexistent/x")
+            .validate()
+            .is_err());
+    }
+}
