@@ -351,8 +351,8 @@ fn root_paths(root: &Path, id: u64) -> (PathBuf, PathBuf) {
     (root.join(format!("n{id}")), root.join(format!("n{id}.log")))
 }
 
-/// Puts `count` keys one after another; returns the acknowledged keys and
-/// the number of puts that failed.
+/// Puts `count` keys one after another, recording the acknowledged ones;
+/// returns why the others failed.
 async fn write_stream(
     client: reqwest::Client,
     targets: Arc<Mutex<Vec<SocketAddr>>>,
@@ -360,8 +360,8 @@ async fn write_stream(
     worker: usize,
     count: usize,
     tag: &str,
-) -> usize {
-    let mut failed = 0;
+) -> Vec<String> {
+    let mut failed = Vec::new();
     for i in 0..count {
         let key = format!("/crash/{tag}-{worker}-{i}");
         let addr = {
@@ -376,13 +376,16 @@ async fn write_stream(
             Ok(_) => {
                 acked.lock().unwrap().insert(key);
             }
-            Err(_) => failed += 1,
+            Err(e) => failed.push(format!("{addr}: {e}")),
         }
     }
     failed
 }
 
 const WRITERS: usize = 6;
+/// Requests one client (with one request at a time) may see fail across one
+/// leader kill; see `kill9_keeps_acknowledged_writes`.
+const MAX_FAILED_PER_CLIENT: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_keeps_acknowledged_writes() {
@@ -413,20 +416,25 @@ async fn kill9_keeps_acknowledged_writes() {
         "new leader {:?} after SIGKILL of leader {leader}",
         t0.elapsed()
     );
-    let mut failed = 0;
+    let mut failures = Vec::new();
     for w in writers {
-        failed += w.await.unwrap();
+        failures.extend(w.await.unwrap());
     }
+    let failed = failures.len();
     let phase1 = acked.lock().unwrap().len();
     eprintln!("phase 1: {phase1} acknowledged writes, {failed} failed; killed leader {leader}");
-    // Each writer has one put in flight; the kill can cut only that one
-    // (later puts go to the survivors, which retry refused forwards until
-    // the new leader is elected). More failures mean failover is not
+    // At most two failures per writer: the put in flight at the kill, and
+    // one more that a survivor forwarded over a pooled connection to the
+    // dead leader before it saw that connection close (the outcome of such
+    // a request is unknown to the survivor, so it must not retry it). Every
+    // other put goes to a survivor, which retries refused forwards until
+    // the new leader is elected. More failures mean failover is not
     // transparent to clients of a surviving node.
     assert!(
-        failed <= WRITERS,
-        "{failed} of {} writes failed across one leader kill (at most {WRITERS} may)",
-        WRITERS * PHASE1
+        failed <= MAX_FAILED_PER_CLIENT * WRITERS,
+        "{failed} of {} writes failed across one leader kill (at most {} may): {failures:#?}",
+        WRITERS * PHASE1,
+        MAX_FAILED_PER_CLIENT * WRITERS
     );
     assert_eq!(phase1 + failed, WRITERS * PHASE1);
 
@@ -501,8 +509,8 @@ struct CasStats {
     /// Increments whose transaction failed with an unknown outcome and
     /// which turned out applied (their marker exists).
     resolved: AtomicUsize,
-    /// Transactions that failed with an error (outcome unknown).
-    txn_errors: AtomicUsize,
+    /// Transactions that failed with an error (outcome unknown), and why.
+    txn_errors: Mutex<Vec<String>>,
 }
 
 const COUNTER: &str = "/cas/counter";
@@ -568,8 +576,8 @@ async fn cas_increment(
                 return;
             }
             Ok(_) => {}
-            Err(_) => {
-                stats.txn_errors.fetch_add(1, Ordering::SeqCst);
+            Err(e) => {
+                stats.txn_errors.lock().unwrap().push(format!("{addr}: {e}"));
                 uncertain = true;
             }
         }
@@ -636,18 +644,20 @@ async fn cas_1000_with_leader_killed() {
     }
     let acked = stats.acked.load(Ordering::SeqCst);
     let resolved = stats.resolved.load(Ordering::SeqCst);
-    let errors = stats.txn_errors.load(Ordering::SeqCst);
+    let failures = stats.txn_errors.lock().unwrap().clone();
+    let errors = failures.len();
     eprintln!(
         "{acked} increments acknowledged, {resolved} found applied after an unknown outcome, \
-         {errors} transactions failed"
+         {errors} transactions failed: {failures:#?}"
     );
     assert_eq!(acked + resolved, TOTAL, "every increment ends applied once");
-    // Each worker has one transaction in flight: the kill can cut only
-    // that one. Later ones go to the survivors, which retry refused
-    // forwards until the new leader is elected.
+    // As for plain writes (see `kill9_keeps_acknowledged_writes`): at most
+    // the transaction in flight at the kill and one sent over a stale
+    // pooled connection, per worker.
     assert!(
-        errors <= WORKERS,
-        "{errors} transactions failed across one leader kill (at most {WORKERS} may)"
+        errors <= MAX_FAILED_PER_CLIENT * WORKERS,
+        "{errors} transactions failed across one leader kill (at most {} may): {failures:#?}",
+        MAX_FAILED_PER_CLIENT * WORKERS
     );
     let all: BTreeSet<String> = (0..TOTAL).map(marker).collect();
     let survivor = survivors[0];
