@@ -1,4 +1,5 @@
-//! The HTTP side of node-to-node RPC: `/raft/v1/...` routes.
+//! The server side of node-to-node RPC: the `/raft/v1/...` routes, behind
+//! the token and cluster-name check.
 
 use std::sync::Arc;
 
@@ -15,12 +16,14 @@ use openraft::Snapshot;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::network::{
+use crate::forward;
+use crate::membership;
+use crate::node::EmbeddedStore;
+use crate::types::{NodeId, TypeConfig};
+use crate::wire::{
     decode_snapshot, ClientRequest, JoinRequest, LeaveRequest, WireError, CLUSTER_HEADER,
     TOKEN_HEADER,
 };
-use crate::types::{NodeId, TypeConfig};
-use crate::EmbeddedStore;
 
 type S = State<Arc<EmbeddedStore>>;
 
@@ -37,22 +40,22 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
 }
 
 async fn auth(State(s): S, headers: HeaderMap, req: HttpRequest, next: Next) -> HttpResponse {
-    if s.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+    if s.core.is_stopped() {
         return (StatusCode::SERVICE_UNAVAILABLE, "store node is shut down").into_response();
     }
-    if let Some(token) = &s.cfg.token {
+    if let Some(token) = &s.core.cfg.token {
         let given = headers.get(TOKEN_HEADER).map(|v| v.as_bytes());
         if given != Some(token.as_bytes()) {
             return (StatusCode::UNAUTHORIZED, "missing or wrong cluster token").into_response();
         }
     }
     if let Some(c) = headers.get(CLUSTER_HEADER) {
-        if c.as_bytes() != s.cfg.cluster.as_bytes() {
+        if c.as_bytes() != s.core.cfg.cluster.as_bytes() {
             return (
                 StatusCode::CONFLICT,
                 format!(
                     "cluster name mismatch: this node belongs to cluster {:?}, the caller to {:?}",
-                    s.cfg.cluster,
+                    s.core.cfg.cluster,
                     String::from_utf8_lossy(c.as_bytes())
                 ),
             )
@@ -67,8 +70,8 @@ async fn append(State(s): S, body: Bytes) -> HttpResponse {
         Ok(r) => r,
         Err(e) => return e,
     };
-    s.note_leader_contact();
-    json(&s.raft.append_entries(req).await)
+    s.core.note_leader_contact();
+    json(&s.core.raft.append_entries(req).await)
 }
 
 async fn vote(State(s): S, body: Bytes) -> HttpResponse {
@@ -76,7 +79,7 @@ async fn vote(State(s): S, body: Bytes) -> HttpResponse {
         Ok(r) => r,
         Err(e) => return e,
     };
-    json(&s.raft.vote(req).await)
+    json(&s.core.raft.vote(req).await)
 }
 
 async fn snapshot(State(s): S, body: Bytes) -> HttpResponse {
@@ -84,12 +87,12 @@ async fn snapshot(State(s): S, body: Bytes) -> HttpResponse {
         Ok(x) => x,
         Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
     };
-    s.note_leader_contact();
+    s.core.note_leader_contact();
     let snap = Snapshot::<TypeConfig> {
         meta: header.meta,
         snapshot: Box::new(std::io::Cursor::new(data)),
     };
-    let res: Result<_, Fatal<NodeId>> = s.raft.install_full_snapshot(header.vote, snap).await;
+    let res: Result<_, Fatal<NodeId>> = s.core.raft.install_full_snapshot(header.vote, snap).await;
     json(&res)
 }
 
@@ -98,7 +101,7 @@ async fn join(State(s): S, body: Bytes) -> HttpResponse {
         Ok(r) => r,
         Err(e) => return e,
     };
-    json(&s.handle_join(req).await)
+    json(&membership::serve_join(&s.core, req).await)
 }
 
 async fn leave(State(s): S, body: Bytes) -> HttpResponse {
@@ -106,7 +109,7 @@ async fn leave(State(s): S, body: Bytes) -> HttpResponse {
         Ok(r) => r,
         Err(e) => return e,
     };
-    json(&s.handle_leave(req).await)
+    json(&membership::serve_leave(&s.core, req).await)
 }
 
 async fn forward(State(s): S, body: Bytes) -> HttpResponse {
@@ -114,17 +117,16 @@ async fn forward(State(s): S, body: Bytes) -> HttpResponse {
         Ok(r) => r,
         Err(e) => return e,
     };
-    let is_leader = matches!(s.leader(), Some((id, _)) if id == s.cfg.node_id);
-    let res = if is_leader {
-        s.handle_local(req).await
+    let res = if s.core.is_leader() {
+        forward::execute(&s.core, &s.leases, req).await
     } else {
-        Err(s.not_leader())
+        Err(s.core.not_leader())
     };
     json(&res)
 }
 
 async fn read_index(State(s): S) -> HttpResponse {
-    let res: Result<u64, WireError> = s.handle_read_index().await;
+    let res: Result<u64, WireError> = s.reads.serve_read_index(&s.core).await;
     json(&res)
 }
 

@@ -1,11 +1,15 @@
-//! Node-to-node RPC over HTTP: the openraft network (append, vote,
-//! snapshot) and the store's own calls (join, leave, forward, read index).
+//! The client side of node-to-node RPC over HTTP: the openraft network
+//! (append, vote, snapshot) and a client for the store's own calls (join,
+//! leave, forward, read index).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::error::Error;
+use crate::types::{NodeId, Snapshot, TypeConfig, Vote};
+use crate::wire::{self, SnapshotHeader};
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
     Unreachable,
@@ -16,75 +20,7 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use socketplane_store::LeaseId;
-
-use crate::types::{NodeId, Request, Response, Snapshot, SnapshotMeta, TypeConfig, Vote};
-
-pub(crate) const TOKEN_HEADER: &str = "x-socketplane-token";
-pub(crate) const CLUSTER_HEADER: &str = "x-socketplane-cluster";
-
-/// A request a follower forwards to the leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum ClientRequest {
-    Write(Request),
-    KeepAlive(LeaseId),
-}
-
-/// Errors carried between nodes in response bodies.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum WireError {
-    NotLeader { leader: Option<String> },
-    Unavailable(String),
-    InvalidArgument(String),
-    LeaseNotFound(LeaseId),
-    ClusterMismatch { ours: String, theirs: String },
-    Internal(String),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct JoinRequest {
-    pub node_id: NodeId,
-    pub addr: String,
-    pub cluster: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct LeaveRequest {
-    pub node_id: NodeId,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SnapshotHeader {
-    pub vote: Vote,
-    pub meta: SnapshotMeta,
-}
-
-/// A failed HTTP call, classified by whether the request can have had an
-/// effect on the remote side.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CallError {
-    /// The request never reached the peer (connection refused etc.).
-    #[error("cannot connect to {0}")]
-    Connect(String),
-    /// The request may or may not have been processed.
-    #[error("request to {0} failed: {1}")]
-    Failed(String, String),
-    #[error("{1}")]
-    Status(u16, String),
-}
-
-/// An error with its sources, e.g. "error sending request: operation timed out".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+use serde::Serialize;
 
 /// Shared HTTP client and peer bookkeeping.
 pub(crate) struct NetCore {
@@ -134,37 +70,36 @@ impl NetCore {
         path: &str,
         body: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Vec<u8>, CallError> {
+    ) -> Result<Vec<u8>, Error> {
         let url = format!("http://{addr}{path}");
         let mut req = self
             .client
             .post(&url)
             .timeout(timeout)
-            .header(CLUSTER_HEADER, &self.cluster)
+            .header(wire::CLUSTER_HEADER, &self.cluster)
             .body(body);
         if let Some(t) = &self.token {
-            req = req.header(TOKEN_HEADER, t);
+            req = req.header(wire::TOKEN_HEADER, t);
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
-                CallError::Connect(addr.to_string())
+        let resp = req.send().await.map_err(|source| {
+            let addr = addr.to_string();
+            if source.is_connect() {
+                Error::Connect { addr, source }
             } else {
-                CallError::Failed(addr.to_string(), error_chain(&e))
+                Error::Request { addr, source }
             }
         })?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| CallError::Failed(addr.to_string(), e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(|source| Error::Request {
+            addr: addr.to_string(),
+            source,
+        })?;
         if !status.is_success() {
-            return Err(CallError::Status(
-                status.as_u16(),
-                format!(
-                    "{addr} answered {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                ),
-            ));
+            return Err(Error::Status {
+                addr: addr.to_string(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
         }
         Ok(bytes.to_vec())
     }
@@ -175,12 +110,16 @@ impl NetCore {
         path: &str,
         body: &Q,
         timeout: Duration,
-    ) -> Result<R, CallError> {
-        let body = serde_json::to_vec(body)
-            .map_err(|e| CallError::Failed(addr.to_string(), e.to_string()))?;
+    ) -> Result<R, Error> {
+        let body = serde_json::to_vec(body).map_err(|source| Error::Encode {
+            what: "request",
+            source,
+        })?;
         let bytes = self.post_raw(addr, path, body, timeout).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| CallError::Failed(addr.to_string(), format!("undecodable answer: {e}")))
+        serde_json::from_slice(&bytes).map_err(|source| Error::Answer {
+            addr: addr.to_string(),
+            source,
+        })
     }
 }
 
@@ -217,7 +156,7 @@ impl PeerClient {
         req: &Q,
         timeout: Duration,
     ) -> Result<R, RpcErr> {
-        let res: Result<Result<R, RaftError<NodeId>>, CallError> =
+        let res: Result<Result<R, RaftError<NodeId>>, Error> =
             self.core.post(&self.addr, path, req, timeout).await;
         match res {
             Ok(Ok(r)) => {
@@ -228,7 +167,7 @@ impl PeerClient {
                 self.core.touch(self.target);
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
-            Err(e @ CallError::Connect(_)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ Error::Connect { .. }) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
@@ -268,10 +207,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         RpcErr<RaftError<NodeId, openraft::error::InstallSnapshotError>>,
     > {
         // Snapshots travel whole through `full_snapshot`.
-        Err(RPCError::Network(NetworkError::new(&CallError::Status(
-            400,
-            "chunked snapshots are not supported".into(),
-        ))))
+        Err(RPCError::Network(NetworkError::new(&Error::Status {
+            addr: self.addr.clone(),
+            status: 400,
+            body: "chunked snapshots are not supported".into(),
+        })))
     }
 
     async fn full_snapshot(
@@ -301,7 +241,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         };
         let bytes = match res {
             Ok(b) => b,
-            Err(e @ CallError::Connect(_)) => {
+            Err(e @ Error::Connect { .. }) => {
                 return Err(StreamingError::Unreachable(Unreachable::new(&e)))
             }
             Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
@@ -312,24 +252,3 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         resp.map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 }
-
-/// Decodes the body of a snapshot request: header length, header, data.
-pub(crate) fn decode_snapshot(body: &[u8]) -> Result<(SnapshotHeader, Vec<u8>), String> {
-    if body.len() < 8 {
-        return Err("short snapshot body".into());
-    }
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&body[..8]);
-    let len = u64::from_be_bytes(len) as usize;
-    let rest = &body[8..];
-    if rest.len() < len {
-        return Err("short snapshot header".into());
-    }
-    let header: SnapshotHeader =
-        serde_json::from_slice(&rest[..len]).map_err(|e| format!("bad snapshot header: {e}"))?;
-    Ok((header, rest[len..].to_vec()))
-}
-
-/// The leader's answer to a forwarded request: the response and the log
-/// index it was applied at (0 if it wrote nothing).
-pub(crate) type ForwardResult = Result<(Response, u64), WireError>;

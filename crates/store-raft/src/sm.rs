@@ -1,267 +1,124 @@
-//! The replicated key-value state machine, its watch history, and its
-//! openraft adapter.
+//! openraft's state machine over the store's one state machine
+//! ([`socketplane_store::kv::KvState`]): apply log entries to it, snapshot
+//! and restore it, and wake watchers. No key-value logic lives here.
 //!
 //! The state lives in memory; it is made durable by snapshots (persisted in
 //! redb before they are used) plus the Raft log, which openraft re-applies on
-//! restart from the last snapshot up to the persisted commit index.
+//! restart from the last snapshot up to the persisted commit index. The
+//! watch history inside the state is this node's own (snapshots leave it
+//! out): a node that installs a snapshot can replay watches only from the
+//! snapshot's revision on.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use socketplane_store::{
-    Event, EventKind, KeyValue, LeaseId, Op, Revision, StoreError, Txn, TxnResult,
-};
-use tokio::sync::broadcast;
+use socketplane_store::kv::{self, KvState, DEFAULT_HISTORY};
+use socketplane_store::{KeyValue, LeaseId, Revision};
+use tokio::sync::watch;
 
+use crate::error::Error;
 use crate::storage::Writer;
 use crate::types::{
-    storage_err, Entry, LogId, Request, Response, Snapshot, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig,
+    storage_err, Applied, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 
-/// How many events the watch history keeps per node.
-pub(crate) const HISTORY_MAX: usize = 20_000;
+/// The snapshot format written now; snapshots without a `format` field are
+/// the first format (see [`LegacySnapshot`]).
+const SNAPSHOT_FORMAT: u32 = 2;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LeaseState {
-    ttl_ms: u64,
-    #[serde(skip)]
-    keys: BTreeSet<String>,
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    format: u32,
+    kv: KvState,
 }
 
-/// The deterministic key-value state: applying the same commands in the same
-/// order gives the same state on every node.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct KvState {
+/// The snapshot format of the first release, whose state machine had its
+/// own key-value code: keys, lease TTLs, revision, last lease id.
+#[derive(Deserialize)]
+struct LegacySnapshot {
+    state: LegacyState,
+}
+
+#[derive(Deserialize)]
+struct LegacyState {
     kv: BTreeMap<String, KeyValue>,
-    leases: BTreeMap<LeaseId, LeaseState>,
+    leases: BTreeMap<LeaseId, LegacyLease>,
     revision: Revision,
     next_lease: LeaseId,
 }
 
-impl KvState {
-    pub fn revision(&self) -> Revision {
-        self.revision
-    }
-
-    /// The key's mod revision, 0 if absent.
-    pub fn mod_revision(&self, key: &str) -> Revision {
-        self.kv.get(key).map_or(0, |kv| kv.mod_revision)
-    }
-
-    pub fn get(&self, key: &str) -> Option<KeyValue> {
-        self.kv.get(key).cloned()
-    }
-
-    pub fn list(&self, prefix: &str) -> Vec<KeyValue> {
-        self.kv
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    /// Lease ids and their TTLs in milliseconds.
-    pub fn leases(&self) -> Vec<(LeaseId, u64)> {
-        self.leases.iter().map(|(id, l)| (*id, l.ttl_ms)).collect()
-    }
-
-    pub fn lease_ttl_ms(&self, id: LeaseId) -> Option<u64> {
-        self.leases.get(&id).map(|l| l.ttl_ms)
-    }
-
-    /// Rebuilds the lease key sets after deserializing.
-    fn reindex(&mut self) {
-        for l in self.leases.values_mut() {
-            l.keys.clear();
-        }
-        for (k, v) in &self.kv {
-            if let Some(id) = v.lease {
-                if let Some(l) = self.leases.get_mut(&id) {
-                    l.keys.insert(k.clone());
-                }
-            }
-        }
-    }
-
-    /// Applies one command, returning its response and the events it wrote.
-    pub fn apply(&mut self, req: &Request) -> (Response, Vec<Event>) {
-        match req {
-            Request::Txn(txn) => self.apply_txn(txn),
-            Request::LeaseGrant { ttl_ms } => {
-                self.next_lease = self.next_lease.max(0) + 1;
-                let id = self.next_lease;
-                self.leases.insert(
-                    id,
-                    LeaseState {
-                        ttl_ms: *ttl_ms,
-                        keys: BTreeSet::new(),
-                    },
-                );
-                (Response::Lease(id), Vec::new())
-            }
-            Request::LeaseRevoke { id } => {
-                let Some(lease) = self.leases.remove(id) else {
-                    return (Response::None, Vec::new());
-                };
-                let rev = self.revision + 1;
-                let mut events = Vec::new();
-                for key in lease.keys {
-                    if let Some(old) = self.kv.remove(&key) {
-                        events.push(delete_event(old, rev));
-                    }
-                }
-                if !events.is_empty() {
-                    self.revision = rev;
-                }
-                (Response::None, events)
-            }
-        }
-    }
-
-    fn apply_txn(&mut self, txn: &Txn) -> (Response, Vec<Event>) {
-        if let Err(e) = validate_txn(txn) {
-            return (Response::Invalid(e), Vec::new());
-        }
-        let holds = txn.compares.iter().all(|c| {
-            let cur = self.kv.get(&c.key).map(|kv| kv.mod_revision).unwrap_or(0);
-            cur == c.mod_revision
-        });
-        if !holds {
-            return (
-                Response::Txn(TxnResult {
-                    succeeded: false,
-                    revision: self.revision,
-                }),
-                Vec::new(),
-            );
-        }
-        for op in &txn.ops {
-            if let Op::Put {
-                lease: Some(id), ..
-            } = op
-            {
-                if !self.leases.contains_key(id) {
-                    return (Response::LeaseNotFound(*id), Vec::new());
-                }
-            }
-        }
-        let rev = self.revision + 1;
-        let mut events = Vec::new();
-        for op in &txn.ops {
-            match op {
-                Op::Put { key, value, lease } => {
-                    let old = self.kv.get(key);
-                    let create_revision = old.map(|o| o.create_revision).unwrap_or(rev);
-                    if let Some(old_lease) = old.and_then(|o| o.lease) {
-                        if let Some(l) = self.leases.get_mut(&old_lease) {
-                            l.keys.remove(key);
-                        }
-                    }
-                    if let Some(id) = lease {
-                        if let Some(l) = self.leases.get_mut(id) {
-                            l.keys.insert(key.clone());
-                        }
-                    }
-                    let kv = KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                        create_revision,
-                        mod_revision: rev,
-                        lease: *lease,
-                    };
-                    self.kv.insert(key.clone(), kv.clone());
-                    events.push(Event {
-                        kind: EventKind::Put,
-                        kv,
-                    });
-                }
-                Op::Delete { key } => {
-                    if let Some(old) = self.kv.remove(key) {
-                        if let Some(id) = old.lease {
-                            if let Some(l) = self.leases.get_mut(&id) {
-                                l.keys.remove(key);
-                            }
-                        }
-                        events.push(delete_event(old, rev));
-                    }
-                }
-            }
-        }
-        if !events.is_empty() {
-            self.revision = rev;
-        }
-        (
-            Response::Txn(TxnResult {
-                succeeded: true,
-                revision: self.revision,
-            }),
-            events,
-        )
-    }
+#[derive(Deserialize)]
+struct LegacyLease {
+    ttl_ms: u64,
 }
 
-/// Checks a transaction's shape: non-empty keys, each key at most once
-/// among the ops (as etcd requires).
-pub fn validate_txn(txn: &Txn) -> Result<(), String> {
-    let mut seen = BTreeSet::new();
-    for c in &txn.compares {
-        if c.key.is_empty() {
-            return Err("empty key in a compare".into());
-        }
-    }
-    for op in &txn.ops {
-        let key = match op {
-            Op::Put { key, .. } | Op::Delete { key } => key,
-        };
-        if key.is_empty() {
-            return Err("empty key".into());
-        }
-        if !seen.insert(key.as_str()) {
-            return Err(format!("key {key:?} appears twice in one transaction"));
-        }
-    }
-    Ok(())
+#[derive(Deserialize)]
+struct FormatProbe {
+    format: Option<u32>,
 }
 
-fn delete_event(old: KeyValue, rev: Revision) -> Event {
-    Event {
-        kind: EventKind::Delete,
-        kv: KeyValue {
-            key: old.key,
-            value: Vec::new(),
-            create_revision: 0,
-            mod_revision: rev,
-            lease: None,
-        },
-    }
+/// Serializes the state for a snapshot, without this node's watch history.
+fn encode_snapshot(state: &KvState) -> Result<Vec<u8>, Error> {
+    let mut kv = state.clone();
+    kv.clear_history();
+    serde_json::to_vec(&SnapshotBody {
+        format: SNAPSHOT_FORMAT,
+        kv,
+    })
+    .map_err(|source| Error::Encode {
+        what: "snapshot",
+        source,
+    })
 }
 
-/// What watchers receive from the state machine.
-#[derive(Debug, Clone)]
-pub(crate) enum WatchMsg {
-    Events(Arc<Vec<Event>>),
-    /// The state was replaced by a snapshot: watchers must re-list.
-    Reset(Revision),
-}
-
-/// The snapshot payload (the state machine's serialized form).
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    state: KvState,
+/// Reads a snapshot of any format this crate ever wrote. A first-format
+/// snapshot becomes a state whose lease deadlines are their TTLs from time
+/// 0, the same on every node; the next leader's lease refresh rebases them
+/// before any lease can expire.
+fn decode_snapshot(data: &[u8]) -> Result<KvState, Error> {
+    let decode = |source| Error::Decode {
+        what: "snapshot",
+        source,
+    };
+    let probe: FormatProbe = serde_json::from_slice(data).map_err(decode)?;
+    let mut state = match probe.format {
+        Some(SNAPSHOT_FORMAT) => {
+            let body: SnapshotBody = serde_json::from_slice(data).map_err(decode)?;
+            body.kv
+        }
+        Some(other) => {
+            return Err(Error::Corrupt(format!(
+                "snapshot format {other} is newer than this program"
+            )))
+        }
+        None => {
+            let legacy: LegacySnapshot = serde_json::from_slice(data).map_err(decode)?;
+            let s = legacy.state;
+            KvState::from_parts(
+                s.revision,
+                s.kv.into_values(),
+                s.leases.into_iter().map(|(id, l)| (id, l.ttl_ms, l.ttl_ms)),
+                s.next_lease.saturating_add(1),
+                DEFAULT_HISTORY,
+            )
+            .map_err(|e| Error::Corrupt(format!("first-format snapshot: {e}")))?
+        }
+    };
+    // The one history bound, whatever the snapshot says.
+    state.set_history_limit(DEFAULT_HISTORY);
+    state.clear_history();
+    Ok(state)
 }
 
 pub(crate) struct SmInner {
     pub state: KvState,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
-    pub history: VecDeque<Event>,
-    /// Events with a revision <= this are no longer in `history`.
-    pub compacted: Revision,
     pub snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
     snapshot_seq: u64,
 }
@@ -269,43 +126,65 @@ pub(crate) struct SmInner {
 /// The state machine shared between openraft and the store's readers.
 pub(crate) struct SmShared {
     inner: Mutex<SmInner>,
-    pub events: broadcast::Sender<WatchMsg>,
+    /// The state's revision, bumped after every change (watchers wait on
+    /// it, see [`kv::history_watch`]); `None` once the node shut down,
+    /// which ends every watch.
+    revision: Mutex<Option<watch::Sender<Revision>>>,
 }
 
 impl SmShared {
     /// Builds the state machine from a persisted snapshot, if any.
-    pub fn new(snapshot: Option<(SnapshotMeta, Vec<u8>)>) -> Result<Arc<Self>, StoreError> {
+    pub fn new(snapshot: Option<(SnapshotMeta, Vec<u8>)>) -> Result<Arc<Self>, Error> {
         let mut inner = SmInner {
-            state: KvState::default(),
+            state: KvState::new(DEFAULT_HISTORY),
             last_applied: None,
             membership: StoredMembership::default(),
-            history: VecDeque::new(),
-            compacted: 0,
             snapshot: None,
             snapshot_seq: 0,
         };
         if let Some((meta, data)) = snapshot {
-            let body: SnapshotBody = serde_json::from_slice(&data)
-                .map_err(|e| StoreError::Corrupt(format!("unreadable snapshot: {e}")))?;
-            let mut state = body.state;
-            state.reindex();
-            inner.compacted = state.revision;
-            inner.state = state;
+            inner.state = decode_snapshot(&data)?;
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
             inner.snapshot = Some((meta, Arc::new(data)));
         }
-        let (events, _) = broadcast::channel(4096);
+        let (revision, _) = watch::channel(inner.state.revision());
         Ok(Arc::new(Self {
             inner: Mutex::new(inner),
-            events,
+            revision: Mutex::new(Some(revision)),
         }))
     }
 
     pub fn lock(&self) -> MutexGuard<'_, SmInner> {
-        // A panic while holding the lock cannot leave the state half-applied
-        // in a way we could repair; keep serving what is there.
+        // KvState validates before it mutates, so a panic while holding the
+        // lock cannot leave it half-applied: keep serving what is there.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells watchers the revision moved (no receiver is not an error).
+    fn notify(&self, revision: Revision) {
+        if let Some(tx) = self.sender().as_ref() {
+            tx.send_if_modified(|r| {
+                let changed = *r != revision;
+                *r = revision;
+                changed
+            });
+        }
+    }
+
+    fn sender(&self) -> MutexGuard<'_, Option<watch::Sender<Revision>>> {
+        self.revision.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver of revision changes, for a watch; `None` after
+    /// [`close`](Self::close).
+    pub fn subscribe(&self) -> Option<watch::Receiver<Revision>> {
+        self.sender().as_ref().map(|tx| tx.subscribe())
+    }
+
+    /// Ends every watch (they report the store unavailable).
+    pub fn close(&self) {
+        self.sender().take();
     }
 }
 
@@ -320,10 +199,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let (meta, data) = {
             let mut g = self.shared.lock();
-            let data = serde_json::to_vec(&SnapshotBody {
-                state: g.state.clone(),
-            })
-            .map_err(storage_err)?;
+            let data = encode_snapshot(&g.state).map_err(|e| storage_err(&e))?;
             g.snapshot_seq += 1;
             let snapshot_id = match &g.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, g.snapshot_seq),
@@ -354,7 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((g.last_applied, g.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -364,29 +240,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             g.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => out.push(Response::None),
+                EntryPayload::Blank => out.push(Ok(kv::Response::Done)),
                 EntryPayload::Membership(m) => {
                     g.membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(Response::None);
+                    out.push(Ok(kv::Response::Done));
                 }
-                EntryPayload::Normal(req) => {
-                    let (resp, events) = g.state.apply(&req);
-                    out.push(resp);
-                    if !events.is_empty() {
-                        for ev in &events {
-                            g.history.push_back(ev.clone());
-                        }
-                        while g.history.len() > HISTORY_MAX {
-                            if let Some(ev) = g.history.pop_front() {
-                                g.compacted = ev.kv.mod_revision;
-                            }
-                        }
-                        // No receiver is not an error.
-                        let _ = self.shared.events.send(WatchMsg::Events(Arc::new(events)));
-                    }
-                }
+                EntryPayload::Normal(cmd) => out.push(g.state.apply(&cmd).map_err(Into::into)),
             }
         }
+        let revision = g.state.revision();
+        drop(g);
+        self.shared.notify(revision);
         Ok(out)
     }
 
@@ -404,18 +268,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let body: SnapshotBody = serde_json::from_slice(&data).map_err(storage_err)?;
+        let state = decode_snapshot(&data).map_err(|e| storage_err(&e))?;
         self.writer.save_snapshot(meta, &data).await?;
-        let mut state = body.state;
-        state.reindex();
-        let mut g = self.shared.lock();
-        g.compacted = state.revision;
-        g.history.clear();
-        let _ = self.shared.events.send(WatchMsg::Reset(state.revision));
-        g.state = state;
-        g.last_applied = meta.last_log_id;
-        g.membership = meta.last_membership.clone();
-        g.snapshot = Some((meta.clone(), Arc::new(data)));
+        let revision = state.revision();
+        {
+            let mut g = self.shared.lock();
+            // Its history is empty: watchers behind it get `Compacted`.
+            g.state = state;
+            g.last_applied = meta.last_log_id;
+            g.membership = meta.last_membership.clone();
+            g.snapshot = Some((meta.clone(), Arc::new(data)));
+        }
+        self.shared.notify(revision);
         Ok(())
     }
 
@@ -431,49 +295,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use socketplane_store::Compare;
+    use std::time::Duration;
+
+    /// A snapshot as the first release wrote it (its state machine's own
+    /// serde form): key "/a" on lease 1, key "/b" without lease.
+    const LEGACY: &str = r#"{"state":{"kv":{
+        "/a":{"key":"/a","value":[49],"create_revision":1,"mod_revision":2,"lease":1},
+        "/b":{"key":"/b","value":[50],"create_revision":3,"mod_revision":3,"lease":null}},
+        "leases":{"1":{"ttl_ms":5000}},"revision":3,"next_lease":1}}"#;
 
     #[test]
-    fn txn_compare_and_lease() {
-        let mut s = KvState::default();
-        let (r, ev) = s.apply(&Request::Txn(Txn::new().then(Op::put("a", "1"))));
-        assert_eq!(
-            r,
-            Response::Txn(TxnResult {
-                succeeded: true,
-                revision: 1
-            })
-        );
-        assert_eq!(ev.len(), 1);
-        let (r, _) = s.apply(&Request::Txn(
-            Txn::new()
-                .when(Compare::absent("a"))
-                .then(Op::put("a", "2")),
-        ));
-        assert_eq!(
-            r,
-            Response::Txn(TxnResult {
-                succeeded: false,
-                revision: 1
-            })
-        );
-        let (r, _) = s.apply(&Request::LeaseGrant { ttl_ms: 1000 });
-        let Response::Lease(id) = r else { panic!() };
-        s.apply(&Request::Txn(
-            Txn::new().then(Op::put_with_lease("b", "x", id)),
-        ));
-        let (_, ev) = s.apply(&Request::LeaseRevoke { id });
-        assert_eq!(ev.len(), 1);
-        assert_eq!(ev[0].kind, EventKind::Delete);
-        assert!(s.get("b").is_none());
+    fn first_format_snapshot_migrates() {
+        let mut s = decode_snapshot(LEGACY.as_bytes()).unwrap();
         assert_eq!(s.revision(), 3);
-        let (r, _) = s.apply(&Request::Txn(
-            Txn::new().then(Op::put_with_lease("c", "x", id)),
-        ));
-        assert_eq!(r, Response::LeaseNotFound(id));
-        // Deleting a missing key writes nothing.
-        let (_, ev) = s.apply(&Request::Txn(Txn::new().then(Op::delete("zz"))));
-        assert!(ev.is_empty());
-        assert_eq!(s.revision(), 3);
+        assert_eq!(s.get("/a").unwrap().lease, Some(1));
+        assert_eq!(s.oldest_retained(), 4);
+        // Deadlines are rebased by a refresh; the lease still owns "/a".
+        s.refresh_leases(1_000_000);
+        assert!(s.expire_leases(1_000_000 + 4_999).is_empty());
+        assert_eq!(s.expire_leases(1_000_000 + 5_000), vec![1]);
+        assert!(s.get("/a").is_none());
+        assert!(s.get("/b").is_some());
+        // Ids continue after the last one granted.
+        assert_eq!(s.lease_grant(None, Duration::from_secs(1), 0).unwrap(), 2);
+    }
+
+    #[test]
+    fn snapshot_roundtrip_leaves_history_out() {
+        let mut s = KvState::new(DEFAULT_HISTORY);
+        s.txn(&socketplane_store::Txn::new().then(socketplane_store::Op::put("/k", "v")))
+            .unwrap();
+        let back = decode_snapshot(&encode_snapshot(&s).unwrap()).unwrap();
+        assert_eq!(back.get("/k"), s.get("/k"));
+        assert_eq!(back.revision(), 1);
+        assert_eq!(back.oldest_retained(), 2);
+        assert!(decode_snapshot(br#"{"format":99,"kv":{}}"#).is_err());
     }
 }

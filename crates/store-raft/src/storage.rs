@@ -15,9 +15,9 @@ use std::thread::JoinHandle;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogId, RaftLogReader};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
-use socketplane_store::StoreError;
 use tokio::sync::oneshot;
 
+use crate::error::Error;
 use crate::types::{
     storage_err, Entry, LogId, NodeId, SnapshotMeta, StorageError, TypeConfig, Vote,
 };
@@ -44,8 +44,16 @@ pub(crate) struct Loaded {
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
+/// Maps a redb error of any kind to ours, naming what was being done.
+fn db_err<E: Into<redb::Error>>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Database {
+        what,
+        source: e.into(),
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T, what: &'static str) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(v).map_err(|source| storage_err(&Error::Encode { what, source }))
 }
 
 /// Opens (or creates) the database, checks it belongs to this cluster and
@@ -54,53 +62,46 @@ pub(crate) fn open_db(
     path: &Path,
     cluster: &str,
     node_id: NodeId,
-) -> Result<(Database, Loaded), StoreError> {
-    let db = Database::create(path)
-        .map_err(|e| corrupt(&format!("cannot open store database {}", path.display()), e))?;
-    let rtx = db
-        .begin_read()
-        .map_err(|e| corrupt("read transaction", e))?;
+) -> Result<(Database, Loaded), Error> {
+    let db = Database::create(path).map_err(db_err("open"))?;
+    let rtx = db.begin_read().map_err(db_err("read transaction"))?;
     let meta = match rtx.open_table(META) {
         Ok(t) => Some(t),
         Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(corrupt("meta table", e)),
+        Err(e) => return Err(db_err("meta table")(e)),
     };
-    let get = |k: &str| -> Result<Option<Vec<u8>>, StoreError> {
+    let get = |k: &str| -> Result<Option<Vec<u8>>, Error> {
         match &meta {
             None => Ok(None),
             Some(t) => Ok(t
                 .get(k)
-                .map_err(|e| corrupt("meta table", e))?
+                .map_err(db_err("meta table"))?
                 .map(|v| v.value().to_vec())),
         }
     };
     match get(K_FORMAT)? {
         None => {
-            let tables = rtx
-                .list_tables()
-                .map_err(|e| corrupt("list tables", e))?
-                .count();
+            let tables = rtx.list_tables().map_err(db_err("list tables"))?.count();
             if tables > 0 {
-                return Err(StoreError::Corrupt(format!(
+                return Err(Error::Corrupt(format!(
                     "{} is not a socketplane store database",
                     path.display()
                 )));
             }
             drop(meta);
             drop(rtx);
-            let mut w = db.begin_write().map_err(|e| corrupt("write", e))?;
+            let mut w = db.begin_write().map_err(db_err("initialize"))?;
             w.set_durability(Durability::Immediate);
             {
-                let mut t = w.open_table(META).map_err(|e| corrupt("write", e))?;
-                t.insert(K_FORMAT, FORMAT)
-                    .map_err(|e| corrupt("write", e))?;
+                let mut t = w.open_table(META).map_err(db_err("initialize"))?;
+                t.insert(K_FORMAT, FORMAT).map_err(db_err("initialize"))?;
                 t.insert(K_CLUSTER, cluster.as_bytes())
-                    .map_err(|e| corrupt("write", e))?;
+                    .map_err(db_err("initialize"))?;
                 t.insert(K_NODE, node_id.to_string().as_bytes())
-                    .map_err(|e| corrupt("write", e))?;
-                w.open_table(LOG).map_err(|e| corrupt("write", e))?;
+                    .map_err(db_err("initialize"))?;
+                w.open_table(LOG).map_err(db_err("initialize"))?;
             }
-            w.commit().map_err(|e| corrupt("write", e))?;
+            w.commit().map_err(db_err("initialize"))?;
             let loaded = Loaded {
                 vote: None,
                 committed: None,
@@ -111,7 +112,7 @@ pub(crate) fn open_db(
             return Ok((db, loaded));
         }
         Some(f) if f != FORMAT => {
-            return Err(StoreError::Corrupt(format!(
+            return Err(Error::Corrupt(format!(
                 "{}: unknown format {:?}",
                 path.display(),
                 String::from_utf8_lossy(&f)
@@ -121,7 +122,7 @@ pub(crate) fn open_db(
     }
     let stored_cluster = get(K_CLUSTER)?.unwrap_or_default();
     if stored_cluster != cluster.as_bytes() {
-        return Err(StoreError::Corrupt(format!(
+        return Err(Error::Corrupt(format!(
             "data dir belongs to cluster {:?}, not {:?}",
             String::from_utf8_lossy(&stored_cluster),
             cluster
@@ -129,7 +130,7 @@ pub(crate) fn open_db(
     }
     let stored_node = get(K_NODE)?.unwrap_or_default();
     if stored_node != node_id.to_string().as_bytes() {
-        return Err(StoreError::Corrupt(format!(
+        return Err(Error::Corrupt(format!(
             "data dir belongs to node {}, not {}",
             String::from_utf8_lossy(&stored_node),
             node_id
@@ -137,13 +138,13 @@ pub(crate) fn open_db(
     }
     fn de<T: serde::de::DeserializeOwned>(
         v: Option<Vec<u8>>,
-        what: &str,
-    ) -> Result<Option<T>, StoreError> {
+        what: &'static str,
+    ) -> Result<Option<T>, Error> {
         match v {
             None => Ok(None),
             Some(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| corrupt(what, e)),
+                .map_err(|source| Error::Decode { what, source }),
         }
     }
     let vote: Option<Vote> = de(get(K_VOTE)?, "vote")?;
@@ -152,20 +153,24 @@ pub(crate) fn open_db(
     let snap_meta: Option<SnapshotMeta> = de(get(K_SNAP_META)?, "snapshot metadata")?;
     let snapshot = match snap_meta {
         Some(m) => {
-            let data = get(K_SNAP_DATA)?
-                .ok_or_else(|| StoreError::Corrupt("snapshot data missing".into()))?;
+            let data =
+                get(K_SNAP_DATA)?.ok_or_else(|| Error::Corrupt("snapshot data missing".into()))?;
             Some((m, data))
         }
         None => None,
     };
     let mut entries = BTreeMap::new();
-    let log = rtx.open_table(LOG).map_err(|e| corrupt("log table", e))?;
-    for item in log.iter().map_err(|e| corrupt("log table", e))? {
-        let (k, v) = item.map_err(|e| corrupt("log table", e))?;
-        let entry: Entry =
-            serde_json::from_slice(v.value()).map_err(|e| corrupt("log entry", e))?;
+    let log = rtx.open_table(LOG).map_err(db_err("log table"))?;
+    for item in log.iter().map_err(db_err("log table"))? {
+        let (k, v) = item.map_err(db_err("log table"))?;
+        // Entries of the first format (before the log carried
+        // `socketplane_store::kv` commands) decode as the same commands.
+        let entry: Entry = serde_json::from_slice(v.value()).map_err(|source| Error::Decode {
+            what: "log entry",
+            source,
+        })?;
         if entry.log_id.index != k.value() {
-            return Err(StoreError::Corrupt(format!(
+            return Err(Error::Corrupt(format!(
                 "log entry {} stored at index {}",
                 entry.log_id.index,
                 k.value()
@@ -188,7 +193,9 @@ pub(crate) fn open_db(
     ))
 }
 
-type Ack = oneshot::Sender<Result<(), String>>;
+/// A write's outcome, shared by every op of its batch.
+type WriteResult = Result<(), Arc<Error>>;
+type Ack = oneshot::Sender<WriteResult>;
 
 enum WriteOp {
     Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
@@ -223,8 +230,8 @@ impl Writer {
     fn send(&self, op: WriteOp) -> Result<(), StorageError> {
         let g = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         match g.as_ref() {
-            Some(tx) => tx.send(op).map_err(|_| storage_err("store writer stopped")),
-            None => Err(storage_err("store writer stopped")),
+            Some(tx) => tx.send(op).map_err(|_| storage_err(&Error::WriterStopped)),
+            None => Err(storage_err(&Error::WriterStopped)),
         }
     }
 
@@ -233,8 +240,8 @@ impl Writer {
         self.send(f(ack))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(storage_err(e)),
-            Err(_) => Err(storage_err("store writer stopped")),
+            Ok(Err(e)) => Err(storage_err(&*e)),
+            Err(_) => Err(storage_err(&Error::WriterStopped)),
         }
     }
 
@@ -243,7 +250,7 @@ impl Writer {
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> Result<(), StorageError> {
-        let m = serde_json::to_vec(meta).map_err(storage_err)?;
+        let m = encode(meta, "snapshot metadata")?;
         let d = data.to_vec();
         self.send_wait(|ack| WriteOp::Snapshot(m, d, ack)).await
     }
@@ -271,9 +278,10 @@ fn writer_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
         let durable = ops
             .iter()
             .any(|op| !matches!(op, WriteOp::Meta(_, _, None)));
-        let res = write_batch(&db, &ops, durable).map_err(|e| e.to_string());
+        let res: WriteResult =
+            write_batch(&db, &ops, durable).map_err(|e| Arc::new(db_err("write")(e)));
         if let Err(e) = &res {
-            tracing::error!(error = %e, "Failed to persist the raft log.");
+            tracing::error!(error = %crate::error::chain(&**e), "Failed to persist the raft log.");
         }
         for op in ops {
             match op {
@@ -410,7 +418,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let v = serde_json::to_vec(vote).map_err(storage_err)?;
+        let v = encode(vote, "vote")?;
         self.writer
             .send_wait(|ack| WriteOp::Meta(K_VOTE, v, Some(ack)))
             .await?;
@@ -423,7 +431,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let v = serde_json::to_vec(&committed).map_err(storage_err)?;
+        let v = encode(&committed, "commit index")?;
         self.writer.send(WriteOp::Meta(K_COMMITTED, v, None))?;
         self.lock().committed = committed;
         Ok(())
@@ -446,7 +454,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut g = self.lock();
             for e in entries {
-                rows.push((e.log_id.index, serde_json::to_vec(&e).map_err(storage_err)?));
+                rows.push((e.log_id.index, encode(&e, "log entry")?));
                 g.entries.insert(e.log_id.index, e);
             }
         }
@@ -470,7 +478,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             g.entries = keep;
             g.last_purged = Some(log_id);
         }
-        let marker = serde_json::to_vec(&log_id).map_err(storage_err)?;
+        let marker = encode(&log_id, "purge marker")?;
         self.writer
             .send_wait(|ack| WriteOp::Purge(log_id.index, marker, ack))
             .await

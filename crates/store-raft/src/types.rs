@@ -1,16 +1,19 @@
-//! Raft type configuration and the replicated commands.
+//! Raft type configuration: what travels through the log and what applying
+//! it answers.
 
 use std::io::Cursor;
 
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
-use socketplane_store::{LeaseId, Txn, TxnResult};
+use socketplane_store::kv;
+use socketplane_store::LeaseId;
 
 openraft::declare_raft_types!(
-    /// The openraft type configuration of the embedded store.
+    /// The openraft type configuration of the embedded store: the log
+    /// carries `socketplane_store::kv` commands.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = kv::Command,
+        R = Applied,
         NodeId = u64,
         Node = BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
@@ -26,26 +29,30 @@ pub type Snapshot = openraft::Snapshot<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// A command replicated through the Raft log and applied by every node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
-    Txn(Txn),
-    LeaseGrant { ttl_ms: u64 },
-    LeaseRevoke { id: LeaseId },
-}
+/// The outcome of applying one log entry, returned to its proposer.
+pub type Applied = Result<kv::Response, Rejected>;
 
-/// The result of applying a [`Request`].
+/// Why the state machine refused a command (deterministically, on every
+/// node alike).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Response {
-    None,
-    Txn(TxnResult),
-    Lease(LeaseId),
+pub enum Rejected {
+    InvalidArgument(String),
     LeaseNotFound(LeaseId),
-    /// The command was malformed (checked deterministically on apply).
-    Invalid(String),
+    Other(String),
 }
 
-/// Builds an openraft storage error from any message.
-pub(crate) fn storage_err(msg: impl ToString) -> StorageError {
-    openraft::StorageIOError::write(openraft::AnyError::error(msg)).into()
+impl From<socketplane_store::StoreError> for Rejected {
+    fn from(e: socketplane_store::StoreError) -> Self {
+        use socketplane_store::StoreError as E;
+        match e {
+            E::InvalidArgument(m) => Rejected::InvalidArgument(m),
+            E::LeaseNotFound(id) => Rejected::LeaseNotFound(id),
+            other => Rejected::Other(other.to_string()),
+        }
+    }
+}
+
+/// Builds an openraft storage error that keeps `e`'s sources as text.
+pub(crate) fn storage_err(e: &(dyn std::error::Error + 'static)) -> StorageError {
+    openraft::StorageIOError::write(openraft::AnyError::from_dyn(e, None)).into()
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use socketplane_store::{conformance, Compare, MemberRole, Op, Store, StoreError, Txn};
+use socketplane_store::{conformance, MemberRole, Op, Store, StoreError, Txn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_conformance() {
@@ -35,140 +35,6 @@ async fn three_node_conformance() {
     }
 }
 
-/// One CAS increment that tolerates ambiguous failures: each attempt also
-/// writes a marker key, so after an error whose outcome is unknown we can
-/// tell whether it was applied.
-async fn increment(stores: &[Arc<dyn Store>], start: usize, key: &str, marker: &str) {
-    let mut i = start;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "increment {marker} never applied"
-        );
-        let store = &stores[i % stores.len()];
-        let cur = match store.get(key).await {
-            Ok(c) => c,
-            Err(_) => {
-                i += 1;
-                continue;
-            }
-        };
-        let (n, rev) = match &cur {
-            Some(kv) => (
-                String::from_utf8_lossy(&kv.value).parse::<u64>().unwrap(),
-                kv.mod_revision,
-            ),
-            None => (0, 0),
-        };
-        let txn = Txn::new()
-            .when(Compare::mod_revision(key, rev))
-            .then(Op::put(key, (n + 1).to_string()))
-            .then(Op::put(marker, "1"));
-        match store.txn(txn).await {
-            Ok(r) if r.succeeded => return,
-            Ok(_) => {}
-            Err(_) => {
-                // Outcome unknown: look for the marker on any live node.
-                loop {
-                    assert!(Instant::now() < deadline, "marker {marker} unreadable");
-                    i += 1;
-                    match stores[i % stores.len()].get(marker).await {
-                        Ok(Some(_)) => return,
-                        Ok(None) => break,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cas_1000_with_leader_failover_and_restart() {
-    init_tracing();
-    let dir = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(3, "cas", dir.path(), |_| {}).await;
-    let key = "/counter";
-    const TOTAL: usize = 1000;
-    const WORKERS: usize = 30;
-    let live: Arc<std::sync::Mutex<Vec<Arc<dyn Store>>>> = Arc::new(std::sync::Mutex::new(
-        nodes.iter().map(|n| n.dyn_store()).collect(),
-    ));
-    let done = Arc::new(AtomicUsize::new(0));
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for w in 0..WORKERS {
-        let live = live.clone();
-        let done = done.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                if k >= TOTAL {
-                    return;
-                }
-                let stores = live.lock().unwrap().clone();
-                increment(&stores, w, key, &format!("/markers/{k:04}")).await;
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-    }
-    // Mid-way, stop the leader.
-    wait_for("300 increments", Duration::from_secs(60), || {
-        let d = done.load(Ordering::SeqCst);
-        async move { d >= 300 }
-    })
-    .await;
-    let leader = leader_of(&nodes[0]).await.expect("a leader");
-    let li = nodes.iter().position(|n| n.id == leader).unwrap();
-    *live.lock().unwrap() = nodes
-        .iter()
-        .filter(|n| n.id != leader)
-        .map(|n| n.dyn_store())
-        .collect();
-    let t0 = Instant::now();
-    nodes[li].stop().await;
-    let survivor = if li == 0 { 1 } else { 0 };
-    wait_for("a new leader", Duration::from_secs(10), || {
-        let n = &nodes[survivor];
-        async move { matches!(leader_of(n).await, Some(l) if l != leader) }
-    })
-    .await;
-    eprintln!(
-        "new leader elected {:?} after stopping the old one",
-        t0.elapsed()
-    );
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let s = nodes[survivor].dyn_store();
-    let kv = s.get(key).await.unwrap().unwrap();
-    assert_eq!(kv.value, TOTAL.to_string().as_bytes());
-    assert_eq!(s.list("/markers/").await.unwrap().kvs.len(), TOTAL);
-
-    // A few more writes while it is down, then restart it: it catches up.
-    for i in 0..20 {
-        s.put(&format!("/after/{i}"), b"x".to_vec()).await.unwrap();
-    }
-    nodes[li].restart().await;
-    assert!(nodes[li].store.is_member());
-    let restarted = nodes[li].dyn_store();
-    let kv = restarted.get(key).await.unwrap().unwrap();
-    assert_eq!(kv.value, TOTAL.to_string().as_bytes());
-    assert_eq!(restarted.list("/after/").await.unwrap().kvs.len(), 20);
-    let want = s.status().await.unwrap().revision;
-    wait_for(
-        "restarted node applied everything",
-        Duration::from_secs(10),
-        || {
-            let r = restarted.clone();
-            async move { r.status().await.unwrap().revision >= want }
-        },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_join_and_replace_dead_voter() {
     init_tracing();
@@ -177,7 +43,9 @@ async fn replicas_join_and_replace_dead_voter() {
         c.replace_after = Duration::from_millis(1500);
     })
     .await;
-    wait_for("3 voters", Duration::from_secs(10), || {
+    // Voters are promoted as nodes join: all there by the time the last
+    // joined.
+    wait_for("3 voters", Duration::from_secs(2), || {
         let n = &nodes[0];
         async move { voters(n).await == vec![1, 2, 3] }
     })
@@ -219,9 +87,11 @@ async fn replicas_join_and_replace_dead_voter() {
     nodes[victim as usize - 1].stop().await;
     let t0 = Instant::now();
     let probe = &nodes[writer_node as usize - 1];
+    // Promotion follows `replace_after` (1.5 s) of silence plus one
+    // membership round (a few heartbeats): fail at about three times that.
     wait_for(
         "a replica promoted",
-        Duration::from_secs(15),
+        Duration::from_secs(5),
         || async move {
             let v = voters(probe).await;
             v.len() == 3 && !v.contains(&victim) && (v.contains(&4) || v.contains(&5))
@@ -257,15 +127,16 @@ async fn leave_removes_member() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster(4, "leave", dir.path(), |_| {}).await;
-    wait_for("4 members", Duration::from_secs(10), || {
+    wait_for("4 members", Duration::from_secs(2), || {
         let n = &nodes[0];
         async move { n.store.status().await.unwrap().members.len() == 4 }
     })
     .await;
     nodes[1].store.leave().await.unwrap();
+    // One membership round after the leave (200 ms period).
     wait_for(
         "replica promoted after leave",
-        Duration::from_secs(10),
+        Duration::from_secs(2),
         || {
             let n = &nodes[0];
             async move { voters(n).await == vec![1, 3, 4] }
@@ -289,9 +160,10 @@ async fn leave_removes_member() {
         .position(|n| n.id != leader && n.id != 2)
         .unwrap();
     let probe = &nodes[other];
+    // An election (at most 300 ms) after the leader removed itself.
     wait_for(
         "leader gone from membership",
-        Duration::from_secs(10),
+        Duration::from_secs(3),
         || async move {
             let s = probe.store.status().await.unwrap();
             s.members.len() == 2 && s.leader.is_some() && s.leader != Some(leader.to_string())
@@ -335,24 +207,39 @@ async fn late_joiner_gets_snapshot_and_log_is_purged() {
     nodes.push(n2);
     // Restart the joiner: it reloads its persisted snapshot and log.
     nodes[1].stop().await;
-    // Two voters, one down: no quorum, so writes fail (in bounded time).
+    // Two voters, one down: no quorum, so writes fail, within the request
+    // timeout (10 s) and a little.
     let t0 = Instant::now();
     assert!(nodes[0]
         .store
         .put("/s/no-quorum", b"x".to_vec())
         .await
         .is_err());
-    assert!(t0.elapsed() < Duration::from_secs(20));
+    assert!(t0.elapsed() < Duration::from_secs(12));
     nodes[1].restart().await;
     assert!(nodes[1].store.is_member());
     let n = nodes[1].store.list("/s/").await.unwrap().kvs.len();
     // The write without quorum may still commit once the quorum is back.
     assert!(n == 601 || n == 602, "{n}");
-    // The database did not keep every entry: its size stays bounded.
-    let size = std::fs::metadata(nodes[0].dir.join("raft.redb"))
-        .unwrap()
-        .len();
-    assert!(size < 64 << 20, "database grew to {size} bytes");
+    // The log was purged behind the snapshots: the database keeps at most
+    // the entries since the last snapshot (100), the ones openraft keeps
+    // before it (25) and one purge batch (64), not the 600 written.
+    nodes[0].stop().await;
+    let kept = persisted_log_entries(&nodes[0].dir.join("raft.redb"));
+    assert!(
+        kept <= 2 * 100,
+        "the database kept {kept} log entries after 600 writes with a snapshot every 100"
+    );
+}
+
+/// How many Raft log entries a (closed) node database holds.
+fn persisted_log_entries(path: &std::path::Path) -> u64 {
+    use redb::ReadableTableMetadata;
+    const LOG: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raft_log");
+    let db = redb::Database::open(path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let n = tx.open_table(LOG).unwrap().len().unwrap();
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,7 +275,9 @@ async fn leases_survive_leader_failover_with_keep_alive() {
     stop.store(true, Ordering::SeqCst);
     ka.await.unwrap();
     let t0 = Instant::now();
-    wait_for("lease expiry", Duration::from_secs(10), || {
+    // The lease's TTL is 2 s and expiry follows within a tick (100 ms):
+    // fail at three times the TTL.
+    wait_for("lease expiry", Duration::from_secs(6), || {
         let s = store.clone();
         async move { s.get("/live/me").await.unwrap().is_none() }
     })

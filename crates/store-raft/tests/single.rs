@@ -20,7 +20,8 @@ async fn single_node_conformance() {
     })
     .await;
     let s2 = node.store.clone();
-    conformance::watch_compacted(store.clone(), |rev| async move { s2.compact(rev) }).await;
+    conformance::watch_compacted(store.clone(), |rev| async move { s2.compact(rev).unwrap() })
+        .await;
     let st = store.status().await.unwrap();
     assert_eq!(st.backend, "embedded");
     assert!(st.healthy);

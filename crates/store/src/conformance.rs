@@ -631,7 +631,100 @@ pub async fn invalid_requests(store: Arc<dyn Store>) {
     }
 }
 
-/// Status: healthy, names its backend, at most one leader, revision current.
+/// A put with a lease that does not exist fails the transaction with
+/// `LeaseNotFound` only when the compares hold; when they fail the ops are
+/// not looked at and the answer is `succeeded = false` (etcd checks only the
+/// branch it applies).
+pub async fn txn_unknown_lease_only_checked_when_compares_hold(store: Arc<dyn Store>) {
+    let p = unique_prefix("txn_unknown_lease");
+    let (a, b) = (format!("{p}a"), format!("{p}b"));
+    let r1 = put(&store, &a, "1").await;
+    // A lease id that surely does not exist: granted, then revoked.
+    let gone = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    store.lease_revoke(gone).await.unwrap();
+    let with_lease = |rev| {
+        Txn::new()
+            .when(Compare::mod_revision(&a, rev))
+            .then(Op::put_with_lease(&b, "x", gone))
+    };
+    let stale = store
+        .txn(with_lease(r1 + 1_000_000))
+        .await
+        .unwrap_or_else(|e| panic!("failing compare with an unknown lease: error {e}"));
+    assert!(!stale.succeeded, "a stale compare held");
+    assert!(stale.revision >= r1);
+    match store.txn(with_lease(r1)).await {
+        Err(StoreError::LeaseNotFound(_)) => {}
+        other => panic!("holding compare with an unknown lease: {other:?}"),
+    }
+    assert!(store.get(&b).await.unwrap().is_none(), "b was written");
+    let kv = store.get(&a).await.unwrap().expect("a");
+    assert_eq!(kv.mod_revision, r1, "a was rewritten");
+}
+
+/// A compare on the empty key is rejected with `InvalidArgument` (etcd:
+/// "key is not provided"), whether or not it would hold, and writes nothing.
+pub async fn txn_empty_compare_key_rejected(store: Arc<dyn Store>) {
+    let p = unique_prefix("txn_empty_compare_key");
+    let k = format!("{p}k");
+    for compare in [Compare::absent(""), Compare::mod_revision("", 1)] {
+        match store
+            .txn(Txn::new().when(compare.clone()).then(Op::put(&k, "x")))
+            .await
+        {
+            Err(StoreError::InvalidArgument(_)) => {}
+            other => panic!("compare {compare:?}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert!(
+        store.get(&k).await.unwrap().is_none(),
+        "a rejected txn wrote"
+    );
+}
+
+/// Revisions a shared store may see from the other behaviours running at the
+/// same time as [`watch_replays_retained_history`] (they write a few
+/// hundred).
+const CONCURRENT_WRITES_SLACK: usize = 1_000;
+
+/// A watch can replay the last [`crate::kv::DEFAULT_HISTORY`] revisions:
+/// after that many writes (less what other writers may have used of the
+/// window), a watch from the first still sees every one, in order.
+pub async fn watch_replays_retained_history(store: Arc<dyn Store>) {
+    const WRITERS: usize = 16;
+    let p = unique_prefix("watch_replays_retained_history");
+    let total = crate::kv::DEFAULT_HISTORY - CONCURRENT_WRITES_SLACK;
+    let first = put(&store, &format!("{p}first"), "0").await;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            let p = p.clone();
+            tokio::spawn(async move {
+                for i in (w..total - 1).step_by(WRITERS) {
+                    put(&store, &format!("{p}k{i:05}"), "v").await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("writer panicked");
+    }
+    let mut w = store
+        .watch(&p, first)
+        .await
+        .unwrap_or_else(|e| panic!("watch {total} revisions back: {e}"));
+    let evs = next_events(&mut w, total).await;
+    assert_eq!(evs[0].kv.mod_revision, first);
+    assert!(
+        evs.windows(2)
+            .all(|e| e[0].kv.mod_revision < e[1].kv.mod_revision),
+        "replay out of order"
+    );
+    let keys: std::collections::HashSet<&str> = evs.iter().map(|e| e.kv.key.as_str()).collect();
+    assert_eq!(keys.len(), total, "replay lost or repeated events");
+}
+
+/// Status: healthy, names its backend, exactly one leader, revision current.
 pub async fn status_reports(store: Arc<dyn Store>) {
     let p = unique_prefix("status_reports");
     let r = put(&store, &format!("{p}k"), "v").await;
@@ -648,15 +741,15 @@ pub async fn status_reports(store: Arc<dyn Store>) {
         .iter()
         .filter(|m| m.role == crate::MemberRole::Leader)
         .count();
-    assert!(leaders <= 1, "several leaders: {s:?}");
-    if let Some(l) = &s.leader {
-        assert!(
-            s.members.is_empty()
-                || s.members
-                    .iter()
-                    .any(|m| &m.id == l && m.role == crate::MemberRole::Leader)
-        );
-    }
+    // A healthy store has exactly one leader, and names it.
+    assert_eq!(leaders, 1, "expected exactly one leader: {s:?}");
+    let l = s.leader.as_ref().expect("a healthy store names its leader");
+    assert!(
+        s.members
+            .iter()
+            .any(|m| &m.id == l && m.role == crate::MemberRole::Leader),
+        "leader {l} is not the member marked leader: {s:?}"
+    );
 }
 
 /// The behaviours run by [`run_all`] and
@@ -676,6 +769,9 @@ pub const BEHAVIOURS: &[&str] = &[
     "lease_revoke",
     "concurrent_cas_counter",
     "invalid_requests",
+    "txn_unknown_lease_only_checked_when_compares_hold",
+    "txn_empty_compare_key_rejected",
+    "watch_replays_retained_history",
     "status_reports",
 ];
 
@@ -696,6 +792,11 @@ pub async fn run_one(name: &str, store: Arc<dyn Store>) {
         "lease_revoke" => lease_revoke(store).await,
         "concurrent_cas_counter" => concurrent_cas_counter(store).await,
         "invalid_requests" => invalid_requests(store).await,
+        "txn_unknown_lease_only_checked_when_compares_hold" => {
+            txn_unknown_lease_only_checked_when_compares_hold(store).await
+        }
+        "txn_empty_compare_key_rejected" => txn_empty_compare_key_rejected(store).await,
+        "watch_replays_retained_history" => watch_replays_retained_history(store).await,
         "status_reports" => status_reports(store).await,
         other => panic!("unknown conformance behaviour {other:?}"),
     }
@@ -762,6 +863,9 @@ macro_rules! conformance_tests {
             lease_revoke
             concurrent_cas_counter
             invalid_requests
+            txn_unknown_lease_only_checked_when_compares_hold
+            txn_empty_compare_key_rejected
+            watch_replays_retained_history
             status_reports
         );
     };

@@ -17,8 +17,13 @@
 //!   only deletes of missing keys), does not bump the revision.
 //! - A [`crate::Compare`] holds when the key's `mod_revision` equals the given
 //!   one; `0` means "the key is absent".
-//! - Ops of one transaction must touch distinct keys
-//!   ([`StoreError::InvalidArgument`] otherwise, as in etcd).
+//! - A transaction is checked in etcd's order. First its shape
+//!   ([`validate_txn`]): every compare and op names a non-empty key and the
+//!   ops touch distinct keys ([`StoreError::InvalidArgument`] otherwise,
+//!   whatever the compares say). Then the compares. Only when they hold are
+//!   the ops checked against the data: a put with a lease that does not
+//!   exist is [`StoreError::LeaseNotFound`]; when the compares fail the ops
+//!   are not looked at, so the same transaction is just `succeeded = false`.
 //! - A put keeps the key's `create_revision` (or sets it if the key is new)
 //!   and attaches the key to the put's lease, detaching it from any previous
 //!   one (a put without lease detaches it).
@@ -55,7 +60,8 @@ use crate::{
     Event, EventKind, KeyValue, LeaseId, Listing, Op, Result, Revision, StoreError, Txn, TxnResult,
 };
 
-/// Default number of revisions whose events are retained for watch replay.
+/// How many revisions of events every history-keeping backend retains for
+/// watch replay (the one bound; etcd itself keeps history until compacted).
 pub const DEFAULT_HISTORY: usize = 10_000;
 
 /// One lease: its TTL, its deadline and the keys attached to it.
@@ -76,8 +82,13 @@ pub enum Command {
     /// Grants a lease. `id: None` lets the state machine pick the next free
     /// id (deterministically).
     LeaseGrant {
+        // Defaults: grants written before ids and times were replicated
+        // (the embedded store's early log format) decode as "pick an id,
+        // at time 0"; the next leader's `RefreshLeases` rebases them.
+        #[serde(default)]
         id: Option<LeaseId>,
         ttl_ms: u64,
+        #[serde(default)]
         now_ms: u64,
     },
     LeaseKeepAlive {
@@ -146,6 +157,54 @@ impl KvState {
             history_limit,
             first_retained: 1,
         }
+    }
+
+    /// A state at `revision` holding `kvs` and `leases` (id, TTL, deadline,
+    /// all in milliseconds), with no history: watches can start at
+    /// `revision + 1`. For importing state kept in another format. Fails if
+    /// a key is newer than `revision`, or names a lease that is not given.
+    pub fn from_parts(
+        revision: Revision,
+        kvs: impl IntoIterator<Item = KeyValue>,
+        leases: impl IntoIterator<Item = (LeaseId, u64, u64)>,
+        next_lease_id: LeaseId,
+        history_limit: usize,
+    ) -> Result<Self> {
+        let mut s = Self::new(history_limit);
+        s.revision = revision;
+        s.first_retained = revision + 1;
+        for (id, ttl_ms, deadline_ms) in leases {
+            s.leases.insert(
+                id,
+                Lease {
+                    id,
+                    ttl_ms,
+                    deadline_ms,
+                    keys: BTreeSet::new(),
+                },
+            );
+            s.next_lease_id = s.next_lease_id.max(id.saturating_add(1));
+        }
+        s.next_lease_id = s.next_lease_id.max(next_lease_id);
+        for kv in kvs {
+            if kv.mod_revision > revision || kv.create_revision > kv.mod_revision {
+                return Err(StoreError::Corrupt(format!(
+                    "key {:?} has revisions {}/{} beyond the state's {revision}",
+                    kv.key, kv.create_revision, kv.mod_revision
+                )));
+            }
+            if let Some(id) = kv.lease {
+                let Some(l) = s.leases.get_mut(&id) else {
+                    return Err(StoreError::Corrupt(format!(
+                        "key {:?} is attached to missing lease {id}",
+                        kv.key
+                    )));
+                };
+                l.keys.insert(kv.key.clone());
+            }
+            s.data.insert(kv.key.clone(), kv);
+        }
+        Ok(s)
     }
 
     /// The revision of the last write (0 if nothing was ever written).
@@ -223,39 +282,30 @@ impl KvState {
 
     /// Applies a compare-and-set transaction (see the module docs).
     pub fn txn(&mut self, txn: &Txn) -> Result<TxnResult> {
-        // Validate first so a rejected transaction changes nothing.
-        let mut seen = HashSet::new();
-        for op in &txn.ops {
-            let key = match op {
-                Op::Put { key, lease, .. } => {
-                    if let Some(id) = lease {
-                        if !self.leases.contains_key(id) {
-                            return Err(StoreError::LeaseNotFound(*id));
-                        }
-                    }
-                    key
-                }
-                Op::Delete { key } => key,
-            };
-            if key.is_empty() {
-                return Err(StoreError::InvalidArgument("empty key".into()));
-            }
-            if !seen.insert(key.as_str()) {
-                return Err(StoreError::InvalidArgument(format!(
-                    "key {key:?} appears twice in one transaction"
-                )));
-            }
-        }
-
+        // Shape first (as etcd's API layer does), so a malformed transaction
+        // is rejected whatever its compares say.
+        validate_txn(txn)?;
         let holds = txn.compares.iter().all(|c| {
             let current = self.data.get(&c.key).map_or(0, |kv| kv.mod_revision);
             current == c.mod_revision
         });
         if !holds {
+            // Ops that are not taken are not checked (etcd checks only the
+            // branch it applies): an unknown lease in them is no error.
             return Ok(TxnResult {
                 succeeded: false,
                 revision: self.revision,
             });
+        }
+        for op in &txn.ops {
+            if let Op::Put {
+                lease: Some(id), ..
+            } = op
+            {
+                if !self.leases.contains_key(id) {
+                    return Err(StoreError::LeaseNotFound(*id));
+                }
+            }
         }
 
         let changes = txn.ops.iter().any(|op| match op {
@@ -534,6 +584,31 @@ impl KvState {
     }
 }
 
+/// Checks a transaction's shape the way etcd does before looking at any
+/// data: every compare and op names a non-empty key, and no key is written
+/// twice. Backends call it to reject a malformed transaction early (the
+/// state machine checks it again on apply).
+pub fn validate_txn(txn: &Txn) -> Result<()> {
+    if txn.compares.iter().any(|c| c.key.is_empty()) {
+        return Err(StoreError::InvalidArgument("empty key in a compare".into()));
+    }
+    let mut seen = HashSet::new();
+    for op in &txn.ops {
+        let key = match op {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        };
+        if key.is_empty() {
+            return Err(StoreError::InvalidArgument("empty key".into()));
+        }
+        if !seen.insert(key.as_str()) {
+            return Err(StoreError::InvalidArgument(format!(
+                "key {key:?} appears twice in one transaction"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Turns a history-backed store into a [`WatchStream`](crate::WatchStream): no gaps, no
 /// duplicates, bounded memory per watcher.
 ///
@@ -659,6 +734,73 @@ mod tests {
         assert!(matches!(s.txn(&t), Err(StoreError::LeaseNotFound(9))));
         assert_eq!(s.revision(), 0);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn unknown_lease_matters_only_when_compares_hold() {
+        let mut s = KvState::new(100);
+        put(&mut s, "a", "1");
+        let t = |rev| {
+            Txn::new()
+                .when(Compare::mod_revision("a", rev))
+                .then(Op::put_with_lease("b", "x", 42))
+        };
+        let r = s.txn(&t(7)).unwrap();
+        assert_eq!((r.succeeded, r.revision), (false, 1));
+        assert!(matches!(s.txn(&t(1)), Err(StoreError::LeaseNotFound(42))));
+        assert_eq!(s.revision(), 1);
+        assert!(s.get("b").is_none());
+    }
+
+    #[test]
+    fn empty_compare_key_rejected_whatever_the_compare() {
+        let mut s = KvState::new(100);
+        let t = Txn::new().when(Compare::absent("")).then(Op::put("a", "1"));
+        assert!(matches!(s.txn(&t), Err(StoreError::InvalidArgument(_))));
+        let t = Txn::new()
+            .when(Compare::mod_revision("", 5))
+            .then(Op::put("a", "1"));
+        assert!(matches!(s.txn(&t), Err(StoreError::InvalidArgument(_))));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn legacy_lease_grant_decodes() {
+        let c: Command = serde_json::from_str(r#"{"LeaseGrant":{"ttl_ms":1000}}"#).unwrap();
+        assert_eq!(
+            c,
+            Command::LeaseGrant {
+                id: None,
+                ttl_ms: 1000,
+                now_ms: 0
+            }
+        );
+    }
+
+    #[test]
+    fn from_parts_rebuilds_lease_keys() {
+        let kv = |k: &str, rev, lease| KeyValue {
+            key: k.into(),
+            value: b"v".to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+            lease,
+        };
+        let mut s = KvState::from_parts(
+            3,
+            [kv("a", 1, Some(5)), kv("b", 3, None)],
+            [(5, 100, 100)],
+            5,
+            10,
+        )
+        .unwrap();
+        assert_eq!(s.oldest_retained(), 4);
+        assert_eq!(s.lease_grant(None, Duration::from_secs(1), 0).unwrap(), 6);
+        assert_eq!(s.expire_leases(100), vec![5]);
+        assert!(s.get("a").is_none());
+        assert_eq!(s.revision(), 4);
+        assert!(KvState::from_parts(1, [kv("a", 2, None)], [], 1, 10).is_err());
+        assert!(KvState::from_parts(1, [kv("a", 1, Some(9))], [], 1, 10).is_err());
     }
 
     #[test]

@@ -1,0 +1,126 @@
+//! How one embedded store node is configured, and the openraft settings
+//! derived from it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::SnapshotPolicy;
+
+use crate::error::Error;
+
+/// Raft timing and housekeeping knobs.
+#[derive(Debug, Clone)]
+pub struct RaftTiming {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// Build a snapshot (and purge the log before it) every this many entries.
+    pub snapshot_every: u64,
+    /// How long a client call waits for a leader before `Unavailable`.
+    pub request_timeout: Duration,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(250),
+            election_min: Duration::from_millis(1000),
+            election_max: Duration::from_millis(2000),
+            snapshot_every: 10_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RaftTiming {
+    /// Short timeouts for tests on loopback.
+    pub fn fast() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            snapshot_every: 500,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Configuration of one embedded store node.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Stable per node; the agent persists it.
+    pub node_id: u64,
+    /// Cluster name; nodes of different clusters refuse each other.
+    pub cluster: String,
+    /// Where the store keeps its database (`<data-dir>/store`).
+    pub data_dir: PathBuf,
+    /// This node's cluster-port address that others dial.
+    pub advertise: SocketAddr,
+    /// When set, every request carries `x-socketplane-token` and requests
+    /// without the right token are refused with 401.
+    pub token: Option<String>,
+    /// How many voters the cluster keeps (3 by default, 5 allowed); further
+    /// nodes are non-voting replicas.
+    pub max_voters: usize,
+    /// A voter unreachable for this long is replaced by a live replica.
+    pub replace_after: Duration,
+    pub timing: RaftTiming,
+}
+
+impl EmbeddedConfig {
+    /// A configuration with the defaults: no token, 3 voters, replacement
+    /// after 10 s, production timing.
+    pub fn new(
+        node_id: u64,
+        cluster: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        advertise: SocketAddr,
+    ) -> Self {
+        Self {
+            node_id,
+            cluster: cluster.into(),
+            data_dir: data_dir.into(),
+            advertise,
+            token: None,
+            max_voters: 3,
+            replace_after: Duration::from_secs(10),
+            timing: RaftTiming::default(),
+        }
+    }
+
+    /// Checks the configuration and derives openraft's from it.
+    pub(crate) fn raft_config(&self) -> Result<Arc<openraft::Config>, Error> {
+        if self.cluster.is_empty() {
+            return Err(Error::Config("cluster name is empty".into()));
+        }
+        if self.advertise.ip().is_unspecified() || self.advertise.port() == 0 {
+            return Err(Error::Config(format!(
+                "advertise address {} is not dialable by other nodes",
+                self.advertise
+            )));
+        }
+        if self.max_voters == 0 {
+            return Err(Error::Config("max_voters must be at least 1".into()));
+        }
+        let t = &self.timing;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let config = openraft::Config {
+            cluster_name: self.cluster.clone(),
+            heartbeat_interval: ms(t.heartbeat),
+            election_timeout_min: ms(t.election_min),
+            election_timeout_max: ms(t.election_max),
+            install_snapshot_timeout: 30_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every.max(10)),
+            max_in_snapshot_log_to_keep: (t.snapshot_every / 4).max(10),
+            purge_batch_size: 64,
+            max_payload_entries: 500,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map(Arc::new)
+            .map_err(|e| Error::Config(format!("raft timing: {e}")))
+    }
+}

@@ -1,0 +1,106 @@
+//! Client writes: every one runs on the leader. A follower forwards it
+//! there, retrying only while that is safe, and waits until it applied the
+//! result itself (read your writes).
+
+use std::time::{Duration, Instant};
+
+use socketplane_store::{kv, StoreError};
+
+use crate::error::Error;
+use crate::leases::Leases;
+use crate::shared::Core;
+use crate::wire::{ClientRequest, ForwardResult, WireError};
+
+/// Executes a client request on this node, which must be the leader.
+pub(crate) async fn execute(core: &Core, leases: &Leases, req: ClientRequest) -> ForwardResult {
+    if core.is_stopped() {
+        // Nothing was proposed: the caller may retry elsewhere.
+        return Err(WireError::NotLeader { leader: None });
+    }
+    let cmd = leases.command(core, req).await?;
+    let resp = core
+        .raft
+        .client_write(cmd)
+        .await
+        .map_err(|e| core.write_err(e))?;
+    let index = resp.log_id.index;
+    resp.data.map(|r| (r, index)).map_err(WireError::from)
+}
+
+/// Runs a client request on the leader (this node or a remote one).
+pub(crate) async fn submit(
+    core: &Core,
+    leases: &Leases,
+    req: ClientRequest,
+) -> Result<kv::Response, StoreError> {
+    let idempotent = req.idempotent();
+    let timeout = core.cfg.timing.request_timeout;
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(5);
+    let mut last = String::from("no leader");
+    loop {
+        if core.is_stopped() {
+            return Err(StoreError::Unavailable("store is shut down".into()));
+        }
+        match core.leader() {
+            Some((id, _)) if id == core.id() => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let res = match tokio::time::timeout(left, execute(core, leases, req.clone())).await
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(StoreError::Unavailable(
+                            "no quorum within the request timeout; outcome unknown".into(),
+                        ))
+                    }
+                };
+                match res {
+                    Ok((r, _)) => return Ok(r),
+                    Err(WireError::NotLeader { .. }) => last = "leader changed".into(),
+                    Err(WireError::Unavailable(e)) if idempotent => last = e,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some((_, addr)) => {
+                let res: Result<ForwardResult, Error> = core
+                    .net
+                    .post(&addr, "/raft/v1/forward", &req, timeout)
+                    .await;
+                match res {
+                    Ok(Ok((r, index))) => {
+                        // Read your writes: wait until this node applied it
+                        // too (the write succeeded either way).
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let _ = core
+                            .raft
+                            .wait(Some(left.max(Duration::from_secs(1))))
+                            .applied_index_at_least(Some(index), "forwarded write")
+                            .await;
+                        return Ok(r);
+                    }
+                    Ok(Err(WireError::NotLeader { .. })) => {
+                        last = format!("{addr} is not the leader")
+                    }
+                    Ok(Err(WireError::Unavailable(e))) if idempotent => last = e,
+                    Ok(Err(e)) => return Err(e.into()),
+                    // Refused before anything was proposed: retry.
+                    Err(e @ Error::Connect { .. }) => last = crate::error::chain(&e),
+                    Err(e @ Error::Status { status: 503, .. }) => last = crate::error::chain(&e),
+                    Err(e) if idempotent => last = crate::error::chain(&e),
+                    Err(e) => {
+                        return Err(StoreError::Unavailable(format!(
+                            "leader failed during the request, outcome unknown: {}",
+                            crate::error::chain(&e)
+                        )))
+                    }
+                }
+            }
+            None => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(StoreError::Unavailable(last));
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(100));
+    }
+}

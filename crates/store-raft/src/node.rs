@@ -1,0 +1,167 @@
+//! One node of the embedded store: opening its data dir and starting Raft,
+//! its public handle, and stopping it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socketplane_store::{Revision, StoreError};
+use tokio::task::JoinHandle;
+
+use crate::config::EmbeddedConfig;
+use crate::error::Error;
+use crate::leases::{self, Leases};
+use crate::membership;
+use crate::network::{NetCore, Network};
+use crate::reads::Reads;
+use crate::shared::{lock, Core};
+use crate::sm::{SmShared, StateMachine};
+use crate::storage::{self, LogStore, Writer};
+use crate::types::Raft;
+
+const DB_FILE: &str = "raft.redb";
+
+/// One node of the embedded store.
+pub struct EmbeddedStore {
+    pub(crate) core: Arc<Core>,
+    pub(crate) reads: Arc<Reads>,
+    pub(crate) leases: Arc<Leases>,
+    writer: Writer,
+    member_at_open: bool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl EmbeddedStore {
+    /// Opens the node's data dir (creating it if new) and starts Raft. A
+    /// node with state resumes its cluster; a new node waits for
+    /// [`bootstrap`](Self::bootstrap) or [`join`](Self::join). Unreadable or
+    /// foreign data is refused with [`StoreError::Corrupt`], never wiped;
+    /// data written by earlier versions is read (and rewritten in the
+    /// current format at the next snapshot).
+    pub async fn open(cfg: EmbeddedConfig) -> Result<Arc<EmbeddedStore>, StoreError> {
+        Ok(Self::open_inner(cfg).await?)
+    }
+
+    async fn open_inner(cfg: EmbeddedConfig) -> Result<Arc<EmbeddedStore>, Error> {
+        let config = cfg.raft_config()?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::CreateDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+        let path = cfg.data_dir.join(DB_FILE);
+        let (cluster, node_id) = (cfg.cluster.clone(), cfg.node_id);
+        let (db, mut loaded) =
+            tokio::task::spawn_blocking(move || storage::open_db(&path, &cluster, node_id))
+                .await
+                .map_err(Error::Task)??;
+        let member_at_open = !loaded.entries.is_empty() || loaded.snapshot.is_some();
+        let sm = SmShared::new(loaded.snapshot.take())?;
+        let writer = Writer::spawn(db);
+        let log = LogStore::new(&mut loaded, writer.clone());
+        let state_machine = StateMachine {
+            shared: sm.clone(),
+            writer: writer.clone(),
+        };
+        let net = NetCore::new(cfg.token.clone(), cfg.cluster.clone());
+        let network = Network { core: net.clone() };
+        let raft = match Raft::new(cfg.node_id, config, network, log, state_machine).await {
+            Ok(r) => r,
+            Err(e) => {
+                writer.stop();
+                return Err(Error::RaftStart(e));
+            }
+        };
+        let core = Arc::new(Core::new(cfg, raft, sm, net));
+        let store = Arc::new(EmbeddedStore {
+            core,
+            reads: Arc::new(Reads::default()),
+            leases: Arc::new(Leases::default()),
+            writer,
+            member_at_open,
+            tasks: Mutex::new(Vec::new()),
+        });
+        if member_at_open {
+            // Let Raft report the membership it loaded before callers ask
+            // `is_member`.
+            let _ = store
+                .core
+                .raft
+                .wait(Some(Duration::from_secs(2)))
+                .metrics(
+                    |m| m.membership_config.membership().nodes().next().is_some(),
+                    "load membership",
+                )
+                .await;
+        }
+        let expiry = tokio::spawn(leases::expiry_loop(
+            Arc::downgrade(&store.core),
+            Arc::downgrade(&store.leases),
+        ));
+        let upkeep = tokio::spawn(membership::upkeep_loop(Arc::downgrade(&store.core)));
+        lock(&store.tasks).extend([expiry, upkeep]);
+        Ok(store)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.core.id()
+    }
+
+    /// True when this node already has cluster state that includes it
+    /// (restart case): then neither `bootstrap` nor `join` is needed.
+    pub fn is_member(&self) -> bool {
+        membership::is_member(&self.core, self.member_at_open)
+    }
+
+    /// Founds a one-voter cluster with this node; a no-op if it is already
+    /// a member.
+    pub async fn bootstrap(&self) -> Result<(), StoreError> {
+        if self.is_member() {
+            return Ok(());
+        }
+        membership::bootstrap(&self.core).await
+    }
+
+    /// Asks a member (any; it forwards to the leader) to add this node: as
+    /// a replica first, promoted to voter while the cluster has fewer than
+    /// `max_voters`. A no-op if already a member.
+    pub async fn join(&self, seed: SocketAddr) -> Result<(), StoreError> {
+        if self.is_member() {
+            return Ok(());
+        }
+        membership::join(&self.core, seed).await
+    }
+
+    /// Removes this node from the cluster.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        if !self.is_member() {
+            return Ok(());
+        }
+        membership::leave(&self.core).await
+    }
+
+    /// Drops this node's watch history below `revision` (watches from
+    /// older revisions then fail with `Compacted`). History is also bounded
+    /// on its own (`socketplane_store::kv::DEFAULT_HISTORY` revisions); this
+    /// is for tests and manual compaction.
+    pub fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.core.sm.lock().state.compact(revision)
+    }
+
+    /// Stops Raft and the background tasks, ends watches and closes the
+    /// database (the data dir can be reopened afterwards).
+    pub async fn shutdown(&self) {
+        if self.core.stop() {
+            return;
+        }
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        if let Err(e) = self.core.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft did not shut down cleanly.");
+        }
+        self.core.sm.close();
+        let writer = self.writer.clone();
+        let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
+    }
+}

@@ -1,0 +1,100 @@
+//! What every part of a node shares: its configuration, the Raft handle,
+//! the state machine, the peer client, and who the leader is.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, RaftMetrics};
+
+use crate::config::EmbeddedConfig;
+use crate::network::NetCore;
+use crate::sm::SmShared;
+use crate::types::{NodeId, Raft};
+use crate::wire::WireError;
+
+pub(crate) struct Core {
+    pub cfg: EmbeddedConfig,
+    pub raft: Raft,
+    pub sm: Arc<SmShared>,
+    pub net: Arc<NetCore>,
+    stopped: AtomicBool,
+    /// Last time the leader sent us anything (follower-side health).
+    leader_seen: Mutex<Option<Instant>>,
+}
+
+/// Locks a mutex whose data stays usable after a panic elsewhere.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Core {
+    pub fn new(cfg: EmbeddedConfig, raft: Raft, sm: Arc<SmShared>, net: Arc<NetCore>) -> Self {
+        Self {
+            cfg,
+            raft,
+            sm,
+            net,
+            stopped: AtomicBool::new(false),
+            leader_seen: Mutex::new(None),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.node_id
+    }
+
+    pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The current leader's id and address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.leader(), Some((id, _)) if id == self.id())
+    }
+
+    pub fn not_leader(&self) -> WireError {
+        WireError::NotLeader {
+            leader: self.leader().map(|(_, a)| a),
+        }
+    }
+
+    /// Marks the node stopped; true if it already was.
+    pub fn stop(&self) -> bool {
+        self.stopped.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    pub fn note_leader_contact(&self) {
+        *lock(&self.leader_seen) = Some(Instant::now());
+    }
+
+    /// Whether the leader reached this node within `window`.
+    pub fn leader_seen_within(&self, window: Duration) -> bool {
+        lock(&self.leader_seen).is_some_and(|t| t.elapsed() < window)
+    }
+
+    /// Classifies a failed Raft write (client request or membership change).
+    pub fn write_err(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    ) -> WireError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => self.not_leader(),
+            RaftError::APIError(e) => WireError::Unavailable(e.to_string()),
+            RaftError::Fatal(e) => WireError::Unavailable(e.to_string()),
+        }
+    }
+}
