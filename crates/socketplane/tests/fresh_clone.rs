@@ -107,8 +107,16 @@ fn clean_clone_builds_without_protoc() {
         .output()
         .expect("run unshare");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(97), "protoc was not hidden: {stderr}");
-    assert_ne!(out.status.code(), Some(98), "protobuf includes were not hidden: {stderr}");
+    assert_ne!(
+        out.status.code(),
+        Some(97),
+        "protoc was not hidden: {stderr}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(98),
+        "protobuf includes were not hidden: {stderr}"
+    );
     assert!(
         out.status.success(),
         "cargo build --release --locked of a clean clone failed without protoc:\n{stderr}"

@@ -577,7 +577,11 @@ async fn cas_increment(
             }
             Ok(_) => {}
             Err(e) => {
-                stats.txn_errors.lock().unwrap().push(format!("{addr}: {e}"));
+                stats
+                    .txn_errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("{addr}: {e}"));
                 uncertain = true;
             }
         }
