@@ -2,39 +2,31 @@
 //! agent in a network namespace of the test's own, its pid and log beside
 //! its socket.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use socketplane_testkit::{netns, require_privileged, unique_name, wait_until, Netns};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socketplane");
 
-struct Netns {
-    name: String,
-    dir: PathBuf,
+/// A namespace of the test's own (deleted on drop with the agent running
+/// in it) and a directory for the agent's socket, pid, log and data.
+struct Host {
+    ns: Netns,
+    dir: tempfile::TempDir,
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("sp.pid")) {
-            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Host {
+    fn name(&self) -> &str {
+        self.ns.name()
     }
 }
 
-fn run(cmd: &[&str]) -> Output {
-    Command::new(cmd[0]).args(&cmd[1..]).output().expect("run")
-}
-
-fn sp(ns: &Netns, args: &[&str]) -> Output {
-    let socket = ns.dir.join("sp.sock");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, BIN, "--socket"])
-        .arg(&socket)
-        .args(args);
+fn sp(host: &Host, args: &[&str]) -> Output {
+    let socket = host.dir.path().join("sp.sock");
+    let mut cmd = netns::command(host.name(), &[BIN, "--socket"]);
+    cmd.arg(&socket).args(args);
     cmd.output().expect("run socketplane")
 }
 
@@ -47,52 +39,27 @@ fn text(o: &Output) -> String {
 }
 
 /// A namespace of the test's own with an underlay interface `u0`.
-fn host_netns(tag: &str) -> Netns {
-    let name = format!("sp{tag}{}", std::process::id());
-    let dir = std::env::temp_dir().join(&name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let ns = Netns {
-        name: name.clone(),
-        dir: dir.clone(),
-    };
-    assert!(run(&["ip", "netns", "add", &name]).status.success());
+fn host_netns(tag: char) -> Host {
+    let ns = Netns::create(&format!("sp{}", unique_name(tag))).expect("namespace");
+    let dir = tempfile::tempdir().unwrap();
     for cmd in [
         vec![
-            "ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up",
+            "ip", "link", "add", "u0", "type", "veth", "peer", "name", "u1",
         ],
-        vec![
-            "ip", "netns", "exec", &name, "ip", "link", "add", "u0", "type", "veth", "peer",
-            "name", "u1",
-        ],
-        vec![
-            "ip",
-            "netns",
-            "exec",
-            &name,
-            "ip",
-            "addr",
-            "add",
-            "198.18.200.1/24",
-            "dev",
-            "u0",
-        ],
-        vec![
-            "ip", "netns", "exec", &name, "ip", "link", "set", "u0", "up",
-        ],
-        vec![
-            "ip", "netns", "exec", &name, "ip", "link", "set", "u1", "up",
-        ],
+        vec!["ip", "addr", "add", "198.18.200.1/24", "dev", "u0"],
+        vec!["ip", "link", "set", "u0", "up"],
+        vec!["ip", "link", "set", "u1", "up"],
     ] {
-        let o = run(&cmd);
-        assert!(o.status.success(), "{cmd:?}: {}", text(&o));
+        ns.exec(&cmd).unwrap_or_else(|e| panic!("{e}"));
     }
-    ns
+    Host { ns, dir }
 }
 
 #[test]
 fn agent_start_stop_logs_in_the_background() {
-    let ns = host_netns("ac");
-    let dir = ns.dir.clone();
+    require_privileged!();
+    let ns = host_netns('c');
+    let dir = ns.dir.path().to_path_buf();
     let data = dir.join("data");
     let start = sp(
         &ns,
@@ -119,19 +86,18 @@ fn agent_start_stop_logs_in_the_background() {
     assert!(!again.status.success());
     assert!(text(&again).contains("already running"), "{}", text(&again));
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let info = sp(&ns, &["info", "-o", "json"]);
-        if info.status.success() && text(&info).contains("\"ready\": true") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent never became ready: {}",
-            text(&info)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut info = None;
+    let ready = wait_until(Duration::from_secs(20), || {
+        let out = sp(&ns, &["info", "-o", "json"]);
+        let ok = out.status.success() && text(&out).contains("\"ready\": true");
+        info = Some(out);
+        ok
+    });
+    assert!(
+        ready,
+        "agent never became ready: {}",
+        info.as_ref().map(text).unwrap_or_default()
+    );
     let logs = sp(&ns, &["agent", "logs"]);
     assert!(logs.status.success());
     assert!(
@@ -197,9 +163,10 @@ fn install_and_uninstall_under_a_root() {
 
 #[test]
 fn datapath_ovs_without_open_vswitch_is_a_clear_error_and_auto_falls_back() {
-    let ns = host_netns("ao");
-    let data = ns.dir.join("data");
-    let missing = ns.dir.join("no-ovs/db.sock");
+    require_privileged!();
+    let ns = host_netns('o');
+    let data = ns.dir.path().join("data");
+    let missing = ns.dir.path().join("no-ovs/db.sock");
     let common = [
         "--iface",
         "u0",
@@ -210,9 +177,8 @@ fn datapath_ovs_without_open_vswitch_is_a_clear_error_and_auto_falls_back() {
         "--cluster",
         "ovs",
     ];
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, BIN, "--socket"])
-        .arg(ns.dir.join("sp.sock"))
+    let mut cmd = netns::command(ns.name(), &[BIN, "--socket"]);
+    cmd.arg(ns.dir.path().join("sp.sock"))
         .args(["agent", "--datapath", "ovs", "--ovsdb"])
         .arg(&missing)
         .arg("--data-dir")

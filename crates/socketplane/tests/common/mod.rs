@@ -1,6 +1,7 @@
 //! A multi-host test harness: a lab of network namespaces, each host running
 //! a real `socketplane agent` process, driven through the real CLI. The lab
-//! is removed when the harness drops, also when a test fails.
+//! is removed when the harness drops, also when a test fails. Namespaces,
+//! waits, names and the privileged-test gate come from the test kit.
 
 #![allow(dead_code)]
 
@@ -9,25 +10,26 @@ pub mod docker;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use socketplane_api::rest::{ClusterStatus, EndpointInfo};
 use socketplane_lab::{Lab, LabConfig};
+pub use socketplane_testkit::{require_privileged, unique_name, wait_until};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_socketplane");
 
-/// A short unique lab name: device names derive from it and must stay
-/// within 15 characters; parallel tests must not collide.
-pub fn unique_name(tag: char) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!(
-        "{tag}{:04x}",
-        (std::process::id() as usize * 7 + n) % 0xffff
-    )
-}
+/// The agents' liveness lease in test labs: short, so reclaim tests take
+/// seconds.
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// How long a fresh lab's agents may take to form one healthy cluster.
+/// Measured here: about 1 s for 3 hosts (a later host joins in 0.3-0.8 s;
+/// the README promises 0.14 s to connectivity). A joiner that first tries a
+/// peer that is itself still joining waits out the agent's 5 s join-attempt
+/// timeout (seen in about 1 of 10 lab starts), so: that path plus a margin,
+/// not the 60 s that hid it.
+pub const FORMATION: Duration = Duration::from_secs(10);
 
 pub struct TestLab {
     pub lab: Option<Lab>,
@@ -46,7 +48,7 @@ impl Drop for TestLab {
 /// Agent flags every test lab uses: fast liveness so reclaim tests take
 /// seconds.
 pub fn test_agent_args() -> Vec<String> {
-    vec!["--lease-ttl".into(), "3".into()]
+    vec!["--lease-ttl".into(), LEASE_TTL.as_secs().to_string()]
 }
 
 impl TestLab {
@@ -62,7 +64,12 @@ impl TestLab {
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
         let lab = Lab::up(config).expect("lab up");
         let t = TestLab { lab: Some(lab) };
-        t.wait_for_nodes(0, hosts, Duration::from_secs(60));
+        let started = Instant::now();
+        t.wait_for_nodes(0, hosts, FORMATION);
+        eprintln!(
+            "{hosts} host(s) formed a cluster in {:?}",
+            started.elapsed()
+        );
         t
     }
 
@@ -97,70 +104,59 @@ impl TestLab {
             .unwrap_or_else(|e| panic!("socketplane {}: {e}: {out}", args.join(" ")))
     }
 
+    /// The cluster as host `host` sees it; `None` (with the reason printed)
+    /// while its agent cannot answer.
     pub fn status(&self, host: usize) -> Option<ClusterStatus> {
-        let mut cmd = vec![BIN.to_string()];
-        cmd.extend(["cluster", "status", "-o", "json"].map(String::from));
-        let out = match self.lab().exec(host, &cmd) {
-            Ok(out) => out,
+        match self.sp(host, &["cluster", "status", "-o", "json"]) {
+            Ok(out) => match serde_json::from_str(&out) {
+                Ok(s) => Some(s),
+                Err(e) => panic!("cluster status on host index {host} is not JSON: {e}: {out}"),
+            },
             Err(e) => {
-                eprintln!("cluster status on host index {host}: {e}");
-                return None;
-            }
-        };
-        match serde_json::from_slice(&out.stdout) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                eprintln!(
-                    "cluster status on host index {host}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                eprintln!("cluster status on host index {host}: {}", e.trim());
                 None
             }
         }
     }
 
     pub fn wait_for_nodes(&self, host: usize, alive: usize, timeout: Duration) -> ClusterStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.status(host) {
-                if s.store.healthy && s.nodes.iter().filter(|n| n.alive).count() == alive {
-                    return s;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "cluster did not reach {alive} alive nodes in {timeout:?}; last status: {:?}\n{}",
-                    self.status(host),
-                    self.agent_logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let mut last = None;
+        let formed = wait_until(timeout, || {
+            last = self.status(host);
+            last.as_ref().is_some_and(|s| {
+                s.store.healthy && s.nodes.iter().filter(|n| n.alive).count() == alive
+            })
+        });
+        match last {
+            Some(s) if formed => s,
+            _ => panic!(
+                "cluster did not reach {alive} alive nodes in {timeout:?}; last status: {last:?}\n{}",
+                self.agent_logs()
+            ),
         }
     }
 
     /// A host's L2 forwarding state as text, whatever the datapath: the
     /// bridge FDB (linux) or the OpenFlow table (ovs). MACs appear in it as
-    /// `aa:bb:cc:dd:ee:ff`.
+    /// `aa:bb:cc:dd:ee:ff`. A failing dump panics (never "nothing").
     pub fn forwarding_state(&self, host: usize) -> String {
         let lab = self.lab();
         let h = &lab.hosts()[host];
-        let mut cmd = std::process::Command::new("ip");
-        cmd.args(["netns", "exec", &h.netns]);
-        if lab.config().datapath == "ovs" {
-            let mgmt = socketplane_lab::ovs::dir(h.dir()).join("docker0-ovs.mgmt");
-            cmd.args(["ovs-ofctl", "-O", "OpenFlow14", "dump-flows"])
-                .arg(format!("unix:{}", mgmt.display()));
+        let out = if lab.config().uses_ovs() {
+            let ovs = socketplane_lab::ovs::attach(&h.netns, h.dir());
+            ovs.ofctl(&["dump-flows", &ovs.mgmt_target("docker0-ovs")])
         } else {
-            cmd.args(["bridge", "fdb", "show"]);
-        }
-        let out = cmd.output().expect("dump forwarding state");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            socketplane_testkit::netns::exec(&h.netns, &["bridge", "fdb", "show"])
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        out.unwrap_or_else(|e| panic!("dump forwarding state of {}: {e}", h.name))
     }
 
     pub fn agent_logs(&self) -> String {
         let mut s = String::new();
         for h in self.lab().hosts() {
-            let log = std::fs::read_to_string(&h.log).unwrap_or_default();
+            let log = std::fs::read_to_string(&h.log)
+                .unwrap_or_else(|e| format!("(cannot read {}: {e})", h.log.display()));
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
             s.push_str(&format!("--- {} agent log (last lines) ---\n", h.name));
             for l in tail.into_iter().rev() {
@@ -185,38 +181,33 @@ impl TestLab {
         )
     }
 
+    /// Whether `workload` reaches `ip` (up to three pings, 1 s each).
     pub fn ping(&self, workload: &str, ip: &str) -> bool {
-        let cmd: Vec<String> = ["ping", "-c", "1", "-W", "1", "-q", ip]
-            .map(String::from)
-            .to_vec();
-        (0..3).any(|_| {
-            self.lab()
-                .workload_exec(workload, &cmd)
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
+        (0..3).any(|_| self.ping_once(workload, ip))
     }
 
+    /// Whether one ping from `workload` to `ip` gets a reply within 1 s.
+    /// Panics when ping cannot run at all: that is a broken test, not an
+    /// unreachable address.
     pub fn ping_once(&self, workload: &str, ip: &str) -> bool {
         let cmd: Vec<String> = ["ping", "-c", "1", "-W", "1", "-q", ip]
             .map(String::from)
             .to_vec();
-        self.lab()
+        let out = self
+            .lab()
             .workload_exec(workload, &cmd)
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-}
-
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
+            .unwrap_or_else(|e| panic!("ping from {workload}: {e}"));
+        // ping exits 1 when no reply came, 2 on other errors.
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) | Some(2) => false,
+            _ => panic!(
+                "ping from {workload} to {ip}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
-    f()
 }
 
 /// One raw HTTP/1.1 request over a unix socket: (status, body).

@@ -5,36 +5,27 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::common::{self, http, wait_until, TestLab};
+use crate::common::{self, http, require_privileged, wait_until, TestLab, FORMATION, LEASE_TTL};
 use socketplane_api::rest::{EndpointInfo, NetworkInfo};
+use socketplane_testkit::{netns, zeroconf};
 
-fn zeroconf_browse(netns: &str) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zeroconf_browse.py");
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            netns,
-            "python3",
-            script,
-            "_socketplane._tcp.local.",
-            "4",
-        ])
-        .output()
-        .expect("run python3 (install python3 and `pip install zeroconf`)");
-    assert!(
-        out.status.success(),
-        "zeroconf browse failed (is python zeroconf installed?): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("browse output is JSON")
+/// How long other hosts may take to apply a change (a new or removed
+/// endpoint or network) they learn through the watch. Measured here: well
+/// under a second.
+const PROPAGATION: Duration = Duration::from_secs(5);
+
+/// How long a dead host's endpoints may stay: its lease must expire
+/// (LEASE_TTL after its last keepalive), then a survivor reclaims them.
+fn reclaim_deadline() -> Duration {
+    LEASE_TTL * 3
 }
 
 pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(dp: &str) {
+    require_privileged!();
     let mut t = TestLab::start_with('a', 3, dp);
-    let status = t.wait_for_nodes(0, 3, Duration::from_secs(30));
+    let status = t.wait_for_nodes(0, 3, FORMATION);
     let roles: Vec<&str> = status.nodes.iter().map(|n| n.role.as_str()).collect();
     assert_eq!(
         roles.iter().filter(|r| **r == "leader").count(),
@@ -44,15 +35,15 @@ pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(dp: &str) {
 
     // An independent mDNS implementation sees all three, with correct TXT.
     let hosts = t.lab().hosts().to_vec();
-    let seen = zeroconf_browse(&hosts[0].netns);
-    let services = seen.as_array().expect("array");
+    let services = zeroconf::browse(&hosts[0].netns, Duration::from_secs(5), 3)
+        .expect("python-zeroconf browse");
     for node in &status.nodes {
         let svc = services
             .iter()
-            .find(|s| s["txt"]["id"] == node.id.as_str())
-            .unwrap_or_else(|| panic!("node {} not seen over mDNS: {seen}", node.name));
-        assert_eq!(svc["txt"]["v"], "1");
-        assert_eq!(svc["txt"]["cluster"], status.cluster.as_str());
+            .find(|s| s["properties"]["id"] == node.id.as_str())
+            .unwrap_or_else(|| panic!("node {} not seen over mDNS: {services:?}", node.name));
+        assert_eq!(svc["properties"]["v"], "1");
+        assert_eq!(svc["properties"]["cluster"], status.cluster.as_str());
         assert_eq!(svc["port"], 6675);
         assert!(
             svc["addresses"]
@@ -70,6 +61,7 @@ pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(dp: &str) {
     let w2 = t.workload(1, "w2", "web");
     let w3 = t.workload(2, "w3", "web");
     let d1 = t.workload(1, "d1", "default");
+    let d2 = t.workload(2, "d2", "default");
     let ips: HashSet<Ipv4Addr> = [&w1, &w2, &w3].iter().map(|e| e.endpoint.ip).collect();
     assert_eq!(ips.len(), 3, "addresses must be distinct");
     for (from, to) in [("w1", &w2), ("w2", &w3), ("w3", &w1), ("w1", &w3)] {
@@ -80,6 +72,18 @@ pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(dp: &str) {
             t.agent_logs()
         );
     }
+    // The isolated workload works (positive control: it reaches its own
+    // network, across hosts, both ways), so "cannot reach" below is
+    // isolation, not a dead interface.
+    assert!(
+        t.ping("d1", &d2.endpoint.ip.to_string()),
+        "d1 -> d2 on default must reach\n{}",
+        t.agent_logs()
+    );
+    assert!(
+        t.ping("d2", &d1.endpoint.ip.to_string()),
+        "d2 -> d1 on default must reach"
+    );
     // Networks are isolated from each other, both ways, same host or not.
     assert!(
         !t.ping_once("d1", &w2.endpoint.ip.to_string()),
@@ -96,7 +100,7 @@ pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(dp: &str) {
 
     // The whole cluster's endpoints are visible from any host.
     let all: Vec<EndpointInfo> = t.sp_json(2, &["endpoint", "list"]);
-    assert_eq!(all.len(), 4);
+    assert_eq!(all.len(), 5);
     let local: Vec<EndpointInfo> = t.sp_json(1, &["endpoint", "list", "--local"]);
     assert_eq!(local.len(), 2);
 
@@ -108,21 +112,26 @@ pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(dp: &str) {
     t.sp(0, &["network", "delete", "web", "--force"])
         .expect("force delete");
     let bridge = format!("spbr{}", web.network.vni);
-    let gone = wait_until(Duration::from_secs(10), || {
+    // `ip link show` must say "does not exist"; any other failure of it
+    // is an error, not "gone".
+    let gone = wait_until(PROPAGATION, || {
         t.lab().hosts().iter().all(|h| {
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &h.netns, "ip", "-br", "link"])
-                .output()
-                .expect("ip link");
-            !String::from_utf8_lossy(&out.stdout).contains(&bridge)
+            !netns::link_exists(&h.netns, &bridge)
+                .unwrap_or_else(|e| panic!("check {bridge} on {}: {e}", h.name))
         })
     });
     assert!(gone, "{bridge} must be removed on every host");
     let eps: Vec<EndpointInfo> = t.sp_json(2, &["endpoint", "list"]);
-    assert_eq!(eps.len(), 1, "only d1 on default remains");
+    let left: HashSet<String> = eps.iter().map(|e| e.endpoint.id.clone()).collect();
+    assert_eq!(
+        left,
+        HashSet::from([d1.endpoint.id.clone(), d2.endpoint.id.clone()]),
+        "only d1 and d2 on default remain"
+    );
 }
 
 pub fn late_host_joins_by_itself_and_dead_host_is_reclaimed(dp: &str) {
+    require_privileged!();
     let mut t = TestLab::start_with('b', 3, dp);
     t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
         .expect("create web");
@@ -130,9 +139,9 @@ pub fn late_host_joins_by_itself_and_dead_host_is_reclaimed(dp: &str) {
     let gone = t.workload(2, "gone", "web");
 
     // A 4th host started later finds the cluster over mDNS and gets tunnels.
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let h4 = t.lab_mut().add_host().expect("add host").index;
-    t.wait_for_nodes(0, 4, Duration::from_secs(30));
+    t.wait_for_nodes(0, 4, FORMATION);
     eprintln!("4th host joined in {:?}", started.elapsed());
     let _w4 = t.workload(h4, "w4", "web");
     assert!(
@@ -146,10 +155,12 @@ pub fn late_host_joins_by_itself_and_dead_host_is_reclaimed(dp: &str) {
     t.lab_mut()
         .stop_agent(2, socketplane_lab::Signal::SIGKILL)
         .expect("kill agent");
-    let reclaimed = wait_until(Duration::from_secs(30), || {
+    let killed = Instant::now();
+    let reclaimed = wait_until(reclaim_deadline(), || {
         let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
         !eps.iter().any(|e| e.endpoint.id == gone.endpoint.id)
     });
+    eprintln!("reclaimed after {:?}", killed.elapsed());
     assert!(
         reclaimed,
         "the dead host's endpoint was not reclaimed\n{}",
@@ -171,6 +182,7 @@ pub fn late_host_joins_by_itself_and_dead_host_is_reclaimed(dp: &str) {
 }
 
 pub fn concurrent_attaches_across_hosts_get_distinct_addresses(dp: &str) {
+    require_privileged!();
     let t = TestLab::start_with('c', 3, dp);
     t.sp(0, &["network", "create", "web", "10.2.0.0/16"])
         .expect("create web");
@@ -207,6 +219,7 @@ pub fn concurrent_attaches_across_hosts_get_distinct_addresses(dp: &str) {
 }
 
 pub fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing(dp: &str) {
+    require_privileged!();
     let mut t = TestLab::start_with('d', 3, dp);
     t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
         .expect("create web");
@@ -215,7 +228,7 @@ pub fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing(dp: &str)
     let wc = t.workload(0, "wc", "web");
     // Other hosts learn of an endpoint asynchronously, through the watch.
     assert!(
-        wait_until(Duration::from_secs(10), || t
+        wait_until(PROPAGATION, || t
             .forwarding_state(1)
             .contains(&wc.endpoint.mac.to_string())),
         "host2 never learned wc's MAC"
@@ -244,11 +257,16 @@ pub fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing(dp: &str)
     .expect("detach wc");
 
     t.lab_mut().start_agent(1, false).expect("restart agent");
-    t.wait_for_nodes(0, 3, Duration::from_secs(30));
-    let converged = wait_until(Duration::from_secs(20), || {
+    let restarted = Instant::now();
+    t.wait_for_nodes(0, 3, FORMATION);
+    let converged = wait_until(PROPAGATION, || {
         let f = t.forwarding_state(1);
         !f.contains(&wc.endpoint.mac.to_string()) && f.contains(&wa.endpoint.mac.to_string())
     });
+    eprintln!(
+        "host2 converged {:?} after its restart",
+        restarted.elapsed()
+    );
     assert!(
         converged,
         "host2's forwarding state did not converge:\n{}\n{}",
@@ -262,6 +280,7 @@ pub fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing(dp: &str)
 }
 
 pub fn bad_input_gets_clear_errors_and_changes_nothing(dp: &str) {
+    require_privileged!();
     let mut t = TestLab::start_with('e', 1, dp);
     t.sp(0, &["network", "create", "web", "10.2.0.0/16"])
         .expect("create web");
@@ -387,13 +406,13 @@ pub fn bad_input_gets_clear_errors_and_changes_nothing(dp: &str) {
     t.lab_mut()
         .remove_workload("only")
         .expect("remove workload");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let _w = t.workload(0, "next", "web");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "attach was held up"
     );
-    let freed = wait_until(Duration::from_secs(10), || {
+    let freed = wait_until(PROPAGATION, || {
         let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
         !eps.iter().any(|e| e.endpoint.id == only.endpoint.id)
     });
