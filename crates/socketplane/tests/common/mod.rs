@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use socketplane_api::rest::{ClusterStatus, EndpointInfo};
 use socketplane_lab::{Lab, LabConfig};
-pub use socketplane_testkit::{require_privileged, unique_name, wait_until};
+pub use socketplane_testkit::{unique_name, wait_until};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_socketplane");
 

@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::common::{self, http, require_privileged, wait_until, TestLab, FORMATION, LEASE_TTL};
+use crate::common::{self, http, wait_until, TestLab, FORMATION, LEASE_TTL};
 use socketplane_api::rest::{EndpointInfo, NetworkInfo};
-use socketplane_testkit::{netns, zeroconf};
+use socketplane_testkit::{netns, require_privileged, zeroconf};
 
 /// How long other hosts may take to apply a change (a new or removed
 /// endpoint or network) they learn through the watch. Measured here: well
