@@ -150,15 +150,7 @@ pub(crate) fn build_host(
     with_ovs: bool,
 ) -> Result<()> {
     plug(switch, &format!("h{number}"), ns, ip)?;
-    cmd::ip(&[
-        "-n",
-        ns,
-        "route",
-        "add",
-        "default",
-        "via",
-        &GATEWAY_IP.to_string(),
-    ])?;
+    underlay::default_route(ns, GATEWAY_IP)?;
     if with_ovs {
         ovs::start(ns, dir)?;
     }

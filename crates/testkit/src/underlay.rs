@@ -84,6 +84,20 @@ pub fn plug(
     cmd::ip(&["-n", ns, "link", "set", ifname, "up"]).map(|_| ())
 }
 
+/// A default route via `gateway` in namespace `ns`.
+pub fn default_route(ns: &str, gateway: Ipv4Addr) -> Result<()> {
+    cmd::ip(&[
+        "-n",
+        ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &gateway.to_string(),
+    ])
+    .map(|_| ())
+}
+
 /// Turn off TX checksum offload on `iface` in `ns`, so frames carry full
 /// checksums as a real NIC's do (the OVS userspace datapath drops partial
 /// ones, and TCP through it stalls otherwise).
@@ -174,16 +188,7 @@ impl Underlay {
 
     /// A default route via `gateway` in `ns`.
     pub fn default_route(&self, ns: &str, gateway: Ipv4Addr) -> Result<()> {
-        cmd::ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &gateway.to_string(),
-        ])
-        .map(|_| ())
+        default_route(ns, gateway)
     }
 
     /// Names of all namespaces, the switch first.
