@@ -238,8 +238,8 @@ fn persisted_log_entries(path: &std::path::Path) -> u64 {
     const LOG: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raft_log");
     let db = redb::Database::open(path).unwrap();
     let tx = db.begin_read().unwrap();
-    let n = tx.open_table(LOG).unwrap().len().unwrap();
-    n
+    let table = tx.open_table(LOG).unwrap();
+    table.len().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
