@@ -13,12 +13,14 @@ ensure_packages \
   etcd-server python3 python3-pip openvswitch-switch \
   docker.io busybox-static util-linux
 
-# An independent mDNS implementation to check our advertisements against.
+# An independent mDNS implementation to check our advertisements against,
+# at the one version the tests pin (crates/testkit/src/zeroconf.rs).
 PY=python3
-if ! "$PY" -c 'import zeroconf' 2>/dev/null; then
-  echo "== Installing python zeroconf"
-  "$PY" -m pip install --quiet --disable-pip-version-check zeroconf==0.154.0 \
-    || "$PY" -m pip install --quiet --break-system-packages zeroconf==0.154.0
+ZC=$(sed -n 's/^pub const ZEROCONF_VERSION: &str = "\(.*\)";/\1/p' crates/testkit/src/zeroconf.rs)
+if [ "$("$PY" -c 'import zeroconf; print(zeroconf.__version__)' 2>/dev/null)" != "$ZC" ]; then
+  echo "== Installing python zeroconf $ZC"
+  "$PY" -m pip install --quiet --disable-pip-version-check "zeroconf==$ZC" \
+    || "$PY" -m pip install --quiet --disable-pip-version-check --break-system-packages "zeroconf==$ZC"
 fi
 
 echo "== cargo fmt --check"
