@@ -45,8 +45,12 @@ const MONITOR_ID: &str = "socketplane-cache";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot connect to ovsdb-server at {path}: {message}")]
-    Connect { path: String, message: String },
+    #[error("cannot connect to ovsdb-server at {}: {source}", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("connection to ovsdb-server lost")]
     Disconnected,
     /// The request could not be written (the connection was already gone).
@@ -65,7 +69,9 @@ pub enum Error {
     #[error("unexpected reply from ovsdb-server: {0}")]
     Protocol(String),
     #[error("writing to ovsdb-server: {0}")]
-    Io(String),
+    Io(#[source] std::io::Error),
+    #[error("encoding a request: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -100,11 +106,9 @@ pub struct Client {
 }
 
 async fn write_msg(w: &Mutex<OwnedWriteHalf>, msg: &Value) -> Result<()> {
-    let bytes = serde_json::to_vec(msg).map_err(|e| Error::Io(e.to_string()))?;
+    let bytes = serde_json::to_vec(msg).map_err(Error::Encode)?;
     let mut w = w.lock().await;
-    w.write_all(&bytes)
-        .await
-        .map_err(|e| Error::Io(e.to_string()))
+    w.write_all(&bytes).await.map_err(Error::Io)
 }
 
 /// Applies `table-updates` to the cache; `reset` replaces it (initial monitor reply).
@@ -307,9 +311,9 @@ impl Client {
         *guard = None;
         let stream = UnixStream::connect(&self.path)
             .await
-            .map_err(|e| Error::Connect {
-                path: self.path.display().to_string(),
-                message: e.to_string(),
+            .map_err(|source| Error::Connect {
+                path: self.path.clone(),
+                source,
             })?;
         let (rd, wr) = stream.into_split();
         let writer = Arc::new(Mutex::new(wr));
