@@ -24,6 +24,7 @@ use common::scenario::{check_connectivity, Topo, H0, H1};
 use common::*;
 use socketplane_datapath::ovs::DEFAULT_BRIDGE;
 use socketplane_datapath::{DesiredState, LocalEndpoint, MacAddr, NetworkSpec};
+use socketplane_testkit::wait_until;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -285,10 +286,7 @@ impl Backend {
         let mut want = want.to_vec();
         want.sort();
         if self.kind == Kind::Ovs {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while our_links(ns) != want && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_until(Duration::from_secs(10), || our_links(ns) == want);
         }
         our_links(ns)
     }
@@ -848,14 +846,15 @@ fn capture(ns: &str, dev: &str, filter: &str, during: impl FnOnce()) -> String {
         .stderr(out)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&file)
-        .unwrap_or_default()
-        .contains("listening on")
-    {
-        assert!(Instant::now() < deadline, "tcpdump on {dev} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let listening = || {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .contains("listening on")
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), listening),
+        "tcpdump on {dev} did not start"
+    );
     during();
     std::thread::sleep(Duration::from_millis(500));
     // SIGTERM (not SIGKILL) so tcpdump flushes what it captured.

@@ -87,14 +87,11 @@ fn ovsdb_and_vswitchd_restarts_resync() {
         "apply without ovsdb-server"
     );
     o.start_db();
-    let mut ok = false;
-    for _ in 0..50 {
-        if fresh.try_apply(&t.desired[0]).is_ok() {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ok = socketplane_testkit::wait_until_every(
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || fresh.try_apply(&t.desired[0]).is_ok(),
+    );
     assert!(ok, "no reconnect after ovsdb-server restart");
     assert_eq!(fresh.apply(&t.desired[0]).changes, 0);
     assert!(o.vsctl(&["list-ports", DEFAULT_BRIDGE]).contains(&host));

@@ -173,6 +173,8 @@ impl Firewall {
         );
         let _ = writeln!(bridge, "    iifname \"{vx_any}\" ether type arp drop");
         let _ = writeln!(bridge, "    iifname \"{vx_any}\" ether saddr {gw} drop");
+        // Every host has the gateway: none is reached across the tunnel.
+        let _ = writeln!(bridge, "    iifname \"{vx_any}\" ether daddr {gw} drop");
         let _ = writeln!(bridge, "  }}");
         let _ = writeln!(bridge, "  chain forward {{");
         let _ = writeln!(
@@ -421,6 +423,7 @@ mod tests {
             "ip saddr 10.10.0.0/24 ip daddr != 10.10.0.0/24 oifname != \"spbr100\" masquerade",
             "iifname \"spbr100\" ip daddr 10.20.0.0/24 drop",
             "oifname \"spvx*\" ether saddr 02:53:50:00:00:01 drop",
+            "iifname \"spvx*\" ether daddr 02:53:50:00:00:01 drop",
             "delete table inet socketplane",
         ] {
             assert!(a.nft.contains(want), "missing {want:?} in\n{}", a.nft);

@@ -145,6 +145,37 @@ pub(crate) async fn del_link(handle: &Handle, index: u32, name: &str) -> Result<
     .await
 }
 
+/// Makes link `name` right, from `existing` (the link of that name, if
+/// any): one that `reusable` accepts is kept and changed with `fix` when it
+/// returns a message; any other is deleted and `create()` made in its
+/// place. Returns the link and the writes.
+pub(crate) async fn converge_link(
+    handle: &Handle,
+    (name, existing): (&str, Option<&Link>),
+    reusable: impl FnOnce(&Link) -> bool,
+    fix: impl FnOnce(&Link) -> Option<LinkMessage>,
+    create: impl FnOnce() -> LinkMessage,
+) -> Result<(Link, usize)> {
+    match existing {
+        Some(l) if reusable(l) => match fix(l) {
+            Some(msg) => {
+                change_link(handle, msg, name).await?;
+                Ok((l.clone(), 1))
+            }
+            None => Ok((l.clone(), 0)),
+        },
+        other => {
+            let mut changes = 1;
+            if let Some(l) = other {
+                del_link(handle, l.index, &l.name).await?;
+                changes += 1;
+            }
+            create_link(handle, create(), name).await?;
+            Ok((created_link(handle, name).await?, changes))
+        }
+    }
+}
+
 /// The link called `name`, which was just created.
 pub(crate) async fn created_link(handle: &Handle, name: &str) -> Result<Link> {
     links(handle)

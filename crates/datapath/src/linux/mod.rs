@@ -46,7 +46,7 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVxlan};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVxlan};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
@@ -129,48 +129,33 @@ impl LinuxDatapath {
 
     /// Makes the bridge and VXLAN device of a network right; returns writes.
     async fn ensure_network(&self, p: &NetPlan, links: &HashMap<String, Link>) -> Result<usize> {
-        let mut changes = 0;
+        let h = &self.conn.handle;
         let gw_mac = MacAddr::GATEWAY.0.to_vec();
 
-        // Bridge.
-        let br = match links.get(&p.bridge) {
-            Some(l) if l.is_kind(InfoKind::Bridge) => {
-                let snooping = l
-                    .bridge
-                    .iter()
-                    .any(|i| matches!(i, InfoBridge::MulticastSnooping(true)));
-                if l.mtu != p.mtu || l.mac != gw_mac || !l.up || snooping {
-                    let msg = LinkBridge::new(&p.bridge)
-                        .index(l.index)
-                        .mtu(p.mtu)
-                        .address(gw_mac.clone())
-                        .mcast_snooping(false)
-                        .up()
-                        .build();
-                    nl::change_link(&self.conn.handle, msg, &p.bridge).await?;
-                    changes += 1;
-                }
-                l.clone()
-            }
-            other => {
-                if let Some(l) = other {
-                    nl::del_link(&self.conn.handle, l.index, &l.name).await?;
-                    changes += 1;
-                }
-                let msg = LinkBridge::new(&p.bridge)
-                    .mtu(p.mtu)
-                    .address(gw_mac.clone())
-                    .mcast_snooping(false)
-                    .up()
-                    .build();
-                nl::create_link(&self.conn.handle, msg, &p.bridge).await?;
-                changes += 1;
-                nl::created_link(&self.conn.handle, &p.bridge).await?
-            }
+        let bridge = |b: LinkMessageBuilder<LinkBridge>| {
+            b.mtu(p.mtu)
+                .address(gw_mac.clone())
+                .mcast_snooping(false)
+                .up()
+                .build()
         };
+        let bridge_ok = |l: &Link| {
+            let snooping = l
+                .bridge
+                .iter()
+                .any(|i| matches!(i, InfoBridge::MulticastSnooping(true)));
+            l.mtu == p.mtu && l.mac == gw_mac && l.up && !snooping
+        };
+        let (br, mut changes) = nl::converge_link(
+            h,
+            (&p.bridge, links.get(&p.bridge)),
+            |l| l.is_kind(InfoKind::Bridge),
+            |l| (!bridge_ok(l)).then(|| bridge(LinkBridge::new(&p.bridge).index(l.index))),
+            || bridge(LinkBridge::new(&p.bridge)),
+        )
+        .await?;
 
-        // VXLAN device.
-        let vx_ok = |l: &Link| {
+        let vxlan_ok = |l: &Link| {
             l.is_kind(InfoKind::Vxlan)
                 && l.vxlan.contains(&InfoVxlan::Id(p.spec.vni))
                 && l.vxlan.contains(&InfoVxlan::Local(self.underlay.ip))
@@ -178,38 +163,30 @@ impl LinuxDatapath {
                 && l.vxlan.contains(&InfoVxlan::Port(VXLAN_PORT))
                 && l.vxlan.contains(&InfoVxlan::Learning(false))
         };
-        let vx = match links.get(&p.vxlan) {
-            Some(l) if vx_ok(l) => {
-                if l.mtu != p.mtu || !l.up || l.master != Some(br.index) {
-                    let msg = LinkUnspec::new_with_index(l.index)
-                        .mtu(p.mtu)
-                        .controller(br.index)
-                        .up()
-                        .build();
-                    nl::change_link(&self.conn.handle, msg, &p.vxlan).await?;
-                    changes += 1;
-                }
-                l.clone()
-            }
-            other => {
-                if let Some(l) = other {
-                    nl::del_link(&self.conn.handle, l.index, &l.name).await?;
-                    changes += 1;
-                }
-                let msg = LinkVxlan::new(&p.vxlan, p.spec.vni)
-                    .dev(self.underlay_index)
-                    .local(self.underlay.ip)
-                    .port(VXLAN_PORT)
-                    .learning(false)
-                    .mtu(p.mtu)
-                    .controller(br.index)
-                    .up()
-                    .build();
-                nl::create_link(&self.conn.handle, msg, &p.vxlan).await?;
-                changes += 1;
-                nl::created_link(&self.conn.handle, &p.vxlan).await?
-            }
+        let attached = |l: &Link| l.mtu == p.mtu && l.up && l.master == Some(br.index);
+        let attach = |l: &Link| {
+            let msg = LinkUnspec::new_with_index(l.index)
+                .mtu(p.mtu)
+                .controller(br.index);
+            msg.up().build()
         };
+        let create = || {
+            let vx = LinkVxlan::new(&p.vxlan, p.spec.vni)
+                .dev(self.underlay_index)
+                .local(self.underlay.ip)
+                .port(VXLAN_PORT)
+                .learning(false);
+            vx.mtu(p.mtu).controller(br.index).up().build()
+        };
+        let (vx, n) = nl::converge_link(
+            h,
+            (&p.vxlan, links.get(&p.vxlan)),
+            vxlan_ok,
+            |l| (!attached(l)).then(|| attach(l)),
+            create,
+        )
+        .await?;
+        changes += n;
         let port_ok = vx.port.contains(&InfoBridgePort::NeighSupress(true))
             && vx.port.contains(&InfoBridgePort::Learning(false));
         if !port_ok {
@@ -217,7 +194,7 @@ impl LinuxDatapath {
                 .neigh_suppress(true)
                 .learning(false)
                 .build();
-            nl::change_link(&self.conn.handle, msg, &format!("bridge port {}", p.vxlan)).await?;
+            nl::change_link(h, msg, &format!("bridge port {}", p.vxlan)).await?;
             changes += 1;
         }
         Ok(changes)
@@ -282,13 +259,7 @@ impl LinuxDatapath {
                 if want_vx.contains(&(mac, dst)) {
                     have_vx.insert((mac, dst));
                 } else {
-                    let msg = fdb_msg(
-                        vx.index,
-                        mac,
-                        Some(dst),
-                        NeighbourFlags::Own,
-                        NeighbourState::Permanent,
-                    );
+                    let msg = vxlan_fdb_msg(vx.index, mac, dst);
                     tally.add(self.del_neigh(msg).await.map(|()| 1));
                 }
             }
@@ -301,13 +272,7 @@ impl LinuxDatapath {
                 } else {
                     NLM_F_CREATE | NLM_F_REPLACE
                 };
-                let msg = fdb_msg(
-                    vx.index,
-                    mac,
-                    Some(dst),
-                    NeighbourFlags::Own,
-                    NeighbourState::Permanent,
-                );
+                let msg = vxlan_fdb_msg(vx.index, mac, dst);
                 tally.add(
                     (nl::ack(
                         &self.conn.handle,
@@ -334,24 +299,12 @@ impl LinuxDatapath {
                 if want_brfdb.contains(&mac) {
                     have_br.insert(mac);
                 } else {
-                    let msg = fdb_msg(
-                        vx.index,
-                        mac,
-                        None,
-                        NeighbourFlags::Controller,
-                        NeighbourState::Noarp,
-                    );
+                    let msg = bridge_fdb_msg(vx.index, mac);
                     tally.add(self.del_neigh(msg).await.map(|()| 1));
                 }
             }
             for mac in want_brfdb.difference(&have_br) {
-                let msg = fdb_msg(
-                    vx.index,
-                    *mac,
-                    None,
-                    NeighbourFlags::Controller,
-                    NeighbourState::Noarp,
-                );
+                let msg = bridge_fdb_msg(vx.index, *mac);
                 tally.add(
                     (nl::ack(
                         &self.conn.handle,
@@ -463,6 +416,28 @@ fn fdb_msg(
             .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(d)));
     }
     m
+}
+
+/// An entry of a VXLAN device's own FDB: `mac` is reached at host `dst`.
+fn vxlan_fdb_msg(index: u32, mac: [u8; 6], dst: Ipv4Addr) -> NeighbourMessage {
+    fdb_msg(
+        index,
+        mac,
+        Some(dst),
+        NeighbourFlags::Own,
+        NeighbourState::Permanent,
+    )
+}
+
+/// A static bridge FDB entry: `mac` is behind bridge port `index`.
+fn bridge_fdb_msg(index: u32, mac: [u8; 6]) -> NeighbourMessage {
+    fdb_msg(
+        index,
+        mac,
+        None,
+        NeighbourFlags::Controller,
+        NeighbourState::Noarp,
+    )
 }
 
 fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> NeighbourMessage {
