@@ -17,7 +17,8 @@
 //! Every host puts the network's gateway IP on its bridge with the MAC
 //! [`MacAddr::GATEWAY`]. It never crosses the tunnel: the `bridge <table>`
 //! table drops frames with the gateway MAC as source leaving through (or
-//! arriving from) a VXLAN port, and drops ARP arriving from a VXLAN port
+//! arriving from) a VXLAN port, frames to the gateway MAC arriving from one,
+//! and ARP arriving from a VXLAN port
 //! before it reaches the host (remote hosts' ARP for the gateway is answered
 //! by their own bridge). ARP for remote endpoints is answered locally by the
 //! bridge (`neigh_suppress` on the VXLAN port, a permanent neighbour entry

@@ -18,6 +18,11 @@
 //! Open vSwitch per lab host, is in the crate's README ("Open vSwitch
 //! datapath: operator setup").
 //!
+//! The gateway never crosses the tunnel (see `flows.rs`). The host ends of
+//! the veths are not bridge ports, so the host's own stack sees their frames
+//! too: they are set to answer no ARP (`arp_ignore=8`), else the host would
+//! answer a workload's ARP for its gateway with the veth's MAC.
+//!
 //! # Ownership
 //!
 //! The integration bridge is ours. On it, ports whose `external_ids` carry
