@@ -370,6 +370,38 @@ fn set_fields(flow: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// One host with networks a (vni 100) and b (vni 200) and endpoint e1 on
+/// a; [`OneHost::remote`] makes remote endpoints of a.
+struct OneHost {
+    lab: Lab,
+    h: String,
+    a: NetworkSpec,
+    b: NetworkSpec,
+    e1: LocalEndpoint,
+}
+
+impl OneHost {
+    fn new() -> OneHost {
+        let mut lab = Lab::new(1);
+        let h = lab.hosts[0].clone();
+        let a = net("a", 100, 10);
+        let e1 = ep(&mut lab, "e1", &a, 11);
+        OneHost {
+            lab,
+            h,
+            a,
+            b: net("b", 200, 20),
+            e1,
+        }
+    }
+
+    /// Remote endpoint `r<octet − 20>` at 10.10.0.`octet` on host 198.18.0.`host`.
+    fn remote(&self, octet: u8, host: u8) -> socketplane_datapath::RemoteEndpoint {
+        let e = local(&format!("r{}", octet - 20), &self.a, octet, "x");
+        remote_of(&e, Ipv4Addr::new(198, 18, 0, host))
+    }
+}
+
 fn ep(lab: &mut Lab, id: &str, n: &NetworkSpec, octet: u8) -> LocalEndpoint {
     let ns = lab.workload(id);
     local(id, n, octet, &ns)
@@ -532,20 +564,15 @@ fn large_packets_and_bulk_tcp(kind: Kind) {
 /// a network, and finally everything removes exactly their state.
 fn idempotent_reapply_and_prune(kind: Kind) {
     let b = Backend::new(kind);
-    let mut lab = Lab::new(1);
-    let h = lab.hosts[0].clone();
-    let a = net("a", 100, 10);
-    let bn = net("b", 200, 20);
-    let e1 = ep(&mut lab, "e1", &a, 11);
-    let r1 = remote_of(&local("r1", &a, 21, "x"), Ipv4Addr::new(198, 18, 0, 2));
-    let r2 = remote_of(&local("r2", &a, 22, "x"), Ipv4Addr::new(198, 18, 0, 3));
-    let r3 = remote_of(&local("r3", &a, 23, "x"), Ipv4Addr::new(198, 18, 0, 3));
+    let one = OneHost::new();
+    let (lab, h, a, bn, e1) = (&one.lab, &one.h, &one.a, &one.b, &one.e1);
+    let (r1, r2, r3) = (one.remote(21, 2), one.remote(22, 3), one.remote(23, 3));
     let mut d = DesiredState {
         networks: vec![a.clone(), bn.clone()],
         local: vec![e1.clone()],
         remote: vec![r1.clone(), r2.clone(), r3.clone()],
     };
-    let dp = b.start(&h);
+    let dp = b.start(h);
     assert!(dp.apply(&d).changes > 0);
     let first = Instant::now();
     assert_eq!(dp.apply(&d).changes, 0, "re-apply must make no writes");
@@ -561,23 +588,23 @@ fn idempotent_reapply_and_prune(kind: Kind) {
         (zero.clone(), "198.18.0.3".to_string()),
     ];
     want.sort();
-    assert_eq!(b.tunnel_entries(&h, 100), want);
-    assert_eq!(b.arp_entries(&h, 100).len(), 3);
+    assert_eq!(b.tunnel_entries(h, 100), want);
+    assert_eq!(b.arp_entries(h, 100).len(), 3);
 
     // Remove r2: its entries go; the flood entry to .3 stays (r3).
     d.remote.retain(|r| r.id != "r2");
     let rep = dp.apply(&d);
     assert!(rep.changes >= b.remote_removal_writes(), "{rep:?}");
     want.retain(|(m, _)| *m != mac(&r2));
-    assert_eq!(b.tunnel_entries(&h, 100), want);
-    let arp = b.arp_entries(&h, 100);
+    assert_eq!(b.tunnel_entries(h, 100), want);
+    let arp = b.arp_entries(h, 100);
     assert!(!arp.iter().any(|(ip, _)| ip == "10.10.0.22"), "{arp:?}");
     assert_eq!(arp.len(), 2);
     // Remove r3 too: no endpoint left on .3, so its flood entry goes.
     d.remote.retain(|r| r.id != "r3");
     dp.apply(&d);
     assert_eq!(
-        b.tunnel_entries(&h, 100),
+        b.tunnel_entries(h, 100),
         sorted(vec![
             ("00:00:00:00:00:00", "198.18.0.2"),
             (&mac(&r1), "198.18.0.2")
@@ -586,16 +613,16 @@ fn idempotent_reapply_and_prune(kind: Kind) {
     assert_eq!(dp.apply(&d).changes, 0);
 
     // Removing a network removes its devices and its rules.
-    assert!(nft_table_exists(&lab, &h, "inet", "socketplane"));
-    let rules = lab.exec(&h, &["nft", "list", "table", "inet", "socketplane"]);
+    assert!(nft_table_exists(lab, h, "inet", "socketplane"));
+    let rules = lab.exec(h, &["nft", "list", "table", "inet", "socketplane"]);
     assert!(rules.contains("spbr200"), "{rules}");
     d.networks.retain(|n| n.name != "b");
     assert!(dp.apply(&d).changes > 0);
     let mut want_links = b.net_devices(100);
     want_links.push(b.veth_host("e1"));
-    let links = b.links_settled(&h, &want_links);
+    let links = b.links_settled(h, &want_links);
     assert!(!links.iter().any(|l| l.ends_with("200")), "{links:?}");
-    let rules = lab.exec(&h, &["nft", "list", "table", "inet", "socketplane"]);
+    let rules = lab.exec(h, &["nft", "list", "table", "inet", "socketplane"]);
     assert!(
         !rules.contains("spbr200") && !rules.contains("10.20.0.0"),
         "{rules}"
@@ -604,10 +631,10 @@ fn idempotent_reapply_and_prune(kind: Kind) {
 
     // Removing everything leaves nothing of ours.
     dp.apply(&DesiredState::default());
-    let left = b.links_settled(&h, &[]);
+    let left = b.links_settled(h, &[]);
     assert!(left.is_empty(), "{left:?}");
-    assert!(!nft_table_exists(&lab, &h, "inet", "socketplane"));
-    assert!(!nft_table_exists(&lab, &h, "bridge", "socketplane"));
+    assert!(!nft_table_exists(lab, h, "inet", "socketplane"));
+    assert!(!nft_table_exists(lab, h, "bridge", "socketplane"));
     assert_eq!(dp.apply(&DesiredState::default()).changes, 0);
 }
 
@@ -656,31 +683,27 @@ fn restart_without_churn(kind: Kind) {
 /// was changed and leaves what is not its own.
 fn restart_after_crash_prunes_leftovers(kind: Kind) {
     let b = Backend::new(kind);
-    let mut lab = Lab::new(1);
-    let h = lab.hosts[0].clone();
-    let a = net("a", 100, 10);
-    let bn = net("b", 200, 20);
-    let e1 = ep(&mut lab, "e1", &a, 11);
-    let e2 = ep(&mut lab, "e2", &bn, 11);
-    let r1 = remote_of(&local("r1", &a, 21, "x"), Ipv4Addr::new(198, 18, 0, 2));
-    let r2 = remote_of(&local("r2", &a, 22, "x"), Ipv4Addr::new(198, 18, 0, 3));
+    let mut one = OneHost::new();
+    let e2 = ep(&mut one.lab, "e2", &one.b, 11);
+    let (lab, h, a, bn, e1) = (&one.lab, &one.h, &one.a, &one.b, &one.e1);
+    let (r1, r2) = (one.remote(21, 2), one.remote(22, 3));
     let old = DesiredState {
         networks: vec![a.clone(), bn.clone()],
         local: vec![e1.clone(), e2.clone()],
         remote: vec![r1.clone(), r2.clone()],
     };
     {
-        let dp = b.start(&h);
+        let dp = b.start(h);
         dp.apply(&old);
         // "Crash": the datapath goes away without teardown.
     }
     // Extra damage: stale forwarding entries, a wrong MTU, an address
     // removed inside a workload, and a foreign link that is not ours.
-    b.damage_forwarding(&lab, &h);
-    lab.exec(&h, &["ip", "link", "set", "spbr100", "mtu", "1400"]);
-    let e1ns = netns_name(&e1);
+    b.damage_forwarding(lab, h);
+    lab.exec(h, &["ip", "link", "set", "spbr100", "mtu", "1400"]);
+    let e1ns = netns_name(e1);
     lab.exec(&e1ns, &["ip", "addr", "flush", "dev", "eth0"]);
-    lab.exec(&h, &["ip", "link", "add", "spbrfoo", "type", "bridge"]);
+    lab.exec(h, &["ip", "link", "add", "spbrfoo", "type", "bridge"]);
 
     // New desired state: network b gone (with e2), r2 gone.
     let new = DesiredState {
@@ -688,7 +711,7 @@ fn restart_after_crash_prunes_leftovers(kind: Kind) {
         local: vec![e1.clone()],
         remote: vec![r1.clone()],
     };
-    let dp = b.restart(&h);
+    let dp = b.restart(h);
     assert!(dp.apply(&new).changes > 0);
     assert_eq!(dp.apply(&new).changes, 0);
 
@@ -696,39 +719,39 @@ fn restart_after_crash_prunes_leftovers(kind: Kind) {
     want_links.push("spbrfoo".to_string());
     want_links.push(b.veth_host("e1"));
     want_links.sort();
-    assert_eq!(b.links_settled(&h, &want_links), want_links);
+    assert_eq!(b.links_settled(h, &want_links), want_links);
     assert!(
-        lab.try_exec(&h, &["ip", "link", "show", "spbrfoo"]),
+        lab.try_exec(h, &["ip", "link", "show", "spbrfoo"]),
         "foreign link removed"
     );
     assert_eq!(
-        b.tunnel_entries(&h, 100),
+        b.tunnel_entries(h, 100),
         sorted(vec![
             ("00:00:00:00:00:00", "198.18.0.2"),
             (&r1.mac.to_string(), "198.18.0.2")
         ])
     );
     assert_eq!(
-        b.arp_entries(&h, 100),
+        b.arp_entries(h, 100),
         vec![("10.10.0.21".to_string(), r1.mac.to_string())]
     );
-    let state = b.forwarding_state(&h);
+    let state = b.forwarding_state(h);
     assert!(
         !state.contains("198.18.0.9") && !state.contains("02:00:00:00:00:99"),
         "stale forwarding state remains:\n{state}"
     );
-    let mtu = lab.exec(&h, &["cat", "/sys/class/net/spbr100/mtu"]);
+    let mtu = lab.exec(h, &["cat", "/sys/class/net/spbr100/mtu"]);
     assert_eq!(mtu.trim(), "1450");
     let addr = lab.exec(&e1ns, &["ip", "-4", "addr", "show", "dev", "eth0"]);
     assert!(addr.contains("10.10.0.11/24"), "{addr}");
-    let rules = lab.exec(&h, &["nft", "list", "table", "inet", "socketplane"]);
+    let rules = lab.exec(h, &["nft", "list", "table", "inet", "socketplane"]);
     assert!(!rules.contains("spbr200"), "{rules}");
     // And the endpoint works: it reaches its gateway.
     assert!(lab.ping(&e1ns, "10.10.0.1"));
 
     dp.teardown();
     assert_eq!(
-        b.links_settled(&h, &["spbrfoo".to_string()]),
+        b.links_settled(h, &["spbrfoo".to_string()]),
         vec!["spbrfoo".to_string()]
     );
 }
@@ -984,60 +1007,37 @@ fn gateway_never_crosses_the_tunnel(kind: Kind) {
     assert!(neigh.contains("02:53:0a:0a:00:0c"), "{neigh}");
 }
 
-/// One `#[test]` per case for datapath `$kind`.
-macro_rules! conformance {
-    ($module:ident, $kind:expr) => {
+/// One `#[test]` per case in module `$module`, run against datapath `$kind`.
+macro_rules! instantiate {
+    ($module:ident, $kind:expr, $($case:ident),*) => {
         mod $module {
-            use super::*;
-
-            #[test]
-            fn two_hosts() {
-                socketplane_testkit::require_privileged!();
-                super::two_hosts($kind)
-            }
-            #[test]
-            fn isolation() {
-                socketplane_testkit::require_privileged!();
-                super::isolation($kind)
-            }
-            #[test]
-            fn large_packets_and_bulk_tcp() {
-                socketplane_testkit::require_privileged!();
-                super::large_packets_and_bulk_tcp($kind)
-            }
-            #[test]
-            fn idempotent_reapply_and_prune() {
-                socketplane_testkit::require_privileged!();
-                super::idempotent_reapply_and_prune($kind)
-            }
-            #[test]
-            fn restart_without_churn() {
-                socketplane_testkit::require_privileged!();
-                super::restart_without_churn($kind)
-            }
-            #[test]
-            fn restart_after_crash_prunes_leftovers() {
-                socketplane_testkit::require_privileged!();
-                super::restart_after_crash_prunes_leftovers($kind)
-            }
-            #[test]
-            fn endpoint_left_in_host_namespace_for_docker() {
-                socketplane_testkit::require_privileged!();
-                super::endpoint_left_in_host_namespace_for_docker($kind)
-            }
-            #[test]
-            fn workload_on_two_networks_keeps_one_default_route() {
-                socketplane_testkit::require_privileged!();
-                super::workload_on_two_networks_keeps_one_default_route($kind)
-            }
-            #[test]
-            fn gateway_never_crosses_the_tunnel() {
-                socketplane_testkit::require_privileged!();
-                super::gateway_never_crosses_the_tunnel($kind)
-            }
+            $(
+                #[test]
+                fn $case() {
+                    socketplane_testkit::require_privileged!();
+                    super::$case($kind)
+                }
+            )*
         }
     };
 }
 
-conformance!(linux, Kind::Linux);
-conformance!(ovs, Kind::Ovs);
+/// Every case, once per datapath (`linux::…`, `ovs::…`).
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        instantiate!(linux, super::Kind::Linux, $($case),*);
+        instantiate!(ovs, super::Kind::Ovs, $($case),*);
+    };
+}
+
+conformance!(
+    two_hosts,
+    isolation,
+    large_packets_and_bulk_tcp,
+    idempotent_reapply_and_prune,
+    restart_without_churn,
+    restart_after_crash_prunes_leftovers,
+    endpoint_left_in_host_namespace_for_docker,
+    workload_on_two_networks_keeps_one_default_route,
+    gateway_never_crosses_the_tunnel,
+);

@@ -142,6 +142,14 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Why an OvsDatapath with `cfg` does not start in namespace `ns`.
+fn start_error(ns: &str, cfg: OvsConfig) -> String {
+    in_ns(ns, move || match block_on(OvsDatapath::new(cfg)) {
+        Ok(_) => panic!("the OVS datapath started"),
+        Err(e) => e.to_string(),
+    })
+}
+
 #[test]
 fn clear_errors_when_ovs_is_missing_or_misconfigured() {
     socketplane_testkit::require_privileged!();
@@ -154,16 +162,7 @@ fn clear_errors_when_ovs_is_missing_or_misconfigured() {
         ovsdb: dir.path().join("db.sock"),
         ..OvsConfig::new("eth0")
     };
-    let err = in_ns(&h, move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(OvsDatapath::new(cfg))
-            .err()
-            .unwrap()
-            .to_string()
-    });
+    let err = start_error(&h, cfg);
     assert!(err.contains("ovsdb-server"), "{err}");
     assert!(err.contains("openvswitch-switch"), "{err}");
     let missing = dir.path().join("db.sock");
@@ -176,31 +175,13 @@ fn clear_errors_when_ovs_is_missing_or_misconfigured() {
         ovsdb: o.sock(),
         ..OvsConfig::new("eth0")
     };
-    let err = in_ns(&h, move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(OvsDatapath::new(cfg))
-            .err()
-            .unwrap()
-            .to_string()
-    });
+    let err = start_error(&h, cfg);
     assert!(err.contains("br-phy"), "{err}");
 
     // ovs-vswitchd not running.
     o.stop_vswitchd();
     let cfg = o.config();
-    let err = in_ns(&h, move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(OvsDatapath::new(cfg))
-            .err()
-            .unwrap()
-            .to_string()
-    });
+    let err = start_error(&h, cfg);
     assert!(err.contains("ovs-vswitchd"), "{err}");
     drop(o);
     drop(lab);
