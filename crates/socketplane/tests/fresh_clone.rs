@@ -7,7 +7,7 @@
 //! first: if `protoc` still answers inside the namespace, the test fails
 //! rather than proving nothing.
 //!
-//! Needs root (mount namespaces); it is one test in its own binary, since
+//! Needs root (mount namespaces; skipped with a reason otherwise); it is one test in its own binary, since
 //! a full release build takes minutes and should not compete with the
 //! multi-host tests.
 
@@ -41,32 +41,9 @@ fn protoc_binaries() -> Vec<PathBuf> {
     found
 }
 
-fn is_root() -> bool {
-    euid() == 0
-}
-
-/// The effective uid, read from procfs (no extra dependency for one number).
-fn euid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(u32::MAX)
-}
-
 #[test]
 fn clean_clone_builds_without_protoc() {
-    if !is_root() {
-        assert!(
-            std::env::var("SOCKETPLANE_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-            "clean_clone_builds_without_protoc needs root (mount namespaces), and \
-             SOCKETPLANE_REQUIRE_PRIVILEGED=1 forbids skipping it"
-        );
-        eprintln!("SKIPPED clean_clone_builds_without_protoc: needs root (mount namespaces)");
-        return;
-    }
+    socketplane_testkit::require_privileged!();
     let work = tempfile::tempdir().expect("temp dir");
     let clone = work.path().join("src");
     let st = Command::new("git")
