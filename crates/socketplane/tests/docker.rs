@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::docker::{post, DockerHost, Dockerd, IMAGE};
 use common::{wait_until, TestLab};
+use socketplane_api::rest::NetworkInfo;
 use socketplane_api::EndpointRecord;
 
 fn endpoints(t: &TestLab, host: usize) -> Vec<EndpointRecord> {
@@ -592,6 +593,63 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
     drop(d2);
     drop(a1);
     drop(a2);
+}
+
+/// Issue 11: a network made with `docker network create` holds Docker's
+/// name cluster-wide at once, even when containers start on it right away
+/// (what every script does): the name is an attribute of the network, which
+/// endpoints reference by id, so using the network never pins a placeholder.
+#[test]
+fn docker_network_name_holds_cluster_wide_while_containers_start_at_once() {
+    let mut t = TestLab::start('n', 2);
+    let dh = DockerHost::start(&mut t, 0);
+    let (d, agent) = (&dh.d, &dh.agent);
+    let drv = agent.driver.as_str();
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        drv,
+        "--ipam-driver",
+        drv,
+        "--subnet",
+        "10.31.0.0/24",
+        "blue",
+    ]);
+    std::thread::scope(|s| {
+        for name in ["r1", "r2"] {
+            s.spawn(move || {
+                d.ok(&[
+                    "run", "-d", "--name", name, "--network", "blue", IMAGE, "sleep", "1000",
+                ])
+            });
+        }
+    });
+    let netns = t.lab_mut().add_workload(1, "nw1").expect("add workload");
+    let mut last = String::new();
+    let attached = wait_until(Duration::from_secs(2), || {
+        match t.sp(1, &["endpoint", "attach", "--netns", &netns, "-n", "blue"]) {
+            Ok(_) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        }
+    });
+    assert!(
+        attached,
+        "endpoint attach -n blue on another host: {last}\n{}",
+        t.agent_logs()
+    );
+    let nets: Vec<NetworkInfo> = t.sp_json(1, &["network", "list"]);
+    assert!(
+        nets.iter().any(|n| n.network.name == "blue"),
+        "network list must show blue: {nets:?}"
+    );
+    let ip1 = d.ip("r1", "blue");
+    let ip2 = d.ip("r2", "blue");
+    assert_ne!(ip1, ip2);
+    drop(dh);
 }
 
 #[test]
