@@ -5,10 +5,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use socketplane_datapath::linux::{LinuxConfig, LinuxDatapath};
 use socketplane_datapath::ovs::{self, OvsConfig, OvsDatapath};
 use socketplane_datapath::Datapath;
+
+use crate::error::{Error, Result};
 
 /// Open vSwitch settings (`--ovsdb`, `--ovs-bridge`).
 #[derive(Debug, Clone, Default)]
@@ -17,22 +18,21 @@ pub struct OvsOptions {
     pub bridge: Option<String>,
 }
 
-async fn linux(iface: &str, addr: Ipv4Addr) -> anyhow::Result<Arc<dyn Datapath>> {
+async fn linux(iface: &str, addr: Ipv4Addr) -> Result<Arc<dyn Datapath>> {
     let dp = LinuxDatapath::new(LinuxConfig {
         underlay_iface: iface.to_string(),
         underlay_ip: Some(addr),
         mtu: None,
     })
     .await
-    .context("starting the Linux datapath")?;
+    .map_err(|source| Error::Datapath {
+        what: "Linux",
+        source,
+    })?;
     Ok(Arc::new(dp))
 }
 
-async fn open_vswitch(
-    iface: &str,
-    addr: Ipv4Addr,
-    opts: &OvsOptions,
-) -> anyhow::Result<Arc<dyn Datapath>> {
+async fn open_vswitch(iface: &str, addr: Ipv4Addr, opts: &OvsOptions) -> Result<Arc<dyn Datapath>> {
     let mut cfg = OvsConfig::new(iface);
     cfg.underlay_ip = Some(addr);
     if let Some(p) = &opts.ovsdb {
@@ -43,7 +43,10 @@ async fn open_vswitch(
     }
     let dp = OvsDatapath::new(cfg)
         .await
-        .context("starting the Open vSwitch datapath")?;
+        .map_err(|source| Error::Datapath {
+            what: "Open vSwitch",
+            source,
+        })?;
     Ok(Arc::new(dp))
 }
 
@@ -52,7 +55,7 @@ pub async fn select(
     iface: &str,
     addr: Ipv4Addr,
     opts: &OvsOptions,
-) -> anyhow::Result<Arc<dyn Datapath>> {
+) -> Result<Arc<dyn Datapath>> {
     match name {
         "linux" => linux(iface, addr).await,
         "ovs" => open_vswitch(iface, addr, opts).await,
@@ -71,11 +74,13 @@ pub async fn select(
                     Ok(dp)
                 }
                 Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), "--datapath auto: Open vSwitch is present but unusable; using the Linux datapath.");
+                    tracing::warn!(error = %crate::report(&error), "--datapath auto: Open vSwitch is present but unusable; using the Linux datapath.");
                     linux(iface, addr).await
                 }
             }
         }
-        other => anyhow::bail!("unknown --datapath {other:?}: use auto, linux or ovs"),
+        other => Err(Error::Config(format!(
+            "unknown --datapath {other:?}: use auto, linux or ovs"
+        ))),
     }
 }

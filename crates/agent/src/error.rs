@@ -1,52 +1,60 @@
-//! Errors of agent operations, each with the HTTP status the local API
-//! answers with. Bad input is always a 4xx with a sentence, never a 500.
+//! Errors of starting and running the agent.
 
 use socketplane_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum OpError {
+pub enum Error {
+    /// A setting that cannot work; the message says which and why.
     #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    Config(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}")]
+    Nix {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("{what}")]
+    Store {
+        what: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("starting the {what} datapath")]
+    Datapath {
+        what: &'static str,
+        #[source]
+        source: socketplane_datapath::DatapathError,
+    },
+    #[error("starting mDNS discovery")]
+    Discovery(#[source] socketplane_discovery::DiscoveryError),
+    #[error("{what}")]
+    Cluster {
+        what: String,
+        #[source]
+        source: socketplane_cluster::Error,
+    },
+    #[cfg(feature = "docker")]
+    #[error("starting the Docker plugin")]
+    Docker(#[source] socketplane_docker::Error),
 }
 
-impl OpError {
-    pub fn status(&self) -> u16 {
-        match self {
-            OpError::Invalid(_) => 400,
-            OpError::NotFound(_) => 404,
-            OpError::Conflict(_) => 409,
-            OpError::Unavailable(_) => 503,
-            OpError::Internal(_) => 500,
-        }
+impl Error {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
     }
 }
 
-impl From<StoreError> for OpError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => OpError::Unavailable(e.to_string()),
-            StoreError::InvalidArgument(_) => OpError::Invalid(e.to_string()),
-            _ => OpError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<socketplane_ipam::IpamError> for OpError {
-    fn from(e: socketplane_ipam::IpamError) -> Self {
-        use socketplane_ipam::IpamError::*;
-        match e {
-            Exhausted(_) => OpError::Conflict(e.to_string()),
-            _ => OpError::Invalid(e.to_string()),
-        }
-    }
-}
-
-pub type OpResult<T> = Result<T, OpError>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

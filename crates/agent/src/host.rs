@@ -4,9 +4,10 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use anyhow::{bail, Context};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// Who this node is, kept in `<data-dir>/node.json` so a restarted agent
 /// is the same node.
@@ -18,25 +19,33 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn load_or_create(data_dir: &Path, name: Option<&str>) -> anyhow::Result<Identity> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    pub fn load_or_create(data_dir: &Path, name: Option<&str>) -> Result<Identity> {
+        std::fs::create_dir_all(data_dir).map_err(Error::io(format!(
+            "creating data dir {}",
+            data_dir.display()
+        )))?;
         let path = data_dir.join("node.json");
         if path.exists() {
             let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let mut identity: Identity = serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{} is corrupt; move it away to start as a new node",
+                .map_err(Error::io(format!("reading {}", path.display())))?;
+            let mut identity: Identity =
+                serde_json::from_str(&text).map_err(|source| Error::Json {
+                    what: format!(
+                        "{} is corrupt; move it away to start as a new node",
+                        path.display()
+                    ),
+                    source,
+                })?;
+            if u64::from_str_radix(&identity.id, 16).is_err() {
+                return Err(Error::Config(format!(
+                    "{} holds an invalid node id",
                     path.display()
-                )
-            })?;
-            u64::from_str_radix(&identity.id, 16)
-                .with_context(|| format!("{} holds an invalid node id", path.display()))?;
+                )));
+            }
             if let Some(name) = name {
                 if name != identity.name {
                     identity.name = name.to_string();
-                    write_atomically(&path, &serde_json::to_vec_pretty(&identity)?)?;
+                    identity.save(&path)?;
                 }
             }
             return Ok(identity);
@@ -51,8 +60,16 @@ impl Identity {
             id: format!("{id:016x}"),
             name: name.map(str::to_string).unwrap_or_else(hostname),
         };
-        write_atomically(&path, &serde_json::to_vec_pretty(&identity)?)?;
+        identity.save(&path)?;
         Ok(identity)
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(|source| Error::Json {
+            what: "encoding the node identity".into(),
+            source,
+        })?;
+        write_atomically(path, &text)
     }
 
     pub fn numeric_id(&self) -> u64 {
@@ -60,10 +77,10 @@ impl Identity {
     }
 }
 
-pub fn write_atomically(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    std::fs::write(&tmp, data).map_err(Error::io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(format!("renaming to {}", path.display())))?;
     Ok(())
 }
 
@@ -104,8 +121,11 @@ pub fn default_route_iface() -> Option<String> {
 }
 
 /// The first IPv4 address of an interface.
-pub fn iface_ipv4(iface: &str) -> anyhow::Result<Ipv4Addr> {
-    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+pub fn iface_ipv4(iface: &str) -> Result<Ipv4Addr> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|source| Error::Nix {
+        what: "listing interface addresses".into(),
+        source,
+    })?;
     for a in addrs {
         if a.interface_name != iface {
             continue;
@@ -114,20 +134,23 @@ pub fn iface_ipv4(iface: &str) -> anyhow::Result<Ipv4Addr> {
             return Ok(sin.ip());
         }
     }
-    bail!("interface {iface} has no IPv4 address")
+    Err(Error::Config(format!(
+        "interface {iface} has no IPv4 address"
+    )))
 }
 
 /// Resolves `--iface` (`auto` = the default route's interface) to an
 /// interface and its IPv4 address.
-pub fn resolve_underlay(iface: &str) -> anyhow::Result<(String, Ipv4Addr)> {
-    let name = if iface == "auto" {
-        default_route_iface().context(
-            "--iface auto: this host has no IPv4 default route; name the underlay interface with --iface",
-        )?
+pub fn resolve_underlay(iface: &str) -> Result<(String, Ipv4Addr)> {
+    let name = if iface == socketplane_api::defaults::IFACE {
+        default_route_iface().ok_or_else(|| Error::Config(
+            "--iface auto: this host has no IPv4 default route; name the underlay interface with --iface".into(),
+        ))?
     } else {
         iface.to_string()
     };
-    let ip = iface_ipv4(&name).with_context(|| format!("underlay interface {name}"))?;
+    let ip =
+        iface_ipv4(&name).map_err(|e| Error::Config(format!("underlay interface {name}: {e}")))?;
     Ok((name, ip))
 }
 
@@ -144,7 +167,7 @@ mod tests {
         assert_eq!(a.id.len(), 16);
         std::fs::write(dir.path().join("node.json"), b"garbage").unwrap();
         let err = Identity::load_or_create(dir.path(), None).unwrap_err();
-        assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 
     #[test]

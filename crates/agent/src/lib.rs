@@ -1,24 +1,43 @@
-//! The SocketPlane agent: one per host. It keeps cluster membership, serves
-//! the local API, and converges this host's datapath to the cluster state.
+//! The SocketPlane agent, one per host: wiring only. It builds the parts
+//! from the configuration, starts them in order and stops them ([`run`]).
+//! What the agent decides lives in `socketplane-cluster`; the front ends
+//! here each take a narrow handle on it:
 //!
-//! - [`agent`]: startup, membership, registration, the `Agent` handle
-//! - [`ops`]: networks, IPAM and endpoints as store transactions
-//! - [`view`]: the typed cluster view and the desired datapath state
-//! - [`reconciler`]: watch → view → datapath
-//! - [`api`]: the local REST API; [`server`]: listeners and mDNS
+//! - [`config`]: [`AgentConfig`], defaults from `socketplane_api::defaults`
+//! - [`host`]: this host's identity, underlay and routes
+//! - [`datapaths`]: `--datapath` → a datapath
+//! - [`membership`]: founding or joining, registration, `cluster …` commands
+//! - [`local_api`]: the REST API on the unix socket, on a `Cluster` and a
+//!   `Control` handle
+//! - [`cluster_port`]: the TCP port for peers and Raft
+//! - [`discovery`]: peers over mDNS
+//! - the Docker plugin (`socketplane-docker`, cargo feature `docker`)
 
-pub mod agent;
-pub mod api;
+pub mod cluster_port;
+pub mod config;
 pub mod datapaths;
-pub mod docker;
+pub mod discovery;
 pub mod error;
 pub mod host;
-pub mod ops;
-pub mod reconciler;
-pub mod server;
-pub mod view;
+pub mod local_api;
+pub mod membership;
+mod run;
 
-pub use agent::{run, Agent, AgentConfig};
+pub use config::AgentConfig;
+pub use error::{Error, Result};
+pub use run::run;
 
-/// TCP port for agent-to-agent and Raft traffic.
-pub const CLUSTER_PORT: u16 = 6675;
+/// An error with its causes, as one line for a log or a person.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -24,11 +24,23 @@ pub fn alive_prefix() -> String {
     format!("{PREFIX}alive/")
 }
 
-pub fn network(name: &str) -> String {
-    format!("{PREFIX}networks/{name}")
+/// A network record ([`crate::NetworkRecord`]), by the network's immutable
+/// id. (Before ids, this key held the network by name; the agent migrates
+/// such records on start.)
+pub fn network(id: &str) -> String {
+    format!("{PREFIX}networks/{id}")
 }
 pub fn networks() -> String {
     format!("{PREFIX}networks/")
+}
+
+/// A network's name: value is the id of the network holding it. Written in
+/// the same transaction as the network, so names are unique cluster-wide.
+pub fn network_name(name: &str) -> String {
+    format!("{PREFIX}network-names/{name}")
+}
+pub fn network_names() -> String {
+    format!("{PREFIX}network-names/")
 }
 
 /// Written by every network create and delete; creates compare on it so two
@@ -44,13 +56,29 @@ pub fn endpoints() -> String {
     format!("{PREFIX}endpoints/")
 }
 
-/// An allocated address: value is the endpoint id holding it. Uniqueness of
-/// addresses comes from compare-and-set on these keys alone.
+/// An allocated address of a network (by id): value is the endpoint id
+/// holding it. An address is free when neither this key nor its
+/// [`reservation`] exists; every allocation compares on both.
 pub fn address(network: &str, ip: Ipv4Addr) -> String {
     format!("{PREFIX}ipam/{network}/addrs/{ip}")
 }
 pub fn addresses(network: &str) -> String {
     format!("{PREFIX}ipam/{network}/addrs/")
+}
+
+/// An address reserved without an endpoint yet
+/// ([`crate::ReservationRecord`]): Docker's IPAM driver hands an address
+/// out before Docker creates the endpoint that takes it up.
+pub fn reservation(network: &str, ip: Ipv4Addr) -> String {
+    format!("{PREFIX}ipam/{network}/reserved/{ip}")
+}
+pub fn reservations(network: &str) -> String {
+    format!("{PREFIX}ipam/{network}/reserved/")
+}
+
+/// The address an [`address`] or [`reservation`] key is about.
+pub fn parse_ip(key: &str) -> Option<Ipv4Addr> {
+    key.rsplit('/').next()?.parse().ok()
 }
 
 /// A block claimed by a node (affinity only: a hint, never a guarantee).
@@ -69,6 +97,18 @@ pub fn ipam(network: &str) -> String {
     format!("{PREFIX}ipam/{network}/")
 }
 
+/// What a Docker network id on `node` maps to
+/// ([`crate::DockerNetworkRecord`]); Docker network ids are per daemon.
+pub fn docker_network(node: &str, docker_id: &str) -> String {
+    format!("{PREFIX}docker/{node}/networks/{docker_id}")
+}
+pub fn docker_networks(node: &str) -> String {
+    format!("{PREFIX}docker/{node}/networks/")
+}
+pub fn docker_prefix() -> String {
+    format!("{PREFIX}docker/")
+}
+
 /// Parses a block key's last segment back into a subnet.
 pub fn parse_block(key: &str) -> Option<Ipv4Net> {
     let last = key.rsplit('/').next()?;
@@ -84,5 +124,13 @@ mod tests {
     fn block_keys_round_trip() {
         let b: Ipv4Net = "10.1.0.64/26".parse().unwrap();
         assert_eq!(parse_block(&block("web", b)), Some(b));
+    }
+
+    #[test]
+    fn address_keys_carry_their_ip() {
+        let ip: Ipv4Addr = "10.1.0.7".parse().unwrap();
+        assert_eq!(parse_ip(&address("n1", ip)), Some(ip));
+        assert_eq!(parse_ip(&reservation("n1", ip)), Some(ip));
+        assert_ne!(address("n1", ip), reservation("n1", ip));
     }
 }

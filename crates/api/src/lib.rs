@@ -2,13 +2,16 @@
 //! ([`records`], [`keys`]), the local REST API's bodies ([`rest`]) and small
 //! value types ([`MacAddr`]).
 
+pub mod defaults;
 pub mod keys;
 pub mod mac;
 pub mod records;
 pub mod rest;
 
 pub use mac::MacAddr;
-pub use records::{EndpointRecord, NetworkRecord, NodeRecord};
+pub use records::{
+    DockerNetworkRecord, EndpointRecord, NetworkRecord, NodeRecord, ReservationRecord,
+};
 
 /// Version of the agent-to-agent protocol (mDNS TXT `v=`).
 pub const PROTOCOL_VERSION: &str = "1";

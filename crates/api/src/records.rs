@@ -20,9 +20,13 @@ pub struct NodeRecord {
     pub version: String,
 }
 
-/// A named overlay network.
+/// An overlay network. Its id never changes; its name is an attribute
+/// (unique cluster-wide, see [`crate::keys::network_name`]) that nothing
+/// else refers to, so a network can be renamed while in use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkRecord {
+    /// 16 hex digits, chosen at creation.
+    pub id: String,
     pub name: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
@@ -37,6 +41,8 @@ pub struct NetworkRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointRecord {
     pub id: String,
+    /// In the store: the network's id. In the local API's answers
+    /// ([`crate::rest::EndpointInfo`]): the network's name.
     pub network: String,
     /// Id of the node the endpoint lives on.
     pub node: String,
@@ -52,4 +58,23 @@ pub struct EndpointRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
     pub ifname: String,
+}
+
+/// An address handed out by a node's Docker IPAM driver that no endpoint
+/// holds yet (kept under [`crate::keys::reservation`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRecord {
+    /// The node whose Docker plugin reserved the address.
+    pub node: String,
+}
+
+/// What a Docker network id on one node maps to (kept under
+/// [`crate::keys::docker_network`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerNetworkRecord {
+    /// The cluster network's id.
+    pub network: String,
+    /// True when this Docker network created the cluster network; deleting
+    /// it then deletes the cluster network too (if no endpoint is left).
+    pub created: bool,
 }

@@ -34,6 +34,7 @@ pub struct NetworkInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachEndpoint {
+    /// The network's name (or its id).
     pub network: String,
     /// Network namespace to put the interface in; absent for runtimes that
     /// move it themselves.
@@ -52,8 +53,12 @@ pub struct AttachEndpoint {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointInfo {
+    /// The endpoint, with `network` the network's name (as people use it).
     #[serde(flatten)]
     pub endpoint: EndpointRecord,
+    /// The network's immutable id.
+    #[serde(default)]
+    pub network_id: String,
     pub node_name: String,
     pub host: Option<Ipv4Addr>,
     pub gateway: Ipv4Addr,

@@ -1,7 +1,6 @@
 //! `socketplane`: the CLI, and `socketplane agent`, the daemon. This file
 //! only parses the command line and dispatches to `commands/`.
 
-mod client;
 mod commands;
 mod output;
 
@@ -27,7 +26,7 @@ struct Cli {
         long,
         global = true,
         env = "SOCKETPLANE_SOCKET",
-        default_value = "/run/socketplane/socketplane.sock"
+        default_value = socketplane_api::defaults::SOCKET
     )]
     socket: PathBuf,
     /// Output format.

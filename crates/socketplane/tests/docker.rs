@@ -620,7 +620,15 @@ fn docker_network_name_holds_cluster_wide_while_containers_start_at_once() {
         for name in ["r1", "r2"] {
             s.spawn(move || {
                 d.ok(&[
-                    "run", "-d", "--name", name, "--network", "blue", IMAGE, "sleep", "1000",
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "--network",
+                    "blue",
+                    IMAGE,
+                    "sleep",
+                    "1000",
                 ])
             });
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use socketplane_agent::AgentConfig;
+use socketplane_api::defaults;
 
 use super::Context;
 
@@ -53,31 +54,35 @@ pub struct AgentFlags {
     #[arg(long, env = "BOOTSTRAP")]
     bootstrap: bool,
     /// Underlay interface, or `auto` for the default route's.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = defaults::IFACE)]
     iface: String,
     /// Join the cluster of the node at this address (IP or IP:PORT).
     #[arg(long)]
     join: Option<String>,
     /// Cluster name; nodes only join clusters of the same name.
-    #[arg(long, default_value = "socketplane", env = "SOCKETPLANE_CLUSTER")]
+    #[arg(long, default_value = defaults::CLUSTER, env = "SOCKETPLANE_CLUSTER")]
     cluster: String,
     /// Shared secret for agent-to-agent traffic (none: open cluster).
     #[arg(long, env = "SOCKETPLANE_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    #[arg(long, default_value = "/var/lib/socketplane")]
+    #[arg(long, default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
     /// Cluster port: agent-to-agent and Raft traffic.
-    #[arg(long, default_value = "0.0.0.0:6675")]
+    #[arg(long, default_value = defaults::LISTEN)]
     listen: SocketAddr,
     /// auto, linux or ovs.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = defaults::DATAPATH)]
     datapath: String,
     /// `embedded` or `etcd://host:port[,host:port]`.
-    #[arg(long, default_value = "embedded")]
+    #[arg(long, default_value = defaults::STORE)]
     store: String,
     /// Docker plugin socket, or `off`.
-    #[arg(long, default_value = "/run/docker/plugins/socketplane.sock")]
+    #[arg(long, default_value = defaults::DOCKER_PLUGIN)]
     docker_plugin: String,
+    /// Seconds a Docker endpoint no container has is kept before it is
+    /// detached (tests shorten it).
+    #[arg(long, default_value_t = defaults::DOCKER_STALE_SECS, hide = true)]
+    docker_stale_after: u64,
     /// Do not advertise or discover peers over mDNS.
     #[arg(long)]
     no_mdns: bool,
@@ -85,10 +90,10 @@ pub struct AgentFlags {
     #[arg(long, env = "SOCKETPLANE_NODE_NAME")]
     node_name: Option<String>,
     /// Seconds a silent node stays alive before its endpoints are reclaimed.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = defaults::LEASE_TTL_SECS)]
     lease_ttl: u64,
     /// Store voters: 3 or 5.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = defaults::VOTERS)]
     voters: usize,
     /// Open vSwitch database socket (default /var/run/openvswitch/db.sock).
     #[arg(long)]
@@ -116,6 +121,7 @@ impl AgentFlags {
             store: self.store.clone(),
             docker_plugin: (self.docker_plugin != "off")
                 .then(|| PathBuf::from(&self.docker_plugin)),
+            docker_stale_after: Duration::from_secs(self.docker_stale_after),
             mdns: !self.no_mdns,
             node_name: self.node_name.clone(),
             lease_ttl: Duration::from_secs(self.lease_ttl),
@@ -144,6 +150,8 @@ impl AgentFlags {
             self.store.clone(),
             "--docker-plugin".into(),
             self.docker_plugin.clone(),
+            "--docker-stale-after".into(),
+            self.docker_stale_after.to_string(),
             "--lease-ttl".into(),
             self.lease_ttl.to_string(),
             "--voters".into(),
@@ -191,7 +199,7 @@ impl AgentCmd {
         match self.action {
             None => {
                 init_logging();
-                socketplane_agent::run(self.flags.config(&ctx.socket)?).await
+                Ok(socketplane_agent::run(self.flags.config(&ctx.socket)?).await?)
             }
             Some(AgentAction::Start { flags }) => start(ctx, &flags).await,
             Some(AgentAction::Stop) => stop(&ctx.socket).await,

@@ -6,8 +6,8 @@ use clap::Subcommand;
 use socketplane_api::rest::{AttachEndpoint, EndpointInfo};
 
 use super::Context;
-use crate::client::segment;
 use crate::output::{json, table};
+use socketplane_client::segment;
 
 #[derive(Subcommand)]
 pub enum EndpointCmd {

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::client::Client;
 use crate::output::Output;
+use socketplane_client::Client;
 
 pub mod agent;
 pub mod cluster;

@@ -4,8 +4,8 @@ use clap::Subcommand;
 use socketplane_api::rest::{CreateNetwork, NetworkInfo};
 
 use super::Context;
-use crate::client::segment;
 use crate::output::{json, table};
+use socketplane_client::segment;
 
 #[derive(Subcommand)]
 pub enum NetworkCmd {

@@ -277,6 +277,9 @@ impl PluginAgent {
                     words.next();
                     argv.push(w.to_string());
                     argv.push(socket.to_string_lossy().into_owned());
+                    // Stale Docker endpoints are collected after 3 s, not 20.
+                    argv.push("--docker-stale-after".into());
+                    argv.push("3".into());
                 }
                 _ => argv.push(w.to_string()),
             }
@@ -334,7 +337,6 @@ impl PluginAgent {
         let child = Command::new(&self.cmd[0])
             .args(&self.cmd[1..])
             .env("DOCKER_HOST", &self.docker_host)
-            .env("SOCKETPLANE_DOCKER_STALE_SECS", "3")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)

@@ -15,6 +15,7 @@ pub struct ClusterView {
     pub revision: Revision,
     pub nodes: BTreeMap<String, NodeRecord>,
     pub alive: BTreeSet<String>,
+    /// By id.
     pub networks: BTreeMap<String, NetworkRecord>,
     pub endpoints: BTreeMap<String, EndpointRecord>,
 }
@@ -120,13 +121,20 @@ impl ClusterView {
         }
     }
 
+    /// A network by name.
+    pub fn network_named(&self, name: &str) -> Option<&NetworkRecord> {
+        self.networks.values().find(|n| n.name == name)
+    }
+
     /// What the datapath of node `me` must look like.
     pub fn desired_for(&self, me: &str) -> DesiredState {
         let networks = self
             .networks
             .values()
+            // The datapath knows networks by their immutable id, so a
+            // rename changes nothing on the hosts.
             .map(|n| NetworkSpec {
-                name: n.name.clone(),
+                name: n.id.clone(),
                 vni: n.vni,
                 subnet: n.subnet,
                 gateway: n.gateway,
@@ -194,6 +202,7 @@ mod tests {
     #[test]
     fn desired_state_splits_local_and_remote() {
         let net = NetworkRecord {
+            id: "web".into(),
             name: "web".into(),
             subnet: "10.2.0.0/16".parse().unwrap(),
             gateway: "10.2.0.1".parse().unwrap(),

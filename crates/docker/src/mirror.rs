@@ -6,49 +6,44 @@
 //! network's name is a conflict: reported in the log, never overwritten.
 //!
 //! Docker is found at `DOCKER_HOST` (`unix://PATH`) or
-//! `/var/run/docker.sock`. The mirror polls both sides every second, so a
+//! `/var/run/docker.sock`. The mirror polls both sides every second (ten
+//! times a second while a network made from Docker waits for its Docker
+//! name), so a
 //! Docker daemon that is absent, starts later or restarts is picked up on
 //! the next round; the agent works without Docker meanwhile.
 
 use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::{Docker, API_DEFAULT_VERSION};
-use socketplane_api::{keys, EndpointRecord};
+use socketplane_api::{DockerNetworkRecord, NetworkRecord};
+use tokio::sync::Notify;
 
-use super::plugin::NetworkMapping;
-use crate::agent::Agent;
+use crate::backend::Backend;
+use crate::names::{docker_network_name, placeholder_name, NETWORK_LABEL};
 
-/// Label on mirrored Docker networks: the cluster network's name.
-pub const NETWORK_LABEL: &str = "io.socketplane.network";
 const PERIOD: Duration = Duration::from_secs(1);
-/// A Docker endpoint no container has for this long is stale (a container
-/// start takes far less between CreateEndpoint and running). Tests shorten
-/// it with `SOCKETPLANE_DOCKER_STALE_SECS`.
-fn stale_after() -> Duration {
-    std::env::var("SOCKETPLANE_DOCKER_STALE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(20))
-}
+/// While a network made from Docker still has its placeholder name.
+const ADOPT_PERIOD: Duration = Duration::from_millis(100);
 const STALE_RESERVATION: Duration = Duration::from_secs(60);
 const DEFAULT_DOCKER: &str = "unix:///var/run/docker.sock";
 
-/// The name a cluster network has in Docker: its own, except `default`,
-/// which Docker reserves; that one is `DRIVER-default`.
-pub fn docker_network_name(driver: &str, network: &str) -> String {
-    if network == "default" {
-        format!("{driver}-default")
-    } else {
-        network.to_string()
-    }
+/// The mirror's settings.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// The driver name (the plugin socket's file stem).
+    pub driver: String,
+    /// The Docker API endpoint, `unix://PATH`.
+    pub docker_host: String,
+    /// A Docker endpoint no container has for this long is stale.
+    pub stale_after: Duration,
 }
 
-/// The Docker API endpoint the mirror talks to.
+/// The Docker API endpoint: `DOCKER_HOST` (`unix://PATH`) or the default.
 pub fn docker_host() -> String {
     std::env::var("DOCKER_HOST")
         .ok()
@@ -57,47 +52,53 @@ pub fn docker_host() -> String {
 }
 
 struct Mirror {
-    agent: Arc<Agent>,
-    driver: String,
-    host: String,
+    backend: Arc<dyn Backend>,
+    config: MirrorConfig,
     docker: Option<Docker>,
     /// Problems already logged (logged again only after they clear).
     reported: HashSet<String>,
     docker_up: Option<bool>,
     /// Docker endpoints no container has, since when.
     missing: HashMap<String, Instant>,
-    /// Address keys reserved by this node's plugin, since when.
-    reserved: HashMap<String, Instant>,
+    /// Reservations of this node, since when.
+    reserved: HashMap<(String, Ipv4Addr), Instant>,
+    /// A network made from Docker still waits for its Docker name.
+    adopting: bool,
 }
 
-/// Runs until aborted.
-pub async fn run(agent: Arc<Agent>, driver: String) {
-    let host = docker_host();
+/// Runs until aborted. `created` wakes it when the plugin made a network
+/// under a placeholder name.
+pub async fn run(backend: Arc<dyn Backend>, config: MirrorConfig, created: Arc<Notify>) {
+    let host = config.docker_host.clone();
     if !host.starts_with("unix://") && !host.starts_with('/') {
         tracing::warn!(%host, "Network mirroring needs a unix:// DOCKER_HOST; not mirroring.");
         return;
     }
     let mut m = Mirror {
-        agent,
-        driver,
-        host,
+        backend,
+        config,
         docker: None,
         reported: HashSet::new(),
         docker_up: None,
         missing: HashMap::new(),
         reserved: HashMap::new(),
+        adopting: false,
     };
     loop {
         let up = m.round().await;
         if m.docker_up != Some(up) {
             if up {
-                tracing::info!(docker = %m.host, "Mirroring SocketPlane networks into Docker.");
+                tracing::info!(docker = %host, "Mirroring SocketPlane networks into Docker.");
             } else {
-                tracing::info!(docker = %m.host, "Docker is not reachable; will keep trying.");
+                tracing::info!(docker = %host, "Docker is not reachable; will keep trying.");
             }
             m.docker_up = Some(up);
         }
-        tokio::time::sleep(PERIOD).await;
+        let period = if m.adopting { ADOPT_PERIOD } else { PERIOD };
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = created.notified() => {}
+        }
     }
 }
 
@@ -106,7 +107,11 @@ impl Mirror {
         if let Some(d) = &self.docker {
             return Some(d.clone());
         }
-        let path = self.host.trim_start_matches("unix://").to_string();
+        let path = self
+            .config
+            .docker_host
+            .trim_start_matches("unix://")
+            .to_string();
         let d = Docker::connect_with_unix(&path, 30, API_DEFAULT_VERSION).ok()?;
         let d = d.negotiate_version().await.ok()?;
         self.docker = Some(d.clone());
@@ -122,9 +127,9 @@ impl Mirror {
 
     /// One reconciliation; false when Docker could not be reached.
     async fn round(&mut self) -> bool {
-        let Ok(ops) = self.agent.ops().cloned() else {
+        if self.backend.member().is_err() {
             return true; // not a cluster member yet: nothing to mirror
-        };
+        }
         let Some(docker) = self.client().await else {
             return false;
         };
@@ -136,75 +141,82 @@ impl Mirror {
                 return false;
             }
         };
-        let (Ok(nets), Ok(listing)) = (
-            ops.list_networks().await,
-            ops.store()
-                .list(&super::network_key(self.agent.node_id(), ""))
-                .await,
-        ) else {
+        let (Ok(nets), Ok(mappings)) =
+            (self.backend.networks().await, self.backend.mappings().await)
+        else {
             return true; // the store is unavailable: try next round
         };
-        let mappings: HashMap<String, NetworkMapping> = listing
-            .kvs
-            .iter()
-            .filter_map(|kv| {
-                let id = kv.key.rsplit('/').next()?.to_string();
-                Some((id, serde_json::from_slice(&kv.value).ok()?))
-            })
-            .collect();
-        let cluster: HashSet<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+        let by_id: HashMap<&str, &NetworkRecord> =
+            nets.iter().map(|n| (n.id.as_str(), n)).collect();
+        let by_name: HashMap<&str, &NetworkRecord> =
+            nets.iter().map(|n| (n.name.as_str(), n)).collect();
+        let driver = self.config.driver.clone();
         let mut seen = HashSet::new();
+        self.adopting = false;
 
-        // Docker networks of ours whose cluster network is gone.
+        // Which cluster networks the Docker networks of ours stand for;
+        // the others (their cluster network is gone, or a mirrored copy
+        // under a name the network no longer has) are removed.
         let mut represented: HashSet<String> = HashSet::new();
         for dn in &docker_nets {
-            if dn.driver.as_deref() != Some(self.driver.as_str()) {
+            if dn.driver.as_deref() != Some(driver.as_str()) {
                 continue;
             }
             let (Some(id), Some(name)) = (dn.id.as_deref(), dn.name.as_deref()) else {
                 continue;
             };
-            // Docker does not tell drivers a network's name: a network made
-            // with `docker network create` without `-o name=` starts as
-            // docker-ID12 and takes Docker's name here, while unused.
-            if let Some(m) = mappings.get(id) {
-                let placeholder = super::plugin::placeholder_name(id);
-                if m.created && m.network == placeholder && name != placeholder {
-                    if let Some(renamed) = self.adopt_name(&ops, id, &placeholder, name).await {
-                        represented.insert(renamed);
+            let mirrored = dn
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(NETWORK_LABEL));
+            let target = match mappings.get(id) {
+                Some(m) => by_id.get(m.network.as_str()).copied(),
+                None if name
+                    == docker_network_name(&driver, socketplane_api::defaults::NETWORK) =>
+                {
+                    by_name.get(socketplane_api::defaults::NETWORK).copied()
+                }
+                None => by_name.get(name).copied(),
+            };
+            if let Some(n) = target {
+                // Docker does not tell drivers a network's name: a network
+                // made with `docker network create` without `-o name=`
+                // starts as docker-ID12 and takes Docker's name here.
+                if let Some(m) = mappings.get(id) {
+                    if m.created && n.name == placeholder_name(id) && name != n.name {
+                        self.adopt_name(m, &n.name, name).await;
+                        represented.insert(n.id.clone());
                         continue;
                     }
                 }
-            }
-            let target = match mappings.get(id) {
-                Some(m) => m.network.clone(),
-                None if name == docker_network_name(&self.driver, "default") => "default".into(),
-                None => name.to_string(),
-            };
-            if cluster.contains(target.as_str()) {
-                represented.insert(target);
-                continue;
+                if !mirrored || name == docker_network_name(&driver, &n.name) {
+                    represented.insert(n.id.clone());
+                    continue;
+                }
             }
             match docker.remove_network(id).await {
                 Ok(()) => {
-                    tracing::info!(network = %name, "Removed the Docker network of a deleted SocketPlane network.")
+                    tracing::info!(network = %name, "Removed a Docker network whose SocketPlane network is gone or renamed.")
                 }
                 Err(e) => self.report(
                     &mut seen,
-                    format!("Docker network {name:?} belongs to a deleted SocketPlane network but cannot be removed: {e}"),
+                    format!("Docker network {name:?} stands for a deleted or renamed SocketPlane network but cannot be removed: {e}"),
                 ),
             }
         }
 
         for n in &nets {
-            if represented.contains(&n.name) {
+            if represented.contains(&n.id) {
                 continue;
             }
-            let name = docker_network_name(&self.driver, &n.name);
+            let name = docker_network_name(&driver, &n.name);
             if let Some(other) = docker_nets
                 .iter()
                 .find(|dn| dn.name.as_deref() == Some(name.as_str()))
             {
+                if other.driver.as_deref() == Some(driver.as_str()) {
+                    continue; // being replaced this round
+                }
                 self.report(
                     &mut seen,
                     format!(
@@ -217,9 +229,9 @@ impl Mirror {
             }
             let req = NetworkCreateRequest {
                 name: name.clone(),
-                driver: Some(self.driver.clone()),
+                driver: Some(driver.clone()),
                 ipam: Some(Ipam {
-                    driver: Some(self.driver.clone()),
+                    driver: Some(driver.clone()),
                     config: Some(vec![IpamConfig {
                         subnet: Some(n.subnet.to_string()),
                         gateway: Some(n.gateway.to_string()),
@@ -243,34 +255,29 @@ impl Mirror {
                 ),
             }
         }
+        // Networks made from Docker whose Docker name is not known yet
+        // (Docker lists a network only after the driver created it).
+        self.adopting = mappings.iter().any(|(id, m)| {
+            m.created
+                && by_id
+                    .get(m.network.as_str())
+                    .is_some_and(|n| n.name == placeholder_name(id))
+                && !docker_nets
+                    .iter()
+                    .any(|dn| dn.id.as_deref() == Some(id.as_str()))
+        });
         // Problems that cleared may be reported again if they come back.
         self.reported.retain(|m| seen.contains(m));
-        self.containers_round(&docker, &ops).await;
+        self.containers_round(&docker).await;
         true
     }
 
-    /// Renames the placeholder cluster network to Docker's name; returns
-    /// the name the Docker network now maps to.
-    async fn adopt_name(
-        &mut self,
-        ops: &crate::ops::Ops,
-        docker_id: &str,
-        placeholder: &str,
-        name: &str,
-    ) -> Option<String> {
-        match ops.rename_unused_network(placeholder, name).await {
-            Ok(_) => {
-                let mapping = NetworkMapping {
-                    network: name.to_string(),
-                    created: true,
-                };
-                let value = serde_json::to_vec(&mapping).ok()?;
-                let key = super::network_key(self.agent.node_id(), docker_id);
-                if let Err(error) = ops.store().put(&key, value).await {
-                    tracing::warn!(%error, "Could not record the renamed Docker network.");
-                }
-                Some(name.to_string())
-            }
+    /// Gives the cluster network made from a Docker network that Docker
+    /// network's name. Endpoints refer to networks by id, so this holds
+    /// while containers already use it.
+    async fn adopt_name(&mut self, mapping: &DockerNetworkRecord, placeholder: &str, name: &str) {
+        match self.backend.rename_network(&mapping.network, name).await {
+            Ok(_) => {}
             Err(e) => {
                 let msg = format!(
                     "Docker network {name:?} stays SocketPlane network {placeholder:?}: {e}"
@@ -278,7 +285,6 @@ impl Mirror {
                 if self.reported.insert(msg.clone()) {
                     tracing::info!("{msg}");
                 }
-                None
             }
         }
     }
@@ -288,8 +294,8 @@ impl Mirror {
     /// collects what a crash of Docker or of the agent left behind: Docker
     /// endpoints no container has any more, and address reservations no
     /// endpoint took up.
-    async fn containers_round(&mut self, docker: &Docker, ops: &crate::ops::Ops) {
-        let Ok(eps) = ops.list_endpoints().await else {
+    async fn containers_round(&mut self, docker: &Docker) {
+        let Ok(eps) = self.backend.own_endpoints().await else {
             return;
         };
         let opts = ListContainersOptionsBuilder::new().all(true).build();
@@ -313,18 +319,17 @@ impl Mirror {
                 }
             }
         }
-        let node = self.agent.node_id().to_string();
-        let ours: Vec<&EndpointRecord> = eps
-            .iter()
-            .filter(|e| e.node == node && e.netns.is_none() && is_docker_id(&e.id))
-            .collect();
         let now = Instant::now();
         let mut still_missing = HashMap::new();
-        for ep in ours {
+        for ep in eps
+            .iter()
+            .filter(|e| e.netns.is_none() && is_docker_id(&e.id))
+        {
             match known.get(&ep.id) {
                 Some((name, id)) => {
                     if ep.container_id.is_none() {
-                        if let Err(error) = ops
+                        if let Err(error) = self
+                            .backend
                             .set_endpoint_owner(&ep.id, name.clone(), id.clone())
                             .await
                         {
@@ -334,9 +339,9 @@ impl Mirror {
                 }
                 None => {
                     let since = self.missing.get(&ep.id).copied().unwrap_or(now);
-                    if now.duration_since(since) >= stale_after() {
+                    if now.duration_since(since) >= self.config.stale_after {
                         tracing::info!(endpoint = %ep.id, ip = %ep.ip, "No Docker container has this endpoint any more; detaching it.");
-                        let _ = ops.detach(&ep.id).await;
+                        let _ = self.backend.detach(&ep.id).await;
                     } else {
                         still_missing.insert(ep.id.clone(), since);
                     }
@@ -347,27 +352,18 @@ impl Mirror {
 
         // Reservations: an address is reserved only between Docker's
         // RequestAddress and CreateEndpoint, a fraction of a second.
-        let holder = ops.reservation_holder();
-        let mut still_reserved = HashMap::new();
-        let Ok(nets) = ops.list_networks().await else {
+        let Ok(reservations) = self.backend.own_reservations().await else {
             return;
         };
-        for n in nets {
-            let Ok(addrs) = ops.store().list(&keys::addresses(&n.name)).await else {
-                continue;
-            };
-            for kv in addrs.kvs.iter().filter(|kv| kv.value == holder.as_bytes()) {
-                let since = self.reserved.get(&kv.key).copied().unwrap_or(now);
-                let ip = kv.key.rsplit('/').next().and_then(|s| s.parse().ok());
-                match ip {
-                    Some(ip) if now.duration_since(since) >= STALE_RESERVATION => {
-                        tracing::info!(network = %n.name, %ip, "Releasing an address reservation no endpoint took up.");
-                        let _ = ops.release_reservation(&n.name, ip).await;
-                    }
-                    _ => {
-                        still_reserved.insert(kv.key.clone(), since);
-                    }
-                }
+        let mut still_reserved = HashMap::new();
+        for r in reservations {
+            let key = (r.network.clone(), r.ip);
+            let since = self.reserved.get(&key).copied().unwrap_or(now);
+            if now.duration_since(since) >= STALE_RESERVATION {
+                tracing::info!(network = %r.network, ip = %r.ip, "Releasing an address reservation no endpoint took up.");
+                let _ = self.backend.release_reservation(&r.network, r.ip).await;
+            } else {
+                still_reserved.insert(key, since);
             }
         }
         self.reserved = still_reserved;

@@ -15,7 +15,8 @@ use socketplane_datapath::Datapath;
 use socketplane_store::{Revision, Store, StoreError};
 use tokio::sync::watch;
 
-use crate::ops::Ops;
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
 use crate::view::ClusterView;
 
 /// How often the datapath is re-applied even without changes.
@@ -35,16 +36,16 @@ pub struct ReconcilerHandle {
 impl ReconcilerHandle {
     /// Waits until the datapath reflects `revision` (e.g. an attach just
     /// written), or the timeout passes.
-    pub async fn wait_applied(&self, revision: Revision, timeout: Duration) -> Result<(), String> {
+    pub async fn wait_applied(&self, revision: Revision, timeout: Duration) -> Result<()> {
         let mut applied = self.applied.clone();
         let wait = async move { applied.wait_for(|r| *r >= revision).await.is_ok() };
         match tokio::time::timeout(timeout, wait).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err("the agent is shutting down".into()),
-            Err(_) => Err(match self.last_error.borrow().clone() {
+            Ok(false) => Err(Error::Unavailable("the agent is shutting down".into())),
+            Err(_) => Err(Error::Internal(match self.last_error.borrow().clone() {
                 Some(e) => format!("the datapath has not converged: {e}"),
                 None => "the datapath has not converged in time".into(),
-            }),
+            })),
         }
     }
 }
@@ -52,7 +53,7 @@ impl ReconcilerHandle {
 pub struct Reconciler {
     store: Arc<dyn Store>,
     datapath: Arc<dyn Datapath>,
-    ops: Arc<Ops>,
+    cluster: Arc<Cluster>,
     node_id: String,
     view_tx: watch::Sender<Arc<ClusterView>>,
     applied_tx: watch::Sender<Revision>,
@@ -63,12 +64,9 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn new(
-        store: Arc<dyn Store>,
-        datapath: Arc<dyn Datapath>,
-        ops: Arc<Ops>,
-        node_id: String,
-    ) -> (Self, ReconcilerHandle) {
+    pub fn new(cluster: Arc<Cluster>, datapath: Arc<dyn Datapath>) -> (Self, ReconcilerHandle) {
+        let store = cluster.store().clone();
+        let node_id = cluster.node_id().to_string();
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::default()));
         let (applied_tx, applied) = watch::channel(0);
         let (error_tx, last_error) = watch::channel(None);
@@ -76,7 +74,7 @@ impl Reconciler {
             Reconciler {
                 store,
                 datapath,
-                ops,
+                cluster,
                 node_id,
                 view_tx,
                 applied_tx,
@@ -194,7 +192,7 @@ impl Reconciler {
         {
             return;
         }
-        let ops = self.ops.clone();
+        let ops = self.cluster.clone();
         let collecting = self.collecting.clone();
         tokio::spawn(async move {
             for node in dead {

@@ -15,38 +15,37 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
-use socketplane_api::{MacAddr, NetworkRecord};
+use socketplane_api::{DockerNetworkRecord, MacAddr, NetworkRecord};
+use socketplane_cluster::ErrorKind;
 use socketplane_ipam::{overlaps, parse_subnet, Pool};
+use tokio::sync::Notify;
 
-use super::network_key;
-use super::protocol::*;
-use crate::agent::Agent;
-use crate::error::OpError;
-use crate::ops::Ops;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::names::placeholder_name;
+use crate::protocol::*;
 
 /// Docker's requests are small; anything bigger is refused.
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long CreateEndpoint waits for the local datapath to create the veth.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub fn router(agent: Arc<Agent>) -> Router {
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Plugin {
+    pub backend: Arc<dyn Backend>,
+    /// Notified when a network was created under a placeholder name, so the
+    /// mirror looks up its Docker name at once.
+    pub created: Arc<Notify>,
+}
+
+pub fn router(plugin: Plugin) -> Router {
     Router::new()
         .fallback(dispatch)
         .layer(DefaultBodyLimit::disable())
-        .with_state(agent)
-}
-
-/// What a Docker network id maps to (the value of [`network_key`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NetworkMapping {
-    /// The cluster network's name.
-    pub network: String,
-    /// True when this Docker network created the cluster network; deleting
-    /// it then deletes the cluster network too (if no endpoint is left).
-    pub created: bool,
+        .with_state(plugin)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -55,13 +54,7 @@ enum Api {
     Ipam,
 }
 
-type HandlerResult = Result<Value, String>;
-
-/// The cluster name of a network created from Docker before its Docker
-/// name is known (the mirror renames it): `docker-` and 12 digits of the id.
-pub fn placeholder_name(docker_id: &str) -> String {
-    format!("docker-{}", docker_id.chars().take(12).collect::<String>())
-}
+type HandlerResult = Result<Value>;
 
 fn reply(api: Api, status: StatusCode, err: &str) -> Response {
     let body = match api {
@@ -77,12 +70,7 @@ fn bad_request(status: StatusCode, err: &str) -> Response {
     (status, Json(json!({ "Err": err, "Error": err }))).into_response()
 }
 
-async fn dispatch(
-    State(agent): State<Arc<Agent>>,
-    method: Method,
-    uri: Uri,
-    body: Body,
-) -> Response {
+async fn dispatch(State(plugin): State<Plugin>, method: Method, uri: Uri, body: Body) -> Response {
     let path = uri.path().to_string();
     let api = if path.starts_with("/IpamDriver.") {
         Api::Ipam
@@ -108,7 +96,7 @@ async fn dispatch(
     macro_rules! call {
         ($handler:ident) => {
             match parse(method_name, &bytes) {
-                Ok(req) => $handler(&agent, req).await,
+                Ok(req) => $handler(&plugin, req).await,
                 Err(resp) => return resp,
             }
         };
@@ -151,6 +139,7 @@ async fn dispatch(
     match result {
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
         Err(e) => {
+            let e = e.report();
             tracing::warn!(method = %method_name, error = %e, "Docker plugin call failed.");
             reply(api, StatusCode::OK, &e)
         }
@@ -167,90 +156,72 @@ fn parse<T: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<T, Response>
     })
 }
 
-fn ops(agent: &Agent) -> Result<&Arc<Ops>, String> {
-    agent.ops().map_err(|e| e.to_string())
-}
-
-fn check_id(kind: &str, id: &str) -> Result<(), String> {
+fn check_id(kind: &str, id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(format!("invalid Docker {kind} id {id:?}"));
+        return Err(Error::Invalid(format!("invalid Docker {kind} id {id:?}")));
     }
     Ok(())
 }
 
 /// "10.0.0.5" or "10.0.0.5/24".
-fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr, String> {
+fn parse_ip(what: &str, s: &str) -> Result<Ipv4Addr> {
     let addr = s.split_once('/').map(|(a, _)| a).unwrap_or(s);
-    addr.parse()
-        .map_err(|_| format!("invalid {what} {s:?}: SocketPlane networks are IPv4 only"))
+    addr.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "invalid {what} {s:?}: SocketPlane networks are IPv4 only"
+        ))
+    })
 }
 
 fn cidr(ip: Ipv4Addr, subnet: Ipv4Net) -> String {
     format!("{ip}/{}", subnet.prefix_len())
 }
 
-async fn mapping(agent: &Agent, docker_id: &str) -> Result<Option<NetworkMapping>, String> {
-    let ops = ops(agent)?;
-    let kv = ops
-        .store()
-        .get(&network_key(agent.node_id(), docker_id))
-        .await
-        .map_err(|e| e.to_string())?;
-    match kv {
-        Some(kv) => serde_json::from_slice(&kv.value)
-            .map(Some)
-            .map_err(|e| format!("the record of Docker network {docker_id} does not parse: {e}")),
-        None => Ok(None),
-    }
-}
-
 /// The cluster network behind a Docker network id.
-async fn network_of(agent: &Agent, docker_id: &str) -> Result<NetworkRecord, String> {
+async fn network_of(p: &Plugin, docker_id: &str) -> Result<NetworkRecord> {
     check_id("network", docker_id)?;
-    let Some(m) = mapping(agent, docker_id).await? else {
-        return Err(format!(
+    let Some(m) = p.backend.mapping(docker_id).await? else {
+        return Err(Error::Invalid(format!(
             "unknown Docker network id {docker_id:?}: it was not created with the SocketPlane driver on this host"
-        ));
+        )));
     };
-    match ops(agent)?.get_network(&m.network).await {
-        Ok((n, _)) => Ok(n),
-        Err(OpError::NotFound(_)) => Err(format!(
-            "SocketPlane network {:?} (of Docker network {docker_id}) no longer exists",
+    match p.backend.network(&m.network).await {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::Invalid(format!(
+            "the SocketPlane network of Docker network {docker_id} (id {}) no longer exists",
             m.network
-        )),
-        Err(e) => Err(e.to_string()),
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
-async fn network_by_subnet(
-    agent: &Agent,
-    subnet: Ipv4Net,
-) -> Result<Option<NetworkRecord>, String> {
-    let nets = ops(agent)?
-        .list_networks()
-        .await
-        .map_err(|e| e.to_string())?;
+async fn network_by_subnet(p: &Plugin, subnet: Ipv4Net) -> Result<Option<NetworkRecord>> {
+    let nets = p.backend.networks().await?;
     Ok(nets.into_iter().find(|n| n.subnet == subnet))
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
 }
 
 // ----- network driver -----
 
-async fn create_network(agent: &Agent, req: CreateNetworkRequest) -> HandlerResult {
+async fn create_network(p: &Plugin, req: CreateNetworkRequest) -> HandlerResult {
     check_id("network", &req.network_id)?;
-    let ops = ops(agent)?;
-    if mapping(agent, &req.network_id).await?.is_some() {
+    p.backend.member()?;
+    if p.backend.mapping(&req.network_id).await?.is_some() {
         return Ok(json!({}));
     }
     if !req.ipv6_data.is_empty() {
-        return Err("SocketPlane networks are IPv4 only: drop --ipv6".into());
+        return Err(invalid("SocketPlane networks are IPv4 only: drop --ipv6"));
     }
     let [data] = req.ipv4_data.as_slice() else {
-        return Err(format!(
+        return Err(invalid(format!(
             "a SocketPlane network has exactly one IPv4 subnet; got {}",
             req.ipv4_data.len()
-        ));
+        )));
     };
-    let subnet = parse_subnet(&data.pool).map_err(|e| e.to_string())?;
+    let subnet = parse_subnet(&data.pool).map_err(socketplane_cluster::Error::from)?;
     let gateway = if data.gateway.is_empty() {
         None
     } else {
@@ -263,23 +234,37 @@ async fn create_network(agent: &Agent, req: CreateNetworkRequest) -> HandlerResu
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
-    let record = match network_by_subnet(agent, subnet).await? {
+    let mut placeholder = false;
+    let (record, name) = match network_by_subnet(p, subnet).await? {
         Some(existing) => {
             if gateway.is_some_and(|g| g != existing.gateway) {
-                return Err(format!(
+                return Err(invalid(format!(
                     "SocketPlane network {:?} with subnet {subnet} has gateway {}",
                     existing.name, existing.gateway
-                ));
+                )));
             }
-            NetworkMapping {
-                network: existing.name,
+            let record = DockerNetworkRecord {
+                network: existing.id,
                 created: false,
-            }
+            };
+            (record, existing.name)
         }
         None => {
-            let name = option("name").unwrap_or_else(|| placeholder_name(&req.network_id));
+            // Docker does not tell drivers the network's name: without
+            // `-o name=`, the mirror gives it Docker's name once Docker
+            // lists the network (a fraction of a second from now).
+            let name = match option("name") {
+                Some(name) => name,
+                None => {
+                    placeholder = true;
+                    placeholder_name(&req.network_id)
+                }
+            };
             let mtu = match option("mtu") {
-                Some(m) => Some(m.parse().map_err(|_| format!("invalid mtu option {m:?}"))?),
+                Some(m) => Some(
+                    m.parse()
+                        .map_err(|_| invalid(format!("invalid mtu option {m:?}")))?,
+                ),
                 None => None,
             };
             let create = CreateNetwork {
@@ -288,37 +273,32 @@ async fn create_network(agent: &Agent, req: CreateNetworkRequest) -> HandlerResu
                 gateway,
                 mtu,
             };
-            ops.create_network(&create)
-                .await
-                .map_err(|e| e.to_string())?;
-            NetworkMapping {
-                network: name,
+            let network = p.backend.create_network(&create).await?;
+            let record = DockerNetworkRecord {
+                network: network.id,
                 created: true,
-            }
+            };
+            (record, name)
         }
     };
-    let value = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-    ops.store()
-        .put(&network_key(agent.node_id(), &req.network_id), value)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(docker_network = %req.network_id, network = %record.network, created = record.created, "Docker network mapped.");
+    p.backend.put_mapping(&req.network_id, &record).await?;
+    if placeholder {
+        p.created.notify_one();
+    }
+    tracing::info!(docker_network = %req.network_id, network = %name, id = %record.network, created = record.created, "Docker network mapped.");
     Ok(json!({}))
 }
 
-async fn delete_network(agent: &Agent, req: NetworkRequest) -> HandlerResult {
+async fn delete_network(p: &Plugin, req: NetworkRequest) -> HandlerResult {
     check_id("network", &req.network_id)?;
-    let ops = ops(agent)?;
-    let Some(m) = mapping(agent, &req.network_id).await? else {
+    let Some(m) = p.backend.mapping(&req.network_id).await? else {
         return Ok(json!({}));
     };
-    ops.store()
-        .delete(&network_key(agent.node_id(), &req.network_id))
-        .await
-        .map_err(|e| e.to_string())?;
+    p.backend.delete_mapping(&req.network_id).await?;
     if m.created {
-        match ops.delete_network(&m.network, false).await {
-            Ok(_) | Err(OpError::NotFound(_)) => {}
+        match p.backend.delete_network(&m.network).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::info!(network = %m.network, reason = %e, "Keeping the cluster network of a deleted Docker network.")
             }
@@ -327,13 +307,12 @@ async fn delete_network(agent: &Agent, req: NetworkRequest) -> HandlerResult {
     Ok(json!({}))
 }
 
-async fn create_endpoint(agent: &Agent, req: CreateEndpointRequest) -> HandlerResult {
-    let network = network_of(agent, &req.network_id).await?;
+async fn create_endpoint(p: &Plugin, req: CreateEndpointRequest) -> HandlerResult {
+    let network = network_of(p, &req.network_id).await?;
     check_id("endpoint", &req.endpoint_id)?;
-    let ops = ops(agent)?;
     let iface = req.interface.unwrap_or_default();
     if !iface.address_ipv6.is_empty() {
-        return Err("SocketPlane networks are IPv4 only".into());
+        return Err(invalid("SocketPlane networks are IPv4 only"));
     }
     let ip = if iface.address.is_empty() {
         None
@@ -341,18 +320,20 @@ async fn create_endpoint(agent: &Agent, req: CreateEndpointRequest) -> HandlerRe
         Some(parse_ip("address", &iface.address)?)
     };
     let attach = AttachEndpoint {
-        network: network.name.clone(),
+        network: network.id.clone(),
         ip,
         ..Default::default()
     };
-    let (record, revision) = ops
-        .attach_reserved(&attach, req.endpoint_id.clone())
+    let record = p
+        .backend
+        .attach_reserved(&attach, req.endpoint_id.clone(), CONVERGE_TIMEOUT)
         .await
-        .map_err(|e| e.to_string())?;
-    if let Err(e) = agent.wait_applied(revision, CONVERGE_TIMEOUT).await {
-        let _ = ops.detach(&record.id).await;
-        return Err(format!("the datapath did not create the interface: {e}"));
-    }
+        .map_err(|e| match e.kind() {
+            ErrorKind::Internal => {
+                invalid(format!("the datapath did not create the interface: {e}"))
+            }
+            _ => e.into(),
+        })?;
     let mut out = EndpointInterface::default();
     if iface.address.is_empty() {
         out.address = cidr(record.ip, network.subnet);
@@ -366,38 +347,41 @@ async fn create_endpoint(agent: &Agent, req: CreateEndpointRequest) -> HandlerRe
     Ok(json!(CreateEndpointResponse { interface }))
 }
 
-async fn endpoint_info(agent: &Agent, req: EndpointRequest) -> HandlerResult {
+async fn endpoint_info(p: &Plugin, req: EndpointRequest) -> HandlerResult {
     let mut value = std::collections::BTreeMap::new();
-    if let Ok((ep, _)) = ops(agent)?.get_endpoint(&req.endpoint_id).await {
-        value.insert("network".to_string(), ep.network);
+    p.backend.member()?;
+    if let Ok(ep) = p.backend.endpoint(&req.endpoint_id).await {
+        let network = match p.backend.network(&ep.network).await {
+            Ok(n) => n.name,
+            Err(_) => ep.network,
+        };
+        value.insert("network".to_string(), network);
         value.insert("ip".to_string(), ep.ip.to_string());
         value.insert("mac".to_string(), ep.mac.to_string());
     }
     Ok(json!(EndpointInfoResponse { value }))
 }
 
-async fn delete_endpoint(agent: &Agent, req: EndpointRequest) -> HandlerResult {
+async fn delete_endpoint(p: &Plugin, req: EndpointRequest) -> HandlerResult {
     check_id("endpoint", &req.endpoint_id)?;
-    match ops(agent)?.detach(&req.endpoint_id).await {
-        Ok(_) | Err(OpError::NotFound(_)) => Ok(json!({})),
-        Err(e) => Err(e.to_string()),
+    match p.backend.detach(&req.endpoint_id).await {
+        Ok(()) => Ok(json!({})),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(json!({})),
+        Err(e) => Err(e.into()),
     }
 }
 
-async fn join(agent: &Agent, req: JoinRequest) -> HandlerResult {
-    let network = network_of(agent, &req.network_id).await?;
+async fn join(p: &Plugin, req: JoinRequest) -> HandlerResult {
+    let network = network_of(p, &req.network_id).await?;
     check_id("endpoint", &req.endpoint_id)?;
-    let (ep, _) = ops(agent)?
-        .get_endpoint(&req.endpoint_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    if ep.network != network.name {
-        return Err(format!(
-            "endpoint {} is on network {:?}, not {:?}",
-            ep.id, ep.network, network.name
-        ));
+    let ep = p.backend.endpoint(&req.endpoint_id).await?;
+    if ep.network != network.id {
+        return Err(invalid(format!(
+            "endpoint {} is not on network {:?}",
+            ep.id, network.name
+        )));
     }
-    let names = agent.datapath().endpoint_ifnames(&ep.id);
+    let names = p.backend.endpoint_ifnames(&ep.id);
     Ok(json!(JoinResponse {
         interface_name: InterfaceName {
             src_name: names.peer,
@@ -408,34 +392,35 @@ async fn join(agent: &Agent, req: JoinRequest) -> HandlerResult {
     }))
 }
 
-async fn leave(agent: &Agent, req: EndpointRequest) -> HandlerResult {
-    network_of(agent, &req.network_id).await?;
+async fn leave(p: &Plugin, req: EndpointRequest) -> HandlerResult {
+    network_of(p, &req.network_id).await?;
     Ok(json!({}))
 }
 
 // ----- IPAM -----
 
-async fn request_pool(agent: &Agent, req: RequestPoolRequest) -> HandlerResult {
+async fn request_pool(p: &Plugin, req: RequestPoolRequest) -> HandlerResult {
     if req.v6 {
-        return Err("SocketPlane networks are IPv4 only: drop --ipv6".into());
+        return Err(invalid("SocketPlane networks are IPv4 only: drop --ipv6"));
     }
     if req.pool.is_empty() {
-        return Err("the SocketPlane IPAM driver needs a subnet: pass --subnet".into());
+        return Err(invalid(
+            "the SocketPlane IPAM driver needs a subnet: pass --subnet",
+        ));
     }
     if !req.sub_pool.is_empty() {
-        return Err("the SocketPlane IPAM driver does not support --ip-range".into());
+        return Err(invalid(
+            "the SocketPlane IPAM driver does not support --ip-range",
+        ));
     }
-    let subnet = parse_subnet(&req.pool).map_err(|e| e.to_string())?;
-    let nets = ops(agent)?
-        .list_networks()
-        .await
-        .map_err(|e| e.to_string())?;
+    let subnet = parse_subnet(&req.pool).map_err(socketplane_cluster::Error::from)?;
+    let nets = p.backend.networks().await?;
     if !nets.iter().any(|n| n.subnet == subnet) {
         if let Some(other) = nets.iter().find(|n| overlaps(n.subnet, subnet)) {
-            return Err(format!(
+            return Err(invalid(format!(
                 "subnet {subnet} overlaps SocketPlane network {:?} ({})",
                 other.name, other.subnet
-            ));
+            )));
         }
     }
     Ok(json!(RequestPoolResponse {
@@ -445,30 +430,32 @@ async fn request_pool(agent: &Agent, req: RequestPoolRequest) -> HandlerResult {
     }))
 }
 
-fn pool_subnet(pool_id: &str) -> Result<Ipv4Net, String> {
-    parse_subnet(pool_id).map_err(|_| format!("unknown SocketPlane pool id {pool_id:?}"))
+fn pool_subnet(pool_id: &str) -> Result<Ipv4Net> {
+    parse_subnet(pool_id).map_err(|_| invalid(format!("unknown SocketPlane pool id {pool_id:?}")))
 }
 
-async fn request_address(agent: &Agent, req: RequestAddressRequest) -> HandlerResult {
+async fn request_address(p: &Plugin, req: RequestAddressRequest) -> HandlerResult {
     let subnet = pool_subnet(&req.pool_id)?;
     let wanted = if req.address.is_empty() {
         None
     } else {
         Some(parse_ip("address", &req.address)?)
     };
-    let network = network_by_subnet(agent, subnet).await?;
+    let network = network_by_subnet(p, subnet).await?;
     let is_gateway =
         req.options.get(REQUEST_ADDRESS_TYPE).map(String::as_str) == Some(GATEWAY_ADDRESS_TYPE);
     if is_gateway {
         let gateway = match (&network, wanted) {
             (Some(n), Some(w)) if w != n.gateway => {
-                return Err(format!(
+                return Err(invalid(format!(
                     "SocketPlane network {:?} has gateway {}, not {w}",
                     n.name, n.gateway
-                ))
+                )))
             }
             (Some(n), _) => n.gateway,
-            (None, w) => Pool::new(subnet, w).map_err(|e| e.to_string())?.gateway(),
+            (None, w) => Pool::new(subnet, w)
+                .map_err(socketplane_cluster::Error::from)?
+                .gateway(),
         };
         return Ok(json!(RequestAddressResponse {
             address: cidr(gateway, subnet),
@@ -476,29 +463,25 @@ async fn request_address(agent: &Agent, req: RequestAddressRequest) -> HandlerRe
         }));
     }
     let Some(network) = network else {
-        return Err(format!("no SocketPlane network has subnet {subnet}"));
+        return Err(invalid(format!(
+            "no SocketPlane network has subnet {subnet}"
+        )));
     };
-    let ip = ops(agent)?
-        .reserve_address(&network.name, wanted)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ip = p.backend.reserve_address(&network.id, wanted).await?;
     Ok(json!(RequestAddressResponse {
         address: cidr(ip, subnet),
         data: Default::default(),
     }))
 }
 
-async fn release_address(agent: &Agent, req: ReleaseAddressRequest) -> HandlerResult {
+async fn release_address(p: &Plugin, req: ReleaseAddressRequest) -> HandlerResult {
     let subnet = pool_subnet(&req.pool_id)?;
     let ip = parse_ip("address", &req.address)?;
-    let Some(network) = network_by_subnet(agent, subnet).await? else {
+    let Some(network) = network_by_subnet(p, subnet).await? else {
         return Ok(json!({}));
     };
     if ip != network.gateway {
-        ops(agent)?
-            .release_reservation(&network.name, ip)
-            .await
-            .map_err(|e| e.to_string())?;
+        p.backend.release_reservation(&network.id, ip).await?;
     }
     Ok(json!({}))
 }

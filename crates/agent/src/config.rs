@@ -1,0 +1,60 @@
+//! The agent's settings (the `socketplane agent` flags), with the defaults
+//! of `socketplane_api::defaults`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use socketplane_api::defaults;
+
+use crate::datapaths::OvsOptions;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub bootstrap: bool,
+    /// Underlay interface, or "auto" for the default route's.
+    pub iface: String,
+    pub join: Option<String>,
+    pub cluster: String,
+    pub token: Option<String>,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub listen: SocketAddr,
+    /// "auto", "linux" or "ovs".
+    pub datapath: String,
+    /// "embedded" or "etcd://host:port[,host:port]".
+    pub store: String,
+    pub docker_plugin: Option<PathBuf>,
+    /// A Docker endpoint no container has for this long is detached.
+    pub docker_stale_after: Duration,
+    pub mdns: bool,
+    pub node_name: Option<String>,
+    /// How long a silent node stays alive in the store.
+    pub lease_ttl: Duration,
+    pub max_voters: usize,
+    pub ovs: OvsOptions,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            bootstrap: false,
+            iface: defaults::IFACE.into(),
+            join: None,
+            cluster: defaults::CLUSTER.into(),
+            token: None,
+            data_dir: defaults::DATA_DIR.into(),
+            socket: defaults::SOCKET.into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], defaults::CLUSTER_PORT)),
+            datapath: defaults::DATAPATH.into(),
+            store: defaults::STORE.into(),
+            docker_plugin: None,
+            docker_stale_after: Duration::from_secs(defaults::DOCKER_STALE_SECS),
+            mdns: true,
+            node_name: None,
+            lease_ttl: Duration::from_secs(defaults::LEASE_TTL_SECS),
+            max_voters: defaults::VOTERS,
+            ovs: Default::default(),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The local REST API on the agent's unix socket (`/v1/...`), documented in
+//! `docs/openapi.yaml`. It works through two narrow handles: the
+//! [`Cluster`] for networks and endpoints, and [`Control`] for this node's
+//! membership. Bodies are parsed by hand so malformed JSON gets the same
+//! JSON error shape as every other failure.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use socketplane_api::rest::{
+    AgentInfo, ApiError, AttachEndpoint, BindRequest, ClusterStatus, CreateNetwork, EndpointInfo,
+    JoinRequest, NetworkInfo,
+};
+use socketplane_cluster::{Cluster, ErrorKind};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// Requests larger than this are refused: nothing we take is bigger.
+pub const MAX_BODY: usize = 64 * 1024;
+/// How long an attach or detach waits for the local datapath.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// This node's membership, as the API drives it.
+#[async_trait]
+pub trait Control: Send + Sync + 'static {
+    fn info(&self) -> AgentInfo;
+    async fn status(&self) -> socketplane_cluster::Result<ClusterStatus>;
+    async fn join(&self, addr: &str) -> socketplane_cluster::Result<()>;
+    async fn leave(&self) -> socketplane_cluster::Result<()>;
+    fn bind(&self, iface: &str) -> socketplane_cluster::Result<()>;
+}
+
+#[derive(Clone)]
+struct Api {
+    cluster: Arc<Cluster>,
+    control: Arc<dyn Control>,
+}
+
+impl Api {
+    fn cluster(&self) -> ApiResult<&Cluster> {
+        Ok(self.cluster.member()?)
+    }
+}
+
+/// An error as the API answers it: a status and a sentence.
+struct ApiFailure(socketplane_cluster::Error);
+
+impl From<socketplane_cluster::Error> for ApiFailure {
+    fn from(e: socketplane_cluster::Error) -> Self {
+        ApiFailure(e)
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let status = match self.0.kind() {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let error = crate::report(&self.0);
+        (status, Json(ApiError { error })).into_response()
+    }
+}
+
+type ApiResult<T> = std::result::Result<T, ApiFailure>;
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiFailure(socketplane_cluster::Error::Invalid(format!(
+            "malformed request body: {e}"
+        )))
+    })
+}
+
+fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/cluster", get(cluster_status))
+        .route("/v1/cluster/join", post(cluster_join))
+        .route("/v1/cluster/leave", post(cluster_leave))
+        .route("/v1/cluster/bind", post(cluster_bind))
+        .route("/v1/networks", get(list_networks).post(create_network))
+        .route(
+            "/v1/networks/{name}",
+            get(network_info).delete(delete_network),
+        )
+        .route("/v1/endpoints", get(list_endpoints).post(attach))
+        .route("/v1/endpoints/{id}", get(endpoint_info).delete(detach))
+        .fallback(|| async {
+            ApiFailure(socketplane_cluster::Error::NotFound(
+                "no such API path".into(),
+            ))
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api)
+}
+
+/// Serves the API on `path` (mode 0600) until the task is aborted.
+pub async fn serve(
+    path: &Path,
+    cluster: Arc<Cluster>,
+    control: Arc<dyn Control>,
+) -> Result<JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    }
+    // A socket left by a crashed agent would make bind fail.
+    if path.exists() {
+        std::fs::remove_file(path)
+            .map_err(Error::io(format!("removing stale {}", path.display())))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(Error::io(format!(
+        "binding the local API socket {}",
+        path.display()
+    )))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(Error::io(format!("restricting {}", path.display())))?;
+    tracing::info!(socket = %path.display(), "Serving the local API.");
+    let app = router(Api { cluster, control });
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "The local API server stopped.");
+        }
+    }))
+}
+
+async fn info(State(api): State<Api>) -> impl IntoResponse {
+    Json(api.control.info())
+}
+
+async fn cluster_status(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(api.control.status().await?))
+}
+
+async fn cluster_join(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoResponse> {
+    let req: JoinRequest = parse_body(&body)?;
+    api.control.join(&req.addr).await?;
+    Ok(Json(api.control.info()))
+}
+
+async fn cluster_leave(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
+    api.control.leave().await?;
+    Ok(Json(api.control.info()))
+}
+
+async fn cluster_bind(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoResponse> {
+    let req: BindRequest = parse_body(&body)?;
+    api.control.bind(&req.iface)?;
+    Ok(Json(api.control.info()))
+}
+
+async fn list_networks(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
+    let cluster = api.cluster()?;
+    let endpoints = cluster.list_endpoints().await?;
+    let networks = cluster.list_networks().await?;
+    Ok(Json(
+        networks
+            .into_iter()
+            .map(|n| NetworkInfo {
+                endpoints: endpoints.iter().filter(|e| e.network == n.id).count(),
+                network: n,
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+async fn create_network(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoResponse> {
+    let req: CreateNetwork = parse_body(&body)?;
+    let net = api.cluster()?.create_network(&req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NetworkInfo {
+            network: net,
+            endpoints: 0,
+        }),
+    ))
+}
+
+async fn network_info(
+    State(api): State<Api>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let cluster = api.cluster()?;
+    let (network, _) = cluster.find_network(&name).await?;
+    let endpoints = cluster
+        .list_endpoints()
+        .await?
+        .iter()
+        .filter(|e| e.network == network.id)
+        .count();
+    Ok(Json(NetworkInfo { network, endpoints }))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_network(
+    State(api): State<Api>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let cluster = api.cluster()?;
+    let rev = cluster.delete_network(&name, q.force).await?;
+    cluster.wait_applied(rev, CONVERGE_TIMEOUT).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    local: bool,
+    /// A network's name or id.
+    network: Option<String>,
+}
+
+async fn list_endpoints(
+    State(api): State<Api>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let cluster = api.cluster()?;
+    let network = match &q.network {
+        Some(n) => match cluster.find_network(n).await {
+            Ok((network, _)) => Some(network.id),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Json(Vec::new())),
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let mut out: Vec<EndpointInfo> = Vec::new();
+    for ep in cluster.list_endpoints().await? {
+        if q.local && ep.node != cluster.node_id() {
+            continue;
+        }
+        if network.as_ref().is_some_and(|n| n != &ep.network) {
+            continue;
+        }
+        out.push(cluster.endpoint_info(ep).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn attach(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoResponse> {
+    let req: AttachEndpoint = parse_body(&body)?;
+    let cluster = api.cluster()?;
+    let (ep, rev) = cluster.attach(&req, None).await?;
+    if let Err(error) = cluster.wait_applied(rev, CONVERGE_TIMEOUT).await {
+        // Do not leave a half-made endpoint holding an address.
+        if let Err(undo) = cluster.detach(&ep.id).await {
+            tracing::warn!(endpoint = %ep.id, error = %undo, "Could not roll back a failed attach.");
+        }
+        return Err(error.into());
+    }
+    Ok((StatusCode::CREATED, Json(cluster.endpoint_info(ep).await?)))
+}
+
+async fn endpoint_info(
+    State(api): State<Api>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<EndpointInfo>> {
+    let cluster = api.cluster()?;
+    let (ep, _) = cluster.get_endpoint(&id).await?;
+    Ok(Json(cluster.endpoint_info(ep).await?))
+}
+
+async fn detach(
+    State(api): State<Api>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let cluster = api.cluster()?;
+    let rev = cluster.detach(&id).await?;
+    cluster.wait_applied(rev, CONVERGE_TIMEOUT).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

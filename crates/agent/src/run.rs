@@ -1,0 +1,186 @@
+//! Wiring: builds the parts from the configuration, starts them in order
+//! (datapath, store, cluster port, local API, Docker, discovery, then
+//! membership, which starts the reconciler), and stops them on SIGTERM,
+//! SIGINT or `cluster leave`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socketplane_cluster::Cluster;
+use socketplane_discovery::Advertisement;
+use socketplane_store::Store;
+use socketplane_store_raft::{EmbeddedConfig, EmbeddedStore};
+use tokio::sync::{mpsc, Notify};
+
+use crate::cluster_port::{self, ClusterPort};
+use crate::config::AgentConfig;
+use crate::error::{Error, Result};
+use crate::host::{self, Identity};
+use crate::membership::{parse_peer, Node};
+
+/// Opens the store backend named by `--store`.
+async fn open_store(
+    cfg: &AgentConfig,
+    identity: &Identity,
+    advertise: SocketAddr,
+) -> Result<(Arc<dyn Store>, Option<Arc<EmbeddedStore>>)> {
+    if cfg.store == socketplane_api::defaults::STORE {
+        let mut config = EmbeddedConfig::new(
+            identity.numeric_id(),
+            cfg.cluster.clone(),
+            cfg.data_dir.join("store"),
+            advertise,
+        );
+        config.token = cfg.token.clone();
+        config.max_voters = cfg.max_voters;
+        let embedded = EmbeddedStore::open(config)
+            .await
+            .map_err(|source| Error::Store {
+                what: "opening the embedded store".into(),
+                source,
+            })?;
+        let store: Arc<dyn Store> = embedded.clone();
+        return Ok((store, Some(embedded)));
+    }
+    if cfg.store.starts_with("etcd://") {
+        let etcd = socketplane_store::etcd::EtcdStore::from_url(&cfg.store)
+            .await
+            .map_err(|source| Error::Store {
+                what: format!("connecting to {}", cfg.store),
+                source,
+            })?;
+        return Ok((Arc::new(etcd), None));
+    }
+    Err(Error::Config(format!(
+        "unknown --store {:?}: use `embedded` or `etcd://host:port[,host:port]`",
+        cfg.store
+    )))
+}
+
+/// The Docker front end, if built in and configured. Stops and removes
+/// its socket when dropped.
+#[cfg(feature = "docker")]
+async fn start_docker(
+    cfg: &AgentConfig,
+    node: &Node,
+) -> Result<Option<socketplane_docker::PluginServer>> {
+    let Some(socket) = &cfg.docker_plugin else {
+        return Ok(None);
+    };
+    let backend = Arc::new(socketplane_docker::ClusterBackend::new(
+        node.cluster.clone(),
+        node.datapath.clone(),
+    ));
+    let config = socketplane_docker::PluginConfig {
+        socket: socket.clone(),
+        docker_host: socketplane_docker::mirror::docker_host(),
+        stale_after: cfg.docker_stale_after,
+    };
+    socketplane_docker::serve(backend, config)
+        .await
+        .map(Some)
+        .map_err(Error::Docker)
+}
+
+#[cfg(not(feature = "docker"))]
+async fn start_docker(cfg: &AgentConfig, _node: &Node) -> Result<Option<()>> {
+    if cfg.docker_plugin.is_some() {
+        tracing::warn!("This agent is built without Docker support (cargo feature `docker`); not serving the Docker plugin.");
+    }
+    Ok(None)
+}
+
+/// Runs the agent until SIGTERM/SIGINT or `cluster leave`.
+pub async fn run(mut cfg: AgentConfig) -> Result<()> {
+    if cfg.max_voters != 3 && cfg.max_voters != 5 {
+        return Err(Error::Config("--voters must be 3 or 5".into()));
+    }
+    let identity = Identity::load_or_create(&cfg.data_dir, cfg.node_name.as_deref())?;
+    if cfg.iface == socketplane_api::defaults::IFACE {
+        if let Ok(bound) = std::fs::read_to_string(cfg.data_dir.join("iface")) {
+            cfg.iface = bound.trim().to_string();
+        }
+    }
+    let (iface, addr) = host::resolve_underlay(&cfg.iface)?;
+    tracing::info!(node = %identity.name, id = %identity.id, %iface, %addr, cluster = %cfg.cluster, "Starting the agent.");
+    if cfg.token.is_none() {
+        tracing::warn!("No cluster token set: any host on this network can join the cluster.");
+    }
+    let advertise = SocketAddr::from((addr, cfg.listen.port()));
+    let datapath = crate::datapaths::select(&cfg.datapath, &iface, addr, &cfg.ovs).await?;
+    let (store, embedded) = open_store(&cfg, &identity, advertise).await?;
+    let cluster = Arc::new(Cluster::new(
+        store,
+        identity.id.clone(),
+        cfg.cluster.clone(),
+    ));
+    let (join_tx, join_rx) = mpsc::unbounded_channel();
+    let shutdown = Arc::new(Notify::new());
+    let node = Arc::new(Node {
+        cluster: cluster.clone(),
+        identity: identity.clone(),
+        iface: iface.clone(),
+        addr,
+        cluster_port: cfg.listen.port(),
+        datapath,
+        embedded: embedded.clone(),
+        open_cluster: cfg.token.is_none(),
+        data_dir: cfg.data_dir.clone(),
+        lease_ttl: cfg.lease_ttl,
+        join_tx: join_tx.clone(),
+        shutdown: shutdown.clone(),
+    });
+
+    let cluster_server = cluster_port::serve(ClusterPort {
+        listen: cfg.listen,
+        token: cfg.token.clone(),
+        cluster: cfg.cluster.clone(),
+        node_id: identity.id.clone(),
+        node_name: identity.name.clone(),
+        ready: cluster.subscribe_ready(),
+        store_routes: embedded.as_ref().map(|e| e.router()),
+    })
+    .await?;
+    let api_server = crate::local_api::serve(&cfg.socket, cluster.clone(), node.clone()).await?;
+    let docker_plugin = start_docker(&cfg, &node).await?;
+    let discovery = if cfg.mdns {
+        let ad = Advertisement {
+            node_name: identity.name.clone(),
+            node_id: identity.id.clone(),
+            cluster: cfg.cluster.clone(),
+            addr,
+            port: cfg.listen.port(),
+            iface: iface.clone(),
+        };
+        Some(crate::discovery::start(ad, join_tx.clone())?)
+    } else {
+        None
+    };
+    if let Some(addr) = &cfg.join {
+        let peer = parse_peer(addr).map_err(|e| Error::Config(format!("--join: {e}")))?;
+        let _ = join_tx.send(peer);
+    }
+    let member = tokio::spawn(node.clone().become_member(cfg.bootstrap, join_rx));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(Error::io("installing the SIGTERM handler"))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping; the datapath keeps forwarding."),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; the datapath keeps forwarding."),
+        _ = shutdown.notified() => {}
+    }
+    // Stop in reverse order.
+    member.abort();
+    if let Some(d) = discovery {
+        // Sends goodbye packets; may block for a few seconds.
+        let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
+    }
+    drop(docker_plugin);
+    api_server.abort();
+    cluster_server.abort();
+    let _ = std::fs::remove_file(&cfg.socket);
+    if let Some(embedded) = &embedded {
+        embedded.shutdown().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! What a SocketPlane agent decides, with no HTTP in it: networks,
+//! endpoints, the one address-allocation routine, Docker reservations,
+//! reclaim of dead nodes, the cluster view and the reconciler that
+//! converges this host's datapath to it. Front ends (the local API, the
+//! Docker plugin, the cluster port) take a [`Cluster`] handle or a narrower
+//! one of their own; they never see the agent.
+//!
+//! - [`cluster`]: the [`Cluster`] handle, readiness, waiting for the datapath
+//! - [`networks`], [`endpoints`], [`reservations`], [`reclaim`], [`nodes`]:
+//!   its operations, one concern each, all through [`alloc`] for addresses
+//! - [`migrate`]: the store layout upgrade run at start
+//! - [`view`], [`reconciler`]: watch → view → datapath
+//! - [`error`]: [`Error`] and its [`ErrorKind`]
+
+pub mod alloc;
+pub mod cluster;
+pub mod endpoints;
+pub mod error;
+pub mod migrate;
+pub mod names;
+pub mod networks;
+pub mod nodes;
+pub mod reclaim;
+pub mod reconciler;
+mod records;
+pub mod reservations;
+pub mod view;
+
+pub use cluster::Cluster;
+pub use error::{Error, ErrorKind, Result};
+pub use reconciler::{Reconciler, ReconcilerHandle};
+pub use view::ClusterView;

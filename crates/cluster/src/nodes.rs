@@ -1,0 +1,181 @@
+//! This node in the cluster: its registration with a liveness lease, the
+//! `default` network every cluster has, and the cluster's status.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use socketplane_api::rest::{ClusterStatus, CreateNetwork, NodeStatus, StoreHealth};
+use socketplane_api::{defaults, keys, NodeRecord};
+use socketplane_store::{LeaseId, MemberRole, Op, StoreError, Txn};
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::records;
+
+impl Cluster {
+    /// Writes this node's record and its liveness key on a fresh lease.
+    pub async fn register(&self, record: &NodeRecord, ttl: Duration) -> Result<LeaseId> {
+        let lease = self.store.lease_grant(ttl).await?;
+        self.store
+            .txn(
+                Txn::new()
+                    .then(Op::put(keys::node(&record.id), records::encode(record)?))
+                    .then(Op::put_with_lease(
+                        keys::alive(&record.id),
+                        ttl.as_secs().to_string(),
+                        lease,
+                    )),
+            )
+            .await?;
+        Ok(lease)
+    }
+
+    /// Keeps the liveness lease alive; registers again if it expired
+    /// meanwhile (e.g. after a long partition). Runs until dropped.
+    pub async fn keep_alive(&self, record: NodeRecord, ttl: Duration, mut lease: LeaseId) {
+        let period = ttl / 3;
+        loop {
+            tokio::time::sleep(period).await;
+            match self.store.lease_keep_alive(lease).await {
+                Ok(()) => {}
+                Err(StoreError::LeaseNotFound(_)) => {
+                    tracing::warn!("Our liveness lease expired; registering again.");
+                    match self.register(&record, ttl).await {
+                        Ok(l) => lease = l,
+                        Err(error) => tracing::warn!(%error, "Re-registering failed."),
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "Could not renew the liveness lease."),
+            }
+        }
+    }
+
+    /// The `default` network exists as soon as a cluster does: 10.1.0.0/16
+    /// unless that overlaps one of `routes` (this host's), else the first
+    /// free 10.x.0.0/16 from 10.100.
+    pub async fn ensure_default_network(&self, routes: &[Ipv4Net]) -> Result<()> {
+        let exists = || async {
+            Ok::<_, Error>(
+                self.store
+                    .get(&keys::network_name(defaults::NETWORK))
+                    .await?
+                    .is_some(),
+            )
+        };
+        if exists().await? {
+            return Ok(());
+        }
+        let candidates = std::iter::once(1u8).chain(100..=250);
+        for second in candidates {
+            let subnet = Ipv4Net::new(Ipv4Addr::new(10, second, 0, 0), 16)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            if routes
+                .iter()
+                .filter(|r| r.prefix_len() > 0)
+                .any(|r| socketplane_ipam::overlaps(*r, subnet))
+            {
+                continue;
+            }
+            let req = CreateNetwork {
+                name: defaults::NETWORK.into(),
+                subnet: subnet.to_string(),
+                gateway: None,
+                mtu: None,
+            };
+            match self.create_network(&req).await {
+                Ok(_) => return Ok(()),
+                // Another node created it first, or the subnet is used by
+                // another network: check again / try the next one.
+                Err(Error::Conflict(_)) => {
+                    if exists().await? {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Conflict(
+            "no free 10.x.0.0/16 for the default network".into(),
+        ))
+    }
+
+    /// Members, their liveness and store roles. `external_store`: the
+    /// store is not replicated by the agents (etcd), so nodes are clients.
+    pub async fn status(&self, external_store: bool) -> Result<ClusterStatus> {
+        let status = self.store.status().await?;
+        let nodes = self.store.list(&keys::nodes()).await?;
+        let alive: BTreeSet<String> = self
+            .store
+            .list(&keys::alive_prefix())
+            .await?
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
+            .collect();
+        let role_of = |node_hex: &str| -> String {
+            let numeric = u64::from_str_radix(node_hex, 16).ok();
+            let member = status.members.iter().find(|m| {
+                m.id == node_hex || (numeric.is_some() && m.id.parse::<u64>().ok() == numeric)
+            });
+            match member.map(|m| m.role) {
+                Some(MemberRole::Leader) => "leader".into(),
+                Some(MemberRole::Voter) => "voter".into(),
+                Some(MemberRole::Replica) => "replica".into(),
+                None if external_store => "client".into(),
+                None => "none".into(),
+            }
+        };
+        let mut out = Vec::new();
+        for kv in &nodes.kvs {
+            let Ok(node) = serde_json::from_slice::<NodeRecord>(&kv.value) else {
+                continue;
+            };
+            out.push(NodeStatus {
+                alive: alive.contains(&node.id),
+                role: role_of(&node.id),
+                id: node.id,
+                name: node.name,
+                addr: node.addr,
+                datapath: node.datapath,
+            });
+        }
+        Ok(ClusterStatus {
+            cluster: self.name().to_string(),
+            this_node: self.node_id.clone(),
+            nodes: out,
+            store: StoreHealth {
+                backend: status.backend,
+                healthy: status.healthy,
+                // The store names members by number; show node ids.
+                leader: status.leader.map(|l| match l.parse::<u64>() {
+                    Ok(n) => format!("{n:016x}"),
+                    Err(_) => l,
+                }),
+                revision: status.revision,
+            },
+        })
+    }
+
+    /// Removes this node's endpoints and records: it leaves for good.
+    pub async fn deregister(&self) -> Result<()> {
+        let id = self.node_id.clone();
+        for ep in self
+            .list_endpoints()
+            .await?
+            .into_iter()
+            .filter(|e| e.node == id)
+        {
+            self.detach(&ep.id).await?;
+        }
+        self.store
+            .txn(
+                Txn::new()
+                    .then(Op::delete(keys::alive(&id)))
+                    .then(Op::delete(keys::node(&id))),
+            )
+            .await?;
+        Ok(())
+    }
+}
