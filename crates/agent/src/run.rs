@@ -82,8 +82,12 @@ async fn start_docker(
         .map_err(Error::Docker)
 }
 
+/// Stands in for the Docker plugin server when built without it.
 #[cfg(not(feature = "docker"))]
-async fn start_docker(cfg: &AgentConfig, _node: &Node) -> Result<Option<()>> {
+struct NoDocker;
+
+#[cfg(not(feature = "docker"))]
+async fn start_docker(cfg: &AgentConfig, _node: &Node) -> Result<Option<NoDocker>> {
     if cfg.docker_plugin.is_some() {
         tracing::warn!("This agent is built without Docker support (cargo feature `docker`); not serving the Docker plugin.");
     }

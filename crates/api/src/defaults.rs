@@ -5,8 +5,6 @@
 pub const SOCKET: &str = "/run/socketplane/socketplane.sock";
 /// TCP port for agent-to-agent and Raft traffic.
 pub const CLUSTER_PORT: u16 = 6675;
-/// Where the cluster port listens.
-pub const LISTEN: &str = "0.0.0.0:6675";
 /// The agent's state.
 pub const DATA_DIR: &str = "/var/lib/socketplane";
 /// The Docker plugin socket (legacy plugin discovery: the driver is named

@@ -1,8 +1,8 @@
 //! [`Cluster`]: this node's handle on the cluster state. Its operations are
-//! split by concern over the crate's modules ([`crate::networks`],
-//! [`crate::endpoints`], [`crate::reservations`], [`crate::reclaim`],
-//! [`crate::nodes`]); every write is one compare-and-set transaction, with
-//! every check done before it, so bad input and races change nothing.
+//! split by concern over the crate's modules (networks, endpoints,
+//! reservations, reclaim, nodes); every write is one compare-and-set
+//! transaction, with every check done before it, so bad input and races
+//! change nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -11,8 +11,8 @@ use std::time::Duration;
 use socketplane_store::{Revision, Store};
 use tokio::sync::{watch, Mutex};
 
+use crate::convergence::ReconcilerHandle;
 use crate::error::{Error, Result};
-use crate::reconciler::ReconcilerHandle;
 use crate::view::ClusterView;
 
 /// How often a transaction that lost a race is retried before giving up.

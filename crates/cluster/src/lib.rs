@@ -9,11 +9,13 @@
 //! - [`networks`], [`endpoints`], [`reservations`], [`reclaim`], [`nodes`]:
 //!   its operations, one concern each, all through [`alloc`] for addresses
 //! - [`migrate`]: the store layout upgrade run at start
-//! - [`view`], [`reconciler`]: watch → view → datapath
+//! - [`view`], [`reconciler`], [`convergence`]: watch → view → datapath,
+//!   and what the loop publishes
 //! - [`error`]: [`Error`] and its [`ErrorKind`]
 
 pub mod alloc;
 pub mod cluster;
+pub mod convergence;
 pub mod endpoints;
 pub mod error;
 pub mod migrate;
@@ -27,6 +29,7 @@ pub mod reservations;
 pub mod view;
 
 pub use cluster::Cluster;
+pub use convergence::ReconcilerHandle;
 pub use error::{Error, ErrorKind, Result};
-pub use reconciler::{Reconciler, ReconcilerHandle};
+pub use reconciler::Reconciler;
 pub use view::ClusterView;

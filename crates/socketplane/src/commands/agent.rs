@@ -68,7 +68,7 @@ pub struct AgentFlags {
     #[arg(long, default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
     /// Cluster port: agent-to-agent and Raft traffic.
-    #[arg(long, default_value = defaults::LISTEN)]
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], defaults::CLUSTER_PORT)))]
     listen: SocketAddr,
     /// auto, linux or ovs.
     #[arg(long, default_value = defaults::DATAPATH)]
