@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use socketplane_api::{keys, NetworkRecord, ReservationRecord};
 use socketplane_ipam::Pool;
-use socketplane_store::{Compare, Op, Revision, Txn};
+use socketplane_store::{Compare, KeyValue, Op, Revision, Txn};
 use tokio::sync::Mutex;
 
 use crate::cluster::{Cluster, CAS_ATTEMPTS};
@@ -70,7 +70,9 @@ impl Cluster {
         let _guard = lock.lock().await;
         for _ in 0..CAS_ATTEMPTS {
             let (_, net_rev) = self.get_network(&network.id).await?;
-            let taken = self.taken_addresses(&network.id).await?;
+            // One listing for addresses, reservations and block claims.
+            let ipam = self.store.list(&keys::ipam(&network.id)).await?;
+            let taken = taken(&network.id, &ipam.kvs);
             let ip = match wanted {
                 Some(ip) => {
                     if let Some(holder) = taken.get(&ip) {
@@ -80,7 +82,11 @@ impl Cluster {
                     }
                     ip
                 }
-                None => self.choose_address(&pool, &network.id, &taken).await?,
+                None => {
+                    let owners = block_owners(&network.id, &ipam.kvs);
+                    self.choose_address(&pool, &network.id, &taken, &owners)
+                        .await?
+                }
             };
             let Claim {
                 compares,
@@ -115,24 +121,8 @@ impl Cluster {
 
     /// Every address of a network that is taken, and by whom.
     pub async fn taken_addresses(&self, network: &str) -> Result<BTreeMap<Ipv4Addr, Holder>> {
-        let addrs = self.store.list(&keys::addresses(network)).await?;
-        let reserved = self.store.list(&keys::reservations(network)).await?;
-        let mut out = BTreeMap::new();
-        for kv in &addrs.kvs {
-            if let Some(ip) = keys::parse_ip(&kv.key) {
-                let id = String::from_utf8_lossy(&kv.value).into_owned();
-                out.insert(ip, Holder::Endpoint(id));
-            }
-        }
-        for kv in &reserved.kvs {
-            if let Some(ip) = keys::parse_ip(&kv.key) {
-                let node = serde_json::from_slice::<ReservationRecord>(&kv.value)
-                    .map(|r| r.node)
-                    .unwrap_or_default();
-                out.entry(ip).or_insert(Holder::Reservation(node));
-            }
-        }
-        Ok(out)
+        let ipam = self.store.list(&keys::ipam(network)).await?;
+        Ok(taken(network, &ipam.kvs))
     }
 
     /// Picks a candidate: first from a block this node owns, else from a
@@ -143,18 +133,10 @@ impl Cluster {
         pool: &Pool,
         network: &str,
         taken: &BTreeMap<Ipv4Addr, Holder>,
+        owners: &BTreeMap<Ipv4Net, String>,
     ) -> Result<Ipv4Addr> {
         let is_taken = |ip: Ipv4Addr| taken.contains_key(&ip);
-        let blocks = self.store.list(&keys::blocks(network)).await?;
-        let owners: BTreeMap<Ipv4Net, String> = blocks
-            .kvs
-            .iter()
-            .filter_map(|kv| {
-                let block = keys::parse_block(&kv.key)?;
-                Some((block, String::from_utf8_lossy(&kv.value).into_owned()))
-            })
-            .collect();
-        for (block, owner) in &owners {
+        for (block, owner) in owners {
             if owner == &self.node_id {
                 if let Some(ip) = pool.first_free(*block, is_taken) {
                     return Ok(ip);
@@ -178,4 +160,37 @@ impl Cluster {
         }
         Ok(pool.first_free_anywhere(is_taken)?)
     }
+}
+
+/// Addresses and reservations among a network's IPAM keys.
+fn taken(network: &str, kvs: &[KeyValue]) -> BTreeMap<Ipv4Addr, Holder> {
+    let (addrs, reserved) = (keys::addresses(network), keys::reservations(network));
+    let mut out = BTreeMap::new();
+    for kv in kvs {
+        let Some(ip) = keys::parse_ip(&kv.key) else {
+            continue;
+        };
+        if kv.key.starts_with(&addrs) {
+            let id = String::from_utf8_lossy(&kv.value).into_owned();
+            out.insert(ip, Holder::Endpoint(id));
+        } else if kv.key.starts_with(&reserved) {
+            let node = serde_json::from_slice::<ReservationRecord>(&kv.value)
+                .map(|r| r.node)
+                .unwrap_or_default();
+            out.entry(ip).or_insert(Holder::Reservation(node));
+        }
+    }
+    out
+}
+
+/// Block claims among a network's IPAM keys: block → owning node.
+fn block_owners(network: &str, kvs: &[KeyValue]) -> BTreeMap<Ipv4Net, String> {
+    let blocks = keys::blocks(network);
+    kvs.iter()
+        .filter(|kv| kv.key.starts_with(&blocks))
+        .filter_map(|kv| {
+            let block = keys::parse_block(&kv.key)?;
+            Some((block, String::from_utf8_lossy(&kv.value).into_owned()))
+        })
+        .collect()
 }

@@ -135,7 +135,13 @@ impl Cluster {
                 None => None,
             },
         };
-        let (network, _) = self.get_network(&ep.network).await?;
+        let network = match view
+            .as_ref()
+            .and_then(|v| v.networks.get(&ep.network).cloned())
+        {
+            Some(n) => n,
+            None => self.get_network(&ep.network).await?.0,
+        };
         ep.network = network.name;
         Ok(EndpointInfo {
             node_name: node
