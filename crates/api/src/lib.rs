@@ -13,8 +13,8 @@ pub use records::{
     DockerNetworkRecord, EndpointRecord, NetworkRecord, NodeRecord, ReservationRecord,
 };
 
-/// Version of the agent-to-agent protocol (mDNS TXT `v=`).
-pub const PROTOCOL_VERSION: &str = "1";
+// The agent-to-agent protocol version (mDNS TXT `v=`) is defined once, in
+// `socketplane_discovery::PROTOCOL_VERSION`, which advertises it.
 
 /// Header carrying the cluster token on the cluster port.
 pub const TOKEN_HEADER: &str = "x-socketplane-token";
