@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 use socketplane_testkit::underlay::UNDERLAY_IFACE;
 use socketplane_testkit::{netns, process};
 
-use crate::config::LabConfig;
+use crate::config::{underlay_ip, Discovery, LabConfig};
 use crate::error::{io_err, LabError, Result};
 use crate::ovs;
 use crate::topology::HostInfo;
@@ -69,6 +69,20 @@ pub(crate) fn argv(config: &LabConfig, host: &HostInfo, bootstrap: bool) -> Vec<
     if config.uses_ovs() {
         argv.push("--ovsdb".into());
         argv.push(ovs::db_socket(host.dir()).to_string_lossy().into_owned());
+    }
+    if let Some(url) = config.etcd_url() {
+        argv.push("--store".into());
+        argv.push(url);
+    }
+    if config.discovery == Discovery::Join {
+        argv.push("--no-mdns".into());
+        // Everyone joins through host1; host1 itself founds the cluster.
+        if host.index > 0 {
+            if let Some(first) = underlay_ip(0) {
+                argv.push("--join".into());
+                argv.push(first.to_string());
+            }
+        }
     }
     argv.extend(config.agent_args.iter().cloned());
     argv

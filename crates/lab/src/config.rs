@@ -26,6 +26,31 @@ pub fn default_state_dir(name: &str) -> PathBuf {
     PathBuf::from("/run/socketplane-lab").join(name)
 }
 
+/// The agents' store: each runs the embedded Raft store, or all share one
+/// etcd that the lab runs in its own namespace at [`ETCD_IP`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Embedded,
+    Etcd,
+}
+
+/// How agents find each other: mDNS, or `--no-mdns` with every host after
+/// the first given `--join` the first host's address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    #[default]
+    Mdns,
+    Join,
+}
+
+/// Where a lab's etcd listens (namespace `sp-NAME-etcd` on the switch).
+pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 253);
+/// etcd's client port.
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+
 /// How to build a lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabConfig {
@@ -41,6 +66,12 @@ pub struct LabConfig {
     pub agent_args: Vec<String>,
     /// Where state, logs, data dirs and sockets live.
     pub state_dir: PathBuf,
+    /// The agents' store.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// How the agents find each other.
+    #[serde(default)]
+    pub discovery: Discovery,
 }
 
 impl LabConfig {
@@ -54,12 +85,19 @@ impl LabConfig {
             agent_bin: agent_bin.into(),
             agent_args: Vec::new(),
             state_dir: default_state_dir(name),
+            store: StoreKind::Embedded,
+            discovery: Discovery::Mdns,
         }
     }
 
     /// Whether the hosts run Open vSwitch (`--datapath ovs`).
     pub fn uses_ovs(&self) -> bool {
         self.datapath == "ovs"
+    }
+
+    /// `etcd://IP:PORT` of the lab's etcd, when it runs one.
+    pub fn etcd_url(&self) -> Option<String> {
+        (self.store == StoreKind::Etcd).then(|| format!("etcd://{ETCD_IP}:{ETCD_CLIENT_PORT}"))
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

@@ -1,6 +1,7 @@
 //! [`Lab`]: a running lab, tying together its topology, agents, workloads,
 //! saved state and teardown.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -10,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use socketplane_testkit::netns;
 
 use crate::agent;
-use crate::config::{underlay_ip, LabConfig, Timeouts, MAX_HOSTS};
+use crate::config::{underlay_ip, LabConfig, StoreKind, Timeouts, MAX_HOSTS};
+use crate::etcd;
 use crate::error::{io_err, LabError, Result};
 use crate::state;
 use crate::teardown;
@@ -89,6 +91,12 @@ impl Lab {
         let out = self.outside_netns();
         self.add_netns(&out)?;
         topology::build_outside(&sw, &out, self.config.uses_ovs())?;
+        if self.config.store == StoreKind::Etcd {
+            let ns = self.etcd_netns();
+            self.add_netns(&ns)?;
+            topology::build_etcd_host(&sw, &ns, self.config.uses_ovs())?;
+            etcd::start(&ns, &self.config.state_dir, self.timeouts.ready)?;
+        }
         for index in 0..hosts {
             self.create_host(index)?;
         }
@@ -189,6 +197,19 @@ impl Lab {
     /// Name of the switch namespace.
     pub fn switch_netns(&self) -> String {
         Names(&self.config.name).switch()
+    }
+
+    /// Name of the etcd namespace (with `StoreKind::Etcd`).
+    pub fn etcd_netns(&self) -> String {
+        Names(&self.config.name).ns("etcd")
+    }
+
+    /// Every key and value in the lab's etcd (with `StoreKind::Etcd`).
+    pub fn etcd_dump(&self) -> Result<BTreeMap<String, String>> {
+        if self.config.store != StoreKind::Etcd {
+            return Err(LabError::InvalidConfig("this lab runs no etcd".into()));
+        }
+        etcd::dump(&self.etcd_netns())
     }
 
     /// Add a host later (the next index), start its agent without

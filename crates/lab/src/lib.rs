@@ -18,6 +18,7 @@
 mod agent;
 mod config;
 mod error;
+mod etcd;
 mod guard;
 mod lab;
 pub mod ovs;
@@ -27,7 +28,11 @@ mod teardown;
 pub mod topology;
 mod workload;
 
-pub use config::{default_state_dir, underlay_ip, LabConfig, Timeouts, MAX_HOSTS, MAX_NAME_LEN};
+pub use config::{
+    default_state_dir, underlay_ip, Discovery, LabConfig, StoreKind, Timeouts, ETCD_CLIENT_PORT,
+    ETCD_IP, MAX_HOSTS, MAX_NAME_LEN,
+};
+pub use etcd::log_path as etcd_log_path;
 pub use error::{LabError, Result};
 pub use guard::LabGuard;
 pub use lab::Lab;

@@ -53,7 +53,8 @@ pub(crate) fn remove(dir: &Path, errors: &mut Vec<LabError>) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         let ours_file = name == STATE_FILE || name == format!("{STATE_FILE}.tmp");
-        let ours_dir = name
+        let ours_dir = name == crate::etcd::ETCD_DIR
+            || name
             .strip_prefix("host")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         let result = if ours_file {

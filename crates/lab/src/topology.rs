@@ -59,6 +59,7 @@ impl Names<'_> {
 pub(crate) fn reserved_suffix(name: &str) -> bool {
     name == "sw"
         || name == "out"
+        || name == "etcd"
         || (name.starts_with('h') && name[1..].bytes().all(|b| b.is_ascii_digit()))
 }
 
@@ -133,6 +134,16 @@ pub(crate) fn build_outside(switch: &str, ns: &str, with_ovs: bool) -> Result<()
     ])?;
     if with_ovs {
         // OVS hosts read it with the userspace datapath: full checksums.
+        underlay::full_checksums(ns, UNDERLAY_IFACE)?;
+    }
+    Ok(())
+}
+
+/// The etcd host in namespace `ns` (already created): `eth0` at
+/// [`crate::config::ETCD_IP`] on the switch.
+pub(crate) fn build_etcd_host(switch: &str, ns: &str, with_ovs: bool) -> Result<()> {
+    plug(switch, "etcd", ns, crate::config::ETCD_IP)?;
+    if with_ovs {
         underlay::full_checksums(ns, UNDERLAY_IFACE)?;
     }
     Ok(())

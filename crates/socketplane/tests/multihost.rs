@@ -5,27 +5,29 @@
 mod common;
 mod suite;
 
+use common::Mode;
+
 #[test]
 fn three_hosts_discover_each_other_over_mdns_and_share_networks() {
-    suite::three_hosts_discover_each_other_over_mdns_and_share_networks("linux");
+    suite::three_hosts_discover_each_other_over_mdns_and_share_networks(Mode::on("linux"));
 }
 
 #[test]
 fn late_host_joins_by_itself_and_dead_host_is_reclaimed() {
-    suite::late_host_joins_by_itself_and_dead_host_is_reclaimed("linux");
+    suite::late_host_joins_by_itself_and_dead_host_is_reclaimed(Mode::on("linux"));
 }
 
 #[test]
 fn concurrent_attaches_across_hosts_get_distinct_addresses() {
-    suite::concurrent_attaches_across_hosts_get_distinct_addresses("linux");
+    suite::concurrent_attaches_across_hosts_get_distinct_addresses(Mode::on("linux"));
 }
 
 #[test]
 fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
-    suite::killed_agent_restarts_and_converges_while_traffic_keeps_flowing("linux");
+    suite::killed_agent_restarts_and_converges_while_traffic_keeps_flowing(Mode::on("linux"));
 }
 
 #[test]
 fn bad_input_gets_clear_errors_and_changes_nothing() {
-    suite::bad_input_gets_clear_errors_and_changes_nothing("linux");
+    suite::bad_input_gets_clear_errors_and_changes_nothing(Mode::on("linux"));
 }

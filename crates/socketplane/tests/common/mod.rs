@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use socketplane_api::rest::{ClusterStatus, EndpointInfo};
-use socketplane_lab::{Lab, LabConfig};
+use socketplane_lab::{Discovery, Lab, LabConfig, StoreKind};
 pub use socketplane_testkit::{unique_name, wait_until};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_socketplane");
@@ -30,6 +30,45 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// timeout (seen in about 1 of 10 lab starts), so: that path plus a margin,
 /// not the 60 s that hid it.
 pub const FORMATION: Duration = Duration::from_secs(10);
+
+/// What a lab runs on: datapath, store, and how agents find each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub datapath: &'static str,
+    pub store: StoreKind,
+    pub discovery: Discovery,
+}
+
+impl Mode {
+    /// Embedded store, mDNS discovery, on `datapath`.
+    pub fn on(datapath: &'static str) -> Mode {
+        Mode {
+            datapath,
+            store: StoreKind::Embedded,
+            discovery: Discovery::Mdns,
+        }
+    }
+
+    /// The same with all agents on the lab's etcd (`--store etcd://…`).
+    pub fn etcd(self) -> Mode {
+        Mode {
+            store: StoreKind::Etcd,
+            ..self
+        }
+    }
+
+    /// The same with `--no-mdns` and `--join host1`.
+    pub fn join(self) -> Mode {
+        Mode {
+            discovery: Discovery::Join,
+            ..self
+        }
+    }
+
+    pub fn mdns(&self) -> bool {
+        self.discovery == Discovery::Mdns
+    }
+}
 
 pub struct TestLab {
     pub lab: Option<Lab>,
@@ -56,10 +95,16 @@ impl TestLab {
         Self::start_with(tag, hosts, "linux")
     }
 
-    pub fn start_with(tag: char, hosts: usize, datapath: &str) -> TestLab {
+    pub fn start_with(tag: char, hosts: usize, datapath: &'static str) -> TestLab {
+        Self::start_mode(tag, hosts, Mode::on(datapath))
+    }
+
+    pub fn start_mode(tag: char, hosts: usize, mode: Mode) -> TestLab {
         let name = unique_name(tag);
         let mut config = LabConfig::new(&name, hosts, BIN);
-        config.datapath = datapath.into();
+        config.datapath = mode.datapath.into();
+        config.store = mode.store;
+        config.discovery = mode.discovery;
         config.agent_args = test_agent_args();
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
         let lab = Lab::up(config).expect("lab up");
@@ -152,6 +197,62 @@ impl TestLab {
         out.unwrap_or_else(|e| panic!("dump forwarding state of {}: {e}", h.name))
     }
 
+    /// Everything bad input must not change, as comparable text: every
+    /// host's view (`network list`, `endpoint list`), every host's and
+    /// workload's devices (`ip -j link/addr/route/neigh`, the bridge FDB
+    /// or the OpenFlow table without counters) and, with etcd, every store
+    /// key. Neighbour states (REACHABLE, STALE) age by themselves and are
+    /// left out; the entries are kept. Any failing dump panics.
+    pub fn world_snapshot(&self) -> Vec<(String, String)> {
+        let lab = self.lab();
+        let mut out = Vec::new();
+        for (i, h) in lab.hosts().iter().enumerate() {
+            for what in [["network", "list"], ["endpoint", "list"]] {
+                let v: serde_json::Value = self.sp_json(i, &what);
+                out.push((format!("{} {}", h.name, what.join(" ")), v.to_string()));
+            }
+        }
+        let mut namespaces: Vec<(String, String)> = lab
+            .hosts()
+            .iter()
+            .map(|h| (h.name.clone(), h.netns.clone()))
+            .collect();
+        namespaces.extend(
+            lab.workloads()
+                .iter()
+                .map(|w| (format!("workload {}", w.name), w.netns.clone())),
+        );
+        for (label, ns) in &namespaces {
+            for obj in ["link", "addr", "route", "neigh"] {
+                let dump = ip_json(ns, &["-j", obj, "show"]);
+                let dump = if obj == "neigh" {
+                    strip_fields(dump, &["state"])
+                } else {
+                    dump
+                };
+                out.push((format!("{label}: ip {obj}"), dump.to_string()));
+            }
+        }
+        for h in lab.hosts() {
+            let fwd = if lab.config().uses_ovs() {
+                let ovs = socketplane_lab::ovs::attach(&h.netns, h.dir());
+                ovs.ofctl(&["--no-stats", "dump-flows", &ovs.mgmt_target("docker0-ovs")])
+                    .unwrap_or_else(|e| panic!("dump flows of {}: {e}", h.name))
+            } else {
+                ip_json(&h.netns, &["bridge", "-j", "fdb", "show"]).to_string()
+            };
+            out.push((format!("{}: forwarding", h.name), fwd));
+        }
+        if lab.config().store == StoreKind::Etcd {
+            let keys = lab.etcd_dump().expect("read the store's keys from etcd");
+            assert!(!keys.is_empty(), "etcd holds no keys at all");
+            for (k, v) in keys {
+                out.push((format!("store {k}"), v));
+            }
+        }
+        out
+    }
+
     pub fn agent_logs(&self) -> String {
         let mut s = String::new();
         for h in self.lab().hosts() {
@@ -233,4 +334,33 @@ pub fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Strin
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// `ip ARGS` (or `bridge ARGS` when ARGS starts with "bridge") in `ns`,
+/// parsed as JSON; a failing or unparsable dump panics.
+pub fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
+    let mut argv: Vec<&str> = Vec::new();
+    if args.first() != Some(&"bridge") {
+        argv.push("ip");
+    }
+    argv.extend(args);
+    let out = socketplane_testkit::netns::exec(ns, &argv)
+        .unwrap_or_else(|e| panic!("{} in {ns}: {e}", argv.join(" ")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{} in {ns} is not JSON: {e}: {text}", argv.join(" ")))
+}
+
+/// `v` (an array of objects) without the named fields.
+fn strip_fields(mut v: serde_json::Value, fields: &[&str]) -> serde_json::Value {
+    if let Some(items) = v.as_array_mut() {
+        for item in items {
+            if let Some(obj) = item.as_object_mut() {
+                for f in fields {
+                    obj.remove(*f);
+                }
+            }
+        }
+    }
+    v
 }
