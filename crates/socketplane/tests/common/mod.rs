@@ -201,7 +201,7 @@ impl TestLab {
     /// host's view (`network list`, `endpoint list`), every host's and
     /// workload's devices (`ip -j link/addr/route/neigh`, the bridge FDB
     /// or the OpenFlow table without counters) and, with etcd, every store
-    /// key. Neighbour states (REACHABLE, STALE) age by themselves and are
+    /// key. What ages by itself (neighbour states, IPv6 DAD flags) is
     /// left out; the entries are kept. Any failing dump panics.
     pub fn world_snapshot(&self) -> Vec<(String, String)> {
         let lab = self.lab();
@@ -225,12 +225,16 @@ impl TestLab {
         for (label, ns) in &namespaces {
             for obj in ["link", "addr", "route", "neigh"] {
                 let dump = ip_json(ns, &["-j", obj, "show"]);
-                let dump = if obj == "neigh" {
-                    strip_fields(dump, &["state"])
-                } else {
-                    dump
-                };
-                out.push((format!("{label}: ip {obj}"), dump.to_string()));
+                for item in dump.as_array().into_iter().flatten() {
+                    let mut item = item.clone();
+                    normalise(&mut item);
+                    // One entry per device (by name) or per route/neighbour,
+                    // so a difference names what changed.
+                    match item["ifname"].as_str() {
+                        Some(dev) => out.push((format!("{label}: ip {obj} {dev}"), item.to_string())),
+                        None => out.push((format!("{label}: ip {obj} {item}"), String::new())),
+                    }
+                }
             }
         }
         for h in lab.hosts() {
@@ -351,16 +355,17 @@ pub fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{} in {ns} is not JSON: {e}: {text}", argv.join(" ")))
 }
 
-/// `v` (an array of objects) without the named fields.
-fn strip_fields(mut v: serde_json::Value, fields: &[&str]) -> serde_json::Value {
-    if let Some(items) = v.as_array_mut() {
-        for item in items {
-            if let Some(obj) = item.as_object_mut() {
-                for f in fields {
-                    obj.remove(*f);
-                }
+/// Drop what ages by itself from an `ip -j` item: neighbour states
+/// (REACHABLE, STALE) and the IPv6 duplicate-address-detection flags of
+/// fresh addresses.
+fn normalise(item: &mut serde_json::Value) {
+    if let Some(obj) = item.as_object_mut() {
+        obj.remove("state");
+        if let Some(addrs) = obj.get_mut("addr_info").and_then(|a| a.as_array_mut()) {
+            for a in addrs.iter_mut().filter_map(|a| a.as_object_mut()) {
+                a.remove("tentative");
+                a.remove("optimistic");
             }
         }
     }
-    v
 }
