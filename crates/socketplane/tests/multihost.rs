@@ -31,3 +31,13 @@ fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
 fn bad_input_gets_clear_errors_and_changes_nothing() {
     suite::bad_input_gets_clear_errors_and_changes_nothing(Mode::on("linux"));
 }
+
+#[test]
+fn addresses_stay_unique_when_hosts_contend_for_one_block() {
+    suite::addresses_stay_unique_when_hosts_contend_for_one_block(Mode::on("linux"));
+}
+
+#[test]
+fn gateway_traffic_never_crosses_the_tunnel() {
+    suite::gateway_traffic_never_crosses_the_tunnel(Mode::on("linux"));
+}

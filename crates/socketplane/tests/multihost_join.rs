@@ -36,3 +36,8 @@ fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
 fn bad_input_gets_clear_errors_and_changes_nothing() {
     suite::bad_input_gets_clear_errors_and_changes_nothing(mode());
 }
+
+#[test]
+fn addresses_stay_unique_when_hosts_contend_for_one_block() {
+    suite::addresses_stay_unique_when_hosts_contend_for_one_block(mode());
+}
