@@ -42,3 +42,8 @@ fn addresses_stay_unique_when_hosts_contend_for_one_block() {
 fn gateway_traffic_never_crosses_the_tunnel() {
     suite::gateway_traffic_never_crosses_the_tunnel(Mode::on("ovs"));
 }
+
+#[test]
+fn traffic_survives_agent_kill_of_follower_and_leader() {
+    suite::traffic_survives_agent_kill_of_follower_and_leader(Mode::on("ovs"));
+}

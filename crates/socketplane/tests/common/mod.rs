@@ -100,12 +100,22 @@ impl TestLab {
     }
 
     pub fn start_mode(tag: char, hosts: usize, mode: Mode) -> TestLab {
+        Self::start_mode_with_lease(tag, hosts, mode, LEASE_TTL)
+    }
+
+    /// [`TestLab::start_mode`] with another `--lease-ttl`.
+    pub fn start_mode_with_lease(
+        tag: char,
+        hosts: usize,
+        mode: Mode,
+        lease: Duration,
+    ) -> TestLab {
         let name = unique_name(tag);
         let mut config = LabConfig::new(&name, hosts, BIN);
         config.datapath = mode.datapath.into();
         config.store = mode.store;
         config.discovery = mode.discovery;
-        config.agent_args = test_agent_args();
+        config.agent_args = vec!["--lease-ttl".into(), lease.as_secs().to_string()];
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
         let lab = Lab::up(config).expect("lab up");
         let t = TestLab { lab: Some(lab) };

@@ -815,3 +815,198 @@ pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
         );
     }
 }
+
+/// The lease of the kill-and-restart traffic test.
+const OUTAGE_LEASE: Duration = Duration::from_secs(8);
+
+/// A ping stream at 100 packets/s from a workload, counted by ping itself.
+struct PingStream {
+    child: Option<std::process::Child>,
+    count: u32,
+}
+
+/// Packets per stream: 8 s at 10 ms, longer than a kill-and-restart round
+/// (about 1 s for a follower, 3-4 s for the leader here).
+const STREAM_PACKETS: u32 = 800;
+const STREAM_INTERVAL: &str = "0.01";
+
+impl PingStream {
+    fn start(t: &TestLab, from: &str, to: Ipv4Addr) -> PingStream {
+        let ns = t.lab().workload(from).expect("workload").netns.clone();
+        let count = STREAM_PACKETS.to_string();
+        let child = netns::command(
+            &ns,
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-i",
+                STREAM_INTERVAL,
+                "-c",
+                &count,
+                "-W",
+                "1",
+                &to.to_string(),
+            ],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ping");
+        PingStream {
+            child: Some(child),
+            count: STREAM_PACKETS,
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("ping status").is_none())
+    }
+
+    /// Waits for the stream to end: (sent, received).
+    fn finish(mut self) -> (u32, u32) {
+        let child = self.child.take().expect("a running stream");
+        let out = child.wait_with_output().expect("ping output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "1200 packets transmitted, 1200 received, ..."
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no ping summary: {text} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        let nums: Vec<u32> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert_eq!(nums[0], self.count, "{line}");
+        (nums[0], nums[1])
+    }
+}
+
+impl Drop for PingStream {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Continuous traffic across an agent's `kill -9` and restart, first of a
+/// follower's host, then of the store leader's host: not one packet of a
+/// 100/s stream from and to the killed host's workload may be lost, and
+/// while the agent is down the kernel state stays (the host still holds the
+/// MAC of an endpoint detached elsewhere meanwhile, until the restarted
+/// agent converges). The outage stays under the lease: a node whose lease
+/// expires is reclaimed by design, and its endpoints with it.
+pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
+    require_privileged!();
+    // A lease long enough for the leader's round (a store election, then
+    // the detach) to stay under it.
+    let lease = OUTAGE_LEASE;
+    let mut t = TestLab::start_mode_with_lease('f', 3, m, lease);
+    t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
+        .expect("create web");
+    let ws: Vec<EndpointInfo> = (0..3)
+        .map(|h| t.workload(h, &format!("w{h}"), "web"))
+        .collect();
+    let leader_host = |t: &TestLab| -> Option<usize> {
+        let status = t.wait_for_nodes(0, 3, FORMATION);
+        let leader = status.nodes.iter().find(|n| n.role == "leader")?;
+        t.lab().hosts().iter().position(|h| h.name == leader.name)
+    };
+    let first_leader = leader_host(&t);
+    let follower = (0..3).find(|h| Some(*h) != first_leader).unwrap();
+    let mut victims = vec![(follower, "follower")];
+    if m.store == StoreKind::Embedded {
+        assert!(first_leader.is_some(), "no store leader among the agents");
+    }
+
+    let mut round = 0;
+    while let Some((victim, role)) = victims.pop() {
+        round += 1;
+        let peer = (victim + 1) % 3;
+        // An endpoint on the peer's host, detached while the victim is down.
+        let gone_name = format!("gone{round}");
+        let gone = t.workload(peer, &gone_name, "web");
+        let gone_mac = gone.endpoint.mac.to_string();
+        assert!(
+            wait_until(PROPAGATION, || t.forwarding_state(victim).contains(&gone_mac)),
+            "host index {victim} never learned {gone_name}'s MAC"
+        );
+        let mut outbound = PingStream::start(&t, &format!("w{victim}"), ws[peer].endpoint.ip);
+        let mut inbound = PingStream::start(&t, &format!("w{peer}"), ws[victim].endpoint.ip);
+        std::thread::sleep(Duration::from_millis(500));
+
+        t.lab_mut()
+            .stop_agent(victim, socketplane_lab::Signal::SIGKILL)
+            .expect("kill -9");
+        let killed = Instant::now();
+        // Detach elsewhere; with the leader's agent gone, the store first
+        // elects a new leader, so retry for a while.
+        let netns_path = gone.endpoint.netns.clone().unwrap();
+        let detached = wait_until(FORMATION, || {
+            t.sp(
+                peer,
+                &["endpoint", "detach", "--netns", &netns_path, "-n", "web"],
+            )
+            .is_ok()
+        });
+        assert!(detached, "detach during the {role}'s outage failed\n{}", t.agent_logs());
+        eprintln!("{role}: detached elsewhere {:?} after the kill", killed.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+        // The kernel state is the down agent's last: it still has the MAC.
+        assert!(
+            t.forwarding_state(victim).contains(&gone_mac),
+            "{role} host index {victim} lost {gone_name}'s MAC while its agent was down"
+        );
+        let outage = killed.elapsed();
+        assert!(
+            outage < lease,
+            "outage {outage:?} reached the lease ({lease:?}): the node would be reclaimed"
+        );
+        t.lab_mut().start_agent(victim, false).expect("restart agent");
+        eprintln!("{role} agent down for {:?}", killed.elapsed());
+        t.wait_for_nodes(peer, 3, FORMATION);
+        let converged = wait_until(PROPAGATION, || {
+            let f = t.forwarding_state(victim);
+            !f.contains(&gone_mac) && f.contains(&ws[peer].endpoint.mac.to_string())
+        });
+        assert!(
+            converged,
+            "{role} host did not converge after its restart\n{}",
+            t.agent_logs()
+        );
+        eprintln!("{role} round done {:?} after the kill", killed.elapsed());
+        assert!(
+            outbound.running() && inbound.running(),
+            "the streams ended before the round did: it was not covered"
+        );
+        for (dir, s) in [("from", outbound), ("to", inbound)] {
+            let (sent, received) = s.finish();
+            eprintln!("{role}: stream {dir} the killed host: {received}/{sent}");
+            assert_eq!(
+                received,
+                sent,
+                "{role}: {} packets {dir} the killed host's workload lost",
+                sent - received
+            );
+        }
+        if role == "follower" {
+            if let Some(leader) = leader_host(&t) {
+                victims.push((leader, "leader"));
+            }
+        }
+    }
+    assert!(
+        m.store != StoreKind::Embedded || round == 2,
+        "the leader's host was never killed"
+    );
+}
