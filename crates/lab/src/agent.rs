@@ -74,8 +74,10 @@ pub(crate) fn argv(config: &LabConfig, host: &HostInfo, bootstrap: bool) -> Vec<
         argv.push("--store".into());
         argv.push(url);
     }
-    if config.discovery == Discovery::Join {
+    if config.discovery != Discovery::Mdns {
         argv.push("--no-mdns".into());
+    }
+    if config.discovery == Discovery::Join {
         // Everyone joins through host1; host1 itself founds the cluster.
         if host.index > 0 {
             if let Some(first) = underlay_ip(0) {

@@ -36,14 +36,19 @@ pub enum StoreKind {
     Etcd,
 }
 
-/// How agents find each other: mDNS, or `--no-mdns` with every host after
-/// the first given `--join` the first host's address.
+/// How agents find each other.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Discovery {
+    /// Over mDNS (the agents' default).
     #[default]
     Mdns,
+    /// `--no-mdns`, and every host after the first gets `--join` with the
+    /// first host's address.
     Join,
+    /// `--no-mdns` and nothing else: the hosts after the first wait until
+    /// told `socketplane cluster join ADDR`.
+    Manual,
 }
 
 /// Where a lab's etcd listens (namespace `sp-NAME-etcd` on the switch).

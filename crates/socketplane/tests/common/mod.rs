@@ -65,6 +65,14 @@ impl Mode {
         }
     }
 
+    /// The same with `--no-mdns` only: hosts join by `cluster join ADDR`.
+    pub fn join_by_cli(self) -> Mode {
+        Mode {
+            discovery: Discovery::Manual,
+            ..self
+        }
+    }
+
     pub fn mdns(&self) -> bool {
         self.discovery == Discovery::Mdns
     }
@@ -120,12 +128,32 @@ impl TestLab {
         let lab = Lab::up(config).expect("lab up");
         let t = TestLab { lab: Some(lab) };
         let started = Instant::now();
+        for host in 1..hosts {
+            t.join_by_cli_if_manual(host);
+        }
         t.wait_for_nodes(0, hosts, FORMATION);
         eprintln!(
             "{hosts} host(s) formed a cluster in {:?}",
             started.elapsed()
         );
         t
+    }
+
+    /// With `Discovery::Manual`, tells host `host` `cluster join` host1.
+    fn join_by_cli_if_manual(&self, host: usize) {
+        if self.lab().config().discovery == Discovery::Manual {
+            let first = self.lab().hosts()[0].underlay_ip.to_string();
+            self.sp(host, &["cluster", "join", &first])
+                .unwrap_or_else(|e| panic!("cluster join {first} on host index {host}: {e}"));
+        }
+    }
+
+    /// Adds a host (its agent started) and, with `Discovery::Manual`,
+    /// joins it by `cluster join`: the host's index.
+    pub fn add_host(&mut self) -> usize {
+        let index = self.lab_mut().add_host().expect("add host").index;
+        self.join_by_cli_if_manual(index);
+        index
     }
 
     pub fn lab(&self) -> &Lab {

@@ -162,7 +162,7 @@ pub fn late_host_joins_by_itself_and_dead_host_is_reclaimed(m: Mode) {
 
     // A 4th host started later finds the cluster over mDNS and gets tunnels.
     let started = Instant::now();
-    let h4 = t.lab_mut().add_host().expect("add host").index;
+    let h4 = t.add_host();
     t.wait_for_nodes(0, 4, FORMATION);
     eprintln!("4th host joined in {:?}", started.elapsed());
     let _w4 = t.workload(h4, "w4", "web");
