@@ -136,6 +136,16 @@ impl TestLab {
             "{hosts} host(s) formed a cluster in {:?}",
             started.elapsed()
         );
+        if mode.store == StoreKind::Etcd {
+            // The cluster lives in the lab's etcd, not in an embedded store.
+            let keys = t.lab().etcd_dump().expect("read etcd");
+            let nodes = keys.keys().filter(|k| k.contains("/nodes/")).count();
+            assert!(
+                nodes >= hosts,
+                "the agents' nodes are not in etcd: {:?}",
+                keys.keys().collect::<Vec<_>>()
+            );
+        }
         t
     }
 
@@ -239,8 +249,9 @@ impl TestLab {
     /// host's view (`network list`, `endpoint list`), every host's and
     /// workload's devices (`ip -j link/addr/route/neigh`, the bridge FDB
     /// or the OpenFlow table without counters) and, with etcd, every store
-    /// key. What ages by itself (neighbour states, IPv6 DAD flags) is
-    /// left out; the entries are kept. Any failing dump panics.
+    /// key. What comes and goes by itself is left out: neighbour entries
+    /// the kernel learned from traffic (only PERMANENT and NOARP ones, which
+    /// someone wrote, count) and IPv6 DAD flags. Any failing dump panics.
     pub fn world_snapshot(&self) -> Vec<(String, String)> {
         let lab = self.lab();
         let mut out = Vec::new();
@@ -264,6 +275,9 @@ impl TestLab {
             for obj in ["link", "addr", "route", "neigh"] {
                 let dump = ip_json(ns, &["-j", obj, "show"]);
                 for item in dump.as_array().into_iter().flatten() {
+                    if obj == "neigh" && !is_static_neighbour(item) {
+                        continue;
+                    }
                     let mut item = item.clone();
                     normalise(&mut item);
                     // One entry per device (by name) or per route/neighbour,
@@ -391,6 +405,14 @@ pub fn ip_json(ns: &str, args: &[&str]) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("{} in {ns} is not JSON: {e}: {text}", argv.join(" ")))
+}
+
+/// Whether a neighbour entry was written (PERMANENT or NOARP), not learned
+/// by the kernel from traffic (REACHABLE, STALE, ... come and go).
+fn is_static_neighbour(item: &serde_json::Value) -> bool {
+    item["state"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|x| x == "PERMANENT" || x == "NOARP"))
 }
 
 /// Drop what ages by itself from an `ip -j` item: neighbour states
