@@ -776,6 +776,22 @@ pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
             .to_string();
         gw_macs.insert(mac);
     }
+    // Frames from the gateway: each host (its gateway address as source)
+    // pings its local workload after forgetting every neighbour, so the
+    // gateway itself broadcasts an ARP request on the network.
+    for (h, ep) in [(0, &wa), (1, &wb)] {
+        let ns = t.lab().hosts()[h].netns.clone();
+        netns::exec(&ns, &["ip", "neigh", "flush", "all"]).expect("flush neighbours");
+        let ip = ep.endpoint.ip.to_string();
+        let out = netns::command(&ns, &["ping", "-c", "1", "-W", "1", "-I", &gw, &ip])
+            .output()
+            .expect("ping from the host");
+        assert!(
+            out.status.success(),
+            "host index {h}: the gateway must reach its local workload {ip}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     // Positive control: cross-host traffic, after ARP, both ways.
     assert!(t.ping("wa", &wb.endpoint.ip.to_string()), "wa -> wb");
     assert!(t.ping("wb", &wa.endpoint.ip.to_string()), "wb -> wa");
