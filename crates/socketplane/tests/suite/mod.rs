@@ -792,6 +792,15 @@ pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+    // An address nobody has: the gateway's ARP for it is a broadcast
+    // that must stay local too; a workload's ARP for it is the control
+    // that ARP broadcasts do show on the wire when they cross.
+    let nobody = "10.2.0.250";
+    for h in [0, 1] {
+        let ns = t.lab().hosts()[h].netns.clone();
+        let _ = netns::command(&ns, &["ping", "-c", "1", "-W", "1", "-I", &gw, nobody]).output();
+    }
+    assert!(!t.ping_once("wa", nobody), "nobody has {nobody}");
     // Positive control: cross-host traffic, after ARP, both ways.
     assert!(t.ping("wa", &wb.endpoint.ip.to_string()), "wa -> wb");
     assert!(t.ping("wb", &wa.endpoint.ip.to_string()), "wb -> wa");
@@ -810,6 +819,13 @@ pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
                 "{host}: the control ping {a} > {b} must be seen in the tunnel:\n{text}"
             );
         }
+        assert!(
+            frames
+                .iter()
+                .any(|l| l.contains(&format!("{wa_mac} > ff:ff:ff:ff:ff:ff"))
+                    && l.contains(&format!("who-has {nobody} tell {}", wa.endpoint.ip))),
+            "{host}: wa's ARP broadcast for {nobody} must be seen in the tunnel:\n{text}"
+        );
         for mac in &gw_macs {
             let leaked: Vec<&&str> = frames.iter().filter(|l| l.contains(mac.as_str())).collect();
             assert!(
