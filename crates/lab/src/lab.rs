@@ -12,8 +12,8 @@ use socketplane_testkit::netns;
 
 use crate::agent;
 use crate::config::{underlay_ip, LabConfig, StoreKind, Timeouts, MAX_HOSTS};
-use crate::etcd;
 use crate::error::{io_err, LabError, Result};
+use crate::etcd;
 use crate::state;
 use crate::teardown;
 use crate::topology::{self, HostInfo, Names};

@@ -32,8 +32,8 @@ pub use config::{
     default_state_dir, underlay_ip, Discovery, LabConfig, StoreKind, Timeouts, ETCD_CLIENT_PORT,
     ETCD_IP, MAX_HOSTS, MAX_NAME_LEN,
 };
-pub use etcd::log_path as etcd_log_path;
 pub use error::{LabError, Result};
+pub use etcd::log_path as etcd_log_path;
 pub use guard::LabGuard;
 pub use lab::Lab;
 pub use nix::sys::signal::Signal;

@@ -55,8 +55,8 @@ pub(crate) fn remove(dir: &Path, errors: &mut Vec<LabError>) {
         let ours_file = name == STATE_FILE || name == format!("{STATE_FILE}.tmp");
         let ours_dir = name == crate::etcd::ETCD_DIR
             || name
-            .strip_prefix("host")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                .strip_prefix("host")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         let result = if ours_file {
             fs::remove_file(&path)
         } else if ours_dir && path.is_dir() {

@@ -112,12 +112,7 @@ impl TestLab {
     }
 
     /// [`TestLab::start_mode`] with another `--lease-ttl`.
-    pub fn start_mode_with_lease(
-        tag: char,
-        hosts: usize,
-        mode: Mode,
-        lease: Duration,
-    ) -> TestLab {
+    pub fn start_mode_with_lease(tag: char, hosts: usize, mode: Mode, lease: Duration) -> TestLab {
         let name = unique_name(tag);
         let mut config = LabConfig::new(&name, hosts, BIN);
         config.datapath = mode.datapath.into();
@@ -283,7 +278,9 @@ impl TestLab {
                     // One entry per device (by name) or per route/neighbour,
                     // so a difference names what changed.
                     match item["ifname"].as_str() {
-                        Some(dev) => out.push((format!("{label}: ip {obj} {dev}"), item.to_string())),
+                        Some(dev) => {
+                            out.push((format!("{label}: ip {obj} {dev}"), item.to_string()))
+                        }
                         None => out.push((format!("{label}: ip {obj} {item}"), String::new())),
                     }
                 }

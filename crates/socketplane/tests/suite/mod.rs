@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crate::common::{self, http, wait_until, Mode, TestLab, FORMATION, LEASE_TTL};
-use socketplane_lab::StoreKind;
 use socketplane_api::rest::{EndpointInfo, NetworkInfo};
+use socketplane_lab::StoreKind;
 use socketplane_testkit::{netns, require_privileged, zeroconf};
 
 /// How long other hosts may take to apply a change (a new or removed
@@ -428,7 +428,13 @@ pub fn bad_input_gets_clear_errors_and_changes_nothing(m: Mode) {
         .keys()
         .chain(after.keys().filter(|k| !before.contains_key(*k)))
         .filter(|k| before.get(*k) != after.get(*k))
-        .map(|k| format!("{k}:\n  before {:?}\n  after  {:?}", before.get(k), after.get(k)))
+        .map(|k| {
+            format!(
+                "{k}:\n  before {:?}\n  after  {:?}",
+                before.get(k),
+                after.get(k)
+            )
+        })
         .collect();
     assert!(
         changed.is_empty(),
@@ -551,7 +557,10 @@ pub fn addresses_stay_unique_when_hosts_contend_for_one_block(m: Mode) {
         }
     }
     let expected: HashSet<Ipv4Addr> = (2..=30).map(|i| Ipv4Addr::new(10, 7, 0, i)).collect();
-    assert_eq!(got, expected, "every assignable address handed out exactly once");
+    assert_eq!(
+        got, expected,
+        "every assignable address handed out exactly once"
+    );
     eprintln!("winners per host: {winners_per_host:?}");
     // Every host's view is the same set.
     for h in 0..hosts {
@@ -562,8 +571,7 @@ pub fn addresses_stay_unique_when_hosts_contend_for_one_block(m: Mode) {
                 .filter(|e| e.endpoint.network == "tiny")
                 .map(|e| e.endpoint.ip)
                 .collect();
-            seen == expected
-                && eps.iter().filter(|e| e.endpoint.network == "tiny").count() == 29
+            seen == expected && eps.iter().filter(|e| e.endpoint.network == "tiny").count() == 29
         });
         assert!(ok, "host index {h} does not list the 29 endpoints of tiny");
     }
@@ -605,7 +613,10 @@ pub fn addresses_stay_unique_when_hosts_contend_for_one_block(m: Mode) {
     let mut workloads = Vec::new();
     for i in 0..12 {
         let name = format!("p{i}");
-        let path = t.lab_mut().add_workload(i % hosts, &name).expect("workload");
+        let path = t
+            .lab_mut()
+            .add_workload(i % hosts, &name)
+            .expect("workload");
         workloads.push((i % hosts, name, path));
     }
     let attached: Vec<EndpointInfo> = std::thread::scope(|s| {
@@ -616,12 +627,17 @@ pub fn addresses_stay_unique_when_hosts_contend_for_one_block(m: Mode) {
                 s.spawn(move || {
                     t.sp_json::<EndpointInfo>(
                         *host,
-                        &["endpoint", "attach", "--netns", path, "-n", "dp", "--name", name],
+                        &[
+                            "endpoint", "attach", "--netns", path, "-n", "dp", "--name", name,
+                        ],
                     )
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("attach")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("attach"))
+            .collect()
     });
     let listed: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
     let listed: BTreeMap<String, (Ipv4Addr, String)> = listed
@@ -647,7 +663,11 @@ pub fn addresses_stay_unique_when_hosts_contend_for_one_block(m: Mode) {
             .filter(|a| a["family"] == "inet")
             .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
             .collect();
-        assert_eq!(v4.len(), 1, "{name}: one IPv4 address on its interface: {v4:?}");
+        assert_eq!(
+            v4.len(),
+            1,
+            "{name}: one IPv4 address on its interface: {v4:?}"
+        );
         let (ip, plen) = v4[0].split_once('/').unwrap();
         assert_eq!(plen, "28", "{name}: {v4:?}");
         configured.insert(
@@ -970,7 +990,9 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
         let gone = t.workload(peer, &gone_name, "web");
         let gone_mac = gone.endpoint.mac.to_string();
         assert!(
-            wait_until(PROPAGATION, || t.forwarding_state(victim).contains(&gone_mac)),
+            wait_until(PROPAGATION, || t
+                .forwarding_state(victim)
+                .contains(&gone_mac)),
             "host index {victim} never learned {gone_name}'s MAC"
         );
         let mut outbound = PingStream::start(&t, &format!("w{victim}"), ws[peer].endpoint.ip);
@@ -991,8 +1013,15 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             )
             .is_ok()
         });
-        assert!(detached, "detach during the {role}'s outage failed\n{}", t.agent_logs());
-        eprintln!("{role}: detached elsewhere {:?} after the kill", killed.elapsed());
+        assert!(
+            detached,
+            "detach during the {role}'s outage failed\n{}",
+            t.agent_logs()
+        );
+        eprintln!(
+            "{role}: detached elsewhere {:?} after the kill",
+            killed.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(300));
         // The kernel state is the down agent's last: it still has the MAC.
         assert!(
@@ -1004,7 +1033,9 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             outage < lease,
             "outage {outage:?} reached the lease ({lease:?}): the node would be reclaimed"
         );
-        t.lab_mut().start_agent(victim, false).expect("restart agent");
+        t.lab_mut()
+            .start_agent(victim, false)
+            .expect("restart agent");
         eprintln!("{role} agent down for {:?}", killed.elapsed());
         t.wait_for_nodes(peer, 3, FORMATION);
         let converged = wait_until(PROPAGATION, || {
