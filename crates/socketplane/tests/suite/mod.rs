@@ -855,11 +855,7 @@ pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
         }
         let gw_arp: Vec<&&str> = frames
             .iter()
-            .filter(|l| {
-                l.contains("ARP")
-                    && l.split(|c: char| c == ' ' || c == ',')
-                        .any(|word| word == gw)
-            })
+            .filter(|l| l.contains("ARP") && l.split([' ', ',']).any(|word| word == gw))
             .collect();
         assert!(
             gw_arp.is_empty(),
