@@ -279,6 +279,25 @@ mod tests {
              --node-name host1 --datapath ovs --ovsdb /tmp/x/host1/ovs/db.sock --no-mdns"
         );
         assert!(!argv(&cfg, &host, false).contains(&"--bootstrap".to_string()));
+
+        // The lab's etcd and --join discovery: host1 founds, the others join it.
+        let mut cfg = LabConfig::new("ab", 2, &bin);
+        cfg.store = crate::config::StoreKind::Etcd;
+        cfg.discovery = Discovery::Join;
+        let first = argv(&cfg, &host, true).join(" ");
+        assert!(
+            first.ends_with("--store etcd://198.18.0.253:2379 --no-mdns"),
+            "{first}"
+        );
+        let second = HostInfo {
+            index: 1,
+            ..host.clone()
+        };
+        let line = argv(&cfg, &second, false).join(" ");
+        assert!(line.ends_with("--no-mdns --join 198.18.0.11"), "{line}");
+        cfg.discovery = Discovery::Manual;
+        let line = argv(&cfg, &second, false).join(" ");
+        assert!(line.ends_with("--no-mdns"), "{line}");
     }
 
     #[test]

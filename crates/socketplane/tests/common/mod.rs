@@ -92,10 +92,10 @@ impl Drop for TestLab {
     }
 }
 
-/// Agent flags every test lab uses: fast liveness so reclaim tests take
-/// seconds.
-pub fn test_agent_args() -> Vec<String> {
-    vec!["--lease-ttl".into(), LEASE_TTL.as_secs().to_string()]
+/// Agent flags every test lab uses: a short lease (normally
+/// [`LEASE_TTL`]) so reclaim tests take seconds.
+pub fn test_agent_args(lease: Duration) -> Vec<String> {
+    vec!["--lease-ttl".into(), lease.as_secs().to_string()]
 }
 
 impl TestLab {
@@ -118,7 +118,7 @@ impl TestLab {
         config.datapath = mode.datapath.into();
         config.store = mode.store;
         config.discovery = mode.discovery;
-        config.agent_args = vec!["--lease-ttl".into(), lease.as_secs().to_string()];
+        config.agent_args = test_agent_args(lease);
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
         let lab = Lab::up(config).expect("lab up");
         let t = TestLab { lab: Some(lab) };
