@@ -99,7 +99,11 @@ pub(crate) fn start(ns: &str, state_dir: &Path, ready: Duration) -> Result<()> {
     let started = Instant::now();
     let health = format!("{client}/health");
     loop {
-        let ok = netns::command(ns, &["curl", "-sf", "-m", "1", &health])
+        // python3 rather than curl: the test command installs it anyway.
+        let script = format!(
+            "import urllib.request; print(urllib.request.urlopen({health:?}, timeout=1).read().decode())"
+        );
+        let ok = netns::command(ns, &["python3", "-c", &script])
             .stdin(Stdio::null())
             .output()
             .is_ok_and(|o| o.status.success() && o.stdout.starts_with(br#"{"health":"true""#));
