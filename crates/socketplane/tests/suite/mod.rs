@@ -1,7 +1,9 @@
 //! The multi-host acceptance suite: several hosts as network namespaces,
 //! each running its own agent process, driven through the real CLI and API.
-//! Every scenario takes the datapath to run on, so `multihost.rs` (linux)
-//! and `multihost_ovs.rs` (Open vSwitch) run the same suite unchanged.
+//! Every scenario takes the [`Mode`] to run in (datapath, store, discovery),
+//! so `multihost.rs` (linux), `multihost_ovs.rs` (Open vSwitch),
+//! `multihost_etcd.rs` (`--store etcd://`) and `multihost_join.rs`
+//! (`--no-mdns` with `--join` or `cluster join`) run the same scenarios.
 
 #![allow(dead_code)] // Not every test file runs every scenario.
 
