@@ -87,6 +87,12 @@ pub struct DesiredState {
     pub networks: Vec<NetworkSpec>,
     pub local: Vec<LocalEndpoint>,
     pub remote: Vec<RemoteEndpoint>,
+    /// Underlay addresses of the cluster's members (this host's own may be
+    /// in it). Together with the hosts of `remote` they are the only
+    /// sources VXLAN is accepted from, and workloads are fenced from all of
+    /// them. Members without endpoints are known only from here.
+    #[serde(default)]
+    pub peers: Vec<Ipv4Addr>,
 }
 
 /// The underlay a datapath is bound to on its host.

@@ -46,6 +46,27 @@ impl EndpointConfig {
     }
 }
 
+/// The underlay addresses of the cluster's members: the peers, the hosts of
+/// remote endpoints and this host (`own`); only unicast addresses.
+pub(crate) fn members(desired: &DesiredState, own: Ipv4Addr) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = desired
+        .peers
+        .iter()
+        .copied()
+        .chain(desired.remote.iter().map(|r| r.host))
+        .chain(std::iter::once(own))
+        .filter(|a| is_unicast_host(*a))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// An address a host can have on the underlay.
+pub(crate) fn is_unicast_host(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast())
+}
+
 fn invalid(msg: impl Into<String>) -> DatapathError {
     DatapathError::invalid(msg)
 }
@@ -180,6 +201,7 @@ mod tests {
             networks: vec![net("a", 100, 10), b],
             local: vec![ep("e", "a", Ipv4Addr::new(10, 10, 0, 5))],
             remote: vec![],
+            ..Default::default()
         };
         let p = plan(&d, 1450).unwrap();
         assert_eq!(p[0].bridge, "spbr100");
@@ -242,5 +264,29 @@ mod tests {
             }],
             ..Default::default()
         });
+    }
+
+    #[test]
+    fn members_are_peers_remote_hosts_and_self() {
+        let own = Ipv4Addr::new(198, 18, 0, 1);
+        let d = DesiredState {
+            peers: vec![Ipv4Addr::new(198, 18, 0, 3), Ipv4Addr::UNSPECIFIED, own],
+            remote: vec![RemoteEndpoint {
+                id: "r".into(),
+                network: "a".into(),
+                ip: Ipv4Addr::new(10, 10, 0, 9),
+                mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 10, 0, 9)),
+                host: Ipv4Addr::new(198, 18, 0, 2),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            members(&d, own),
+            vec![
+                own,
+                Ipv4Addr::new(198, 18, 0, 2),
+                Ipv4Addr::new(198, 18, 0, 3)
+            ]
+        );
     }
 }

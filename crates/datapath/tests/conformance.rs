@@ -16,7 +16,7 @@ mod common;
 use std::cell::{Ref, RefCell};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::ovs::Ovs;
@@ -571,6 +571,7 @@ fn idempotent_reapply_and_prune(kind: Kind) {
         networks: vec![a.clone(), bn.clone()],
         local: vec![e1.clone()],
         remote: vec![r1.clone(), r2.clone(), r3.clone()],
+        ..Default::default()
     };
     let dp = b.start(h);
     assert!(dp.apply(&d).changes > 0);
@@ -691,6 +692,7 @@ fn restart_after_crash_prunes_leftovers(kind: Kind) {
         networks: vec![a.clone(), bn.clone()],
         local: vec![e1.clone(), e2.clone()],
         remote: vec![r1.clone(), r2.clone()],
+        ..Default::default()
     };
     {
         let dp = b.start(h);
@@ -710,6 +712,7 @@ fn restart_after_crash_prunes_leftovers(kind: Kind) {
         networks: vec![a.clone()],
         local: vec![e1.clone()],
         remote: vec![r1.clone()],
+        ..Default::default()
     };
     let dp = b.restart(h);
     assert!(dp.apply(&new).changes > 0);
@@ -769,6 +772,7 @@ fn endpoint_left_in_host_namespace_for_docker(kind: Kind) {
         networks: vec![a.clone()],
         local: vec![e.clone()],
         remote: vec![],
+        ..Default::default()
     };
     let dp = b.start(&h);
     assert!(dp.apply(&d).changes > 0);
@@ -801,6 +805,7 @@ fn workload_on_two_networks_keeps_one_default_route(kind: Kind) {
         networks: vec![a.clone(), bn.clone()],
         local: vec![ea, eb],
         remote: vec![],
+        ..Default::default()
     };
     let dp = b.start(&h);
     assert!(dp.apply(&d).changes > 0);
@@ -1007,6 +1012,134 @@ fn gateway_never_crosses_the_tunnel(kind: Kind) {
     assert!(neigh.contains("02:53:0a:0a:00:0c"), "{neigh}");
 }
 
+/// Whether a TCP connection from namespace `ns` to `ip:port` opens.
+fn tcp_opens(ns: &str, ip: Ipv4Addr, port: u16) -> bool {
+    in_ns(ns, move || {
+        TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).is_ok()
+    })
+}
+
+/// A TCP listener inside namespace `ns` (the kernel completes handshakes
+/// into its backlog; nobody needs to accept).
+fn tcp_listener(ns: &str, ip: Ipv4Addr, port: u16) -> TcpListener {
+    in_ns(ns, move || TcpListener::bind((ip, port)).unwrap())
+}
+
+/// A UDP socket inside namespace `ns`, reading with a short timeout.
+fn udp_socket(ns: &str, ip: Ipv4Addr, port: u16) -> UdpSocket {
+    in_ns(ns, move || {
+        let s = UdpSocket::bind((ip, port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        s
+    })
+}
+
+/// Sends `tag` from namespace `ns` (source `src`) to `dst` a few times.
+fn udp_send(ns: &str, src: Ipv4Addr, dst: (Ipv4Addr, u16), tag: &'static str) {
+    in_ns(ns, move || {
+        let s = UdpSocket::bind((src, 0)).unwrap();
+        for _ in 0..3 {
+            let _ = s.send_to(tag.as_bytes(), dst);
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    })
+}
+
+/// Whether datagram `tag` reached `sock` (reads until it is quiet).
+fn udp_got(sock: &UdpSocket, tag: &str) -> bool {
+    let mut buf = [0u8; 2048];
+    let mut got = false;
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        got |= &buf[..n] == tag.as_bytes();
+    }
+    got
+}
+
+/// Workloads reach no host of the cluster: not their gateway, not the other
+/// network's gateway, not their host's underlay or other local addresses,
+/// not the other host's underlay (so remote workloads do not reach a host
+/// either); the only exception is DNS (TCP and UDP 53) on their own
+/// network's gateway. Positive controls: the listeners answer the outside
+/// and the host itself, and the workloads' own traffic (same network,
+/// across hosts, their gateway, masquerade to the outside) flows.
+fn workloads_fenced_from_hosts(kind: Kind) {
+    let b = Backend::new(kind);
+    let mut t = b.topo();
+    for (i, d) in t.desired.iter_mut().enumerate() {
+        d.peers = vec![H0, H1];
+        t.dp[i].apply(d);
+    }
+    let lab = &t.lab;
+    let (h0, h1) = (lab.hosts[0].clone(), lab.hosts[1].clone());
+    let extra = Ipv4Addr::new(198, 19, 0, 1);
+    lab.exec(&h0, &["ip", "addr", "add", "198.19.0.1/32", "dev", "lo"]);
+    let _l0 = tcp_listener(&h0, Ipv4Addr::UNSPECIFIED, 6675);
+    let _l1 = tcp_listener(&h1, Ipv4Addr::UNSPECIFIED, 6675);
+    // Positive controls: the listeners are up and the workloads' own
+    // traffic flows.
+    assert!(tcp_opens(&lab.outside, H0, 6675), "outside -> h0:6675");
+    assert!(tcp_opens(&lab.outside, H1, 6675), "outside -> h1:6675");
+    assert!(tcp_opens(&h0, extra, 6675), "h0 -> its own {extra}");
+    assert!(lab.ping(&t.wa1, "10.10.0.12"), "wa1 -> wa2");
+    assert!(lab.ping(&t.wa1, "10.10.0.13"), "wa1 -> wa3");
+    assert!(lab.ping(&t.wa1, "10.10.0.1"), "wa1 -> its gateway");
+    assert!(lab.ping(&t.wa2, "198.18.0.254"), "wa2 -> outside");
+    common::scenario::tcp_roundtrip(lab, &lab.outside, Ipv4Addr::new(198, 18, 0, 254), &t.wa1);
+
+    let gw_a = Ipv4Addr::new(10, 10, 0, 1);
+    let gw_b = Ipv4Addr::new(10, 20, 0, 1);
+    for (ns, who, targets) in [
+        (&t.wa1, "wa1 (h0, a)", vec![gw_a, gw_b, H0, H1, extra]),
+        (&t.wb1, "wb1 (h0, b)", vec![gw_a, gw_b, H0, H1, extra]),
+        (&t.wa2, "wa2 (h1, a)", vec![gw_a, gw_b, H0, H1, extra]),
+    ] {
+        for dst in targets {
+            assert!(!tcp_opens(ns, dst, 6675), "{who} reached {dst}:6675");
+        }
+    }
+    // Not even ping to another network's gateway or to a host.
+    assert!(lab.ping_fails(&t.wa1, "198.18.0.1"), "wa1 pinged h0");
+    assert!(lab.ping_fails(&t.wa1, "198.18.0.2"), "wa1 pinged h1");
+    assert!(lab.ping_fails(&t.wa2, "198.18.0.1"), "wa2 pinged h0");
+
+    // DNS on the gateway: reachable from its own network only.
+    let _dns_tcp = tcp_listener(&h0, gw_a, 53);
+    let dns_udp = udp_socket(&h0, gw_a, 53);
+    assert!(tcp_opens(&h0, gw_a, 53), "h0 -> its own DNS listener");
+    assert!(
+        !tcp_opens(&t.wb1, gw_a, 53),
+        "wb1 reached a's gateway:53/tcp"
+    );
+    udp_send(
+        &t.wb1,
+        Ipv4Addr::new(10, 20, 0, 11),
+        (gw_a, 53),
+        "dns-from-b",
+    );
+    assert!(
+        !udp_got(&dns_udp, "dns-from-b"),
+        "wb1 reached a's gateway:53/udp"
+    );
+    assert!(
+        tcp_opens(&t.wa1, gw_a, 53),
+        "wa1 cannot reach its gateway:53/tcp"
+    );
+    udp_send(
+        &t.wa1,
+        Ipv4Addr::new(10, 10, 0, 11),
+        (gw_a, 53),
+        "dns-from-a",
+    );
+    assert!(
+        udp_got(&dns_udp, "dns-from-a"),
+        "wa1 cannot reach its gateway:53/udp"
+    );
+    // Still nothing else on the gateway.
+    assert!(!tcp_opens(&t.wa1, gw_a, 6675));
+    assert!(lab.ping(&t.wa1, "10.10.0.12"), "wa1 -> wa2 afterwards");
+}
+
 /// One `#[test]` per case in module `$module`, run against datapath `$kind`.
 macro_rules! instantiate {
     ($module:ident, $kind:expr, $($case:ident),*) => {
@@ -1040,4 +1173,5 @@ conformance!(
     endpoint_left_in_host_namespace_for_docker,
     workload_on_two_networks_keeps_one_default_route,
     gateway_never_crosses_the_tunnel,
+    workloads_fenced_from_hosts,
 );

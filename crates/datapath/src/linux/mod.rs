@@ -52,14 +52,14 @@ use tokio::sync::Mutex;
 use tracing::{debug, info};
 
 use crate::error::Errno;
-use crate::kernel::firewall::{Firewall, FirewallCheck};
+use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost};
 pub use crate::kernel::firewall::{DEFAULT_FIREWALL_TABLE, FIREWALL_RECHECK};
 use crate::kernel::nl::{self, Link};
 use crate::kernel::sysctl::ensure_ip_forward;
 use crate::kernel::underlay;
 pub use crate::kernel::veth::ENDPOINT_RECHECK;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
-use crate::plan::{plan, NetPlan};
+use crate::plan::{members, plan, NetPlan};
 use crate::tally::Tally;
 use crate::{
     ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, Result, Underlay, VXLAN_PORT,
@@ -486,7 +486,14 @@ impl Datapath for LinuxDatapath {
             .ensure_all((&plans, desired), &links, cached, &mut tally, attach)
             .await;
         tally.add(self.ensure_remote(&plans, desired, &links).await);
-        tally.add(self.firewall.ensure(&plans, &mut cache.firewall).await);
+        let host = FwHost {
+            members: members(desired, self.underlay.ip),
+        };
+        tally.add(
+            self.firewall
+                .ensure(&plans, &host, &mut cache.firewall)
+                .await,
+        );
         tally.report(self.name())
     }
 

@@ -2,7 +2,8 @@
 //! desired state as an `ovs-ofctl` flow file.
 //!
 //! - table 0, classify: a local endpoint's port (with its own source MAC
-//!   only), a gateway port, or the tunnel with a known `tun_id` sets `reg0`
+//!   only), a gateway port, or
+//!   the tunnel with a known `tun_id` sets `reg0`
 //!   to the network's VNI; tunnel traffic also sets `reg1=1`, gateway
 //!   traffic `reg2=1`. Frames from the tunnel with the gateway MAC as source
 //!   are dropped. Everything else is dropped.

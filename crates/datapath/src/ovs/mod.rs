@@ -46,13 +46,13 @@ use tracing::{debug, info};
 
 use self::flows::{FlowLocal, FlowNet, FlowRemote};
 use crate::command;
-use crate::kernel::firewall::{Firewall, FirewallCheck, DEFAULT_FIREWALL_TABLE};
+use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, DEFAULT_FIREWALL_TABLE};
 use crate::kernel::nl;
 use crate::kernel::sysctl::ensure_ip_forward;
 use crate::kernel::underlay;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
 use crate::names::VethNames;
-use crate::plan::{plan, NetPlan};
+use crate::plan::{members, plan, NetPlan};
 use crate::tally::Tally;
 use crate::{
     ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, MacAddr, Result, Underlay,
@@ -322,13 +322,13 @@ impl OvsDatapath {
             rundir,
             datapath_type: datapath_type.into(),
             underlay,
-            firewall: Firewall::new(DEFAULT_FIREWALL_TABLE),
+            firewall: Firewall::new(DEFAULT_FIREWALL_TABLE).with_switch_ports(VETH_PREFIX),
         })
     }
 
     /// Uses `table` for the firewall (see the Linux datapath).
     pub fn with_firewall_table(mut self, table: &str) -> Self {
-        self.firewall = Firewall::new(table);
+        self.firewall = Firewall::new(table).with_switch_ports(VETH_PREFIX);
         self
     }
 
@@ -790,7 +790,14 @@ impl Datapath for OvsDatapath {
         if !plans.is_empty() {
             tally.add(ensure_ip_forward());
         }
-        tally.add(self.firewall.ensure(&plans, &mut cache.firewall).await);
+        let host = FwHost {
+            members: members(desired, self.underlay.ip),
+        };
+        tally.add(
+            self.firewall
+                .ensure(&plans, &host, &mut cache.firewall)
+                .await,
+        );
         tally.report(self.name())
     }
 
