@@ -1140,6 +1140,141 @@ fn workloads_fenced_from_hosts(kind: Kind) {
     assert!(lab.ping(&t.wa1, "10.10.0.12"), "wa1 -> wa2 afterwards");
 }
 
+/// Sends a hand-made VXLAN packet from namespace `ns` to `dst`:4789 with
+/// `vni`, carrying an Ethernet/IPv4/UDP frame to `inner` (MAC and IP) port
+/// 7777 with payload `tag`.
+fn send_vxlan(ns: &str, dst: Ipv4Addr, vni: u32, inner: (MacAddr, Ipv4Addr), tag: &str) {
+    socketplane_testkit::require("python3", "python3");
+    const SCRIPT: &str = r#"
+import socket, struct, sys, time
+dst, vni, mac, ip, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5].encode()
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+src = ip.rsplit('.', 1)[0] + '.99'
+udp = struct.pack('!HHHH', 40000, 7777, 8 + len(tag), 0) + tag
+iph = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                  socket.inet_aton(src), socket.inet_aton(ip))
+iph = iph[:10] + struct.pack('!H', csum(iph)) + iph[12:]
+eth = bytes.fromhex(mac.replace(':', '')) + bytes.fromhex('020000000063') + b'\x08\x00'
+vxlan = struct.pack('!II', 0x08000000, vni << 8)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK: outer UDP checksum 0, as VXLAN allows
+for _ in range(3):
+    s.sendto(vxlan + eth + iph + udp, (dst, 4789))
+    time.sleep(0.05)
+"#;
+    let (mac, ip) = (inner.0.to_string(), inner.1.to_string());
+    let (dst, vni) = (dst.to_string(), vni.to_string());
+    // Fresh ARP: moving a lab host's underlay address to br-phy (OVS)
+    // changes its MAC, and a stale entry would miss the tunnel endpoint.
+    sh(&["ip", "-n", ns, "neigh", "flush", "all"]);
+    sh(&[
+        "ip", "netns", "exec", ns, "python3", "-c", SCRIPT, &dst, &vni, &mac, &ip, tag,
+    ]);
+}
+
+/// VXLAN is accepted only from the cluster's members (hosts of remote
+/// endpoints and `peers`), and a workload cannot inject into another
+/// network through any host's VXLAN port. Positive controls: the same
+/// crafted packet sent by a member is delivered, and so is the outsider's
+/// once it is listed as a peer.
+fn vxlan_only_from_members(kind: Kind) {
+    let b = Backend::new(kind);
+    let mut t = b.topo();
+    let lab = &t.lab;
+    let (h0, h1) = (lab.hosts[0].clone(), lab.hosts[1].clone());
+    if kind == Kind::Ovs {
+        // Lab artefact: the kernel of an OVS host still answers ARP for its
+        // underlay address on eth0 (an OVS port now), with eth0's MAC,
+        // racing br-phy's answer; only OVS may handle eth0's frames.
+        for h in [&h0, &h1] {
+            lab.exec(h, &["ip", "link", "set", "eth0", "arp", "off"]);
+        }
+    }
+    let wb1 = (
+        MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 11)),
+        Ipv4Addr::new(10, 20, 0, 11),
+    );
+    let wb2 = (
+        MacAddr::from_ipv4(Ipv4Addr::new(10, 20, 0, 12)),
+        Ipv4Addr::new(10, 20, 0, 12),
+    );
+    // The workloads of b talk, so both bridges know their MACs.
+    assert!(lab.ping(&t.wb1, "10.20.0.12"));
+    let at_wb1 = udp_socket(&t.wb1, wb1.1, 7777);
+    let at_wb2 = udp_socket(&t.wb2, wb2.1, 7777);
+
+    // Positive controls: a member's packet is delivered, both ways.
+    // (Retried: Open vSwitch installs a new datapath flow on the first.)
+    let delivered = |from: &str, to: Ipv4Addr, inner, sock: &UdpSocket, tag| {
+        wait_until(Duration::from_secs(5), || {
+            send_vxlan(from, to, 200, inner, tag);
+            udp_got(sock, tag)
+        })
+    };
+    assert!(
+        delivered(&h0, H1, wb2, &at_wb2, "from-h0"),
+        "crafted VXLAN from member h0 not delivered"
+    );
+    assert!(
+        delivered(&h1, H0, wb1, &at_wb1, "from-h1"),
+        "crafted VXLAN from member h1 not delivered"
+    );
+
+    // A host that is no member is refused.
+    let outside = lab.outside.clone();
+    send_vxlan(&outside, H1, 200, wb2, "from-outside");
+    assert!(
+        !udp_got(&at_wb2, "from-outside"),
+        "VXLAN from a non-member delivered"
+    );
+    // ... until it is listed as a peer (a member without endpoints).
+    let out_ip = Ipv4Addr::new(198, 18, 0, 254);
+    // (Open vSwitch applies new flows to its datapath cache on its own
+    // time: a short settling time, and retries for the positive case.)
+    t.desired[1].peers = vec![H0, out_ip];
+    t.dp[1].apply(&t.desired[1]);
+    assert!(
+        delivered(&outside, H1, wb2, &at_wb2, "from-peer"),
+        "VXLAN from a listed peer not delivered"
+    );
+    t.desired[1].peers = vec![H0];
+    t.dp[1].apply(&t.desired[1]);
+    std::thread::sleep(Duration::from_secs(1));
+    send_vxlan(&outside, H1, 200, wb2, "from-ex-peer");
+    assert!(
+        !udp_got(&at_wb2, "from-ex-peer"),
+        "VXLAN from a removed peer delivered"
+    );
+
+    // A workload of network a injects into b: at the other host, its own
+    // host and its gateway. Nothing arrives.
+    let gw_a = Ipv4Addr::new(10, 10, 0, 1);
+    for (dst, inner, sock, tag) in [
+        (H1, wb2, &at_wb2, "wa1-to-h1"),
+        (H0, wb1, &at_wb1, "wa1-to-h0"),
+        (gw_a, wb1, &at_wb1, "wa1-to-gw"),
+    ] {
+        send_vxlan(&t.wa1, dst, 200, inner, tag);
+        assert!(
+            !udp_got(sock, tag),
+            "workload's crafted VXLAN to {dst} delivered"
+        );
+    }
+    send_vxlan(&t.wa2, H0, 200, wb1, "wa2-to-h0");
+    assert!(
+        !udp_got(&at_wb1, "wa2-to-h0"),
+        "remote workload's crafted VXLAN delivered"
+    );
+    // The workloads' own traffic still flows.
+    assert!(lab.ping(&t.wa1, "10.10.0.12"));
+    assert!(lab.ping(&t.wb2, "10.20.0.11"));
+    assert!(lab.ping(&t.wa1, "198.18.0.254"));
+}
+
 /// One `#[test]` per case in module `$module`, run against datapath `$kind`.
 macro_rules! instantiate {
     ($module:ident, $kind:expr, $($case:ident),*) => {
@@ -1174,4 +1309,5 @@ conformance!(
     workload_on_two_networks_keeps_one_default_route,
     gateway_never_crosses_the_tunnel,
     workloads_fenced_from_hosts,
+    vxlan_only_from_members,
 );

@@ -24,7 +24,7 @@ use crate::command::{self, Output};
 use crate::error::{collect, DatapathError, Result};
 use crate::names::{fnv1a, BRIDGE_PREFIX, VXLAN_PREFIX};
 use crate::plan::NetPlan;
-use crate::MacAddr;
+use crate::{MacAddr, VXLAN_PORT};
 
 /// How often an otherwise unchanged firewall is re-verified.
 pub const FIREWALL_RECHECK: Duration = Duration::from_secs(30);
@@ -42,7 +42,8 @@ pub(crate) struct FwNetwork {
 /// What the firewall needs beyond the networks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FwHost {
-    /// Underlay addresses of the cluster's members: workloads never reach them.
+    /// Underlay addresses of the cluster's members: VXLAN is accepted from
+    /// them only, and workloads never reach them.
     pub members: Vec<Ipv4Addr>,
 }
 
@@ -213,6 +214,15 @@ impl Firewall {
         let _ = writeln!(body, "    iifname \"{br_any}\" drop");
         if let Some(p) = self.switch_ports {
             let _ = writeln!(body, "    iifname \"{p}*\" drop");
+        }
+        // VXLAN only from the cluster's members.
+        if members.is_empty() {
+            let _ = writeln!(body, "    udp dport {VXLAN_PORT} drop");
+        } else {
+            let _ = writeln!(
+                body,
+                "    udp dport {VXLAN_PORT} ip saddr != {{ {members_set} }} drop"
+            );
         }
         let _ = writeln!(body, "  }}");
         let _ = writeln!(body, "  chain postrouting {{");
@@ -496,6 +506,7 @@ mod tests {
             "iifname \"spbr*\" ip daddr { 198.18.0.1, 198.18.0.2 } drop",
             "iifname \"spbr100\" ip daddr 10.10.0.1 udp dport 53 accept",
             "iifname \"spbr100\" ip daddr 10.10.0.1 tcp dport 53 accept",
+            "udp dport 4789 ip saddr != { 198.18.0.1, 198.18.0.2 } drop",
         ] {
             assert!(a.nft.contains(want), "missing {want:?} in\n{}", a.nft);
         }
@@ -507,5 +518,7 @@ mod tests {
         assert_ne!(other.hash, a.hash);
         assert!(other.iptables.contains(":SP-TEST-1 - [0:0]"));
         assert!(Firewall::new("x").render(&[], &FwHost::default()).empty);
+        let fenced = fw.render(&nets(), &FwHost::default());
+        assert!(fenced.nft.contains("udp dport 4789 drop"), "{}", fenced.nft);
     }
 }

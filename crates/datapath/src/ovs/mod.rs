@@ -723,9 +723,10 @@ impl OvsDatapath {
     async fn ensure_flows(
         &self,
         (nets, tunnel): (Vec<FlowNet>, i64),
+        members: &[Ipv4Addr],
         cache: &mut Cache,
     ) -> Result<usize> {
-        let rendered = flows::render(&nets, tunnel);
+        let rendered = flows::render(&nets, tunnel, members);
         let hash = flows::hash(&rendered);
         let pid = read_pid(&self.rundir.join("ovs-vswitchd.pid"));
         let fresh = cache
@@ -780,7 +781,10 @@ impl Datapath for OvsDatapath {
         let ofports = self.ofports(&want).await?;
         tally.add(self.ensure_gateways(&plans).await);
         let flows = match self.flow_nets(&plans, desired, &ofports) {
-            Ok(nets) => self.ensure_flows(nets, &mut cache).await,
+            Ok(nets) => {
+                let members = members(desired, self.underlay.ip);
+                self.ensure_flows(nets, &members, &mut cache).await
+            }
             Err(e) => Err(e),
         };
         if flows.is_err() {
