@@ -1275,6 +1275,118 @@ fn vxlan_only_from_members(kind: Kind) {
     assert!(lab.ping(&t.wa1, "198.18.0.254"));
 }
 
+/// An endpoint sends only with its own source MAC, IP and ARP sender: a
+/// workload that adds an address it was not given, or changes its MAC,
+/// reaches nobody with it (same host or across), and its ARP from the
+/// other address reaches nobody; its own traffic still flows.
+fn spoofed_sources_do_not_arrive(kind: Kind) {
+    let b = Backend::new(kind);
+    let t = b.topo();
+    let lab = &t.lab;
+    let (own, spoof) = (Ipv4Addr::new(10, 10, 0, 11), Ipv4Addr::new(10, 10, 0, 50));
+    let (wa2_ip, wa3_ip) = (Ipv4Addr::new(10, 10, 0, 12), Ipv4Addr::new(10, 10, 0, 13));
+    let at_wa2 = udp_socket(&t.wa2, wa2_ip, 7000);
+    let at_wa3 = udp_socket(&t.wa3, wa3_ip, 7000);
+    // Neighbours pinned in wa1, so no ARP is needed to send.
+    let pin = || {
+        for ip in [wa2_ip, wa3_ip] {
+            let (ip, mac) = (ip.to_string(), MacAddr::from_ipv4(ip).to_string());
+            lab.exec(
+                &t.wa1,
+                &[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    &ip,
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ],
+            );
+        }
+    };
+    pin();
+    let arp = capture(&t.wa3, "eth0", "arp", || {
+        // Positive control: its own address.
+        for (dst, sock) in [(wa2_ip, &at_wa2), (wa3_ip, &at_wa3)] {
+            udp_send(&t.wa1, own, (dst, 7000), "own");
+            assert!(
+                udp_got(sock, "own"),
+                "wa1's own datagram did not reach {dst}"
+            );
+        }
+        lab.exec(
+            &t.wa1,
+            &["ip", "addr", "add", "10.10.0.50/24", "dev", "eth0"],
+        );
+        for (dst, sock) in [(wa2_ip, &at_wa2), (wa3_ip, &at_wa3)] {
+            udp_send(&t.wa1, spoof, (dst, 7000), "spoofed-ip");
+            assert!(
+                !udp_got(sock, "spoofed-ip"),
+                "a spoofed source IP reached {dst}"
+            );
+        }
+        // ARP with the other address as sender, for an unknown address
+        // (flooded), and with its own (the control).
+        let _ = lab.try_exec(
+            &t.wa1,
+            &[
+                "ping",
+                "-n",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-I",
+                "10.10.0.50",
+                "10.10.0.99",
+            ],
+        );
+        let _ = lab.try_exec(&t.wa1, &["ping", "-n", "-c", "1", "-W", "1", "10.10.0.98"]);
+        lab.exec(
+            &t.wa1,
+            &["ip", "addr", "del", "10.10.0.50/24", "dev", "eth0"],
+        );
+        // A changed MAC.
+        lab.exec(
+            &t.wa1,
+            &["ip", "link", "set", "eth0", "address", "02:00:00:00:00:77"],
+        );
+        pin();
+        for (dst, sock) in [(wa2_ip, &at_wa2), (wa3_ip, &at_wa3)] {
+            udp_send(&t.wa1, own, (dst, 7000), "spoofed-mac");
+            assert!(
+                !udp_got(sock, "spoofed-mac"),
+                "a spoofed source MAC reached {dst}"
+            );
+        }
+        let mac = MacAddr::from_ipv4(own).to_string();
+        lab.exec(&t.wa1, &["ip", "link", "set", "eth0", "address", &mac]);
+        pin();
+    });
+    assert!(
+        arp.contains("who-has 10.10.0.98 tell 10.10.0.11"),
+        "control ARP missing:\n{arp}"
+    );
+    assert!(
+        !arp.contains("tell 10.10.0.50"),
+        "ARP with a spoofed sender arrived:\n{arp}"
+    );
+    assert!(
+        !arp.contains("02:00:00:00:00:77"),
+        "a frame from a spoofed MAC arrived:\n{arp}"
+    );
+    // Its own traffic flows again.
+    lab.exec(&t.wa1, &["ip", "neigh", "flush", "all"]);
+    assert!(lab.ping(&t.wa1, "10.10.0.12"));
+    assert!(lab.ping(&t.wa1, "10.10.0.13"));
+    udp_send(&t.wa1, own, (wa3_ip, 7000), "own-again");
+    assert!(udp_got(&at_wa3, "own-again"));
+}
+
 /// One `#[test]` per case in module `$module`, run against datapath `$kind`.
 macro_rules! instantiate {
     ($module:ident, $kind:expr, $($case:ident),*) => {
@@ -1310,4 +1422,5 @@ conformance!(
     gateway_never_crosses_the_tunnel,
     workloads_fenced_from_hosts,
     vxlan_only_from_members,
+    spoofed_sources_do_not_arrive,
 );

@@ -45,6 +45,17 @@ pub(crate) struct FwHost {
     /// Underlay addresses of the cluster's members: VXLAN is accepted from
     /// them only, and workloads never reach them.
     pub members: Vec<Ipv4Addr>,
+    /// Local endpoints' bridge ports (Linux datapath), each pinned to its
+    /// own source MAC, IP and ARP sender.
+    pub ports: Vec<FwPort>,
+}
+
+/// A local endpoint's bridge port and the only sources it may send with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FwPort {
+    pub ifname: String,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
 }
 
 /// The rules of one datapath instance.
@@ -127,7 +138,8 @@ impl Firewall {
             .map(Ipv4Addr::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-
+        let mut ports = host.ports.clone();
+        ports.sort_by(|a, b| a.ifname.cmp(&b.ifname));
         let gw = MacAddr::GATEWAY;
         let br_any = format!("{BRIDGE_PREFIX}*");
         let vx_any = format!("{VXLAN_PREFIX}*");
@@ -240,6 +252,20 @@ impl Firewall {
         let _ = writeln!(body, "  }}");
 
         let mut bridge = String::new();
+        // Each endpoint sends with its own MAC, IP and ARP sender only.
+        let _ = writeln!(bridge, "  chain prerouting {{");
+        let _ = writeln!(
+            bridge,
+            "    type filter hook prerouting priority filter; policy accept;"
+        );
+        for p in &ports {
+            let (i, mac, ip) = (&p.ifname, p.mac, p.ip);
+            let _ = writeln!(bridge, "    iifname \"{i}\" ether saddr != {mac} drop");
+            let _ = writeln!(bridge, "    iifname \"{i}\" ip saddr != {ip} drop");
+            let _ = writeln!(bridge, "    iifname \"{i}\" arp saddr ether != {mac} drop");
+            let _ = writeln!(bridge, "    iifname \"{i}\" arp saddr ip != {ip} drop");
+        }
+        let _ = writeln!(bridge, "  }}");
         let _ = writeln!(bridge, "  chain input {{");
         let _ = writeln!(
             bridge,
@@ -488,6 +514,11 @@ mod tests {
         let fw = Firewall::new("socketplane");
         let host = FwHost {
             members: vec![Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 1)],
+            ports: vec![FwPort {
+                ifname: "spv1".into(),
+                mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 10, 0, 11)),
+                ip: Ipv4Addr::new(10, 10, 0, 11),
+            }],
         };
         let a = fw.render(&nets(), &host);
         let mut rev = nets();
@@ -507,6 +538,8 @@ mod tests {
             "iifname \"spbr100\" ip daddr 10.10.0.1 udp dport 53 accept",
             "iifname \"spbr100\" ip daddr 10.10.0.1 tcp dport 53 accept",
             "udp dport 4789 ip saddr != { 198.18.0.1, 198.18.0.2 } drop",
+            "iifname \"spv1\" ip saddr != 10.10.0.11 drop",
+            "iifname \"spv1\" arp saddr ether != 02:53:0a:0a:00:0b drop",
         ] {
             assert!(a.nft.contains(want), "missing {want:?} in\n{}", a.nft);
         }

@@ -52,7 +52,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, info};
 
 use crate::error::Errno;
-use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost};
+use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, FwPort};
 pub use crate::kernel::firewall::{DEFAULT_FIREWALL_TABLE, FIREWALL_RECHECK};
 use crate::kernel::nl::{self, Link};
 use crate::kernel::sysctl::ensure_ip_forward;
@@ -486,8 +486,18 @@ impl Datapath for LinuxDatapath {
             .ensure_all((&plans, desired), &links, cached, &mut tally, attach)
             .await;
         tally.add(self.ensure_remote(&plans, desired, &links).await);
+        let ports = desired
+            .local
+            .iter()
+            .map(|e| FwPort {
+                ifname: names::VETHS.host(&e.id),
+                mac: e.mac,
+                ip: e.ip,
+            })
+            .collect();
         let host = FwHost {
             members: members(desired, self.underlay.ip),
+            ports,
         };
         tally.add(
             self.firewall

@@ -1,8 +1,8 @@
 //! The OpenFlow pipeline of the integration bridge, rendered from the
 //! desired state as an `ovs-ofctl` flow file.
 //!
-//! - table 0, classify: a local endpoint's port (with its own source MAC
-//!   only), a gateway port, or
+//! - table 0, classify: a local endpoint's port (with its own source MAC,
+//!   and its own IP as IPv4 source and ARP sender only), a gateway port, or
 //!   the tunnel with a known `tun_id` from a cluster member's address
 //!   (`tun_src`) sets `reg0`
 //!   to the network's VNI; tunnel traffic also sets `reg1=1`, gateway
@@ -119,15 +119,21 @@ pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64, members: &[Ipv4Addr])
                 n.gw_ofport
             ),
         );
+        // An endpoint sends with its own MAC, IP and ARP sender only (IPv6
+        // pinned to its MAC); anything else from its port is dropped.
         for l in &n.local {
-            add(
-                T_CLASSIFY,
-                100,
-                format!(
-                    "in_port={},dl_src={},actions={set_net},goto_table:{T_ARP}",
-                    l.ofport, l.mac
-                ),
-            );
+            let (port, mac, ip) = (l.ofport, l.mac, l.ip);
+            for m in [
+                format!("ip,nw_src={ip}"),
+                format!("arp,arp_spa={ip},arp_sha={mac}"),
+                "ipv6".to_string(),
+            ] {
+                add(
+                    T_CLASSIFY,
+                    100,
+                    format!("in_port={port},dl_src={mac},{m},actions={set_net},goto_table:{T_ARP}"),
+                );
+            }
         }
 
         // ARP responder for every known address, for requests from here.
@@ -334,6 +340,11 @@ mod tests {
             !text.contains("in_port=1,tun_id="),
             "tunnel open to any source"
         );
+        assert!(text.contains("in_port=3,dl_src=02:53:0a:0a:00:0b,ip,nw_src=10.10.0.11,"));
+        assert!(text.contains(
+            "in_port=3,dl_src=02:53:0a:0a:00:0b,arp,arp_spa=10.10.0.11,arp_sha=02:53:0a:0a:00:0b,"
+        ));
+        assert!(!text.contains("in_port=3,dl_src=02:53:0a:0a:00:0b,actions="));
         // Cookies are unique and survive a dump round trip.
         let c = rendered_cookies(&a);
         let mut d = c.clone();

@@ -794,8 +794,10 @@ impl Datapath for OvsDatapath {
         if !plans.is_empty() {
             tally.add(ensure_ip_forward());
         }
+        // Anti-spoofing is in the flows: the veths are no bridge ports.
         let host = FwHost {
             members: members(desired, self.underlay.ip),
+            ports: Vec::new(),
         };
         tally.add(
             self.firewall
