@@ -1387,6 +1387,83 @@ fn spoofed_sources_do_not_arrive(kind: Kind) {
     assert!(udp_got(&at_wa3, "own-again"));
 }
 
+/// The host's own devices (not ours), addresses on them and routes not
+/// through our devices, as text.
+fn host_network_state(ns: &str) -> String {
+    // The device a line is about: `N: dev[@peer]: ...`, `N: dev inet ...`
+    // or `... dev DEV ...`.
+    let dev = |l: &str| -> String {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.iter().position(|x| *x == "dev") {
+            Some(i) => w.get(i + 1).copied().unwrap_or_default().to_string(),
+            None => w
+                .get(1)
+                .map_or("", |d| d.split(['@', ':']).next().unwrap_or(""))
+                .to_string(),
+        }
+    };
+    let ours = |d: &str| d.starts_with("sp") || d == "docker0-ovs";
+    let keep = |cmd: &[&str]| -> String {
+        sh(cmd)
+            .lines()
+            .filter(|l| !ours(&dev(l)))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    keep(&["ip", "-n", ns, "-o", "link", "show"])
+        + &keep(&["ip", "-n", ns, "-o", "-4", "addr", "show"])
+        + &keep(&["ip", "-n", ns, "-4", "route", "show", "table", "all"])
+}
+
+/// A forged endpoint record is refused alone: the record of a working
+/// endpoint rewritten to the host's own namespace with ifname eth0 (and a
+/// new one "in" /proc/kmsg) leaves the host's NIC, addresses and routes
+/// untouched, says which records were refused and why, and the other
+/// endpoint keeps working.
+fn forged_endpoint_record_is_rejected_alone(kind: Kind) {
+    let b = Backend::new(kind);
+    let mut one = OneHost::new();
+    let victim = ep(&mut one.lab, "victim", &one.a, 66);
+    let (lab, h, a, e1) = (&one.lab, &one.h, &one.a, &one.e1);
+    let dp = b.start(h);
+    let mut d = DesiredState {
+        networks: vec![a.clone()],
+        local: vec![e1.clone(), victim.clone()],
+        ..Default::default()
+    };
+    dp.apply(&d);
+    let e1ns = netns_name(e1);
+    assert!(lab.ping(&e1ns, "10.10.0.1"));
+    assert!(lab.ping(&e1ns, "10.10.0.66"));
+    let before = host_network_state(h);
+
+    let mut forged = victim.clone();
+    forged.netns = Some(ns_path(h).into());
+    forged.ifname = "eth0".into();
+    let mut kmsg = local("kmsg", a, 67, "unused");
+    kmsg.netns = Some("/proc/kmsg".into());
+    d.local = vec![e1.clone(), forged, kmsg];
+    for round in 0..2 {
+        let err = dp.try_apply(&d).expect_err("forged records accepted");
+        assert!(
+            err.contains("endpoint victim rejected")
+                && err.contains("host's own network namespace"),
+            "round {round}: {err}"
+        );
+        assert!(
+            err.contains("endpoint kmsg rejected") && err.contains("not a network namespace"),
+            "round {round}: {err}"
+        );
+        assert!(!err.contains("e1"), "round {round}: {err}");
+        assert_eq!(
+            host_network_state(h),
+            before,
+            "round {round}: the host's network changed"
+        );
+        assert!(lab.ping(&e1ns, "10.10.0.1"), "round {round}: e1 -> gateway");
+    }
+}
+
 /// One `#[test]` per case in module `$module`, run against datapath `$kind`.
 macro_rules! instantiate {
     ($module:ident, $kind:expr, $($case:ident),*) => {
@@ -1423,4 +1500,5 @@ conformance!(
     workloads_fenced_from_hosts,
     vxlan_only_from_members,
     spoofed_sources_do_not_arrive,
+    forged_endpoint_record_is_rejected_alone,
 );

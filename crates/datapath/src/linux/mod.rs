@@ -49,7 +49,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVxlan};
 use tokio::sync::Mutex;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::error::Errno;
 use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, FwPort};
@@ -458,7 +458,8 @@ fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> NeighbourMessage
 #[async_trait]
 impl Datapath for LinuxDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let plans = plan(desired, self.underlay.default_mtu)?;
+        let planned = plan(desired, self.underlay.default_mtu)?;
+        let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
         let mut tally = Tally::default();
         let h = &self.conn.handle;
@@ -504,6 +505,10 @@ impl Datapath for LinuxDatapath {
                 .ensure(&plans, &host, &mut cache.firewall)
                 .await,
         );
+        for e in planned.rejected {
+            warn!(error = %e, "Endpoint record refused.");
+            tally.check(Err(e));
+        }
         tally.report(self.name())
     }
 

@@ -42,7 +42,7 @@ use rtnetlink::LinkUnspec;
 use serde_json::{json, Value};
 use socketplane_ovsdb::{atom, ops, Client, Snapshot};
 use tokio::sync::Mutex;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use self::flows::{FlowLocal, FlowNet, FlowRemote};
 use crate::command;
@@ -755,7 +755,8 @@ impl OvsDatapath {
 #[async_trait]
 impl Datapath for OvsDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let plans = plan(desired, self.underlay.default_mtu)?;
+        let planned = plan(desired, self.underlay.default_mtu)?;
+        let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
         // (Re)connects and resynchronises the cache when ovsdb-server went away.
         self.db.echo().await.map_err(|e| db_err("no answer", e))?;
@@ -804,6 +805,10 @@ impl Datapath for OvsDatapath {
                 .ensure(&plans, &host, &mut cache.firewall)
                 .await,
         );
+        for e in planned.rejected {
+            warn!(error = %e, "Endpoint record refused.");
+            tally.check(Err(e));
+        }
         tally.report(self.name())
     }
 
