@@ -170,6 +170,7 @@ impl ClusterView {
             networks,
             local,
             remote,
+            peers: Vec::new(),
         }
     }
 

@@ -17,6 +17,11 @@ pub enum DatapathError {
     #[error("invalid desired state: {0}")]
     Invalid(String),
 
+    /// One endpoint record (local or remote) was refused and not plumbed;
+    /// the rest of the desired state was converged. `id` is the endpoint's.
+    #[error("endpoint {id} rejected: {why}")]
+    EndpointRejected { id: String, why: String },
+
     /// The kernel refused a netlink request.
     #[error("netlink: {context}: {errno}")]
     Kernel {
@@ -131,6 +136,15 @@ impl DatapathError {
         DatapathError::Unavailable {
             what: what.into(),
             why: why.into(),
+        }
+    }
+
+    /// The ids of the endpoint records refused (also inside [`DatapathError::Many`]).
+    pub fn rejected_endpoints(&self) -> Vec<&str> {
+        match self {
+            DatapathError::EndpointRejected { id, .. } => vec![id.as_str()],
+            DatapathError::Many(v) => v.iter().flat_map(|e| e.rejected_endpoints()).collect(),
+            _ => Vec::new(),
         }
     }
 

@@ -87,6 +87,12 @@ pub struct DesiredState {
     pub networks: Vec<NetworkSpec>,
     pub local: Vec<LocalEndpoint>,
     pub remote: Vec<RemoteEndpoint>,
+    /// Underlay addresses of the cluster's members (this host's own may be
+    /// in it). Together with the hosts of `remote` they are the only
+    /// sources VXLAN is accepted from, and workloads are fenced from all of
+    /// them. Members without endpoints are known only from here.
+    #[serde(default)]
+    pub peers: Vec<Ipv4Addr>,
 }
 
 /// The underlay a datapath is bound to on its host.
@@ -119,7 +125,10 @@ pub trait Datapath: Send + Sync + 'static {
     /// Converges the host to `desired`: creates what is missing, fixes what
     /// differs, removes what this datapath owns but is no longer desired,
     /// and touches nothing it does not own. Idempotent: applying the same
-    /// state twice makes no changes the second time.
+    /// state twice makes no changes the second time. Every endpoint record
+    /// is re-validated first; a bad one is not plumbed (and what it had is
+    /// removed), the rest is converged, and the error names it
+    /// ([`DatapathError::EndpointRejected`], [`DatapathError::rejected_endpoints`]).
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport>;
 
     /// The names a local endpoint's veth pair gets (for runtimes that move

@@ -46,13 +46,148 @@ impl EndpointConfig {
     }
 }
 
+/// The underlay addresses of the cluster's members: the peers, the hosts of
+/// remote endpoints and this host (`own`); only unicast addresses.
+pub(crate) fn members(desired: &DesiredState, own: Ipv4Addr) -> Vec<Ipv4Addr> {
+    let mut v: Vec<Ipv4Addr> = desired
+        .peers
+        .iter()
+        .copied()
+        .chain(desired.remote.iter().map(|r| r.host))
+        .chain(std::iter::once(own))
+        .filter(|a| is_unicast_host(*a))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// An address a host can have on the underlay.
+pub(crate) fn is_unicast_host(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast())
+}
+
 fn invalid(msg: impl Into<String>) -> DatapathError {
     DatapathError::invalid(msg)
 }
 
+/// A validated desired state: the networks with what derives from them,
+/// the records fit to plumb, and one error per record refused.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) nets: Vec<NetPlan>,
+    /// `desired` without the refused records.
+    pub(crate) desired: DesiredState,
+    /// [`DatapathError::EndpointRejected`], one per refused record.
+    pub(crate) rejected: Vec<DatapathError>,
+}
+
 /// Validates `desired` before anything touches the kernel, deriving device
-/// names and MTUs.
-pub(crate) fn plan(desired: &DesiredState, default_mtu: u32) -> Result<Vec<NetPlan>> {
+/// names and MTUs. A bad network refuses the whole state; a bad endpoint
+/// record (local or remote) is refused alone and the rest is planned.
+/// Nothing from the store is trusted: a local endpoint's namespace must be
+/// a network namespace that is not the host's own (checked here, on the
+/// datapath's thread, in the host's namespace).
+pub(crate) fn plan(desired: &DesiredState, default_mtu: u32) -> Result<Plan> {
+    plan_with(
+        desired,
+        default_mtu,
+        crate::kernel::netns::unfit_workload_ns,
+    )
+}
+
+/// [`plan`] with the namespace check given (unit tests have no namespaces).
+fn plan_with(
+    desired: &DesiredState,
+    default_mtu: u32,
+    unfit_netns: impl Fn(&std::path::Path) -> Option<String>,
+) -> Result<Plan> {
+    let nets = plan_networks(desired, default_mtu)?;
+    let mut rejected = Vec::new();
+    let mut reject = |id: &str, why: String| {
+        rejected.push(DatapathError::EndpointRejected {
+            id: id.to_string(),
+            why,
+        })
+    };
+    let mut ids = HashSet::new();
+    let mut ips = HashSet::new();
+    let mut local = Vec::new();
+    for e in &desired.local {
+        let why = if !ids.insert(e.id.as_str()) {
+            Some("listed twice".to_string())
+        } else {
+            match nets.iter().find(|p| p.spec.name == e.network) {
+                None => Some(format!("unknown network {}", e.network)),
+                Some(net) => unfit_address(&net.spec, e.ip, e.mac)
+                    .or_else(|| (!ips.insert(e.ip)).then(|| format!("{} used twice", e.ip)))
+                    .or_else(|| match &e.netns {
+                        Some(ns) => bad_ifname(&e.ifname).or_else(|| unfit_netns(ns)),
+                        None => None,
+                    }),
+            }
+        };
+        match why {
+            Some(why) => reject(&e.id, why),
+            None => local.push(e.clone()),
+        }
+    }
+    let mut remote = Vec::new();
+    for r in &desired.remote {
+        let why = match nets.iter().find(|p| p.spec.name == r.network) {
+            None => Some(format!("unknown network {}", r.network)),
+            Some(net) => unfit_address(&net.spec, r.ip, r.mac).or_else(|| {
+                (!is_unicast_host(r.host)).then(|| format!("host {} is no unicast address", r.host))
+            }),
+        };
+        match why {
+            Some(why) => reject(&r.id, format!("remote: {why}")),
+            None => remote.push(r.clone()),
+        }
+    }
+    let desired = DesiredState {
+        networks: desired.networks.clone(),
+        local,
+        remote,
+        peers: desired.peers.clone(),
+    };
+    Ok(Plan {
+        nets,
+        desired,
+        rejected,
+    })
+}
+
+/// Why an endpoint may not have `ip` and `mac` on `net`: the address must be
+/// a host address of the subnet other than the gateway, the MAC a unicast
+/// MAC other than the gateway's.
+fn unfit_address(net: &NetworkSpec, ip: Ipv4Addr, mac: MacAddr) -> Option<String> {
+    let s = net.subnet;
+    let host_addr = s.contains(&ip)
+        && (s.prefix_len() >= 31 || (ip != s.network() && ip != s.broadcast()))
+        && ip != net.gateway;
+    if !host_addr {
+        return Some(format!("{ip} is not a usable address of {s}"));
+    }
+    if mac == MacAddr::GATEWAY || mac.0[0] & 1 == 1 || mac.0 == [0; 6] {
+        return Some(format!("MAC {mac} not allowed"));
+    }
+    None
+}
+
+/// Why `name` is no valid interface name (the kernel's `dev_valid_name`).
+fn bad_ifname(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+    (!ok).then(|| format!("bad ifname {name:?}"))
+}
+
+fn plan_networks(desired: &DesiredState, default_mtu: u32) -> Result<Vec<NetPlan>> {
     let mut names = HashSet::new();
     let mut vnis = HashSet::new();
     let mut plans = Vec::new();
@@ -92,57 +227,6 @@ pub(crate) fn plan(desired: &DesiredState, default_mtu: u32) -> Result<Vec<NetPl
             mtu,
         });
     }
-    let mut ids = HashSet::new();
-    for e in &desired.local {
-        if !ids.insert(e.id.as_str()) {
-            return Err(invalid(format!("endpoint {} listed twice", e.id)));
-        }
-        let net = plans
-            .iter()
-            .find(|p| p.spec.name == e.network)
-            .ok_or_else(|| invalid(format!("endpoint {}: unknown network {}", e.id, e.network)))?;
-        if !net.spec.subnet.contains(&e.ip) || e.ip == net.spec.gateway {
-            return Err(invalid(format!(
-                "endpoint {}: {} is not a usable address of {}",
-                e.id, e.ip, net.spec.subnet
-            )));
-        }
-        if e.mac == MacAddr::GATEWAY || e.mac.0[0] & 1 == 1 {
-            return Err(invalid(format!(
-                "endpoint {}: MAC {} not allowed",
-                e.id, e.mac
-            )));
-        }
-        if e.netns.is_some() && (e.ifname.is_empty() || e.ifname.len() > 15) {
-            return Err(invalid(format!(
-                "endpoint {}: bad ifname {:?}",
-                e.id, e.ifname
-            )));
-        }
-    }
-    for r in &desired.remote {
-        let net = plans
-            .iter()
-            .find(|p| p.spec.name == r.network)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "remote endpoint {}: unknown network {}",
-                    r.id, r.network
-                ))
-            })?;
-        if !net.spec.subnet.contains(&r.ip) {
-            return Err(invalid(format!(
-                "remote endpoint {}: {} not in {}",
-                r.id, r.ip, net.spec.subnet
-            )));
-        }
-        if r.mac == MacAddr::GATEWAY || r.mac.0[0] & 1 == 1 {
-            return Err(invalid(format!(
-                "remote endpoint {}: MAC {} not allowed",
-                r.id, r.mac
-            )));
-        }
-    }
     Ok(plans)
 }
 
@@ -172,6 +256,10 @@ mod tests {
         }
     }
 
+    fn fit(_: &std::path::Path) -> Option<String> {
+        None
+    }
+
     #[test]
     fn plan_derives_names_and_mtu() {
         let mut b = net("b", 200, 20);
@@ -180,8 +268,12 @@ mod tests {
             networks: vec![net("a", 100, 10), b],
             local: vec![ep("e", "a", Ipv4Addr::new(10, 10, 0, 5))],
             remote: vec![],
+            ..Default::default()
         };
-        let p = plan(&d, 1450).unwrap();
+        let p = plan_with(&d, 1450, fit).unwrap();
+        assert!(p.rejected.is_empty());
+        assert_eq!(p.desired, d);
+        let p = p.nets;
         assert_eq!(p[0].bridge, "spbr100");
         assert_eq!(p[0].vxlan, "spvx100");
         assert_eq!(p[0].mtu, 1450);
@@ -190,8 +282,12 @@ mod tests {
 
     #[test]
     fn plan_rejects_bad_states() {
-        let bad =
-            |d: DesiredState| assert!(matches!(plan(&d, 1450), Err(DatapathError::Invalid(_))));
+        let bad = |d: DesiredState| {
+            assert!(matches!(
+                plan_with(&d, 1450, fit),
+                Err(DatapathError::Invalid(_))
+            ))
+        };
         bad(DesiredState {
             networks: vec![net("a", 100, 10), net("a", 101, 11)],
             ..Default::default()
@@ -214,33 +310,97 @@ mod tests {
             networks: vec![g],
             ..Default::default()
         });
-        // Unknown network, address outside the subnet, the gateway's address.
-        bad(DesiredState {
-            networks: vec![net("a", 100, 10)],
-            local: vec![ep("e", "zz", Ipv4Addr::new(10, 10, 0, 5))],
-            ..Default::default()
-        });
-        bad(DesiredState {
-            networks: vec![net("a", 100, 10)],
-            local: vec![ep("e", "a", Ipv4Addr::new(10, 11, 0, 5))],
-            ..Default::default()
-        });
-        bad(DesiredState {
-            networks: vec![net("a", 100, 10)],
-            local: vec![ep("e", "a", Ipv4Addr::new(10, 10, 0, 1))],
-            ..Default::default()
-        });
-        // A remote endpoint may not claim the gateway MAC.
-        bad(DesiredState {
-            networks: vec![net("a", 100, 10)],
+    }
+
+    /// Each bad record is refused alone, with its id; the good one stays.
+    #[test]
+    fn bad_records_are_rejected_alone() {
+        let good = ep("good", "a", Ipv4Addr::new(10, 10, 0, 5));
+        let with = |f: &dyn Fn(&mut LocalEndpoint)| {
+            let mut e = ep("bad", "a", Ipv4Addr::new(10, 10, 0, 6));
+            f(&mut e);
+            e
+        };
+        let gw_mac = MacAddr::GATEWAY;
+        let bad_locals = [
+            with(&|e| e.network = "zz".into()),
+            with(&|e| e.ip = Ipv4Addr::new(10, 11, 0, 5)),
+            with(&|e| e.ip = Ipv4Addr::new(10, 10, 0, 1)),
+            with(&|e| e.ip = Ipv4Addr::new(10, 10, 0, 0)),
+            with(&|e| e.ip = Ipv4Addr::new(10, 10, 0, 255)),
+            with(&|e| e.ip = Ipv4Addr::new(10, 10, 0, 5)),
+            with(&|e| e.mac = gw_mac),
+            with(&|e| e.mac = MacAddr([1, 0, 0, 0, 0, 1])),
+            with(&|e| e.ifname = "".into()),
+            with(&|e| e.ifname = "a/b".into()),
+            with(&|e| e.ifname = "0123456789abcdef".into()),
+            with(&|e| e.ifname = "..".into()),
+            with(&|e| e.netns = Some("/host".into())),
+            with(&|e| e.id = "good".into()),
+        ];
+        for b in bad_locals {
+            let d = DesiredState {
+                networks: vec![net("a", 100, 10)],
+                local: vec![good.clone(), b.clone()],
+                ..Default::default()
+            };
+            let host = |p: &std::path::Path| (p == std::path::Path::new("/host")).then(String::new);
+            let p = plan_with(&d, 1450, host).unwrap();
+            assert_eq!(p.desired.local, vec![good.clone()], "{b:?}");
+            assert!(
+                matches!(&p.rejected[..], [DatapathError::EndpointRejected { .. }]),
+                "{b:?}: {:?}",
+                p.rejected
+            );
+            let msg = p.rejected[0].to_string();
+            assert!(msg.contains("endpoint "), "{msg}");
+        }
+        let remote = |mac: MacAddr, host: Ipv4Addr| RemoteEndpoint {
+            id: "r".into(),
+            network: "a".into(),
+            ip: Ipv4Addr::new(10, 10, 0, 9),
+            mac,
+            host,
+        };
+        let ok_host = Ipv4Addr::new(198, 18, 0, 2);
+        for r in [
+            remote(MacAddr::GATEWAY, ok_host),
+            remote(MacAddr::from_ipv4(ok_host), Ipv4Addr::UNSPECIFIED),
+        ] {
+            let d = DesiredState {
+                networks: vec![net("a", 100, 10)],
+                local: vec![good.clone()],
+                remote: vec![r],
+                ..Default::default()
+            };
+            let p = plan_with(&d, 1450, fit).unwrap();
+            assert!(p.desired.remote.is_empty());
+            assert_eq!(p.desired.local.len(), 1);
+            assert_eq!(p.rejected.len(), 1);
+        }
+    }
+
+    #[test]
+    fn members_are_peers_remote_hosts_and_self() {
+        let own = Ipv4Addr::new(198, 18, 0, 1);
+        let d = DesiredState {
+            peers: vec![Ipv4Addr::new(198, 18, 0, 3), Ipv4Addr::UNSPECIFIED, own],
             remote: vec![RemoteEndpoint {
                 id: "r".into(),
                 network: "a".into(),
                 ip: Ipv4Addr::new(10, 10, 0, 9),
-                mac: MacAddr::GATEWAY,
+                mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 10, 0, 9)),
                 host: Ipv4Addr::new(198, 18, 0, 2),
             }],
             ..Default::default()
-        });
+        };
+        assert_eq!(
+            members(&d, own),
+            vec![
+                own,
+                Ipv4Addr::new(198, 18, 0, 2),
+                Ipv4Addr::new(198, 18, 0, 3)
+            ]
+        );
     }
 }

@@ -92,6 +92,7 @@ fn attach_latency_is_low() {
                 )
             })
             .collect(),
+        ..Default::default()
     };
     let dp = DpHost::start(&h);
     dp.apply(&d);

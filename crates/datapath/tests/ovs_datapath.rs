@@ -221,6 +221,7 @@ fn three_ovs_hosts_head_end_replication() {
             .filter(|(h, _)| *h != i)
             .map(|(h, e)| remote_of(e, hosts[*h]))
             .collect(),
+        ..Default::default()
     };
     for (i, dp) in dps.iter().enumerate() {
         assert!(dp.apply(&desired(i, &eps)).changes > 0);

@@ -24,7 +24,7 @@ use crate::command::{self, Output};
 use crate::error::{collect, DatapathError, Result};
 use crate::names::{fnv1a, BRIDGE_PREFIX, VXLAN_PREFIX};
 use crate::plan::NetPlan;
-use crate::MacAddr;
+use crate::{MacAddr, VXLAN_PORT};
 
 /// How often an otherwise unchanged firewall is re-verified.
 pub const FIREWALL_RECHECK: Duration = Duration::from_secs(30);
@@ -39,11 +39,33 @@ pub(crate) struct FwNetwork {
     pub gateway: Ipv4Addr,
 }
 
+/// What the firewall needs beyond the networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FwHost {
+    /// Underlay addresses of the cluster's members: VXLAN is accepted from
+    /// them only, and workloads never reach them.
+    pub members: Vec<Ipv4Addr>,
+    /// Local endpoints' bridge ports (Linux datapath), each pinned to its
+    /// own source MAC, IP and ARP sender.
+    pub ports: Vec<FwPort>,
+}
+
+/// A local endpoint's bridge port and the only sources it may send with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FwPort {
+    pub ifname: String,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+}
+
 /// The rules of one datapath instance.
 #[derive(Debug, Clone)]
 pub(crate) struct Firewall {
     table: String,
     chain: String,
+    /// Prefix of endpoint host ends that are no bridge ports (OVS), whose
+    /// frames the host's own stack sees too: it must never take them.
+    switch_ports: Option<&'static str>,
 }
 
 /// Rendered rules plus the hash that tags them.
@@ -90,16 +112,34 @@ impl Firewall {
         Firewall {
             table: table.to_string(),
             chain,
+            switch_ports: None,
         }
+    }
+
+    /// Endpoint host ends named `<prefix>*` are switch ports, not bridge
+    /// ports: the host's stack drops whatever arrives on them.
+    pub(crate) fn with_switch_ports(mut self, prefix: &'static str) -> Self {
+        self.switch_ports = Some(prefix);
+        self
     }
 
     pub(crate) fn table(&self) -> &str {
         &self.table
     }
 
-    pub(crate) fn render(&self, nets: &[FwNetwork]) -> Rendered {
+    pub(crate) fn render(&self, nets: &[FwNetwork], host: &FwHost) -> Rendered {
         let mut nets = nets.to_vec();
         nets.sort_by(|a, b| a.bridge.cmp(&b.bridge));
+        let mut members = host.members.clone();
+        members.sort_unstable();
+        members.dedup();
+        let members_set = members
+            .iter()
+            .map(Ipv4Addr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut ports = host.ports.clone();
+        ports.sort_by(|a, b| a.ifname.cmp(&b.ifname));
         let gw = MacAddr::GATEWAY;
         let br_any = format!("{BRIDGE_PREFIX}*");
         let vx_any = format!("{VXLAN_PREFIX}*");
@@ -125,6 +165,17 @@ impl Firewall {
             body,
             "    type filter hook forward priority filter; policy accept;"
         );
+        // Workloads are fenced from every host of the cluster (remote
+        // workloads too: they would come masqueraded through their host).
+        if !members.is_empty() {
+            let _ = writeln!(
+                body,
+                "    iifname \"{br_any}\" ip daddr {{ {members_set} }} drop"
+            );
+        }
+        if let Some(p) = self.switch_ports {
+            let _ = writeln!(body, "    iifname \"{p}*\" drop");
+        }
         for n in &nets {
             let _ = writeln!(body, "    iifname \"{0}\" oifname \"{0}\" accept", n.bridge);
         }
@@ -150,6 +201,41 @@ impl Firewall {
                 );
             }
         }
+        // Workloads reach no address of the host (gateways, underlay, any
+        // other), except: replies to what the host opened; ping to their
+        // own gateway (a diagnostic); and DNS on their own gateway (the
+        // DNS service), an explicit allow.
+        let _ = writeln!(
+            body,
+            "    iifname \"{br_any}\" ct state established,related accept"
+        );
+        for n in &nets {
+            for proto in ["udp", "tcp"] {
+                let _ = writeln!(
+                    body,
+                    "    iifname \"{}\" ip daddr {} {proto} dport 53 accept",
+                    n.bridge, n.gateway
+                );
+            }
+            let _ = writeln!(
+                body,
+                "    iifname \"{}\" ip daddr {} icmp type echo-request accept",
+                n.bridge, n.gateway
+            );
+        }
+        let _ = writeln!(body, "    iifname \"{br_any}\" drop");
+        if let Some(p) = self.switch_ports {
+            let _ = writeln!(body, "    iifname \"{p}*\" drop");
+        }
+        // VXLAN only from the cluster's members.
+        if members.is_empty() {
+            let _ = writeln!(body, "    udp dport {VXLAN_PORT} drop");
+        } else {
+            let _ = writeln!(
+                body,
+                "    udp dport {VXLAN_PORT} ip saddr != {{ {members_set} }} drop"
+            );
+        }
         let _ = writeln!(body, "  }}");
         let _ = writeln!(body, "  chain postrouting {{");
         let _ = writeln!(
@@ -166,6 +252,20 @@ impl Firewall {
         let _ = writeln!(body, "  }}");
 
         let mut bridge = String::new();
+        // Each endpoint sends with its own MAC, IP and ARP sender only.
+        let _ = writeln!(bridge, "  chain prerouting {{");
+        let _ = writeln!(
+            bridge,
+            "    type filter hook prerouting priority filter; policy accept;"
+        );
+        for p in &ports {
+            let (i, mac, ip) = (&p.ifname, p.mac, p.ip);
+            let _ = writeln!(bridge, "    iifname \"{i}\" ether saddr != {mac} drop");
+            let _ = writeln!(bridge, "    iifname \"{i}\" ip saddr != {ip} drop");
+            let _ = writeln!(bridge, "    iifname \"{i}\" arp saddr ether != {mac} drop");
+            let _ = writeln!(bridge, "    iifname \"{i}\" arp saddr ip != {ip} drop");
+        }
+        let _ = writeln!(bridge, "  }}");
         let _ = writeln!(bridge, "  chain input {{");
         let _ = writeln!(
             bridge,
@@ -358,6 +458,7 @@ impl Firewall {
     pub(crate) async fn ensure(
         &self,
         plans: &[NetPlan],
+        host: &FwHost,
         check: &mut FirewallCheck,
     ) -> Result<usize> {
         let nets: Vec<FwNetwork> = plans
@@ -368,7 +469,7 @@ impl Firewall {
                 gateway: p.spec.gateway,
             })
             .collect();
-        let rendered = self.render(&nets);
+        let rendered = self.render(&nets, host);
         let fresh = check
             .checked
             .is_some_and(|t| t.elapsed() < FIREWALL_RECHECK);
@@ -411,10 +512,18 @@ mod tests {
     #[test]
     fn rendering_is_stable_and_complete() {
         let fw = Firewall::new("socketplane");
-        let a = fw.render(&nets());
+        let host = FwHost {
+            members: vec![Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 1)],
+            ports: vec![FwPort {
+                ifname: "spv1".into(),
+                mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 10, 0, 11)),
+                ip: Ipv4Addr::new(10, 10, 0, 11),
+            }],
+        };
+        let a = fw.render(&nets(), &host);
         let mut rev = nets();
         rev.reverse();
-        let b = fw.render(&rev);
+        let b = fw.render(&rev, &host);
         assert_eq!(a.hash, b.hash, "order of networks must not matter");
         assert!(!a.empty);
         for want in [
@@ -425,6 +534,12 @@ mod tests {
             "oifname \"spvx*\" ether saddr 02:53:50:00:00:01 drop",
             "iifname \"spvx*\" ether daddr 02:53:50:00:00:01 drop",
             "delete table inet socketplane",
+            "iifname \"spbr*\" ip daddr { 198.18.0.1, 198.18.0.2 } drop",
+            "iifname \"spbr100\" ip daddr 10.10.0.1 udp dport 53 accept",
+            "iifname \"spbr100\" ip daddr 10.10.0.1 tcp dport 53 accept",
+            "udp dport 4789 ip saddr != { 198.18.0.1, 198.18.0.2 } drop",
+            "iifname \"spv1\" ip saddr != 10.10.0.11 drop",
+            "iifname \"spv1\" arp saddr ether != 02:53:0a:0a:00:0b drop",
         ] {
             assert!(a.nft.contains(want), "missing {want:?} in\n{}", a.nft);
         }
@@ -432,9 +547,11 @@ mod tests {
             .iptables
             .contains("-A SOCKETPLANE -i spbr100 -o spbr100 -j ACCEPT"));
         assert!(a.iptables.contains(&format!("sp-cfg-{}", a.hash)));
-        let other = Firewall::new("sp-test_1").render(&nets());
+        let other = Firewall::new("sp-test_1").render(&nets(), &host);
         assert_ne!(other.hash, a.hash);
         assert!(other.iptables.contains(":SP-TEST-1 - [0:0]"));
-        assert!(Firewall::new("x").render(&[]).empty);
+        assert!(Firewall::new("x").render(&[], &FwHost::default()).empty);
+        let fenced = fw.render(&nets(), &FwHost::default());
+        assert!(fenced.nft.contains("udp dport 4789 drop"), "{}", fenced.nft);
     }
 }

@@ -72,3 +72,52 @@ where
         )
     })?
 }
+
+/// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`): the kind of namespace a nsfs file is.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Why `path` may not be plumbed as a workload's network namespace: it must
+/// be a network namespace (nsfs, type `CLONE_NEWNET`) and none of the host's
+/// own (this thread's, this process's, init's). `None`: it may.
+pub(crate) fn unfit_workload_ns(path: &Path) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("netns {}: cannot open: {e}", path.display())),
+    };
+    let is_nsfs = nix::sys::statfs::fstatfs(&file)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the open fd.
+    let kind = is_nsfs.then(|| unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) });
+    if kind != Some(libc::CLONE_NEWNET) {
+        return Some(format!(
+            "netns {} is not a network namespace",
+            path.display()
+        ));
+    }
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let Ok(this) = file.metadata().map(id) else {
+        return Some(format!("netns {}: cannot stat", path.display()));
+    };
+    for host in [
+        "/proc/thread-self/ns/net",
+        "/proc/self/ns/net",
+        "/proc/1/ns/net",
+    ] {
+        match std::fs::metadata(host).map(id) {
+            Ok(h) if h == this => {
+                return Some(format!(
+                    "netns {} is the host's own network namespace ({host})",
+                    path.display()
+                ))
+            }
+            Ok(_) => {}
+            // init's may be hidden (a sandbox, a PID namespace); our own
+            // must be readable, else refuse rather than risk the host's.
+            Err(_) if host.starts_with("/proc/1/") => {}
+            Err(e) => return Some(format!("cannot compare with {host}: {e}")),
+        }
+    }
+    None
+}

@@ -49,17 +49,17 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVxlan};
 use tokio::sync::Mutex;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::error::Errno;
-use crate::kernel::firewall::{Firewall, FirewallCheck};
+use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, FwPort};
 pub use crate::kernel::firewall::{DEFAULT_FIREWALL_TABLE, FIREWALL_RECHECK};
 use crate::kernel::nl::{self, Link};
 use crate::kernel::sysctl::ensure_ip_forward;
 use crate::kernel::underlay;
 pub use crate::kernel::veth::ENDPOINT_RECHECK;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
-use crate::plan::{plan, NetPlan};
+use crate::plan::{members, plan, NetPlan};
 use crate::tally::Tally;
 use crate::{
     ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, Result, Underlay, VXLAN_PORT,
@@ -458,7 +458,8 @@ fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> NeighbourMessage
 #[async_trait]
 impl Datapath for LinuxDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let plans = plan(desired, self.underlay.default_mtu)?;
+        let planned = plan(desired, self.underlay.default_mtu)?;
+        let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
         let mut tally = Tally::default();
         let h = &self.conn.handle;
@@ -486,7 +487,28 @@ impl Datapath for LinuxDatapath {
             .ensure_all((&plans, desired), &links, cached, &mut tally, attach)
             .await;
         tally.add(self.ensure_remote(&plans, desired, &links).await);
-        tally.add(self.firewall.ensure(&plans, &mut cache.firewall).await);
+        let ports = desired
+            .local
+            .iter()
+            .map(|e| FwPort {
+                ifname: names::VETHS.host(&e.id),
+                mac: e.mac,
+                ip: e.ip,
+            })
+            .collect();
+        let host = FwHost {
+            members: members(desired, self.underlay.ip),
+            ports,
+        };
+        tally.add(
+            self.firewall
+                .ensure(&plans, &host, &mut cache.firewall)
+                .await,
+        );
+        for e in planned.rejected {
+            warn!(error = %e, "Endpoint record refused.");
+            tally.check(Err(e));
+        }
         tally.report(self.name())
     }
 

@@ -1,8 +1,10 @@
 //! The OpenFlow pipeline of the integration bridge, rendered from the
 //! desired state as an `ovs-ofctl` flow file.
 //!
-//! - table 0, classify: a local endpoint's port (with its own source MAC
-//!   only), a gateway port, or the tunnel with a known `tun_id` sets `reg0`
+//! - table 0, classify: a local endpoint's port (with its own source MAC,
+//!   and its own IP as IPv4 source and ARP sender only), a gateway port, or
+//!   the tunnel with a known `tun_id` from a cluster member's address
+//!   (`tun_src`) sets `reg0`
 //!   to the network's VNI; tunnel traffic also sets `reg1=1`, gateway
 //!   traffic `reg2=1`. Frames from the tunnel with the gateway MAC as source
 //!   are dropped. Everything else is dropped.
@@ -82,7 +84,7 @@ fn arp_reply(mac: MacAddr, ip: Ipv4Addr) -> String {
 }
 
 /// The flow file (sorted, one flow per line, each with its cookie).
-pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64) -> Vec<String> {
+pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64, members: &[Ipv4Addr]) -> Vec<String> {
     let gw = MacAddr::GATEWAY;
     let mut flows: BTreeSet<String> = BTreeSet::new();
     let mut add = |table: u8, prio: u16, rest: String| {
@@ -99,13 +101,16 @@ pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64) -> Vec<String> {
     for n in nets {
         let vni = n.vni;
         let set_net = format!("set_field:{vni}->reg0");
-        add(
-            T_CLASSIFY,
-            100,
-            format!(
-                "in_port={tunnel_ofport},tun_id={vni},actions={set_net},set_field:1->reg1,goto_table:{T_ARP}"
-            ),
-        );
+        // VXLAN only from the cluster's members.
+        for m in members {
+            add(
+                T_CLASSIFY,
+                100,
+                format!(
+                    "in_port={tunnel_ofport},tun_src={m},tun_id={vni},actions={set_net},set_field:1->reg1,goto_table:{T_ARP}"
+                ),
+            );
+        }
         add(
             T_CLASSIFY,
             100,
@@ -114,15 +119,21 @@ pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64) -> Vec<String> {
                 n.gw_ofport
             ),
         );
+        // An endpoint sends with its own MAC, IP and ARP sender only (IPv6
+        // pinned to its MAC); anything else from its port is dropped.
         for l in &n.local {
-            add(
-                T_CLASSIFY,
-                100,
-                format!(
-                    "in_port={},dl_src={},actions={set_net},goto_table:{T_ARP}",
-                    l.ofport, l.mac
-                ),
-            );
+            let (port, mac, ip) = (l.ofport, l.mac, l.ip);
+            for m in [
+                format!("ip,nw_src={ip}"),
+                format!("arp,arp_spa={ip},arp_sha={mac}"),
+                "ipv6".to_string(),
+            ] {
+                add(
+                    T_CLASSIFY,
+                    100,
+                    format!("in_port={port},dl_src={mac},{m},actions={set_net},goto_table:{T_ARP}"),
+                );
+            }
         }
 
         // ARP responder for every known address, for requests from here.
@@ -288,8 +299,9 @@ mod tests {
 
     #[test]
     fn rendering_is_stable_and_complete() {
-        let a = render(&sample(), 1);
-        assert_eq!(a, render(&sample(), 1));
+        let members = [Ipv4Addr::new(198, 18, 0, 2)];
+        let a = render(&sample(), 1, &members);
+        assert_eq!(a, render(&sample(), 1, &members));
         let text = a.join("\n");
         // One copy per remote host, not per remote endpoint.
         let bcast = a
@@ -323,6 +335,16 @@ mod tests {
         assert!(text.contains("arp_tpa=10.10.0.12,actions=move:NXM_OF_ETH_SRC[]"));
         assert!(text.contains("load:0x0a0a000c->NXM_OF_ARP_SPA[]"));
         assert!(text.contains("in_port=1,dl_src=02:53:50:00:00:01,actions=drop"));
+        assert!(text.contains("in_port=1,tun_src=198.18.0.2,tun_id=100,"));
+        assert!(
+            !text.contains("in_port=1,tun_id="),
+            "tunnel open to any source"
+        );
+        assert!(text.contains("in_port=3,dl_src=02:53:0a:0a:00:0b,ip,nw_src=10.10.0.11,"));
+        assert!(text.contains(
+            "in_port=3,dl_src=02:53:0a:0a:00:0b,arp,arp_spa=10.10.0.11,arp_sha=02:53:0a:0a:00:0b,"
+        ));
+        assert!(!text.contains("in_port=3,dl_src=02:53:0a:0a:00:0b,actions="));
         // Cookies are unique and survive a dump round trip.
         let c = rendered_cookies(&a);
         let mut d = c.clone();
@@ -337,7 +359,7 @@ mod tests {
         // A change touches only the flows it must.
         let mut s2 = sample();
         s2[0].remote.pop();
-        let b = render(&s2, 1);
+        let b = render(&s2, 1, &members);
         // (Same host: the broadcast flow stays; its unicast and ARP flows go.)
         assert_eq!(b.iter().filter(|f| !a.contains(f)).count(), 0);
         assert_eq!(a.len() - b.len(), 2);

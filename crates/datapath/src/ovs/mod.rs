@@ -42,17 +42,17 @@ use rtnetlink::LinkUnspec;
 use serde_json::{json, Value};
 use socketplane_ovsdb::{atom, ops, Client, Snapshot};
 use tokio::sync::Mutex;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use self::flows::{FlowLocal, FlowNet, FlowRemote};
 use crate::command;
-use crate::kernel::firewall::{Firewall, FirewallCheck, DEFAULT_FIREWALL_TABLE};
+use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, DEFAULT_FIREWALL_TABLE};
 use crate::kernel::nl;
 use crate::kernel::sysctl::ensure_ip_forward;
 use crate::kernel::underlay;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
 use crate::names::VethNames;
-use crate::plan::{plan, NetPlan};
+use crate::plan::{members, plan, NetPlan};
 use crate::tally::Tally;
 use crate::{
     ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, MacAddr, Result, Underlay,
@@ -322,13 +322,13 @@ impl OvsDatapath {
             rundir,
             datapath_type: datapath_type.into(),
             underlay,
-            firewall: Firewall::new(DEFAULT_FIREWALL_TABLE),
+            firewall: Firewall::new(DEFAULT_FIREWALL_TABLE).with_switch_ports(VETH_PREFIX),
         })
     }
 
     /// Uses `table` for the firewall (see the Linux datapath).
     pub fn with_firewall_table(mut self, table: &str) -> Self {
-        self.firewall = Firewall::new(table);
+        self.firewall = Firewall::new(table).with_switch_ports(VETH_PREFIX);
         self
     }
 
@@ -723,9 +723,10 @@ impl OvsDatapath {
     async fn ensure_flows(
         &self,
         (nets, tunnel): (Vec<FlowNet>, i64),
+        members: &[Ipv4Addr],
         cache: &mut Cache,
     ) -> Result<usize> {
-        let rendered = flows::render(&nets, tunnel);
+        let rendered = flows::render(&nets, tunnel, members);
         let hash = flows::hash(&rendered);
         let pid = read_pid(&self.rundir.join("ovs-vswitchd.pid"));
         let fresh = cache
@@ -754,7 +755,8 @@ impl OvsDatapath {
 #[async_trait]
 impl Datapath for OvsDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let plans = plan(desired, self.underlay.default_mtu)?;
+        let planned = plan(desired, self.underlay.default_mtu)?;
+        let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
         // (Re)connects and resynchronises the cache when ovsdb-server went away.
         self.db.echo().await.map_err(|e| db_err("no answer", e))?;
@@ -780,7 +782,10 @@ impl Datapath for OvsDatapath {
         let ofports = self.ofports(&want).await?;
         tally.add(self.ensure_gateways(&plans).await);
         let flows = match self.flow_nets(&plans, desired, &ofports) {
-            Ok(nets) => self.ensure_flows(nets, &mut cache).await,
+            Ok(nets) => {
+                let members = members(desired, self.underlay.ip);
+                self.ensure_flows(nets, &members, &mut cache).await
+            }
             Err(e) => Err(e),
         };
         if flows.is_err() {
@@ -790,7 +795,20 @@ impl Datapath for OvsDatapath {
         if !plans.is_empty() {
             tally.add(ensure_ip_forward());
         }
-        tally.add(self.firewall.ensure(&plans, &mut cache.firewall).await);
+        // Anti-spoofing is in the flows: the veths are no bridge ports.
+        let host = FwHost {
+            members: members(desired, self.underlay.ip),
+            ports: Vec::new(),
+        };
+        tally.add(
+            self.firewall
+                .ensure(&plans, &host, &mut cache.firewall)
+                .await,
+        );
+        for e in planned.rejected {
+            warn!(error = %e, "Endpoint record refused.");
+            tally.check(Err(e));
+        }
         tally.report(self.name())
     }
 

@@ -54,11 +54,13 @@ impl Topo {
             networks: vec![a.clone(), b.clone()],
             local: l0.clone(),
             remote: l1.iter().map(|e| remote_of(e, H1)).collect(),
+            ..Default::default()
         };
         let d1 = DesiredState {
             networks: vec![a.clone(), b.clone()],
             local: l1.clone(),
             remote: l0.iter().map(|e| remote_of(e, H0)).collect(),
+            ..Default::default()
         };
         let dp = vec![start(&lab.hosts[0]), start(&lab.hosts[1])];
         assert_eq!(dp[0].underlay_ip, H0);
