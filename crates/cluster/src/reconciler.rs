@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use socketplane_api::keys;
-use socketplane_datapath::Datapath;
+use socketplane_datapath::{Datapath, DatapathError};
 use socketplane_store::{Revision, Store, StoreError};
 use tokio::sync::watch;
 
@@ -130,6 +130,17 @@ impl Reconciler {
                     self.applied_tx.send_replace(view.revision);
                     break;
                 }
+                Err(error) if only_rejections(&error) => {
+                    // The datapath refused some records (forged or invalid)
+                    // and converged everything else: retrying cannot help,
+                    // and holding the applied revision back would stall
+                    // every attach on this host.
+                    tracing::warn!(%error, rejected = ?error.rejected_endpoints(),
+                        revision = view.revision, "The datapath refused endpoint records; the rest converged.");
+                    self.error_tx.send_replace(Some(error.to_string()));
+                    self.applied_tx.send_replace(view.revision);
+                    break;
+                }
                 Err(error) => {
                     tracing::warn!(%error, attempt, "Datapath apply failed; retrying.");
                     self.error_tx.send_replace(Some(error.to_string()));
@@ -185,5 +196,14 @@ impl Reconciler {
             }
             collecting.store(false, Ordering::SeqCst);
         });
+    }
+}
+
+/// True when every failure of an apply is a refused endpoint record.
+fn only_rejections(error: &DatapathError) -> bool {
+    match error {
+        DatapathError::EndpointRejected { .. } => true,
+        DatapathError::Many(errors) => errors.iter().all(only_rejections),
+        _ => false,
     }
 }

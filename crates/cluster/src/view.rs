@@ -166,11 +166,16 @@ impl ClusterView {
                 });
             }
         }
+        // Every registered member: VXLAN is accepted only from these, and
+        // workloads are fenced from all of them.
+        let mut peers: Vec<_> = self.nodes.values().map(|n| n.addr).collect();
+        peers.sort();
+        peers.dedup();
         DesiredState {
             networks,
             local,
             remote,
-            peers: Vec::new(),
+            peers,
         }
     }
 
