@@ -27,6 +27,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== no module import cycles"
+python3 scripts/check-module-cycles.py
 echo "== cargo build (the socketplane binary is used by the multi-host tests)"
 cargo build --workspace --locked --bins --examples
 echo "== cargo test"

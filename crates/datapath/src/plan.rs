@@ -86,18 +86,12 @@ pub(crate) struct Plan {
 /// names and MTUs. A bad network refuses the whole state; a bad endpoint
 /// record (local or remote) is refused alone and the rest is planned.
 /// Nothing from the store is trusted: a local endpoint's namespace must be
-/// a network namespace that is not the host's own (checked here, on the
-/// datapath's thread, in the host's namespace).
-pub(crate) fn plan(desired: &DesiredState, default_mtu: u32) -> Result<Plan> {
-    plan_with(
-        desired,
-        default_mtu,
-        crate::kernel::netns::unfit_workload_ns,
-    )
-}
-
-/// [`plan`] with the namespace check given (unit tests have no namespaces).
-fn plan_with(
+/// a network namespace that is not the host's own — `unfit_netns` says why
+/// one is not (the backends pass `kernel::netns::unfit_workload_ns`, run on
+/// the datapath's thread in the host's namespace; unit tests, which have no
+/// namespaces, pass their own). Taking it as an argument keeps this module
+/// free of kernel calls, so `kernel` may depend on `plan` and not back.
+pub(crate) fn plan(
     desired: &DesiredState,
     default_mtu: u32,
     unfit_netns: impl Fn(&std::path::Path) -> Option<String>,
@@ -270,7 +264,7 @@ mod tests {
             remote: vec![],
             ..Default::default()
         };
-        let p = plan_with(&d, 1450, fit).unwrap();
+        let p = plan(&d, 1450, fit).unwrap();
         assert!(p.rejected.is_empty());
         assert_eq!(p.desired, d);
         let p = p.nets;
@@ -284,7 +278,7 @@ mod tests {
     fn plan_rejects_bad_states() {
         let bad = |d: DesiredState| {
             assert!(matches!(
-                plan_with(&d, 1450, fit),
+                plan(&d, 1450, fit),
                 Err(DatapathError::Invalid(_))
             ))
         };
@@ -345,7 +339,7 @@ mod tests {
                 ..Default::default()
             };
             let host = |p: &std::path::Path| (p == std::path::Path::new("/host")).then(String::new);
-            let p = plan_with(&d, 1450, host).unwrap();
+            let p = plan(&d, 1450, host).unwrap();
             assert_eq!(p.desired.local, vec![good.clone()], "{b:?}");
             assert!(
                 matches!(&p.rejected[..], [DatapathError::EndpointRejected { .. }]),
@@ -373,7 +367,7 @@ mod tests {
                 remote: vec![r],
                 ..Default::default()
             };
-            let p = plan_with(&d, 1450, fit).unwrap();
+            let p = plan(&d, 1450, fit).unwrap();
             assert!(p.desired.remote.is_empty());
             assert_eq!(p.desired.local.len(), 1);
             assert_eq!(p.rejected.len(), 1);

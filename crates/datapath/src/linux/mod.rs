@@ -458,7 +458,11 @@ fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> NeighbourMessage
 #[async_trait]
 impl Datapath for LinuxDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let planned = plan(desired, self.underlay.default_mtu)?;
+        let planned = plan(
+            desired,
+            self.underlay.default_mtu,
+            crate::kernel::netns::unfit_workload_ns,
+        )?;
         let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
         let mut tally = Tally::default();

@@ -755,7 +755,11 @@ impl OvsDatapath {
 #[async_trait]
 impl Datapath for OvsDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let planned = plan(desired, self.underlay.default_mtu)?;
+        let planned = plan(
+            desired,
+            self.underlay.default_mtu,
+            crate::kernel::netns::unfit_workload_ns,
+        )?;
         let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
         // (Re)connects and resynchronises the cache when ovsdb-server went away.
