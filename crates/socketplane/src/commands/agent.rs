@@ -256,8 +256,20 @@ async fn start(ctx: &Context, flags: &AgentFlags) -> anyhow::Result<()> {
     let mut child = cmd.spawn().context("starting the agent")?;
     std::fs::write(&pid_path, child.id().to_string())
         .with_context(|| format!("writing {}", pid_path.display()))?;
+    let client = socketplane_client::Client::new(&ctx.socket);
     for _ in 0..100 {
-        if ctx.socket.exists() {
+        // Ready when its API answers; a founding node also when it has
+        // founded its cluster, so the next command finds a member (a
+        // joining node may wait for its peers for as long as it takes).
+        let ready = ctx.socket.exists()
+            && match client
+                .get::<socketplane_api::rest::AgentInfo>("/v1/info")
+                .await
+            {
+                Ok(_) => true,
+                Err(_) => !flags.bootstrap,
+            };
+        if ready {
             println!(
                 "Started the agent (pid {}); see its logs with `socketplane agent logs`.",
                 child.id()
