@@ -31,6 +31,9 @@ pub struct AgentConfig {
     pub node_name: Option<String>,
     /// How long a silent node stays alive in the store.
     pub lease_ttl: Duration,
+    /// How long a node must have been dead before its endpoints and
+    /// reservations are reclaimed; `None`: only by `cluster remove`.
+    pub reclaim_after: Option<Duration>,
     pub max_voters: usize,
     pub ovs: OvsOptions,
 }
@@ -53,6 +56,7 @@ impl Default for AgentConfig {
             mdns: true,
             node_name: None,
             lease_ttl: Duration::from_secs(defaults::LEASE_TTL_SECS),
+            reclaim_after: Some(Duration::from_secs(defaults::RECLAIM_AFTER_SECS)),
             max_voters: defaults::VOTERS,
             ovs: Default::default(),
         }

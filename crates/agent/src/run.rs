@@ -113,11 +113,10 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     let advertise = SocketAddr::from((addr, cfg.listen.port()));
     let datapath = crate::datapaths::select(&cfg.datapath, &iface, addr, &cfg.ovs).await?;
     let (store, embedded) = open_store(&cfg, &identity, advertise).await?;
-    let cluster = Arc::new(Cluster::new(
-        store,
-        identity.id.clone(),
-        cfg.cluster.clone(),
-    ));
+    let cluster = Arc::new(
+        Cluster::new(store, identity.id.clone(), cfg.cluster.clone())
+            .with_reclaim_after(cfg.reclaim_after),
+    );
     let (join_tx, join_rx) = mpsc::unbounded_channel();
     let shutdown = Arc::new(Notify::new());
     let node = Arc::new(Node {

@@ -20,6 +20,9 @@ pub const DATAPATH: &str = "auto";
 pub const STORE: &str = "embedded";
 /// Seconds a silent node stays alive in the store.
 pub const LEASE_TTL_SECS: u64 = 15;
+/// Seconds a node must have been dead before its endpoints and
+/// reservations are reclaimed (`--reclaim-after`; 0: only `cluster remove`).
+pub const RECLAIM_AFTER_SECS: u64 = 300;
 /// Store voters (3 or 5).
 pub const VOTERS: usize = 3;
 /// Seconds a Docker endpoint no container has is kept before it is detached

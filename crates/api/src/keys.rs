@@ -24,6 +24,19 @@ pub fn alive_prefix() -> String {
     format!("{PREFIX}alive/")
 }
 
+/// When the survivors first saw a node's liveness key gone (unix seconds),
+/// written once by the first reclaimer to notice, so a leader change
+/// neither resets nor shortens the grace; deleted when the node registers.
+pub fn dead_since(id: &str) -> String {
+    format!("{PREFIX}dead-since/{id}")
+}
+
+/// A node removed by `cluster remove` (value: unix seconds): it may not
+/// register again under this id.
+pub fn removed(id: &str) -> String {
+    format!("{PREFIX}removed/{id}")
+}
+
 /// A network record ([`crate::NetworkRecord`]), by the network's immutable
 /// id. (Before ids, this key held the network by name; the agent migrates
 /// such records on start.)

@@ -26,6 +26,9 @@ pub struct Cluster {
     /// Serialises this agent's allocations per network so concurrent local
     /// attaches do not race each other for the same candidate address.
     pub(crate) alloc_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// How long a node must have been dead before what it holds is
+    /// reclaimed; `None`: only by `cluster remove`.
+    pub(crate) reclaim_after: Option<Duration>,
     ready: watch::Sender<bool>,
     reconciler: OnceLock<ReconcilerHandle>,
 }
@@ -37,9 +40,19 @@ impl Cluster {
             node_id,
             name,
             alloc_locks: Mutex::new(HashMap::new()),
+            reclaim_after: Some(Duration::from_secs(
+                socketplane_api::defaults::RECLAIM_AFTER_SECS,
+            )),
             ready: watch::channel(false).0,
             reconciler: OnceLock::new(),
         }
+    }
+
+    /// Sets the reclaim grace (`--reclaim-after`); `None` or zero: a dead
+    /// node's endpoints go only by `cluster remove`.
+    pub fn with_reclaim_after(mut self, after: Option<Duration>) -> Self {
+        self.reclaim_after = after.filter(|d| !d.is_zero());
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

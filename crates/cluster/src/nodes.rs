@@ -26,7 +26,9 @@ impl Cluster {
                         keys::alive(&record.id),
                         ttl.as_secs().to_string(),
                         lease,
-                    )),
+                    ))
+                    // Alive again: a later death starts a fresh grace.
+                    .then(Op::delete(keys::dead_since(&record.id))),
             )
             .await?;
         Ok(lease)

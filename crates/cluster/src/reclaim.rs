@@ -1,5 +1,11 @@
 //! Reclaim: what a node whose liveness key is gone still holds (endpoints,
-//! Docker reservations, block claims) goes back to the pool.
+//! Docker reservations, block claims) goes back to the pool, but only once
+//! it has been dead for the grace (`--reclaim-after`): a stalled agent whose
+//! lease merely lapsed keeps its workloads' addresses. "Dead since" is the
+//! time the survivors first saw its liveness key gone, written once to the
+//! store, so neither a leader change nor another reclaimer restarts it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socketplane_api::{keys, EndpointRecord, ReservationRecord};
 use socketplane_store::{Compare, Op, Txn};
@@ -8,7 +14,70 @@ use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::records;
 
+/// Seconds since the epoch, as the store's timestamps are written.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What [`Cluster::reclaim_if_due`] did about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReclaimStep {
+    /// The node is alive (again): nothing to do.
+    Alive,
+    /// Dead, within the grace (or reclaim is only by hand).
+    Waiting,
+    /// Reclaimed; this many endpoints went.
+    Reclaimed(usize),
+}
+
 impl Cluster {
+    /// One reclaimer pass for a node whose liveness key is gone: records
+    /// when it was first seen dead, and reclaims once it has been dead for
+    /// the grace, or at once if it was removed by `cluster remove`.
+    pub async fn reclaim_if_due(&self, node: &str) -> Result<ReclaimStep> {
+        if self.store.get(&keys::alive(node)).await?.is_some() {
+            return Ok(ReclaimStep::Alive);
+        }
+        if self.store.get(&keys::removed(node)).await?.is_some() {
+            return Ok(ReclaimStep::Reclaimed(self.reclaim_node(node).await?));
+        }
+        let since = match self.store.get(&keys::dead_since(node)).await? {
+            Some(kv) => std::str::from_utf8(&kv.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok()),
+            None => None,
+        };
+        let Some(since) = since else {
+            let now = unix_now();
+            // Only the first to notice writes it, and only while the node
+            // is still dead.
+            let txn = Txn::new()
+                .when(Compare::absent(keys::alive(node)))
+                .when(Compare::absent(keys::dead_since(node)))
+                .then(Op::put(keys::dead_since(node), now.to_string()));
+            if self.store.txn(txn).await?.succeeded {
+                match self.reclaim_after {
+                    Some(after) => {
+                        tracing::info!(%node, grace_secs = after.as_secs(), "A node's liveness lease is gone; its endpoints are reclaimed if it stays dead for the grace.")
+                    }
+                    None => {
+                        tracing::info!(%node, "A node's liveness lease is gone; its endpoints stay until `socketplane cluster remove`.")
+                    }
+                }
+            }
+            return Ok(ReclaimStep::Waiting);
+        };
+        match self.reclaim_after {
+            Some(after) if Duration::from_secs(unix_now().saturating_sub(since)) >= after => {
+                Ok(ReclaimStep::Reclaimed(self.reclaim_node(node).await?))
+            }
+            _ => Ok(ReclaimStep::Waiting),
+        }
+    }
+
     /// Removes the endpoints, reservations and block claims of a dead node.
     /// Every agent may run this; the compare on the liveness key makes it a
     /// no-op if the node came back meanwhile. Returns the endpoints removed.
@@ -51,5 +120,111 @@ impl Cluster {
             tracing::info!(%node, endpoints = reclaimed, "Reclaimed the endpoints of a dead node.");
         }
         Ok(reclaimed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
+    use socketplane_api::NodeRecord;
+    use socketplane_store::mem::MemStore;
+    use socketplane_store::Store;
+
+    use super::*;
+
+    fn record(id: &str) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            name: format!("host-{id}"),
+            addr: "198.18.0.9".parse().unwrap(),
+            cluster_port: 1,
+            datapath: "linux".into(),
+            version: "0".into(),
+        }
+    }
+
+    /// Node "b" with one endpoint; returns its lease.
+    async fn node_with_endpoint(store: &Arc<dyn Store>) -> (Cluster, socketplane_store::LeaseId) {
+        let b = Cluster::new(store.clone(), "b".into(), "c".into());
+        let lease = b
+            .register(&record("b"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        b.create_network(&CreateNetwork {
+            name: "web".into(),
+            subnet: "10.9.0.0/24".into(),
+            gateway: None,
+            mtu: None,
+        })
+        .await
+        .unwrap();
+        let req = AttachEndpoint {
+            network: "web".into(),
+            netns: None,
+            name: None,
+            ifname: None,
+            ip: None,
+            container_id: None,
+        };
+        b.attach(&req, None).await.unwrap();
+        (b, lease)
+    }
+
+    #[tokio::test]
+    async fn a_dead_node_is_reclaimed_only_after_the_grace() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let (b, lease) = node_with_endpoint(&store).await;
+        let a = Cluster::new(store.clone(), "a".into(), "c".into())
+            .with_reclaim_after(Some(Duration::from_secs(3600)));
+        assert_eq!(a.reclaim_if_due("b").await.unwrap(), ReclaimStep::Alive);
+        store.lease_revoke(lease).await.unwrap();
+        // Lease gone: the death is recorded, nothing is reclaimed.
+        assert_eq!(a.reclaim_if_due("b").await.unwrap(), ReclaimStep::Waiting);
+        assert_eq!(a.reclaim_if_due("b").await.unwrap(), ReclaimStep::Waiting);
+        assert_eq!(b.list_endpoints().await.unwrap().len(), 1);
+        let since = store.get(&keys::dead_since("b")).await.unwrap().unwrap();
+        // A second pass keeps the first time seen dead.
+        assert_eq!(since.mod_revision, since.create_revision);
+        // Dead for longer than the grace: reclaimed.
+        let long_ago = unix_now() - 3601;
+        store
+            .put(&keys::dead_since("b"), long_ago.to_string().into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            a.reclaim_if_due("b").await.unwrap(),
+            ReclaimStep::Reclaimed(1)
+        );
+        assert!(b.list_endpoints().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_a_grace_only_removal_reclaims() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let (b, lease) = node_with_endpoint(&store).await;
+        let a = Cluster::new(store.clone(), "a".into(), "c".into()).with_reclaim_after(None);
+        store.lease_revoke(lease).await.unwrap();
+        store
+            .put(&keys::dead_since("b"), b"1".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(a.reclaim_if_due("b").await.unwrap(), ReclaimStep::Waiting);
+        assert_eq!(b.list_endpoints().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn registering_again_restarts_the_grace() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let (b, lease) = node_with_endpoint(&store).await;
+        let a = Cluster::new(store.clone(), "a".into(), "c".into());
+        store.lease_revoke(lease).await.unwrap();
+        a.reclaim_if_due("b").await.unwrap();
+        assert!(store.get(&keys::dead_since("b")).await.unwrap().is_some());
+        b.register(&record("b"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(store.get(&keys::dead_since("b")).await.unwrap().is_none());
     }
 }

@@ -21,6 +21,9 @@ use crate::view::ClusterView;
 
 /// How often the datapath is re-applied even without changes.
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// How often dead nodes are checked against the reclaim grace, so a node
+/// is reclaimed soon after its grace ends even when nothing changes.
+const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Reconciler {
     store: Arc<dyn Store>,
@@ -84,6 +87,8 @@ impl Reconciler {
         self.converge(&view).await;
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         resync.tick().await;
+        let mut reclaim = tokio::time::interval(RECLAIM_EVERY);
+        reclaim.tick().await;
         loop {
             tokio::select! {
                 next = stream.next() => {
@@ -99,6 +104,7 @@ impl Reconciler {
                     self.converge(&view).await;
                 }
                 _ = resync.tick() => self.converge(&view).await,
+                _ = reclaim.tick() => self.collect_garbage(&view),
             }
         }
     }
@@ -149,13 +155,13 @@ impl Reconciler {
                 }
             }
         }
-        self.collect_garbage(&shared);
+        self.collect_garbage(view);
     }
 
     /// Reclaims what dead nodes held and endpoints whose network is gone.
     /// Runs in the background: it writes to the store, and the resulting
     /// events come back through the watch.
-    fn collect_garbage(&self, view: &Arc<ClusterView>) {
+    fn collect_garbage(&self, view: &ClusterView) {
         let dead = view.dead_nodes_with_endpoints();
         let orphans: Vec<String> = view
             .endpoints
@@ -179,7 +185,7 @@ impl Reconciler {
         let collecting = self.collecting.clone();
         tokio::spawn(async move {
             for node in dead {
-                if let Err(error) = ops.reclaim_node(&node).await {
+                if let Err(error) = ops.reclaim_if_due(&node).await {
                     tracing::warn!(%node, %error, "Could not reclaim a dead node's endpoints.");
                 }
             }

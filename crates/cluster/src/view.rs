@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use socketplane_api::{keys, EndpointRecord, NetworkRecord, NodeRecord};
+use socketplane_api::{keys, EndpointRecord, NetworkRecord, NodeRecord, ReservationRecord};
 use socketplane_datapath::{DesiredState, LocalEndpoint, NetworkSpec, RemoteEndpoint};
 use socketplane_store::{Event, EventKind, KeyValue, Revision};
 
@@ -18,6 +18,9 @@ pub struct ClusterView {
     /// By id.
     pub networks: BTreeMap<String, NetworkRecord>,
     pub endpoints: BTreeMap<String, EndpointRecord>,
+    /// Reservation and block keys, by key, with the node holding each: a
+    /// dead node's are reclaimed with its endpoints.
+    pub holdings: BTreeMap<String, String>,
 }
 
 /// Which record a key holds, by its place in the key layout.
@@ -45,6 +48,21 @@ fn slot(key: &str) -> Slot<'_> {
         "networks" => Slot::Network(name),
         "endpoints" => Slot::Endpoint(name),
         _ => Slot::Other,
+    }
+}
+
+/// The node holding a reservation (a record) or a block claim (the node id).
+fn holder(kv: &KeyValue) -> Option<String> {
+    let rest = kv.key.strip_prefix(keys::PREFIX)?.strip_prefix("ipam/")?;
+    let (_, tail) = rest.split_once('/')?;
+    if tail.starts_with("reserved/") {
+        serde_json::from_slice::<ReservationRecord>(&kv.value)
+            .ok()
+            .map(|r| r.node)
+    } else if tail.starts_with("blocks/") {
+        String::from_utf8(kv.value.clone()).ok()
+    } else {
+        None
     }
 }
 
@@ -99,7 +117,11 @@ impl ClusterView {
                     self.endpoints.insert(id.to_string(), e);
                 }
             }
-            Slot::Other => {}
+            Slot::Other => {
+                if let Some(node) = holder(kv) {
+                    self.holdings.insert(kv.key.clone(), node);
+                }
+            }
         }
     }
 
@@ -117,7 +139,9 @@ impl ClusterView {
             Slot::Endpoint(id) => {
                 self.endpoints.remove(id);
             }
-            Slot::Other => {}
+            Slot::Other => {
+                self.holdings.remove(key);
+            }
         }
     }
 
@@ -179,13 +203,15 @@ impl ClusterView {
         }
     }
 
-    /// Nodes that are registered but whose liveness key is gone and that
-    /// still hold endpoints: their addresses are to be reclaimed.
+    /// Nodes whose liveness key is gone and that still hold endpoints,
+    /// reservations or blocks: candidates for the reclaimer.
     pub fn dead_nodes_with_endpoints(&self) -> BTreeSet<String> {
         self.endpoints
             .values()
-            .filter(|e| !self.alive.contains(&e.node))
-            .map(|e| e.node.clone())
+            .map(|e| &e.node)
+            .chain(self.holdings.values())
+            .filter(|n| !self.alive.contains(*n))
+            .cloned()
             .collect()
     }
 }

@@ -92,6 +92,11 @@ pub struct AgentFlags {
     /// Seconds a silent node stays alive before its endpoints are reclaimed.
     #[arg(long, default_value_t = defaults::LEASE_TTL_SECS)]
     lease_ttl: u64,
+    /// How long a node must have been dead before its endpoints and
+    /// reservations are reclaimed (e.g. 20s, 5m, 1h; 0: only by
+    /// `socketplane cluster remove`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    reclaim_after: Duration,
     /// Store voters: 3 or 5.
     #[arg(long, default_value_t = defaults::VOTERS)]
     voters: usize,
@@ -101,6 +106,24 @@ pub struct AgentFlags {
     /// Open vSwitch integration bridge (default docker0-ovs).
     #[arg(long)]
     ovs_bridge: Option<String>,
+}
+
+/// "20s", "5m", "1h", or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: want e.g. 20s, 5m, 1h or 0"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("invalid duration {s:?}: the unit is s, m or h")),
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 impl AgentFlags {
@@ -125,6 +148,7 @@ impl AgentFlags {
             mdns: !self.no_mdns,
             node_name: self.node_name.clone(),
             lease_ttl: Duration::from_secs(self.lease_ttl),
+            reclaim_after: Some(self.reclaim_after).filter(|d| !d.is_zero()),
             max_voters: self.voters,
             ovs: socketplane_agent::datapaths::OvsOptions {
                 ovsdb: self.ovsdb.clone(),
@@ -154,6 +178,8 @@ impl AgentFlags {
             self.docker_stale_after.to_string(),
             "--lease-ttl".into(),
             self.lease_ttl.to_string(),
+            "--reclaim-after".into(),
+            format!("{}s", self.reclaim_after.as_secs()),
             "--voters".into(),
             self.voters.to_string(),
         ];
@@ -348,4 +374,19 @@ fn logs(socket: &Path) -> anyhow::Result<()> {
     })?;
     print!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 }

@@ -95,7 +95,13 @@ impl Drop for TestLab {
 /// Agent flags every test lab uses: a short lease (normally
 /// [`LEASE_TTL`]) so reclaim tests take seconds.
 pub fn test_agent_args(lease: Duration) -> Vec<String> {
-    vec!["--lease-ttl".into(), lease.as_secs().to_string()]
+    vec![
+        "--lease-ttl".into(),
+        lease.as_secs().to_string(),
+        // Reclaim soon after the lease is gone (the default grace is 5 min).
+        "--reclaim-after".into(),
+        "1s".into(),
+    ]
 }
 
 impl TestLab {
