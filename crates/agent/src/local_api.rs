@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -94,6 +94,7 @@ fn router(api: Api) -> Router {
         .route("/v1/cluster/join", post(cluster_join))
         .route("/v1/cluster/leave", post(cluster_leave))
         .route("/v1/cluster/bind", post(cluster_bind))
+        .route("/v1/cluster/nodes/{node}", delete(cluster_remove))
         .route("/v1/networks", get(list_networks).post(create_network))
         .route(
             "/v1/networks/{name}",
@@ -156,6 +157,14 @@ async fn cluster_join(State(api): State<Api>, body: Bytes) -> ApiResult<impl Int
 async fn cluster_leave(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
     api.control.leave().await?;
     Ok(Json(api.control.info()))
+}
+
+/// `cluster remove NODE`: reclaims a dead node's addresses at once.
+async fn cluster_remove(
+    State(api): State<Api>,
+    UrlPath(node): UrlPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(api.cluster()?.remove_node(&node).await?))
 }
 
 async fn cluster_bind(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoResponse> {

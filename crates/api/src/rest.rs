@@ -81,6 +81,16 @@ pub struct AgentInfo {
     pub open_cluster: bool,
 }
 
+/// What `cluster remove NODE` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedNode {
+    pub id: String,
+    pub name: String,
+    /// How many of its endpoints were reclaimed.
+    pub endpoints: usize,
+}
+
+/// A node in `cluster status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub id: String,

@@ -128,6 +128,11 @@ impl Client {
         self.request("POST", path, Some(body)).await
     }
 
+    /// A DELETE whose answer has a body.
+    pub async fn delete_for<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.request("DELETE", path, None).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<()> {
         let _: serde_json::Value = self.request("DELETE", path, None).await?;
         Ok(())

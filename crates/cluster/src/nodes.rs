@@ -6,9 +6,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use socketplane_api::rest::{ClusterStatus, CreateNetwork, NodeStatus, StoreHealth};
+use socketplane_api::rest::{ClusterStatus, CreateNetwork, NodeStatus, RemovedNode, StoreHealth};
 use socketplane_api::{defaults, keys, NodeRecord};
-use socketplane_store::{LeaseId, MemberRole, Op, StoreError, Txn};
+use socketplane_store::{Compare, LeaseId, MemberRole, Op, StoreError, Txn};
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
@@ -16,11 +16,15 @@ use crate::records;
 
 impl Cluster {
     /// Writes this node's record and its liveness key on a fresh lease.
+    /// Refused for a node removed by `cluster remove`: it may not come back
+    /// silently under its old identity.
     pub async fn register(&self, record: &NodeRecord, ttl: Duration) -> Result<LeaseId> {
         let lease = self.store.lease_grant(ttl).await?;
-        self.store
+        let result = self
+            .store
             .txn(
                 Txn::new()
+                    .when(Compare::absent(keys::removed(&record.id)))
                     .then(Op::put(keys::node(&record.id), records::encode(record)?))
                     .then(Op::put_with_lease(
                         keys::alive(&record.id),
@@ -31,6 +35,14 @@ impl Cluster {
                     .then(Op::delete(keys::dead_since(&record.id))),
             )
             .await?;
+        if !result.succeeded {
+            let _ = self.store.lease_revoke(lease).await;
+            tracing::error!(node = %record.id, "This node was removed from the cluster (`socketplane cluster remove`); refusing to rejoin under its old identity.");
+            return Err(Error::Conflict(format!(
+                "node {} ({}) was removed from the cluster with `socketplane cluster remove`; to rejoin as a new node, stop the agent and delete its identity in the data dir",
+                record.name, record.id
+            )));
+        }
         Ok(lease)
     }
 
@@ -157,6 +169,56 @@ impl Cluster {
                 }),
                 revision: status.revision,
             },
+        })
+    }
+
+    /// `cluster remove NODE` (id or name): marks a dead node removed, so it
+    /// cannot register again under that id, reclaims what it held at once,
+    /// and deletes its record. A live node is refused: it would keep using
+    /// the addresses.
+    pub async fn remove_node(&self, node: &str) -> Result<RemovedNode> {
+        let nodes = self.store.list(&keys::nodes()).await?;
+        let record = nodes
+            .kvs
+            .iter()
+            .filter_map(|kv| records::decode::<NodeRecord>(kv).ok())
+            .find(|n| n.id == node || n.name == node)
+            .ok_or_else(|| Error::NotFound(format!("no node {node:?} in the cluster")))?;
+        if record.id == self.node_id {
+            return Err(Error::Invalid(
+                "this is the node you are on; use `socketplane cluster leave`".into(),
+            ));
+        }
+        let marked = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(keys::alive(&record.id)))
+                    .then(Op::put(
+                        keys::removed(&record.id),
+                        crate::reclaim::unix_now().to_string(),
+                    )),
+            )
+            .await?;
+        if !marked.succeeded {
+            return Err(Error::Conflict(format!(
+                "node {} ({}) is alive; stop its agent first, or run `socketplane cluster leave` on it",
+                record.name, record.id
+            )));
+        }
+        let endpoints = self.reclaim_node(&record.id).await?;
+        self.store
+            .txn(
+                Txn::new()
+                    .then(Op::delete(keys::node(&record.id)))
+                    .then(Op::delete(keys::dead_since(&record.id))),
+            )
+            .await?;
+        tracing::info!(node = %record.id, name = %record.name, endpoints, "Removed a node from the cluster; its addresses are free.");
+        Ok(RemovedNode {
+            id: record.id,
+            name: record.name,
+            endpoints,
         })
     }
 

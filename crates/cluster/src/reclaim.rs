@@ -227,4 +227,26 @@ mod tests {
             .unwrap();
         assert!(store.get(&keys::dead_since("b")).await.unwrap().is_none());
     }
+
+    #[tokio::test]
+    async fn a_removed_node_is_reclaimed_at_once_and_cannot_rejoin() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let (b, lease) = node_with_endpoint(&store).await;
+        let a = Cluster::new(store.clone(), "a".into(), "c".into());
+        let refused = a.remove_node("host-b").await;
+        assert!(
+            matches!(refused, Err(crate::Error::Conflict(_))),
+            "a live node must not be removed: {refused:?}"
+        );
+        store.lease_revoke(lease).await.unwrap();
+        let removed = a.remove_node("host-b").await.unwrap();
+        assert_eq!((removed.id.as_str(), removed.endpoints), ("b", 1));
+        assert!(b.list_endpoints().await.unwrap().is_empty());
+        let again = b.register(&record("b"), Duration::from_secs(60)).await;
+        assert!(
+            matches!(again, Err(crate::Error::Conflict(_))),
+            "a removed node must not rejoin silently: {again:?}"
+        );
+        assert!(store.get(&keys::alive("b")).await.unwrap().is_none());
+    }
 }

@@ -1,5 +1,5 @@
 use clap::Subcommand;
-use socketplane_api::rest::{AgentInfo, BindRequest, ClusterStatus, JoinRequest};
+use socketplane_api::rest::{AgentInfo, BindRequest, ClusterStatus, JoinRequest, RemovedNode};
 
 use super::Context;
 use crate::output::{json, table};
@@ -12,6 +12,9 @@ pub enum ClusterCmd {
     Join { addr: String },
     /// Leave the cluster for good: this host's endpoints are removed and the agent stops.
     Leave,
+    /// Remove a dead node (id or name) for good: its addresses are free at
+    /// once, and it cannot rejoin under its old identity.
+    Remove { node: String },
     /// Show every node, its liveness and store role, and the store's health.
     Status,
 }
@@ -55,6 +58,22 @@ impl ClusterCmd {
                     println!(
                         "Node {} left cluster {}; its agent is stopping.",
                         info.node_name, info.cluster
+                    );
+                }
+            }
+            ClusterCmd::Remove { node } => {
+                let removed: RemovedNode = client
+                    .delete_for(&format!(
+                        "/v1/cluster/nodes/{}",
+                        socketplane_client::segment(&node)
+                    ))
+                    .await?;
+                if ctx.json() {
+                    json(&removed)?;
+                } else {
+                    println!(
+                        "Removed node {} ({}); {} endpoint(s) reclaimed.",
+                        removed.name, removed.id, removed.endpoints
                     );
                 }
             }
