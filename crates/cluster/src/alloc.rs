@@ -70,6 +70,9 @@ impl Cluster {
         let _guard = lock.lock().await;
         for _ in 0..CAS_ATTEMPTS {
             let (_, net_rev) = self.get_network(&network.id).await?;
+            // Never allocate while our own lease has lapsed: the others may
+            // be counting us dead, and the write must not outlive that.
+            let alive = self.own_liveness().await?;
             // One listing for addresses, reservations and block claims.
             let ipam = self.store.list(&keys::ipam(&network.id)).await?;
             let taken = taken(&network.id, &ipam.kvs);
@@ -95,6 +98,7 @@ impl Cluster {
             } = claim(ip)?;
             let mut txn = Txn::new()
                 .when(Compare::mod_revision(keys::network(&network.id), net_rev))
+                .when(Compare::mod_revision(keys::alive(&self.node_id), alive))
                 .when(Compare::absent(keys::address(&network.id, ip)))
                 .when(Compare::absent(keys::reservation(&network.id, ip)));
             for c in compares {
@@ -117,6 +121,17 @@ impl Cluster {
         Err(Error::Unavailable(
             "too much contention allocating an address; try again".into(),
         ))
+    }
+
+    /// The revision of this node's liveness key; `Unavailable` while its
+    /// lease has lapsed (e.g. after a stall), until it is renewed.
+    pub(crate) async fn own_liveness(&self) -> Result<Revision> {
+        match self.store.get(&keys::alive(&self.node_id)).await? {
+            Some(kv) => Ok(kv.mod_revision),
+            None => Err(Error::Unavailable(
+                "this node's liveness lease has lapsed (the cluster has not heard from it within the lease TTL); not allocating until it is renewed, try again in a few seconds".into(),
+            )),
+        }
     }
 
     /// Every address of a network that is taken, and by whom.

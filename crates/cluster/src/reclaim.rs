@@ -249,4 +249,29 @@ mod tests {
         );
         assert!(store.get(&keys::alive("b")).await.unwrap().is_none());
     }
+
+    #[tokio::test]
+    async fn a_node_whose_lease_lapsed_does_not_allocate() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let (b, lease) = node_with_endpoint(&store).await;
+        store.lease_revoke(lease).await.unwrap();
+        let req = AttachEndpoint {
+            network: "web".into(),
+            netns: None,
+            name: None,
+            ifname: None,
+            ip: None,
+            container_id: None,
+        };
+        let refused = b.attach(&req, None).await;
+        assert!(
+            matches!(&refused, Err(crate::Error::Unavailable(m)) if m.contains("lease")),
+            "{refused:?}"
+        );
+        assert!(b.reserve_address("web", None).await.is_err());
+        b.register(&record("b"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        b.attach(&req, None).await.unwrap();
+    }
 }

@@ -120,8 +120,10 @@ impl Cluster {
             ifname: ifname(req.ifname.as_deref())?,
         };
         let reservation = keys::reservation(&network.id, ip);
+        let alive = self.own_liveness().await?;
         let txn = Txn::new()
             .when(Compare::mod_revision(keys::network(&network.id), net_rev))
+            .when(Compare::mod_revision(keys::alive(&self.node_id), alive))
             .when(Compare::mod_revision(reservation.clone(), reserved))
             .when(Compare::absent(keys::address(&network.id, ip)))
             .when(Compare::absent(keys::endpoint(&id)))
