@@ -1,6 +1,7 @@
 //! Store benchmark, side by side in one run: compare-and-set throughput and
 //! latency on a 3-node embedded (Raft) cluster over real TCP on loopback,
-//! and on a real etcd server on the same machine.
+//! on a 3-member etcd cluster on loopback (like for like) and on a single
+//! etcd server, all on the same machine.
 //!
 //! usage: bench_store [OPS]   (needs /usr/bin/etcd; see bench/store.sh)
 
@@ -9,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socketplane_store::bench::{cas_benchmark, BenchResult};
-use socketplane_store::conformance::etcd_server::EtcdTestServer;
+use socketplane_store::conformance::etcd_server::{EtcdTestCluster, EtcdTestServer};
+use socketplane_store::etcd::EtcdStore;
 use socketplane_store::Store;
 use socketplane_store_raft::{EmbeddedConfig, EmbeddedStore};
 
@@ -40,9 +42,29 @@ async fn embedded_cluster(dir: &std::path::Path) -> Vec<Arc<EmbeddedStore>> {
     nodes.into_iter().map(|(n, _)| n).collect()
 }
 
-fn row(name: &str, r: &BenchResult) {
+struct Row {
+    ops_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+    consistent: bool,
+}
+
+impl From<&BenchResult> for Row {
+    fn from(r: &BenchResult) -> Self {
+        Self {
+            ops_per_sec: r.ops_per_sec,
+            p50: r.p50,
+            p99: r.p99,
+            errors: r.errors,
+            consistent: r.consistent,
+        }
+    }
+}
+
+fn row(name: &str, r: &Row) {
     println!(
-        "  {name:<44} {:>9.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   errors {}{}",
+        "  {name:<40} {:>9.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   errors {}{}",
         r.ops_per_sec,
         r.p50.as_secs_f64() * 1e3,
         r.p99.as_secs_f64() * 1e3,
@@ -51,8 +73,15 @@ fn row(name: &str, r: &BenchResult) {
     );
 }
 
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(((sorted.len() - 1) as f64) * q).round() as usize]
+}
+
 /// Independent counters, one per worker: throughput without CAS conflicts.
-async fn independent(stores: &[Arc<dyn Store>], prefix: &str, ops: usize, workers: usize) -> f64 {
+async fn independent(stores: &[Arc<dyn Store>], prefix: &str, ops: usize, workers: usize) -> Row {
     let start = Instant::now();
     let per = ops / workers;
     let tasks: Vec<_> = (0..workers)
@@ -60,16 +89,41 @@ async fn independent(stores: &[Arc<dyn Store>], prefix: &str, ops: usize, worker
             let s = stores[w % stores.len()].clone();
             let key = format!("{prefix}/{w}");
             tokio::spawn(async move {
+                let (mut lat, mut errors) = (Vec::with_capacity(per), 0usize);
                 for _ in 0..per {
-                    let _ = socketplane_store::conformance::cas_increment(s.as_ref(), &key).await;
+                    let t = Instant::now();
+                    match socketplane_store::conformance::cas_increment(s.as_ref(), &key).await {
+                        Ok(_) => lat.push(t.elapsed()),
+                        Err(_) => errors += 1,
+                    }
                 }
+                (lat, errors)
             })
         })
         .collect();
+    let (mut lat, mut errors) = (Vec::with_capacity(ops), 0);
     for t in tasks {
-        let _ = t.await;
+        if let Ok((l, e)) = t.await {
+            lat.extend(l);
+            errors += e;
+        }
     }
-    (per * workers) as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    Row {
+        ops_per_sec: lat.len() as f64 / elapsed,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        errors,
+        consistent: true,
+    }
+}
+
+fn arcs(stores: Vec<EtcdStore>) -> Vec<Arc<dyn Store>> {
+    stores
+        .into_iter()
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .collect()
 }
 
 #[tokio::main]
@@ -81,42 +135,52 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = embedded_cluster(dir.path()).await;
     let embedded: Vec<Arc<dyn Store>> = nodes.iter().map(|n| n.clone() as Arc<dyn Store>).collect();
+    let etcd_cluster = EtcdTestCluster::start(3)
+        .await
+        .expect("etcd cluster (install etcd-server)");
+    let etcd3 = arcs(etcd_cluster.stores().await.expect("etcd cluster stores"));
     let etcd_server = EtcdTestServer::start()
         .await
         .expect("etcd (install etcd-server)");
-    let etcd: Arc<dyn Store> = Arc::new(etcd_server.store().await.expect("etcd store"));
+    let etcd1 = arcs(vec![etcd_server.store().await.expect("etcd store")]);
 
-    println!("Store benchmark: compare-and-set increments, {ops} per row, same machine, one run");
+    println!(
+        "Store benchmark: compare-and-set increments (get, then CAS), {ops} per row, \
+         same machine, one run; clients spread over the members"
+    );
     let mut results = Vec::new();
     for (label, stores) in [
-        ("embedded (3 nodes)", embedded.clone()),
-        ("etcd (1 server)", vec![etcd.clone()]),
+        ("embedded (3 nodes)", embedded),
+        ("etcd (3 nodes)", etcd3),
+        ("etcd (1 server)", etcd1),
     ] {
-        let seq = cas_benchmark(stores.clone(), &format!("/bench/{label}/seq"), ops / 4, 1).await;
+        let seq: Row = (&cas_benchmark(stores.clone(), &format!("/bench/{label}/seq"), ops / 4, 1)
+            .await)
+            .into();
         row(&format!("{label}: one key, 1 client"), &seq);
-        let conc = cas_benchmark(stores.clone(), &format!("/bench/{label}/conc"), ops, 16).await;
+        let conc: Row =
+            (&cas_benchmark(stores.clone(), &format!("/bench/{label}/conc"), ops, 16).await).into();
         row(&format!("{label}: one key, 16 clients"), &conc);
         let ind = independent(&stores, &format!("/bench/{label}/ind"), ops, 32).await;
-        println!(
-            "  {:<44} {ind:>9.0} ops/s",
-            format!("{label}: 32 keys, 32 clients")
-        );
-        results.push((seq, conc, ind));
+        row(&format!("{label}: 32 keys, 32 clients"), &ind);
+        results.push([seq, conc, ind]);
     }
     let (e, d) = (&results[0], &results[1]);
-    println!("Ratios (embedded / etcd):");
-    println!(
-        "  p50 latency, 1 client: {:.2}x   (goal: within 2x)",
-        e.0.p50.as_secs_f64() / d.0.p50.as_secs_f64()
-    );
-    println!(
-        "  throughput, one key 16 clients: {:.2}x",
-        e.1.ops_per_sec / d.1.ops_per_sec
-    );
-    println!(
-        "  throughput, 32 keys: {:.2}x   (goal: >= 2000 ops/s embedded)",
-        e.2 / d.2
-    );
+    println!("Embedded (3 nodes) / etcd (3 nodes)   goal: throughput >= 1x, p99 <= 2x");
+    for (i, name) in [
+        "one key, 1 client",
+        "one key, 16 clients",
+        "32 keys, 32 clients",
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!(
+            "  {name:<40} throughput {:>5.2}x   p99 {:>5.2}x",
+            e[i].ops_per_sec / d[i].ops_per_sec,
+            e[i].p99.as_secs_f64() / d[i].p99.as_secs_f64()
+        );
+    }
     for n in nodes {
         n.shutdown().await;
     }

@@ -1,4 +1,6 @@
-//! A throwaway single-member etcd server for tests and benchmarks.
+//! Throwaway etcd servers for tests and benchmarks: one member
+//! ([`EtcdTestServer`]) or a cluster of members on loopback
+//! ([`EtcdTestCluster`]).
 //!
 //! Runs `/usr/bin/etcd` (Debian package `etcd-server`) as a child process on
 //! 127.0.0.1 with free ports and a temporary data directory. The process is
@@ -25,6 +27,8 @@ pub struct EtcdTestServer {
     peer_port: u16,
     dir: tempfile::TempDir,
     name: String,
+    /// `--initial-cluster`: this member alone, or every cluster member.
+    initial_cluster: String,
 }
 
 /// This machine's architecture as Go names it.
@@ -48,6 +52,14 @@ impl EtcdTestServer {
     /// Starts a fresh server and waits until it serves requests (up to
     /// 20 s). Fails with a message naming the package if etcd is missing.
     pub async fn start() -> Result<Self, String> {
+        let mut s = Self::prepare(&format!("sp-test-{}", std::process::id()))?;
+        s.initial_cluster = format!("{}={}", s.name, s.peer_url());
+        s.spawn_and_wait().await?;
+        Ok(s)
+    }
+
+    /// A member with its ports and directory, not started.
+    fn prepare(name: &str) -> Result<Self, String> {
         if !Path::new(ETCD_BIN).exists() {
             return Err(format!(
                 "{ETCD_BIN} not found: install the etcd server (`apt-get install -y etcd-server`)"
@@ -62,15 +74,18 @@ impl EtcdTestServer {
         while peer_port == client_port {
             peer_port = free_port()?;
         }
-        let mut s = Self {
+        Ok(Self {
             child: None,
             client_port,
             peer_port,
             dir,
-            name: format!("sp-test-{}", std::process::id()),
-        };
-        s.spawn_and_wait().await?;
-        Ok(s)
+            name: name.to_string(),
+            initial_cluster: String::new(),
+        })
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     /// "127.0.0.1:PORT", for [`EtcdStore::connect`].
@@ -120,6 +135,11 @@ impl EtcdTestServer {
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
         let log = File::options()
             .create(true)
             .append(true)
@@ -127,7 +147,7 @@ impl EtcdTestServer {
             .map_err(|e| format!("etcd log file: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("etcd log file: {e}"))?;
         let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
         let child = Command::new(ETCD_BIN)
             .arg("--name")
             .arg(&self.name)
@@ -137,7 +157,8 @@ impl EtcdTestServer {
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("{}={peer}", self.name)])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-token", &self.initial_cluster])
             .args(["--initial-cluster-state", "new"])
             // Fast elections and a 1 s minimum lease TTL keep tests short.
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
@@ -157,7 +178,10 @@ impl EtcdTestServer {
             .spawn()
             .map_err(|e| format!("spawn {ETCD_BIN}: {e}"))?;
         self.child = Some(child);
+        Ok(())
+    }
 
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let opts = EtcdOptions {
             connect_timeout: Duration::from_millis(500),
@@ -191,5 +215,50 @@ impl EtcdTestServer {
 impl Drop for EtcdTestServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// An etcd cluster of several members on 127.0.0.1, every member its own
+/// process, ports and data directory; all killed when dropped.
+pub struct EtcdTestCluster {
+    members: Vec<EtcdTestServer>,
+}
+
+impl EtcdTestCluster {
+    /// Starts `n` members and waits until each serves requests.
+    pub async fn start(n: usize) -> Result<Self, String> {
+        let pid = std::process::id();
+        let mut members = (0..n)
+            .map(|i| EtcdTestServer::prepare(&format!("sp-test-{pid}-{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        // All members first: none is ready before a quorum runs.
+        for m in &mut members {
+            m.initial_cluster = initial.clone();
+            m.spawn()?;
+        }
+        for m in &mut members {
+            m.wait_ready().await?;
+        }
+        Ok(Self { members })
+    }
+
+    /// "127.0.0.1:PORT" of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.endpoint()).collect()
+    }
+
+    /// One store per member, each connected to that member only (as our
+    /// embedded nodes each serve their own clients).
+    pub async fn stores(&self) -> Result<Vec<EtcdStore>, String> {
+        let mut out = Vec::new();
+        for m in &self.members {
+            out.push(m.store().await?);
+        }
+        Ok(out)
     }
 }
