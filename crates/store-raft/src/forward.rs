@@ -4,18 +4,58 @@
 
 use std::time::{Duration, Instant};
 
-use socketplane_store::{kv, StoreError};
+use socketplane_store::{kv, StoreError, Txn, TxnResult};
 
 use crate::error::Error;
 use crate::leases::Leases;
 use crate::shared::Core;
 use crate::wire::{ClientRequest, ForwardResult, WireError};
 
+/// The failed result of a txn whose compares this node's applied state
+/// already refutes, with the last applied log index; `None` if the txn
+/// must go through the log.
+///
+/// Safe on any node, however far behind its applied state is: a key's mod
+/// revision only moves forward. Every write sets it to a new cluster
+/// revision, higher than all before; a delete drops it to 0, and a later
+/// re-create sets it higher again. So once some applied state shows the
+/// key at mod revision `m > r` for a compare on `r > 0`, the key was
+/// written after `r` in the committed history, and no state from now on
+/// (in particular the leader's freshest one) can show it at `r` again: a
+/// stale check rejects only what a fresh one would also reject, and the
+/// failure is linearizable at the moment of the check. The other failing
+/// cases are not decided here, because a fresher state could make them
+/// hold: a key absent here may have been written at `r` since (`r > 0`),
+/// and a key present here may have been deleted since (`r == 0`). They go
+/// through the log, where the leader evaluates them in order.
+pub(crate) fn refuted(core: &Core, txn: &Txn) -> Option<(TxnResult, u64)> {
+    let g = core.sm.lock();
+    let refuted = txn.compares.iter().any(|c| {
+        c.mod_revision > 0 && g.state.get(&c.key).map_or(0, |kv| kv.mod_revision) > c.mod_revision
+    });
+    refuted.then(|| {
+        (
+            TxnResult {
+                succeeded: false,
+                revision: g.state.revision(),
+            },
+            g.last_applied.map_or(0, |l| l.index),
+        )
+    })
+}
+
 /// Executes a client request on this node, which must be the leader.
 pub(crate) async fn execute(core: &Core, leases: &Leases, req: ClientRequest) -> ForwardResult {
     if core.is_stopped() {
         // Nothing was proposed: the caller may retry elsewhere.
         return Err(WireError::NotLeader { leader: None });
+    }
+    if let ClientRequest::Txn(txn) = &req {
+        // The leader's state is the freshest: a compare its sender could not
+        // refute (it was behind) may fail here without a log entry.
+        if let Some((r, index)) = refuted(core, txn) {
+            return Ok((kv::Response::Txn(r), index));
+        }
     }
     let cmd = leases.command(core, req).await?;
     let resp = core

@@ -78,4 +78,5 @@ mod wire;
 
 pub use config::{EmbeddedConfig, RaftTiming};
 pub use node::EmbeddedStore;
+pub use storage::LogWriteStats;
 pub use types::NodeId;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ pub(crate) struct NetCore {
     pub cluster: String,
     /// Last successful Raft RPC to each peer (leader side liveness).
     pub contacts: Mutex<HashMap<NodeId, Instant>>,
+    /// Fault injection for tests: refuse every outgoing request.
+    pub isolated: AtomicBool,
 }
 
 impl NetCore {
@@ -45,6 +48,7 @@ impl NetCore {
             token,
             cluster,
             contacts: Mutex::new(HashMap::new()),
+            isolated: AtomicBool::new(false),
         })
     }
 
@@ -71,6 +75,13 @@ impl NetCore {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
+        if self.isolated.load(Ordering::Relaxed) {
+            return Err(Error::Status {
+                addr: addr.to_string(),
+                status: 503,
+                body: "isolated (test fault)".into(),
+            });
+        }
         let url = format!("http://{addr}{path}");
         let mut req = self
             .client

@@ -16,7 +16,7 @@ use crate::network::{NetCore, Network};
 use crate::reads::Reads;
 use crate::shared::{lock, Core};
 use crate::sm::{SmShared, StateMachine};
-use crate::storage::{self, LogStore, Writer};
+use crate::storage::{self, LogStore, LogWriteStats, Writer};
 use crate::types::Raft;
 
 const DB_FILE: &str = "raft.redb";
@@ -138,6 +138,27 @@ impl EmbeddedStore {
             return Ok(());
         }
         membership::leave(&self.core).await
+    }
+
+    /// How many durable commits (fsyncs) this node's log writer took for
+    /// how many entries so far (group commit makes the first smaller).
+    pub fn log_write_stats(&self) -> LogWriteStats {
+        self.writer.stats()
+    }
+
+    /// Fault injection for tests: while set, this node sends nothing to its
+    /// peers (stop its listener too for a full partition).
+    #[doc(hidden)]
+    pub fn set_isolated(&self, isolated: bool) {
+        self.core
+            .net
+            .isolated
+            .store(isolated, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The index of the last entry in this node's Raft log.
+    pub fn last_log_index(&self) -> u64 {
+        self.core.metrics().last_log_index.unwrap_or(0)
     }
 
     /// Drops this node's watch history below `revision` (watches from

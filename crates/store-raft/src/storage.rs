@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -207,23 +208,51 @@ enum WriteOp {
     Snapshot(Vec<u8>, Vec<u8>, Ack),
 }
 
+/// What the writer thread did so far: how many durable commits (fsyncs)
+/// it took to persist how many log entries.
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    durable_commits: AtomicU64,
+    entries: AtomicU64,
+}
+
+/// A snapshot of [`WriteCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogWriteStats {
+    /// redb commits with `Durability::Immediate`, i.e. fsyncs.
+    pub durable_commits: u64,
+    /// Log entries appended.
+    pub entries: u64,
+}
+
 /// A handle to the writer thread.
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: Arc<Mutex<Option<mpsc::Sender<WriteOp>>>>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    counters: Arc<WriteCounters>,
 }
 
 impl Writer {
     pub fn spawn(db: Database) -> Self {
         let (tx, rx) = mpsc::channel::<WriteOp>();
+        let counters = Arc::new(WriteCounters::default());
+        let c = counters.clone();
         let thread = std::thread::Builder::new()
             .name("store-raft-writer".into())
-            .spawn(move || writer_loop(db, rx))
+            .spawn(move || writer_loop(db, rx, &c))
             .ok();
         Self {
             tx: Arc::new(Mutex::new(Some(tx))),
             thread: Arc::new(Mutex::new(thread)),
+            counters,
+        }
+    }
+
+    pub fn stats(&self) -> LogWriteStats {
+        LogWriteStats {
+            durable_commits: self.counters.durable_commits.load(Ordering::Relaxed),
+            entries: self.counters.entries.load(Ordering::Relaxed),
         }
     }
 
@@ -266,7 +295,10 @@ impl Writer {
     }
 }
 
-fn writer_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
+/// Group commit: whatever queued up while the previous commit was being
+/// fsynced (appends from concurrent proposals, which openraft also hands
+/// over in batches) goes into one redb transaction and one fsync.
+fn writer_loop(db: Database, rx: mpsc::Receiver<WriteOp>, counters: &WriteCounters) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < 1024 {
@@ -280,6 +312,21 @@ fn writer_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
             .any(|op| !matches!(op, WriteOp::Meta(_, _, None)));
         let res: WriteResult =
             write_batch(&db, &ops, durable).map_err(|e| Arc::new(db_err("write")(e)));
+        if res.is_ok() {
+            let entries: usize = ops
+                .iter()
+                .map(|op| match op {
+                    WriteOp::Append(rows, _) => rows.len(),
+                    _ => 0,
+                })
+                .sum();
+            counters
+                .entries
+                .fetch_add(entries as u64, Ordering::Relaxed);
+            if durable {
+                counters.durable_commits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if let Err(e) = &res {
             tracing::error!(error = %crate::error::chain(&**e), "Failed to persist the raft log.");
         }

@@ -13,7 +13,7 @@ use socketplane_store::{
     Txn, TxnResult, WatchStream,
 };
 
-use crate::forward::submit;
+use crate::forward::{refuted, submit};
 use crate::node::EmbeddedStore;
 use crate::types::NodeId;
 use crate::wire::ClientRequest;
@@ -42,21 +42,9 @@ impl Store for EmbeddedStore {
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         kv::validate_txn(&txn)?;
-        {
-            // A key's mod revision only grows (or drops to 0 on delete), so
-            // a compare on an older non-zero revision can never hold again:
-            // fail at once instead of spending a log entry.
-            let g = self.core.sm.lock();
-            let stale = txn.compares.iter().any(|c| {
-                c.mod_revision > 0
-                    && g.state.get(&c.key).map_or(0, |kv| kv.mod_revision) > c.mod_revision
-            });
-            if stale {
-                return Ok(TxnResult {
-                    succeeded: false,
-                    revision: g.state.revision(),
-                });
-            }
+        // No log entry for a compare this node can already refute.
+        if let Some((r, _)) = refuted(&self.core, &txn) {
+            return Ok(r);
         }
         match self.write(ClientRequest::Txn(txn)).await? {
             kv::Response::Txn(r) => Ok(r),

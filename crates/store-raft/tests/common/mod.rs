@@ -111,6 +111,15 @@ impl Node {
         }
     }
 
+    /// Stops only the node's listener: peers can no longer reach it.
+    pub async fn stop_listener(&mut self) {
+        if let Some((tx, h)) = self.server.take() {
+            let _ = tx.send(());
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
     /// Restarts a stopped node from its data dir on the same address.
     pub async fn restart(&mut self) {
         assert!(self.server.is_none(), "node still running");
