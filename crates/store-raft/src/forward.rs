@@ -2,13 +2,17 @@
 //! there, retrying only while that is safe, and waits until it applied the
 //! result itself (read your writes).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use socketplane_store::{kv, StoreError, Txn, TxnResult};
+use socketplane_store::kv::{self, Command};
+use socketplane_store::{StoreError, Txn, TxnResult};
+use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::leases::Leases;
-use crate::shared::Core;
+use crate::shared::{lock, Core, ProposalReply};
+use crate::types::Outcome;
 use crate::wire::{ClientRequest, ForwardResult, WireError};
 
 /// The failed result of a txn whose compares this node's applied state
@@ -45,7 +49,11 @@ pub(crate) fn refuted(core: &Core, txn: &Txn) -> Option<(TxnResult, u64)> {
 }
 
 /// Executes a client request on this node, which must be the leader.
-pub(crate) async fn execute(core: &Core, leases: &Leases, req: ClientRequest) -> ForwardResult {
+pub(crate) async fn execute(
+    core: &Arc<Core>,
+    leases: &Leases,
+    req: ClientRequest,
+) -> ForwardResult {
     if core.is_stopped() {
         // Nothing was proposed: the caller may retry elsewhere.
         return Err(WireError::NotLeader { leader: None });
@@ -58,18 +66,99 @@ pub(crate) async fn execute(core: &Core, leases: &Leases, req: ClientRequest) ->
         }
     }
     let cmd = leases.command(core, req).await?;
-    let resp = core
-        .raft
-        .client_write(cmd)
-        .await
-        .map_err(|e| core.write_err(e))?;
-    let index = resp.log_id.index;
-    resp.data.map(|r| (r, index)).map_err(WireError::from)
+    let (outcome, index) = propose(core, cmd).await?;
+    outcome.map(|r| (r, index)).map_err(WireError::from)
+}
+
+/// Proposals in flight at once; more wait and go together in the next.
+const MAX_IN_FLIGHT: usize = 2;
+/// Commands in one batch entry at most.
+const MAX_BATCH: usize = 512;
+
+/// Proposes `cmd` and waits for its outcome (group commit).
+///
+/// openraft 0.9 appends each proposal on its own and waits for its flush
+/// before it takes the next, so concurrent proposals would cost one log
+/// entry, one fsync on every node and one replication round each. Instead
+/// the commands that arrive while proposals are in flight are proposed
+/// together as one `Command::Batch` entry: one fsync per node for all.
+async fn propose(core: &Arc<Core>, cmd: Command) -> Result<(Outcome, u64), WireError> {
+    let (tx, rx) = oneshot::channel();
+    let drive = {
+        let mut q = lock(&core.proposals);
+        q.waiting.push((cmd, tx));
+        let drive = q.in_flight < MAX_IN_FLIGHT;
+        if drive {
+            q.in_flight += 1;
+        }
+        drive
+    };
+    if drive {
+        tokio::spawn(drive_proposals(core.clone()));
+    }
+    rx.await.unwrap_or_else(|_| {
+        Err(WireError::Unavailable(
+            "proposal dropped; outcome unknown".into(),
+        ))
+    })
+}
+
+/// Proposes what is waiting, batch after batch, until nothing is.
+async fn drive_proposals(core: Arc<Core>) {
+    loop {
+        let mut batch: Vec<(Command, ProposalReply)> = {
+            let mut q = lock(&core.proposals);
+            if q.waiting.is_empty() {
+                q.in_flight -= 1;
+                return;
+            }
+            let n = q.waiting.len().min(MAX_BATCH);
+            q.waiting.drain(..n).collect()
+        };
+        if batch.len() == 1 {
+            let Some((cmd, reply)) = batch.pop() else {
+                continue;
+            };
+            let res = core
+                .raft
+                .client_write(cmd)
+                .await
+                .map(|r| (r.data.single(), r.log_id.index))
+                .map_err(|e| core.write_err(e));
+            let _ = reply.send(res);
+            continue;
+        }
+        let (cmds, replies): (Vec<Command>, Vec<ProposalReply>) = batch.into_iter().unzip();
+        match core.raft.client_write(Command::Batch(cmds)).await {
+            Ok(r) if r.data.0.len() == replies.len() => {
+                let index = r.log_id.index;
+                for (outcome, reply) in r.data.0.into_iter().zip(replies) {
+                    let _ = reply.send(Ok((outcome, index)));
+                }
+            }
+            Ok(r) => {
+                let e = WireError::Unavailable(format!(
+                    "batch of {} commands answered {} outcomes",
+                    replies.len(),
+                    r.data.0.len()
+                ));
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                let e = core.write_err(e);
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Runs a client request on the leader (this node or a remote one).
 pub(crate) async fn submit(
-    core: &Core,
+    core: &Arc<Core>,
     leases: &Leases,
     req: ClientRequest,
 ) -> Result<kv::Response, StoreError> {

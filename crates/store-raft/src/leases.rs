@@ -132,7 +132,7 @@ impl Leases {
             .await
         {
             Ok(r) => {
-                if let Ok(socketplane_store::kv::Response::LeasesExpired(ids)) = r.data {
+                if let Ok(socketplane_store::kv::Response::LeasesExpired(ids)) = r.data.single() {
                     tracing::debug!(leases = ?ids, "Leases expired.");
                 }
             }

@@ -11,8 +11,20 @@ use openraft::{BasicNode, RaftMetrics};
 use crate::config::EmbeddedConfig;
 use crate::network::NetCore;
 use crate::sm::SmShared;
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, Outcome, Raft};
 use crate::wire::WireError;
+use socketplane_store::kv::Command;
+
+/// Where a proposal's outcome goes, with the index of its log entry.
+pub(crate) type ProposalReply = tokio::sync::oneshot::Sender<Result<(Outcome, u64), WireError>>;
+
+/// Commands waiting to be proposed together (see `forward::propose`).
+#[derive(Default)]
+pub(crate) struct Proposals {
+    /// Proposals in flight.
+    pub in_flight: usize,
+    pub waiting: Vec<(Command, ProposalReply)>,
+}
 
 pub(crate) struct Core {
     pub cfg: EmbeddedConfig,
@@ -22,6 +34,7 @@ pub(crate) struct Core {
     stopped: AtomicBool,
     /// Last time the leader sent us anything (follower-side health).
     leader_seen: Mutex<Option<Instant>>,
+    pub proposals: Mutex<Proposals>,
 }
 
 /// Locks a mutex whose data stays usable after a panic elsewhere.
@@ -38,6 +51,7 @@ impl Core {
             net,
             stopped: AtomicBool::new(false),
             leader_seen: Mutex::new(None),
+            proposals: Mutex::new(Proposals::default()),
         }
     }
 

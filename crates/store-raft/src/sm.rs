@@ -240,12 +240,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             g.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => out.push(Ok(kv::Response::Done)),
+                EntryPayload::Blank => out.push(Applied(vec![Ok(kv::Response::Done)])),
                 EntryPayload::Membership(m) => {
                     g.membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(Ok(kv::Response::Done));
+                    out.push(Applied(vec![Ok(kv::Response::Done)]));
                 }
-                EntryPayload::Normal(cmd) => out.push(g.state.apply(&cmd).map_err(Into::into)),
+                EntryPayload::Normal(kv::Command::Batch(cmds)) => out.push(Applied(
+                    cmds.iter()
+                        .map(|c| g.state.apply(c).map_err(Into::into))
+                        .collect(),
+                )),
+                EntryPayload::Normal(cmd) => {
+                    out.push(Applied(vec![g.state.apply(&cmd).map_err(Into::into)]))
+                }
             }
         }
         let revision = g.state.revision();

@@ -29,8 +29,20 @@ pub type Snapshot = openraft::Snapshot<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
-/// The outcome of applying one log entry, returned to its proposer.
-pub type Applied = Result<kv::Response, Rejected>;
+/// The outcome of applying one command.
+pub type Outcome = Result<kv::Response, Rejected>;
+
+/// The outcome of applying one log entry, returned to its proposer: one
+/// outcome per command it carried (several for a `kv::Command::Batch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied(pub Vec<Outcome>);
+
+impl Applied {
+    /// The outcome of an entry that carried one command.
+    pub fn single(self) -> Outcome {
+        self.0.into_iter().next().unwrap_or(Ok(kv::Response::Done))
+    }
+}
 
 /// Why the state machine refused a command (deterministically, on every
 /// node alike).

@@ -110,6 +110,10 @@ pub enum Command {
     Compact {
         revision: Revision,
     },
+    /// Several commands in one log entry (the embedded store's group
+    /// commit), applied in order, each as if it were its own entry: a
+    /// failing one leaves the state unchanged and the next still runs.
+    Batch(Vec<Command>),
 }
 
 /// The result of [`KvState::apply`].
@@ -277,6 +281,14 @@ impl KvState {
                 Ok(Response::Done)
             }
             Command::Compact { revision } => self.compact(*revision).map(|()| Response::Done),
+            Command::Batch(cmds) => {
+                // Per-command outcomes are for the proposer to collect
+                // (apply each itself); here a batch is only its effects.
+                for c in cmds {
+                    let _ = self.apply(c);
+                }
+                Ok(Response::Done)
+            }
         }
     }
 
