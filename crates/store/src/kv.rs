@@ -706,6 +706,37 @@ mod tests {
     }
 
     #[test]
+    fn batch_applies_each_command_as_its_own_entry() {
+        let mut one = KvState::new(100);
+        let cmds = vec![
+            Command::Txn(Txn::new().then(Op::put("a", "1"))),
+            // Fails (no such lease): leaves the state unchanged.
+            Command::LeaseKeepAlive { id: 42, now_ms: 0 },
+            Command::Txn(
+                Txn::new()
+                    .when(Compare::mod_revision("a", 1))
+                    .then(Op::put("a", "2")),
+            ),
+            Command::Txn(
+                Txn::new()
+                    .when(Compare::absent("a"))
+                    .then(Op::put("b", "x")),
+            ),
+        ];
+        for c in &cmds {
+            let _ = one.apply(c);
+        }
+        let mut batched = KvState::new(100);
+        assert_eq!(
+            batched.apply(&Command::Batch(cmds)).unwrap(),
+            Response::Done
+        );
+        assert_eq!(batched, one);
+        assert_eq!(batched.get("a").unwrap().value, b"2");
+        assert!(batched.get("b").is_none());
+    }
+
+    #[test]
     fn revisions_and_create_mod() {
         let mut s = KvState::new(100);
         assert_eq!(put(&mut s, "a", "1"), 1);
