@@ -28,7 +28,10 @@
 //! # Guarantees
 //!
 //! - Writes are acknowledged only after a quorum persisted them (redb
-//!   commit with fsync, one per batch of queued appends).
+//!   commit with fsync). Writes that arrive while others are in flight are
+//!   proposed together as one log entry (group commit: one fsync per node
+//!   for the batch). A compare that the applied state already refutes
+//!   fails without a log entry (see `forward::refuted`).
 //! - A write whose outcome cannot be known (the leader died mid-request, no
 //!   quorum within `request_timeout`) fails with `Unavailable`; it may still
 //!   have been applied. Writes refused before being proposed are retried
