@@ -58,6 +58,20 @@ pub(crate) async fn execute(
         // Nothing was proposed: the caller may retry elsewhere.
         return Err(WireError::NotLeader { leader: None });
     }
+    if let ClientRequest::LeaseKeepAlive(id) = &req {
+        // No log entry: confirm with a heartbeat quorum that this node
+        // still leads (a deposed leader must not accept renewals), then
+        // renew in memory (see `leases`).
+        core.raft.ensure_linearizable().await.map_err(|e| match e {
+            openraft::error::RaftError::APIError(
+                openraft::error::CheckIsLeaderError::ForwardToLeader(_),
+            ) => core.not_leader(),
+            e => WireError::Unavailable(e.to_string()),
+        })?;
+        leases.renew(core, *id).await?;
+        let index = core.sm.lock().last_applied.map_or(0, |l| l.index);
+        return Ok((kv::Response::Done, index));
+    }
     if let ClientRequest::Txn(txn) = &req {
         // The leader's state is the freshest: a compare its sender could not
         // refute (it was behind) may fail here without a log entry.

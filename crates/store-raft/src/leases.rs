@@ -5,14 +5,26 @@
 //! `RefreshLeases` (every lease gets a fresh TTL on its clock, as etcd
 //! does), and only then stamps anything, so clock differences between nodes
 //! never expire a lease early.
+//!
+//! Keep-alives do not write the log (as in etcd): the leader, once a
+//! heartbeat quorum confirmed it still leads, records the renewal in memory
+//! for its term. Only when a lease's replicated deadline is reached does it
+//! replicate the renewed deadline (`ExtendLeases`, at most one entry per
+//! lease per TTL) together with the expiry of the leases nobody renewed.
+//! Renewals recorded by a leader that lost its term are lost with it, which
+//! is safe: the next leader's `RefreshLeases` gives every lease a full TTL
+//! from a moment after every renewal the old leader confirmed.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::ServerState;
 use socketplane_store::kv::Command;
+use socketplane_store::LeaseId;
 
 use crate::shared::{lock, Core};
+use crate::types::Rejected;
 use crate::wire::{ClientRequest, WireError};
 
 /// The leader's lease clock for one term.
@@ -36,6 +48,8 @@ pub(crate) struct Leases {
     clock: Mutex<Option<TermClock>>,
     /// One refresh proposal at a time.
     refreshing: tokio::sync::Mutex<()>,
+    /// Leader-local renewals: lease -> (term, deadline on the term clock).
+    renewed: Mutex<HashMap<LeaseId, (u64, u64)>>,
 }
 
 fn wall_clock_ms() -> u64 {
@@ -103,8 +117,33 @@ impl Leases {
         })
     }
 
-    /// Leader housekeeping: start the term's lease clock, and expire the
-    /// leases whose deadline passed (one `ExpireLeases` for all of them).
+    /// Renews a lease on this leader without a log entry. The caller has
+    /// confirmed the leadership with a heartbeat quorum.
+    pub async fn renew(&self, core: &Core, id: LeaseId) -> Result<(), WireError> {
+        let now = self.now_ms(core).await?;
+        let term = lock(&self.clock)
+            .map(|c| c.term)
+            .ok_or_else(|| core.not_leader())?;
+        let g = core.sm.lock();
+        let lease = g
+            .state
+            .lease(id)
+            .ok_or(WireError::from(Rejected::LeaseNotFound(id)))?;
+        let mut renewed = lock(&self.renewed);
+        let local = renewed
+            .get(&id)
+            .filter(|(t, _)| *t == term)
+            .map_or(0, |(_, d)| *d);
+        if lease.deadline_ms.max(local) <= now {
+            return Err(Rejected::LeaseNotFound(id).into());
+        }
+        renewed.insert(id, (term, now.saturating_add(lease.ttl_ms)));
+        Ok(())
+    }
+
+    /// Leader housekeeping: start the term's lease clock, and once leases
+    /// reach their replicated deadline, replicate the renewals this leader
+    /// recorded for them and expire the rest (one entry for all).
     async fn tick(&self, core: &Core) {
         if core.metrics().state != ServerState::Leader {
             lock(&self.clock).take();
@@ -117,22 +156,39 @@ impl Leases {
                 return;
             }
         };
-        let due = core
-            .sm
-            .lock()
-            .state
-            .next_lease_deadline()
-            .is_some_and(|d| d <= now);
-        if !due {
+        let Some(term) = lock(&self.clock).map(|c| c.term) else {
+            return;
+        };
+        let (expire, extend) = {
+            let g = core.sm.lock();
+            let mut renewed = lock(&self.renewed);
+            renewed.retain(|id, (t, _)| *t == term && g.state.lease(*id).is_some());
+            let (mut expire, mut extend) = (false, Vec::new());
+            for l in g.state.leases().filter(|l| l.deadline_ms <= now) {
+                match renewed.get(&l.id) {
+                    Some((_, d)) if *d > now => extend.push((l.id, *d)),
+                    _ => expire = true,
+                }
+            }
+            (expire, extend)
+        };
+        if !expire && extend.is_empty() {
             return;
         }
-        match core
-            .raft
-            .client_write(Command::ExpireLeases { now_ms: now })
-            .await
-        {
+        let cmd = if extend.is_empty() {
+            Command::ExpireLeases { now_ms: now }
+        } else {
+            // Renewals first, so the expiry spares the renewed leases.
+            Command::Batch(vec![
+                Command::ExtendLeases { deadlines: extend },
+                Command::ExpireLeases { now_ms: now },
+            ])
+        };
+        match core.raft.client_write(cmd).await {
             Ok(r) => {
-                if let Ok(socketplane_store::kv::Response::LeasesExpired(ids)) = r.data.single() {
+                if let Some(Ok(socketplane_store::kv::Response::LeasesExpired(ids))) =
+                    r.data.0.last()
+                {
                     tracing::debug!(leases = ?ids, "Leases expired.");
                 }
             }

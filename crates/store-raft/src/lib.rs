@@ -39,9 +39,12 @@
 //! - One state machine: the log carries `socketplane_store::kv` commands
 //!   and every node applies them to a `KvState`, the same code `MemStore`
 //!   runs, so both backends agree by construction.
-//! - Leases run on the leader's clock: grants, keep-alives and expiry are
-//!   replicated with the leader's time, so a lease expires `ttl` after its
-//!   last keep-alive; a new leader first gives every lease a fresh TTL.
+//! - Leases run on the leader's clock: grants and expiry are replicated
+//!   with the leader's time, so a lease expires `ttl` after its last
+//!   keep-alive. Keep-alives renew on the leader (after a heartbeat quorum
+//!   confirmed it leads) without a log entry; a renewed deadline is
+//!   replicated only when the old one is reached. A new leader first gives
+//!   every lease a fresh TTL.
 //! - Voters: the founder, then joiners while there are fewer than
 //!   `max_voters`; later nodes are replicas. The leader promotes a caught-up
 //!   live replica when a voter is missing or has been unreachable for

@@ -163,3 +163,57 @@ async fn deposed_leader_does_not_serve_stale_reads() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_do_not_write_the_log_per_renewal() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(3, "renew", dir.path(), |_| {}).await;
+    let leader = leader_of(&nodes[0]).await.unwrap();
+    let li = leader_index(&nodes, leader);
+    let follower = nodes[(li + 1) % 3].dyn_store();
+    let ttl = Duration::from_secs(1);
+    let kept = follower.lease_grant(ttl).await.unwrap();
+    let dropped = follower.lease_grant(ttl).await.unwrap();
+    follower
+        .txn(
+            Txn::new()
+                .then(Op::put_with_lease("r/kept", "x", kept))
+                .then(Op::put_with_lease("r/dropped", "x", dropped)),
+        )
+        .await
+        .unwrap();
+    let before = nodes[li].store.last_log_index();
+    // 60 keep-alives over 3 TTLs, from a follower and from the leader.
+    let leader_store = nodes[li].dyn_store();
+    for i in 0..60 {
+        let s = if i % 2 == 0 { &follower } else { &leader_store };
+        s.lease_keep_alive(kept).await.expect("keep-alive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let entries = nodes[li].store.last_log_index() - before;
+    // At most one entry per TTL (renewal replicated at the deadline, with
+    // the other lease's expiry), not one per keep-alive.
+    assert!(
+        entries <= 6,
+        "{entries} log entries for 60 keep-alives over 3 TTLs"
+    );
+    assert!(
+        follower.get("r/kept").await.unwrap().is_some(),
+        "renewed lease expired"
+    );
+    assert!(
+        follower.get("r/dropped").await.unwrap().is_none(),
+        "unrenewed lease did not expire"
+    );
+    // Without keep-alives the lease expires within a TTL and a tick or so.
+    wait_for("kept lease expiry", Duration::from_secs(5), || {
+        let s = follower.clone();
+        async move { s.get("r/kept").await.unwrap().is_none() }
+    })
+    .await;
+    match follower.lease_keep_alive(kept).await {
+        Err(socketplane_store::StoreError::LeaseNotFound(id)) => assert_eq!(id, kept),
+        other => panic!("keep-alive of an expired lease: {other:?}"),
+    }
+}

@@ -110,6 +110,12 @@ pub enum Command {
     Compact {
         revision: Revision,
     },
+    /// Moves each listed lease's deadline to the given time if that is
+    /// later (the leader's renewals, replicated once a deadline is reached
+    /// instead of at every keep-alive). Unknown leases are skipped.
+    ExtendLeases {
+        deadlines: Vec<(LeaseId, u64)>,
+    },
     /// Several commands in one log entry (the embedded store's group
     /// commit), applied in order, each as if it were its own entry: a
     /// failing one leaves the state unchanged and the next still runs.
@@ -281,6 +287,14 @@ impl KvState {
                 Ok(Response::Done)
             }
             Command::Compact { revision } => self.compact(*revision).map(|()| Response::Done),
+            Command::ExtendLeases { deadlines } => {
+                for (id, deadline_ms) in deadlines {
+                    if let Some(l) = self.leases.get_mut(id) {
+                        l.deadline_ms = l.deadline_ms.max(*deadline_ms);
+                    }
+                }
+                Ok(Response::Done)
+            }
             Command::Batch(cmds) => {
                 // Per-command outcomes are for the proposer to collect
                 // (apply each itself); here a batch is only its effects.
@@ -703,6 +717,25 @@ mod tests {
 
     fn put(s: &mut KvState, k: &str, v: &str) -> Revision {
         s.txn(&Txn::new().then(Op::put(k, v))).unwrap().revision
+    }
+
+    #[test]
+    fn extend_leases_only_moves_deadlines_later() {
+        let mut s = KvState::new(100);
+        let a = s.lease_grant(None, Duration::from_millis(100), 0).unwrap();
+        s.apply(&Command::ExtendLeases {
+            deadlines: vec![(a, 500), (9999, 700)],
+        })
+        .unwrap();
+        assert_eq!(s.lease(a).unwrap().deadline_ms, 500);
+        s.apply(&Command::ExtendLeases {
+            deadlines: vec![(a, 200)],
+        })
+        .unwrap();
+        assert_eq!(s.lease(a).unwrap().deadline_ms, 500);
+        assert!(s.lease(9999).is_none());
+        assert!(s.expire_leases(499).is_empty());
+        assert_eq!(s.expire_leases(500), vec![a]);
     }
 
     #[test]
