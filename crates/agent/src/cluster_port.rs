@@ -13,7 +13,7 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use socketplane_api::rest::ApiError;
-use socketplane_api::TOKEN_HEADER;
+use socketplane_store_raft::TOKEN_HEADER;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

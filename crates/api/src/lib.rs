@@ -16,5 +16,5 @@ pub use records::{
 // The agent-to-agent protocol version (mDNS TXT `v=`) is defined once, in
 // `socketplane_discovery::PROTOCOL_VERSION`, which advertises it.
 
-/// Header carrying the cluster token on the cluster port.
-pub const TOKEN_HEADER: &str = "x-socketplane-token";
+// The cluster port's token header is defined once, in
+// `socketplane_store_raft::TOKEN_HEADER`, whose routes check it.

@@ -86,3 +86,4 @@ pub use config::{EmbeddedConfig, RaftTiming};
 pub use node::EmbeddedStore;
 pub use storage::LogWriteStats;
 pub use types::NodeId;
+pub use wire::TOKEN_HEADER;
