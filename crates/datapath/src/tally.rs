@@ -2,7 +2,7 @@
 //! the steps that failed. Independent steps all run; the errors are
 //! reported together at the end.
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::error::{collect, DatapathError, Result};
 use crate::ApplyReport;
@@ -31,6 +31,15 @@ impl Tally {
     /// Keeps the error of a step that writes nothing worth counting.
     pub(crate) fn check(&mut self, step: Result<()>) {
         if let Err(e) = step {
+            self.errors.push(e);
+        }
+    }
+
+    /// Keeps each refused endpoint record as an error of this apply (the
+    /// rest of the apply still ran), logging it.
+    pub(crate) fn refuse(&mut self, rejected: Vec<DatapathError>) {
+        for e in rejected {
+            warn!(error = %e, "Endpoint record refused.");
             self.errors.push(e);
         }
     }

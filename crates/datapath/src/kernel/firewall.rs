@@ -50,6 +50,17 @@ pub(crate) struct FwHost {
     pub ports: Vec<FwPort>,
 }
 
+impl FwHost {
+    /// The firewall's view of this host: the members of `desired` (with
+    /// `own`, this host's underlay address) and the given endpoint ports.
+    pub(crate) fn new(desired: &crate::DesiredState, own: Ipv4Addr, ports: Vec<FwPort>) -> Self {
+        FwHost {
+            members: crate::plan::members(desired, own),
+            ports,
+        }
+    }
+}
+
 /// A local endpoint's bridge port and the only sources it may send with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FwPort {

@@ -49,7 +49,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVxlan};
 use tokio::sync::Mutex;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::error::Errno;
 use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, FwPort};
@@ -59,7 +59,7 @@ use crate::kernel::sysctl::ensure_ip_forward;
 use crate::kernel::underlay;
 pub use crate::kernel::veth::ENDPOINT_RECHECK;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
-use crate::plan::{members, plan, NetPlan};
+use crate::plan::NetPlan;
 use crate::tally::Tally;
 use crate::{
     ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, Result, Underlay, VXLAN_PORT,
@@ -458,11 +458,7 @@ fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Option<[u8; 6]>) -> NeighbourMessage
 #[async_trait]
 impl Datapath for LinuxDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let planned = plan(
-            desired,
-            self.underlay.default_mtu,
-            crate::kernel::netns::unfit_workload_ns,
-        )?;
+        let planned = crate::kernel::plan(desired, self.underlay.default_mtu)?;
         let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
         let mut tally = Tally::default();
@@ -500,26 +496,17 @@ impl Datapath for LinuxDatapath {
                 ip: e.ip,
             })
             .collect();
-        let host = FwHost {
-            members: members(desired, self.underlay.ip),
-            ports,
-        };
-        tally.add(
-            self.firewall
-                .ensure(&plans, &host, &mut cache.firewall)
-                .await,
-        );
-        for e in planned.rejected {
-            warn!(error = %e, "Endpoint record refused.");
-            tally.check(Err(e));
-        }
+        tally.refuse(planned.rejected);
+        let host = FwHost::new(desired, self.underlay.ip, ports);
+        let firewall = self.firewall.ensure(&plans, &host, &mut cache.firewall);
+        tally.add(firewall.await);
         tally.report(self.name())
     }
 
     async fn teardown(&self) -> Result<()> {
+        let none = DesiredState::default();
         let mut cache = self.cache.lock().await;
         let mut tally = Tally::default();
-        let none = DesiredState::default();
         match nl::links(&self.conn.handle).await {
             Ok(links) => {
                 let removed = self.remove_stale_links((&[], &none), &links, &mut cache);

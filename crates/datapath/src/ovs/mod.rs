@@ -42,7 +42,7 @@ use rtnetlink::LinkUnspec;
 use serde_json::{json, Value};
 use socketplane_ovsdb::{atom, ops, Client, Snapshot};
 use tokio::sync::Mutex;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use self::flows::{FlowLocal, FlowNet, FlowRemote};
 use crate::command;
@@ -52,7 +52,7 @@ use crate::kernel::sysctl::ensure_ip_forward;
 use crate::kernel::underlay;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
 use crate::names::VethNames;
-use crate::plan::{members, plan, NetPlan};
+use crate::plan::{members, NetPlan};
 use crate::tally::Tally;
 use crate::{
     ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, MacAddr, Result, Underlay,
@@ -755,11 +755,7 @@ impl OvsDatapath {
 #[async_trait]
 impl Datapath for OvsDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let planned = plan(
-            desired,
-            self.underlay.default_mtu,
-            crate::kernel::netns::unfit_workload_ns,
-        )?;
+        let planned = crate::kernel::plan(desired, self.underlay.default_mtu)?;
         let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
         // (Re)connects and resynchronises the cache when ovsdb-server went away.
@@ -800,19 +796,10 @@ impl Datapath for OvsDatapath {
             tally.add(ensure_ip_forward());
         }
         // Anti-spoofing is in the flows: the veths are no bridge ports.
-        let host = FwHost {
-            members: members(desired, self.underlay.ip),
-            ports: Vec::new(),
-        };
-        tally.add(
-            self.firewall
-                .ensure(&plans, &host, &mut cache.firewall)
-                .await,
-        );
-        for e in planned.rejected {
-            warn!(error = %e, "Endpoint record refused.");
-            tally.check(Err(e));
-        }
+        let host = FwHost::new(desired, self.underlay.ip, Vec::new());
+        let firewall = self.firewall.ensure(&plans, &host, &mut cache.firewall);
+        tally.add(firewall.await);
+        tally.refuse(planned.rejected);
         tally.report(self.name())
     }
 
