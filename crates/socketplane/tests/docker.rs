@@ -38,6 +38,7 @@ fn has_ip(t: &TestLab, ip: &str) -> bool {
 
 #[test]
 fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
+    socketplane_testkit::require_privileged!();
     let mut t = TestLab::start('k', 2);
     let dh = DockerHost::start(&mut t, 0);
     let (d, agent) = (&dh.d, &dh.agent);
@@ -273,6 +274,7 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
 
 #[test]
 fn docker_bad_input_gets_clear_errors() {
+    socketplane_testkit::require_privileged!();
     let mut t = TestLab::start('q', 1);
     let dh = DockerHost::start(&mut t, 0);
     let (d, agent) = (&dh.d, &dh.agent);
@@ -429,6 +431,7 @@ fn docker_bad_input_gets_clear_errors() {
 
 #[test]
 fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected() {
+    socketplane_testkit::require_privileged!();
     let mut t = TestLab::start('r', 1);
     let mut dh = DockerHost::start(&mut t, 0);
     let drv = dh.agent.driver.clone();
@@ -523,6 +526,7 @@ fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected(
 
 #[test]
 fn docker_containers_on_two_docker_hosts_share_a_network() {
+    socketplane_testkit::require_privileged!();
     let mut t = TestLab::start('w', 2);
     let h1 = DockerHost::start(&mut t, 0);
     let h2 = DockerHost::start(&mut t, 1);
@@ -601,6 +605,7 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
 /// endpoints reference by id, so using the network never pins a placeholder.
 #[test]
 fn docker_network_name_holds_cluster_wide_while_containers_start_at_once() {
+    socketplane_testkit::require_privileged!();
     let mut t = TestLab::start('n', 2);
     let dh = DockerHost::start(&mut t, 0);
     let (d, agent) = (&dh.d, &dh.agent);
@@ -662,6 +667,7 @@ fn docker_network_name_holds_cluster_wide_while_containers_start_at_once() {
 
 #[test]
 fn docker_containers_come_back_with_their_networks_after_a_dockerd_restart() {
+    socketplane_testkit::require_privileged!();
     let mut t = TestLab::start('z', 1);
     let mut dh = DockerHost::start(&mut t, 0);
     let drv = dh.agent.driver.clone();
@@ -733,6 +739,7 @@ fn docker_containers_come_back_with_their_networks_after_a_dockerd_restart() {
 #[test]
 #[ignore = "benchmark: run bench/docker.sh"]
 fn bench_docker_run_socketplane_vs_bridge() {
+    socketplane_testkit::require_privileged!();
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
