@@ -5,6 +5,7 @@
 //! every later host joined by `socketplane cluster join 198.18.0.11`.
 
 mod common;
+#[macro_use]
 mod suite;
 
 use common::Mode;
@@ -13,35 +14,7 @@ fn mode() -> Mode {
     Mode::on("linux").join()
 }
 
-#[test]
-fn three_hosts_discover_each_other_over_mdns_and_share_networks() {
-    suite::three_hosts_discover_each_other_over_mdns_and_share_networks(mode());
-}
-
-#[test]
-fn late_host_joins_by_itself_and_dead_host_is_reclaimed() {
-    suite::late_host_joins_by_itself_and_dead_host_is_reclaimed(mode());
-}
-
-#[test]
-fn concurrent_attaches_across_hosts_get_distinct_addresses() {
-    suite::concurrent_attaches_across_hosts_get_distinct_addresses(mode());
-}
-
-#[test]
-fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
-    suite::killed_agent_restarts_and_converges_while_traffic_keeps_flowing(mode());
-}
-
-#[test]
-fn bad_input_gets_clear_errors_and_changes_nothing() {
-    suite::bad_input_gets_clear_errors_and_changes_nothing(mode());
-}
-
-#[test]
-fn addresses_stay_unique_when_hosts_contend_for_one_block() {
-    suite::addresses_stay_unique_when_hosts_contend_for_one_block(mode());
-}
+shared_scenarios!(mode());
 
 #[test]
 fn cluster_join_cli_three_hosts_share_networks() {

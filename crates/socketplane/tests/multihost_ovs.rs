@@ -4,6 +4,7 @@
 //! openvswitch-switch and ethtool besides what `multihost.rs` needs.
 
 mod common;
+#[macro_use]
 mod suite;
 
 use common::Mode;
@@ -20,41 +21,7 @@ fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-#[test]
-fn three_hosts_discover_each_other_over_mdns_and_share_networks() {
-    let _lab = one_lab_at_a_time();
-    suite::three_hosts_discover_each_other_over_mdns_and_share_networks(Mode::on("ovs"));
-}
-
-#[test]
-fn late_host_joins_by_itself_and_dead_host_is_reclaimed() {
-    let _lab = one_lab_at_a_time();
-    suite::late_host_joins_by_itself_and_dead_host_is_reclaimed(Mode::on("ovs"));
-}
-
-#[test]
-fn concurrent_attaches_across_hosts_get_distinct_addresses() {
-    let _lab = one_lab_at_a_time();
-    suite::concurrent_attaches_across_hosts_get_distinct_addresses(Mode::on("ovs"));
-}
-
-#[test]
-fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing() {
-    let _lab = one_lab_at_a_time();
-    suite::killed_agent_restarts_and_converges_while_traffic_keeps_flowing(Mode::on("ovs"));
-}
-
-#[test]
-fn bad_input_gets_clear_errors_and_changes_nothing() {
-    let _lab = one_lab_at_a_time();
-    suite::bad_input_gets_clear_errors_and_changes_nothing(Mode::on("ovs"));
-}
-
-#[test]
-fn addresses_stay_unique_when_hosts_contend_for_one_block() {
-    let _lab = one_lab_at_a_time();
-    suite::addresses_stay_unique_when_hosts_contend_for_one_block(Mode::on("ovs"));
-}
+shared_scenarios!(Mode::on("ovs"), one_lab_at_a_time());
 
 #[test]
 fn gateway_traffic_never_crosses_the_tunnel() {

@@ -7,6 +7,32 @@
 
 #![allow(dead_code)] // Not every test file runs every scenario.
 
+/// The scenarios every run of the suite has, as one `#[test]` each on
+/// `$mode`; `$guard` (optional) is taken first in each and held for the test.
+macro_rules! shared_scenarios {
+    ($mode:expr) => {
+        shared_scenarios!($mode, std::marker::PhantomData::<()>);
+    };
+    ($mode:expr, $guard:expr) => {
+        shared_scenarios!(@each ($mode) ($guard)
+            three_hosts_discover_each_other_over_mdns_and_share_networks,
+            late_host_joins_by_itself_and_dead_host_is_reclaimed,
+            concurrent_attaches_across_hosts_get_distinct_addresses,
+            killed_agent_restarts_and_converges_while_traffic_keeps_flowing,
+            bad_input_gets_clear_errors_and_changes_nothing,
+            addresses_stay_unique_when_hosts_contend_for_one_block);
+    };
+    (@each ($mode:expr) ($guard:expr) $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                let _guard = $guard;
+                suite::$name($mode);
+            }
+        )*
+    };
+}
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
