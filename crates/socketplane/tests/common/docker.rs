@@ -12,6 +12,9 @@ use super::{unique_name, TestLab};
 /// The image every test container runs: busybox-static, imported.
 pub const IMAGE: &str = "spbusybox";
 
+/// The `daemon.json` label that shows dockerd read the test's own config.
+const ISOLATION_LABEL: &str = "org.socketplane.test-config";
+
 fn require(bin: &str, package: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {bin}")])
@@ -58,8 +61,40 @@ impl Dockerd {
             child: None,
         };
         d.spawn();
+        d.assert_isolated();
         d.import_image();
         d
+    }
+
+    /// The daemon runs on this test's config and containerd, and its
+    /// plugin sockets are not in the machine's `/run/docker/plugins`.
+    fn assert_isolated(&self) {
+        let labels = self.ok(&["info", "--format", "{{json .Labels}}"]);
+        let ours = format!("{ISOLATION_LABEL}={}", self.dir.display());
+        assert!(
+            labels.contains(&ours),
+            "dockerd did not read the test's daemon.json (labels {labels})"
+        );
+        let log = std::fs::read_to_string(self.dir.join("dockerd.log")).expect("dockerd log");
+        assert!(
+            log.contains("started new containerd process"),
+            "dockerd uses a containerd it did not start (a shared system one?):\n{}",
+            self.log_tail()
+        );
+        let own_mounts = std::fs::read_link(format!("/proc/{}/ns/mnt", self.pid()))
+            .expect("dockerd mount namespace");
+        let ours = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
+        assert_ne!(
+            own_mounts, ours,
+            "dockerd shares the machine's mount namespace"
+        );
+    }
+
+    fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("dockerd is running")
     }
 
     fn spawn(&mut self) {
@@ -69,11 +104,39 @@ impl Dockerd {
             .append(true)
             .open(dir.join("dockerd.log"))
             .expect("dockerd log");
-        // nsenter, not `ip netns exec`: the latter remounts /sys, which
-        // hides the cgroup mounts dockerd needs.
-        let child = Command::new("nsenter")
+        // Nothing of the machine's Docker leaks in: dockerd runs in a mount
+        // namespace of its own where `/run/docker` (plugin sockets) and
+        // `/run/containerd` (a system containerd dockerd would otherwise
+        // share) are this test's empty directories, and it reads this
+        // test's `daemon.json`, not `/etc/docker/daemon.json`. Its own
+        // mounts stay out of the host's mount table. nsenter, not `ip netns
+        // exec`: the latter remounts /sys, which hides the cgroup mounts
+        // dockerd needs.
+        for shared in ["/run/docker", "/run/containerd"] {
+            std::fs::create_dir_all(shared).expect("mount point");
+        }
+        std::fs::create_dir_all(self.plugin_dir()).expect("plugin dir");
+        std::fs::create_dir_all(dir.join("run-containerd")).expect("containerd dir");
+        // A label proves dockerd read this file (see `assert_isolated`).
+        let config = format!(
+            "{{\"labels\": [\"{ISOLATION_LABEL}={}\"]}}\n",
+            dir.display()
+        );
+        std::fs::write(dir.join("daemon.json"), config).expect("daemon.json");
+        let private_mounts = format!(
+            "mount --make-rslave / && mount --bind {run_docker} /run/docker && \
+             mount --bind {run_containerd} /run/containerd && exec \"$@\"",
+            run_docker = dir.join("run-docker").display(),
+            run_containerd = dir.join("run-containerd").display(),
+        );
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "unchanged", "--"])
+            .arg("nsenter")
             .arg(format!("--net={}", self.netns.display()))
+            .args(["sh", "-c", &private_mounts, "dockerd"])
             .arg("dockerd")
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
             .arg("--data-root")
             .arg(dir.join("data"))
             .arg("--exec-root")
@@ -135,6 +198,11 @@ impl Dockerd {
                 }
             }
         }
+    }
+
+    /// Where this daemon looks for plugin sockets (its `/run/docker/plugins`).
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.dir.join("run-docker/plugins")
     }
 
     pub fn log_tail(&self) -> String {
@@ -267,7 +335,11 @@ impl PluginAgent {
             .expect("agent command line in the lab log");
         let line = line.trim_end_matches(" ===");
         let driver = format!("sp{}", unique_name('p'));
-        let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+        // The socket goes where only this test's dockerd looks for plugins.
+        let socket = match docker {
+            Some(d) => d.plugin_dir().join(format!("{driver}.sock")),
+            None => std::env::temp_dir().join(format!("{driver}.sock")),
+        };
         let mut argv: Vec<String> = Vec::new();
         let mut words = line.split_whitespace();
         while let Some(w) = words.next() {
