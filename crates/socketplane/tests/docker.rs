@@ -603,6 +603,73 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
 /// name cluster-wide at once, even when containers start on it right away
 /// (what every script does): the name is an attribute of the network, which
 /// endpoints reference by id, so using the network never pins a placeholder.
+/// The same plugin on the Open vSwitch datapath: a container on host 1
+/// reaches a workload on host 2 through OVS's VXLAN, and back.
+#[test]
+fn docker_containers_on_the_ovs_datapath_reach_other_hosts() {
+    socketplane_testkit::require_privileged!();
+    let mut t = TestLab::start_with('v', 2, "ovs");
+    let dh = DockerHost::start(&mut t, 0);
+    let (d, drv) = (&dh.d, dh.agent.driver.as_str());
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        drv,
+        "--ipam-driver",
+        drv,
+        "--subnet",
+        "10.31.0.0/24",
+        "-o",
+        "name=blue",
+        "blue",
+    ]);
+    let before = ovs_ports(&t, 0);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "o1",
+        "--network",
+        "blue",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let ip = d.ip("o1", "blue");
+    assert!(ip.starts_with("10.31.0."), "o1 got {ip:?}");
+    let w = t.workload(1, "w1", "blue");
+    let wip = w.endpoint.ip.to_string();
+    assert!(
+        d.ping("o1", &wip),
+        "OVS: container -> host2 workload {wip}\n{}",
+        t.agent_logs()
+    );
+    assert!(t.ping("w1", &ip), "OVS: host2 workload -> container {ip}");
+    // The container's veth is a port of host 1's Open vSwitch.
+    let after = ovs_ports(&t, 0);
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "the container added no OVS port on host 1: {before:?} -> {after:?}"
+    );
+}
+
+/// Every port of every bridge of a lab host's Open vSwitch.
+fn ovs_ports(t: &TestLab, host: usize) -> Vec<String> {
+    let h = &t.lab().hosts()[host];
+    let ovs = socketplane_lab::ovs::attach(&h.netns, h.dir());
+    let bridges = ovs.vsctl(&["list-br"]).expect("ovs-vsctl list-br");
+    let mut ports = Vec::new();
+    for br in bridges.split_whitespace() {
+        let list = ovs
+            .vsctl(&["list-ports", br])
+            .expect("ovs-vsctl list-ports");
+        ports.extend(list.split_whitespace().map(|p| format!("{br}/{p}")));
+    }
+    ports
+}
+
 #[test]
 fn docker_network_name_holds_cluster_wide_while_containers_start_at_once() {
     socketplane_testkit::require_privileged!();
