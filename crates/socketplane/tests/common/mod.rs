@@ -119,12 +119,23 @@ impl TestLab {
 
     /// [`TestLab::start_mode`] with another `--lease-ttl`.
     pub fn start_mode_with_lease(tag: char, hosts: usize, mode: Mode, lease: Duration) -> TestLab {
+        Self::start_mode_with_args(tag, hosts, mode, test_agent_args(lease))
+    }
+
+    /// [`TestLab::start_mode`] with these agent flags instead of
+    /// [`test_agent_args`].
+    pub fn start_mode_with_args(
+        tag: char,
+        hosts: usize,
+        mode: Mode,
+        agent_args: Vec<String>,
+    ) -> TestLab {
         let name = unique_name(tag);
         let mut config = LabConfig::new(&name, hosts, BIN);
         config.datapath = mode.datapath.into();
         config.store = mode.store;
         config.discovery = mode.discovery;
-        config.agent_args = test_agent_args(lease);
+        config.agent_args = agent_args;
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
         let lab = Lab::up(config).expect("lab up");
         let t = TestLab { lab: Some(lab) };
