@@ -102,6 +102,7 @@ fn router(api: Api) -> Router {
         )
         .route("/v1/endpoints", get(list_endpoints).post(attach))
         .route("/v1/endpoints/{id}", get(endpoint_info).delete(detach))
+        .route("/v1/debug/store", get(store_dump))
         .fallback(|| async {
             ApiFailure(socketplane_cluster::Error::NotFound(
                 "no such API path".into(),
@@ -157,6 +158,24 @@ async fn cluster_join(State(api): State<Api>, body: Bytes) -> ApiResult<impl Int
 async fn cluster_leave(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
     api.control.leave().await?;
     Ok(Json(api.control.info()))
+}
+
+/// Every key of the cluster store with its value, for diagnosis and for
+/// tests that check a failed request wrote nothing. Only root reaches this
+/// socket; the store holds no secrets.
+async fn store_dump(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
+    let listing = api
+        .cluster()?
+        .store()
+        .list("")
+        .await
+        .map_err(socketplane_cluster::Error::from)?;
+    let keys: std::collections::BTreeMap<String, String> = listing
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned()))
+        .collect();
+    Ok(Json(keys))
 }
 
 /// `cluster remove NODE`: reclaims a dead node's addresses at once.

@@ -7,6 +7,7 @@
 
 pub mod docker;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -313,10 +314,32 @@ impl TestLab {
             };
             out.push((format!("{}: forwarding", h.name), fwd));
         }
+        // Every key of the store: from etcd itself, or through each host's
+        // agent for the embedded store (each must read the same state).
         if lab.config().store == StoreKind::Etcd {
             let keys = lab.etcd_dump().expect("read the store's keys from etcd");
             assert!(!keys.is_empty(), "etcd holds no keys at all");
             for (k, v) in keys {
+                out.push((format!("store {k}"), v));
+            }
+        } else {
+            let dumps: Vec<BTreeMap<String, String>> =
+                lab.hosts().iter().map(|h| store_dump(&h.socket)).collect();
+            for (h, dump) in lab.hosts().iter().zip(&dumps) {
+                assert!(
+                    dump.keys().any(|k| k.contains("/networks/")),
+                    "{}: the store dump holds no networks: {dump:?}",
+                    h.name
+                );
+                assert_eq!(
+                    dump,
+                    &dumps[0],
+                    "{} reads another store state than {}",
+                    h.name,
+                    lab.hosts()[0].name
+                );
+            }
+            for (k, v) in dumps.into_iter().next().into_iter().flatten() {
                 out.push((format!("store {k}"), v));
             }
         }
@@ -382,6 +405,18 @@ impl TestLab {
 }
 
 /// One raw HTTP/1.1 request over a unix socket: (status, body).
+/// Every key and value of the cluster store, read through an agent.
+pub fn store_dump(socket: &Path) -> BTreeMap<String, String> {
+    let (status, body) = http(socket, "GET", "/v1/debug/store", b"");
+    assert_eq!(
+        status,
+        200,
+        "store dump through {}: {body}",
+        socket.display()
+    );
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("store dump: {e}: {body}"))
+}
+
 pub fn http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let mut s = UnixStream::connect(socket).expect("connect to the socket");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
