@@ -289,7 +289,7 @@ async fn attach(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoRespo
     let req: AttachEndpoint = parse_body(&body)?;
     let cluster = api.cluster()?;
     let (ep, rev) = cluster.attach(&req, None).await?;
-    if let Err(error) = cluster.wait_applied(rev, CONVERGE_TIMEOUT).await {
+    if let Err(error) = cluster.wait_endpoint(&ep.id, rev, CONVERGE_TIMEOUT).await {
         // Do not leave a half-made endpoint holding an address.
         if let Err(undo) = cluster.detach(&ep.id).await {
             tracing::warn!(endpoint = %ep.id, error = %undo, "Could not roll back a failed attach.");

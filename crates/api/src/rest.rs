@@ -63,6 +63,24 @@ pub struct EndpointInfo {
     pub host: Option<Ipv4Addr>,
     pub gateway: Ipv4Addr,
     pub prefix_len: u8,
+    /// On the endpoint's own host: "ok", "failed" (its datapath could not
+    /// be converged; retried with backoff) or "fenced" (the host is cut off
+    /// from its cluster's majority). `None` for other hosts' endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Why the endpoint is not "ok".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A local endpoint this host's datapath could not converge, and why. The
+/// rest of the host converged; this one is retried with backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointProblem {
+    pub id: String,
+    pub reason: String,
+    /// Failed applies in a row.
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +134,13 @@ pub struct ClusterStatus {
     pub this_node: String,
     pub nodes: Vec<NodeStatus>,
     pub store: StoreHealth,
+    /// This host's endpoints its datapath could not converge.
+    #[serde(default)]
+    pub endpoint_failures: Vec<EndpointProblem>,
+    /// True while this host is cut off from its cluster's majority and has
+    /// taken its workloads off the wire.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::convergence::ReconcilerHandle;
 use crate::error::{Error, Result};
+use crate::fence::LeaseClock;
 use crate::view::ClusterView;
 
 /// How often a transaction that lost a race is retried before giving up.
@@ -31,6 +32,8 @@ pub struct Cluster {
     pub(crate) reclaim_after: Option<Duration>,
     ready: watch::Sender<bool>,
     reconciler: OnceLock<ReconcilerHandle>,
+    /// When this node's liveness lease was last renewed: the fencing clock.
+    pub(crate) lease_clock: LeaseClock,
 }
 
 impl Cluster {
@@ -45,6 +48,7 @@ impl Cluster {
             )),
             ready: watch::channel(false).0,
             reconciler: OnceLock::new(),
+            lease_clock: LeaseClock::default(),
         }
     }
 
@@ -108,5 +112,25 @@ impl Cluster {
             .get()
             .ok_or_else(|| Error::Unavailable("the reconciler is not running yet".into()))?;
         handle.wait_applied(revision, timeout).await
+    }
+
+    /// [`Cluster::wait_applied`], then until local endpoint `id` is plumbed:
+    /// an error with the datapath's reason when it keeps failing.
+    pub async fn wait_endpoint(
+        &self,
+        id: &str,
+        revision: Revision,
+        timeout: Duration,
+    ) -> Result<()> {
+        let handle = self
+            .reconciler
+            .get()
+            .ok_or_else(|| Error::Unavailable("the reconciler is not running yet".into()))?;
+        handle.wait_endpoint(id, revision, timeout).await
+    }
+
+    /// What the control loop publishes, once it runs.
+    pub fn reconciler(&self) -> Option<&ReconcilerHandle> {
+        self.reconciler.get()
     }
 }

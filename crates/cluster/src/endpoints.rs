@@ -143,7 +143,16 @@ impl Cluster {
             None => self.get_network(&ep.network).await?.0,
         };
         ep.network = network.name;
+        let (status, reason) = match self.reconciler() {
+            Some(r) if ep.node == self.node_id => {
+                let (status, reason) = r.endpoint_status(&ep.id);
+                (Some(status), reason)
+            }
+            _ => (None, None),
+        };
         Ok(EndpointInfo {
+            status,
+            reason,
             node_name: node
                 .as_ref()
                 .map(|n| n.name.clone())

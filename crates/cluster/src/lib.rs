@@ -10,7 +10,8 @@
 //!   its operations, one concern each, all through [`alloc`] for addresses
 //! - [`migrate`]: the store layout upgrade run at start
 //! - [`view`], [`reconciler`], [`convergence`]: watch → view → datapath,
-//!   and what the loop publishes
+//!   and what the loop publishes; `fence`: when a cut-off node takes its
+//!   workloads off the wire
 //! - [`error`]: [`Error`] and its [`ErrorKind`]
 
 pub mod alloc;
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod convergence;
 pub mod endpoints;
 pub mod error;
+mod fence;
 pub mod migrate;
 pub mod names;
 pub mod networks;
@@ -29,7 +31,7 @@ pub mod reservations;
 pub mod view;
 
 pub use cluster::Cluster;
-pub use convergence::ReconcilerHandle;
+pub use convergence::{EndpointFailures, ReconcilerHandle};
 pub use error::{Error, ErrorKind, Result};
 pub use reconciler::Reconciler;
 pub use view::ClusterView;

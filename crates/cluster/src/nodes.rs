@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use socketplane_api::rest::{ClusterStatus, CreateNetwork, NodeStatus, RemovedNode, StoreHealth};
@@ -19,6 +19,7 @@ impl Cluster {
     /// Refused for a node removed by `cluster remove`: it may not come back
     /// silently under its old identity.
     pub async fn register(&self, record: &NodeRecord, ttl: Duration) -> Result<LeaseId> {
+        let sent = Instant::now();
         let lease = self.store.lease_grant(ttl).await?;
         let result = self
             .store
@@ -43,6 +44,7 @@ impl Cluster {
                 record.name, record.id
             )));
         }
+        self.lease_clock.renewed(sent, ttl);
         Ok(lease)
     }
 
@@ -52,8 +54,9 @@ impl Cluster {
         let period = ttl / 3;
         loop {
             tokio::time::sleep(period).await;
+            let sent = Instant::now();
             match self.store.lease_keep_alive(lease).await {
-                Ok(()) => {}
+                Ok(()) => self.lease_clock.renewed(sent, ttl),
                 Err(StoreError::LeaseNotFound(_)) => {
                     tracing::warn!("Our liveness lease expired; registering again.");
                     match self.register(&record, ttl).await {
@@ -155,7 +158,16 @@ impl Cluster {
                 datapath: node.datapath,
             });
         }
+        let (endpoint_failures, fenced) = match self.reconciler() {
+            Some(r) => (
+                r.failures.borrow().values().cloned().collect(),
+                *r.fenced.borrow(),
+            ),
+            None => (Vec::new(), false),
+        };
         Ok(ClusterStatus {
+            endpoint_failures,
+            fenced,
             cluster: self.name().to_string(),
             this_node: self.node_id.clone(),
             nodes: out,

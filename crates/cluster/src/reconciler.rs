@@ -7,16 +7,18 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use socketplane_api::keys;
-use socketplane_datapath::{Datapath, DatapathError};
+use socketplane_api::rest::EndpointProblem;
+use socketplane_datapath::Datapath;
 use socketplane_store::{Revision, Store, StoreError};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::cluster::Cluster;
-use crate::convergence::ReconcilerHandle;
+use crate::convergence::{EndpointFailures, ReconcilerHandle};
+use crate::fence::FenceClock;
 use crate::view::ClusterView;
 
 /// How often the datapath is re-applied even without changes.
@@ -24,6 +26,11 @@ const RESYNC_EVERY: Duration = Duration::from_secs(30);
 /// How often dead nodes are checked against the reclaim grace, so a node
 /// is reclaimed soon after its grace ends even when nothing changes.
 const RECLAIM_EVERY: Duration = Duration::from_secs(2);
+/// First and longest wait before a failed apply is retried on its own.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How often the fence watcher looks at the lease clock.
+const FENCE_CHECK: Duration = Duration::from_millis(250);
 
 pub struct Reconciler {
     store: Arc<dyn Store>,
@@ -33,9 +40,28 @@ pub struct Reconciler {
     view_tx: watch::Sender<Arc<ClusterView>>,
     applied_tx: watch::Sender<Revision>,
     error_tx: watch::Sender<Option<String>>,
+    failures_tx: watch::Sender<Arc<EndpointFailures>>,
+    fenced_tx: Arc<watch::Sender<bool>>,
+    /// Signalled by the fence watcher once a fenced node is in touch again.
+    unfence: Arc<Notify>,
     /// Set while a garbage collection pass runs, so bursts of events do not
     /// start several at once.
     collecting: Arc<AtomicBool>,
+}
+
+/// How a list + watch session ended.
+enum SessionEnd {
+    /// The store watch failed: list again after a backoff.
+    Lost(StoreError),
+    /// A fenced node is in touch again: list afresh at once, so nothing
+    /// goes back on the wire from a view older than the reconnection.
+    Unfence,
+}
+
+impl From<StoreError> for SessionEnd {
+    fn from(e: StoreError) -> Self {
+        SessionEnd::Lost(e)
+    }
 }
 
 impl Reconciler {
@@ -45,6 +71,8 @@ impl Reconciler {
         let (view_tx, view) = watch::channel(Arc::new(ClusterView::default()));
         let (applied_tx, applied) = watch::channel(0);
         let (error_tx, last_error) = watch::channel(None);
+        let (failures_tx, failures) = watch::channel(Arc::new(EndpointFailures::new()));
+        let (fenced_tx, fenced) = watch::channel(false);
         (
             Reconciler {
                 store,
@@ -54,23 +82,35 @@ impl Reconciler {
                 view_tx,
                 applied_tx,
                 error_tx,
+                failures_tx,
+                fenced_tx: Arc::new(fenced_tx),
+                unfence: Arc::new(Notify::new()),
                 collecting: Arc::new(AtomicBool::new(false)),
             },
             ReconcilerHandle {
                 view,
                 applied,
                 last_error,
+                failures,
+                fenced,
             },
         )
     }
 
     /// Runs until the task is dropped.
     pub async fn run(self) {
+        let watcher = tokio::spawn(self.watch_fence());
+        let _stop_watcher = AbortOnDrop(watcher);
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.sync_and_follow().await {
-                Ok(()) => return,
-                Err(error) => {
+                SessionEnd::Unfence => {
+                    tracing::info!(
+                        "In touch with the cluster again; listing afresh before unfencing."
+                    );
+                    backoff = Duration::from_millis(100);
+                }
+                SessionEnd::Lost(error) => {
                     tracing::warn!(%error, "Lost the store watch; listing again.");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -79,37 +119,76 @@ impl Reconciler {
         }
     }
 
-    /// One list + watch session; returns on a watch error.
-    async fn sync_and_follow(&self) -> Result<(), StoreError> {
-        let listing = self.store.list(keys::PREFIX).await?;
+    /// One list + watch session.
+    async fn sync_and_follow(&self) -> SessionEnd {
+        let listing = match self.store.list(keys::PREFIX).await {
+            Ok(l) => l,
+            Err(e) => return e.into(),
+        };
+        // A fresh listing: what a fenced node still owns may go back on the
+        // wire once it is in touch again.
+        if *self.fenced_tx.borrow() && self.renewed_recently() {
+            tracing::info!("Unfencing: this node's workloads are back on the wire.");
+            self.datapath.set_fenced(false);
+            self.fenced_tx.send_replace(false);
+        }
         let mut view = ClusterView::from_kvs(&listing.kvs, listing.revision);
-        let mut stream = self.store.watch(keys::PREFIX, listing.revision + 1).await?;
-        self.converge(&view).await;
+        let mut stream = match self.store.watch(keys::PREFIX, listing.revision + 1).await {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
+        let mut pending = self.converge(&view).await;
         let mut resync = tokio::time::interval(RESYNC_EVERY);
         resync.tick().await;
         let mut reclaim = tokio::time::interval(RECLAIM_EVERY);
         reclaim.tick().await;
+        let mut retry_backoff = RETRY_FIRST;
+        let retry = tokio::time::sleep(retry_backoff);
+        tokio::pin!(retry);
         loop {
             tokio::select! {
                 next = stream.next() => {
                     let Some(event) = next else {
-                        return Err(StoreError::Unavailable("watch ended".into()));
+                        return StoreError::Unavailable("watch ended".into()).into();
                     };
-                    view.apply(&event?);
+                    match event {
+                        Ok(e) => view.apply(&e),
+                        Err(e) => return e.into(),
+                    }
                     // Take every event already queued before converging, so
                     // a burst of changes costs one datapath pass.
                     while let Some(Some(more)) = stream.next().now_or_never() {
-                        view.apply(&more?);
+                        match more {
+                            Ok(e) => view.apply(&e),
+                            Err(e) => return e.into(),
+                        }
                     }
-                    self.converge(&view).await;
+                    pending = self.converge(&view).await;
                 }
-                _ = resync.tick() => self.converge(&view).await,
+                _ = resync.tick() => pending = self.converge(&view).await,
                 _ = reclaim.tick() => self.collect_garbage(&view),
+                // Endpoints (or the whole host) that failed are retried
+                // with backoff even when nothing changes.
+                _ = &mut retry, if pending => {
+                    retry_backoff = (retry_backoff * 2).min(RETRY_MAX);
+                    pending = self.converge(&view).await;
+                }
+                _ = self.unfence.notified() => return SessionEnd::Unfence,
+            }
+            if !pending {
+                retry_backoff = RETRY_FIRST;
+            }
+            if pending {
+                retry
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + retry_backoff);
             }
         }
     }
 
-    async fn converge(&self, view: &ClusterView) {
+    /// Converges the datapath to `view`; true when something failed and
+    /// should be retried.
+    async fn converge(&self, view: &ClusterView) -> bool {
         let shared = Arc::new(view.clone());
         self.view_tx.send_replace(shared.clone());
         let mut desired = view.desired_for(&self.node_id);
@@ -120,6 +199,7 @@ impl Reconciler {
             .local
             .retain(|e| e.netns.as_ref().is_none_or(|p| p.exists()));
         let mut delay = Duration::from_millis(50);
+        let mut pending = true;
         // Retry the same state a few times; a newer event interrupts by
         // simply arriving after we return.
         for attempt in 0..5 {
@@ -133,17 +213,23 @@ impl Reconciler {
                         );
                     }
                     self.error_tx.send_replace(None);
+                    self.record_failures(&[]);
                     self.applied_tx.send_replace(view.revision);
+                    pending = false;
                     break;
                 }
-                Err(error) if only_rejections(&error) => {
-                    // The datapath refused some records (forged or invalid)
-                    // and converged everything else: retrying cannot help,
-                    // and holding the applied revision back would stall
-                    // every attach on this host.
-                    tracing::warn!(%error, rejected = ?error.rejected_endpoints(),
-                        revision = view.revision, "The datapath refused endpoint records; the rest converged.");
+                Err(error) if error.only_endpoint_failures() => {
+                    // Some endpoints were refused (forged or invalid records)
+                    // or could not be plumbed (a foreign interface in the
+                    // workload's namespace, say), and everything else
+                    // converged: holding the applied revision back would
+                    // stall every attach on this host. They are retried
+                    // with backoff and shown with their reason.
+                    let failures = error.endpoint_failures();
+                    tracing::warn!(%error, revision = view.revision,
+                        "Some endpoints did not converge; the rest did.");
                     self.error_tx.send_replace(Some(error.to_string()));
+                    self.record_failures(&failures);
                     self.applied_tx.send_replace(view.revision);
                     break;
                 }
@@ -156,8 +242,78 @@ impl Reconciler {
             }
         }
         self.collect_garbage(view);
+        pending
     }
 
+    /// Publishes this apply's endpoint failures, counting failures in a row.
+    fn record_failures(&self, now: &[(&str, String)]) {
+        let before = self.failures_tx.borrow().clone();
+        if now.is_empty() && before.is_empty() {
+            return;
+        }
+        let mut next = EndpointFailures::new();
+        for (id, reason) in now {
+            let attempts = before.get(*id).map_or(0, |p| p.attempts) + 1;
+            next.insert(
+                id.to_string(),
+                EndpointProblem {
+                    id: id.to_string(),
+                    reason: reason.clone(),
+                    attempts,
+                },
+            );
+        }
+        for id in before.keys().filter(|id| !next.contains_key(*id)) {
+            tracing::info!(endpoint = %id, "Endpoint converged after failing.");
+        }
+        self.failures_tx.send_replace(Arc::new(next));
+    }
+
+    /// Whether this node's lease was renewed within its TTL.
+    fn renewed_recently(&self) -> bool {
+        self.cluster
+            .lease_clock
+            .get()
+            .is_some_and(|(sent, ttl)| sent.elapsed() < ttl)
+    }
+
+    /// Watches the lease clock: fences this host when it is cut off from
+    /// the majority for a lease TTL, and has the main loop list afresh and
+    /// unfence once a renewal succeeds again.
+    fn watch_fence(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let cluster = self.cluster.clone();
+        let datapath = self.datapath.clone();
+        let fenced_tx = self.fenced_tx.clone();
+        let unfence = self.unfence.clone();
+        let view = self.view_tx.subscribe();
+        let node_id = self.node_id.clone();
+        async move {
+            let mut clock = FenceClock::new(Instant::now());
+            let mut tick = tokio::time::interval(FENCE_CHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let cut = clock.cut_off(Instant::now(), cluster.lease_clock.get());
+                let fenced = *fenced_tx.borrow();
+                if cut && !fenced {
+                    tracing::warn!("Cut off from the cluster's majority for a lease TTL: fencing this host's workloads (taking their addresses off the wire) before anyone may reclaim them.");
+                    datapath.set_fenced(true);
+                    fenced_tx.send_replace(true);
+                    // Applied at once, also while the main loop cannot list.
+                    let current = view.borrow().clone();
+                    let mut desired = current.desired_for(&node_id);
+                    desired
+                        .local
+                        .retain(|e| e.netns.as_ref().is_none_or(|p| p.exists()));
+                    if let Err(error) = datapath.apply(&desired).await {
+                        tracing::warn!(%error, "Fencing: the datapath apply reported errors.");
+                    }
+                } else if !cut && fenced {
+                    unfence.notify_one();
+                }
+            }
+        }
+    }
     /// Reclaims what dead nodes held and endpoints whose network is gone.
     /// Runs in the background: it writes to the store, and the resulting
     /// events come back through the watch.
@@ -205,11 +361,11 @@ impl Reconciler {
     }
 }
 
-/// True when every failure of an apply is a refused endpoint record.
-fn only_rejections(error: &DatapathError) -> bool {
-    match error {
-        DatapathError::EndpointRejected { .. } => true,
-        DatapathError::Many(errors) => errors.iter().all(only_rejections),
-        _ => false,
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -22,6 +22,16 @@ pub enum DatapathError {
     #[error("endpoint {id} rejected: {why}")]
     EndpointRejected { id: String, why: String },
 
+    /// One local endpoint could not be converged (its workload namespace
+    /// holds a foreign interface, say); the rest of the desired state was
+    /// converged. `id` is the endpoint's; `source` what failed.
+    #[error("endpoint {id}: {source}")]
+    EndpointFailed {
+        id: String,
+        #[source]
+        source: Box<DatapathError>,
+    },
+
     /// The kernel refused a netlink request.
     #[error("netlink: {context}: {errno}")]
     Kernel {
@@ -148,9 +158,34 @@ impl DatapathError {
         }
     }
 
+    /// Every endpoint this apply refused or could not converge, with the
+    /// reason (also inside [`DatapathError::Many`]).
+    pub fn endpoint_failures(&self) -> Vec<(&str, String)> {
+        match self {
+            DatapathError::EndpointRejected { id, why } => vec![(id.as_str(), why.clone())],
+            DatapathError::EndpointFailed { id, source } => {
+                vec![(id.as_str(), source.to_string())]
+            }
+            DatapathError::Many(v) => v.iter().flat_map(|e| e.endpoint_failures()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// True when every failure of an apply concerns single endpoints (refused
+    /// records or endpoints that could not be converged): everything else
+    /// converged.
+    pub fn only_endpoint_failures(&self) -> bool {
+        match self {
+            DatapathError::EndpointRejected { .. } | DatapathError::EndpointFailed { .. } => true,
+            DatapathError::Many(v) => v.iter().all(|e| e.only_endpoint_failures()),
+            _ => false,
+        }
+    }
+
     /// The kernel's errno, if this is a refused netlink request.
     pub fn errno(&self) -> Option<Errno> {
         match self {
+            DatapathError::EndpointFailed { source, .. } => source.errno(),
             DatapathError::Kernel { errno, .. }
             | DatapathError::Setns { errno, .. }
             | DatapathError::Interface { errno, .. } => Some(*errno),

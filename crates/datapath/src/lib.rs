@@ -131,6 +131,15 @@ pub trait Datapath: Send + Sync + 'static {
     /// ([`DatapathError::EndpointRejected`], [`DatapathError::rejected_endpoints`]).
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport>;
 
+    /// Fences this host (`true`): from the next apply on, the host ends of
+    /// local endpoints are kept down, so their addresses are off the wire
+    /// while the workloads keep their interfaces and addresses; `false`
+    /// brings them back. For a node cut off from its cluster's majority,
+    /// whose addresses may soon be handed to others.
+    fn set_fenced(&self, fenced: bool) {
+        let _ = fenced;
+    }
+
     /// The names a local endpoint's veth pair gets (for runtimes that move
     /// the workload end themselves).
     fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames;

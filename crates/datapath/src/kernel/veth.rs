@@ -41,6 +41,10 @@ pub(crate) struct Attach {
     /// frames too: keep the host from answering the workload's ARP (for
     /// the gateway, say) there with the veth's MAC.
     pub no_host_arp: bool,
+    /// The host is fenced (cut off from its cluster's majority): host ends
+    /// stay down, so the workloads' addresses are off the wire while their
+    /// interfaces and addresses stay as they are.
+    pub fenced: bool,
 }
 
 /// What was configured for each endpoint and when it was last verified:
@@ -55,6 +59,7 @@ impl Attach {
             master: Some(master),
             tx_csum_off: false,
             no_host_arp: false,
+            fenced: false,
         }
     }
 
@@ -65,7 +70,13 @@ impl Attach {
             master: None,
             tx_csum_off,
             no_host_arp: true,
+            fenced: false,
         }
+    }
+
+    /// The same, with host ends down while `fenced`.
+    pub(crate) fn fenced(self, fenced: bool) -> Attach {
+        Attach { fenced, ..self }
     }
 }
 
@@ -120,7 +131,11 @@ impl<'a> Endpoints<'a> {
                 Ok(None) => {}
                 Err(err) => {
                     cache.0.remove(&e.id);
-                    tally.check(Err(err));
+                    warn!(endpoint = %e.id, error = %err, "Endpoint not converged; the rest goes on.");
+                    tally.check(Err(DatapathError::EndpointFailed {
+                        id: e.id.clone(),
+                        source: Box::new(err),
+                    }));
                 }
             }
         }
@@ -148,7 +163,9 @@ impl<'a> Endpoints<'a> {
                 return Ok(Some(changes + self.create(cfg, how).await?));
             }
         };
-        let host_ok = l.up && l.mtu == cfg.mtu && how.master.is_none_or(|m| l.master == Some(m));
+        let host_ok = l.up != how.fenced
+            && l.mtu == cfg.mtu
+            && how.master.is_none_or(|m| l.master == Some(m));
         if host_ok && cache.fresh(cfg) {
             return Ok(None);
         }
@@ -158,7 +175,8 @@ impl<'a> Endpoints<'a> {
             if let Some(m) = how.master {
                 msg = msg.controller(m);
             }
-            nl::change_link(self.handle, msg.up().build(), &host).await?;
+            let msg = if how.fenced { msg.down() } else { msg.up() };
+            nl::change_link(self.handle, msg.build(), &host).await?;
             changes += 1;
         }
         if how.no_host_arp {
@@ -200,8 +218,8 @@ impl<'a> Endpoints<'a> {
         if let Some(m) = how.master {
             msg = msg.controller(m);
         }
+        let msg = if how.fenced { msg } else { msg.up() };
         let msg = msg
-            .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
         let r = nl::create_link(self.handle, msg, &format!("veth {host}")).await;

@@ -39,6 +39,7 @@ pub mod names;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
@@ -90,6 +91,8 @@ pub struct LinuxDatapath {
     underlay: Underlay,
     firewall: Firewall,
     cache: Mutex<Cache>,
+    /// See [`Datapath::set_fenced`].
+    fenced: AtomicBool,
 }
 
 impl LinuxDatapath {
@@ -109,6 +112,7 @@ impl LinuxDatapath {
             underlay,
             firewall: Firewall::new(DEFAULT_FIREWALL_TABLE),
             cache: Mutex::new(Cache::default()),
+            fenced: AtomicBool::new(false),
         })
     }
 
@@ -481,7 +485,12 @@ impl Datapath for LinuxDatapath {
         if !plans.is_empty() {
             tally.add(ensure_ip_forward());
         }
-        let attach = |p: &NetPlan| links.get(&p.bridge).map(|br| Attach::bridge_port(br.index));
+        let fenced = self.fenced.load(Ordering::SeqCst);
+        let attach = |p: &NetPlan| {
+            links
+                .get(&p.bridge)
+                .map(|br| Attach::bridge_port(br.index).fenced(fenced))
+        };
         let (endpoints, cached) = (self.endpoints(), &mut cache.endpoints);
         endpoints
             .ensure_all((&plans, desired), &links, cached, &mut tally, attach)
@@ -517,6 +526,10 @@ impl Datapath for LinuxDatapath {
         tally.check(self.firewall.remove().await);
         *cache = Cache::default();
         tally.finish().map(drop)
+    }
+
+    fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::SeqCst);
     }
 
     fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {

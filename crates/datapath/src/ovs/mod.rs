@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -187,6 +188,8 @@ pub struct OvsDatapath {
     underlay: Underlay,
     firewall: Firewall,
     cache: Mutex<Cache>,
+    /// See [`Datapath::set_fenced`].
+    fenced: AtomicBool,
 }
 
 fn read_pid(pidfile: &Path) -> Option<u32> {
@@ -316,6 +319,7 @@ impl OvsDatapath {
                 generation: db.generation(),
                 ..Cache::default()
             }),
+            fenced: AtomicBool::new(false),
             db,
             conn,
             bridge: cfg.bridge,
@@ -769,7 +773,8 @@ impl Datapath for OvsDatapath {
         }
         let mut tally = Tally::default();
         let links = nl::links(&self.conn.handle).await?;
-        let attach = Attach::switch_port(self.datapath_type == "netdev");
+        let attach = Attach::switch_port(self.datapath_type == "netdev")
+            .fenced(self.fenced.load(Ordering::SeqCst));
         let (endpoints, cached) = (self.endpoints(), &mut cache.endpoints);
         let all = |_: &NetPlan| Some(attach);
         endpoints
@@ -818,6 +823,10 @@ impl Datapath for OvsDatapath {
             ..Cache::default()
         };
         tally.finish().map(drop)
+    }
+
+    fn set_fenced(&self, fenced: bool) {
+        self.fenced.store(fenced, Ordering::SeqCst);
     }
 
     fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {

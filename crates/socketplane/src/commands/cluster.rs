@@ -116,6 +116,15 @@ impl ClusterCmd {
                     &["NODE", "ID", "ADDRESS", "STATE", "STORE ROLE", "DATAPATH"],
                     &rows,
                 );
+                if status.fenced {
+                    println!("This host is FENCED: cut off from the cluster's majority, its workloads are off the wire until it is back.");
+                }
+                for p in &status.endpoint_failures {
+                    println!(
+                        "Endpoint {} failed to converge ({} attempts, retrying): {}",
+                        p.id, p.attempts, p.reason
+                    );
+                }
             }
         }
         Ok(())

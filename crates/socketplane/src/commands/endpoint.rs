@@ -53,12 +53,17 @@ pub fn print_endpoints(eps: &[EndpointInfo]) {
                 e.endpoint.mac.to_string(),
                 e.gateway.to_string(),
                 e.node_name.clone(),
+                match (&e.status, &e.reason) {
+                    (Some(s), Some(r)) => format!("{s}: {r}"),
+                    (Some(s), None) => s.clone(),
+                    (None, _) => "-".into(),
+                },
             ]
         })
         .collect();
     table(
         &[
-            "ENDPOINT", "NAME", "NETWORK", "ADDRESS", "MAC", "GATEWAY", "HOST",
+            "ENDPOINT", "NAME", "NETWORK", "ADDRESS", "MAC", "GATEWAY", "HOST", "STATUS",
         ],
         &rows,
     );
