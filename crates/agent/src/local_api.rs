@@ -31,6 +31,10 @@ use crate::error::{Error, Result};
 pub const MAX_BODY: usize = 64 * 1024;
 /// How long an attach or detach waits for the local datapath.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Every request is answered within this (a 503 past it): longer than the
+/// store's own deadline plus [`CONVERGE_TIMEOUT`], shorter than the
+/// client's (`socketplane_client::DEFAULT_TIMEOUT`).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(35);
 
 /// This node's membership, as the API drives it.
 #[async_trait]
@@ -109,7 +113,23 @@ fn router(api: Api) -> Router {
             ))
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(deadline))
         .with_state(api)
+}
+
+/// Answers every request within [`REQUEST_DEADLINE`]. Handlers that
+/// write run their work in a task of its own, so a request cut short here
+/// (or by a client that gave up) never leaves a write half done.
+async fn deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let what = format!("{} {}", req.method(), req.uri().path());
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiFailure(socketplane_cluster::Error::Unavailable(format!(
+            "{what} did not complete within {} s (the store or the datapath is stuck; see the agent's log)",
+            REQUEST_DEADLINE.as_secs()
+        )))
+        .into_response(),
+    }
 }
 
 /// Serves the API on `path` (mode 0600) until the task is aborted.
@@ -287,8 +307,24 @@ async fn list_endpoints(
 
 async fn attach(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoResponse> {
     let req: AttachEndpoint = parse_body(&body)?;
-    let cluster = api.cluster()?;
-    let (ep, rev) = cluster.attach(&req, None).await?;
+    api.cluster()?;
+    // In a task of its own: the write and its rollback run to the end even
+    // if the request is dropped.
+    let cluster = api.cluster.clone();
+    let work = tokio::spawn(async move { attach_and_wait(&cluster, &req).await });
+    match work.await {
+        Ok(r) => r,
+        Err(e) => Err(ApiFailure(socketplane_cluster::Error::Internal(format!(
+            "the attach task failed: {e}"
+        )))),
+    }
+}
+
+async fn attach_and_wait(
+    cluster: &Cluster,
+    req: &AttachEndpoint,
+) -> ApiResult<(StatusCode, Json<EndpointInfo>)> {
+    let (ep, rev) = cluster.attach(req, None).await?;
     if let Err(error) = cluster.wait_endpoint(&ep.id, rev, CONVERGE_TIMEOUT).await {
         // Do not leave a half-made endpoint holding an address.
         if let Err(undo) = cluster.detach(&ep.id).await {

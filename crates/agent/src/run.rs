@@ -33,11 +33,22 @@ async fn open_store(
         );
         config.token = cfg.token.clone();
         config.max_voters = cfg.max_voters;
+        let store_dir = cfg.data_dir.join("store");
         let embedded = EmbeddedStore::open(config)
             .await
-            .map_err(|source| Error::Store {
-                what: "opening the embedded store".into(),
-                source,
+            .map_err(|source| match source {
+                // One message that names the path and says what to do.
+                socketplane_store::StoreError::Corrupt(why) => Error::Store {
+                    what: format!(
+                        "the store data in {} cannot be used; stop the agent, move that directory aside (mv {0} {0}.bad) and start it again to rejoin as a fresh member, or restore a backup",
+                        store_dir.display()
+                    ),
+                    source: socketplane_store::StoreError::Corrupt(why),
+                },
+                source => Error::Store {
+                    what: "opening the embedded store".into(),
+                    source,
+                },
             })?;
         let store: Arc<dyn Store> = embedded.clone();
         return Ok((store, Some(embedded)));
@@ -165,12 +176,15 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     }
     let member = tokio::spawn(node.clone().become_member(cfg.bootstrap, join_rx));
 
+    let fatal = store_fatal(embedded.clone());
+    let mut failed = None;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(Error::io("installing the SIGTERM handler"))?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping; the datapath keeps forwarding."),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping; the datapath keeps forwarding."),
         _ = shutdown.notified() => {}
+        why = fatal => failed = Some(why),
     }
     // Stop in reverse order.
     member.abort();
@@ -185,5 +199,26 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     if let Some(embedded) = &embedded {
         embedded.shutdown().await;
     }
-    Ok(())
+    match failed {
+        Some(why) => Err(Error::Store {
+            what: "the embedded store stopped".into(),
+            source: socketplane_store::StoreError::Internal(why),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Resolves once the embedded store has stopped for good (never for etcd):
+/// the agent then exits non-zero rather than stay up unable to write.
+async fn store_fatal(embedded: Option<Arc<EmbeddedStore>>) -> String {
+    let Some(embedded) = embedded else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if let Some(why) = embedded.fatal() {
+            tracing::error!(error = %why, "The store failed for good (disk full or broken?); exiting so the supervisor restarts the agent.");
+            return why;
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! bodies (`socketplane_api::rest`), errors as the agent words them.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -33,6 +34,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The agent did not answer within the client's deadline.
+    #[error("the SocketPlane agent at {} did not answer {method} {path} within {} s; it may be overloaded or stuck (see `socketplane agent logs`)", socket.display(), after.as_secs())]
+    Timeout {
+        socket: PathBuf,
+        method: String,
+        path: String,
+        after: Duration,
+    },
     /// The agent answered with an error; its message is for the user.
     #[error("{message}")]
     Agent { status: u16, message: String },
@@ -40,23 +49,53 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How long a call waits for the agent by default: longer than the
+/// agent's own deadlines (store, datapath convergence, rollback), so its
+/// answer, not this, is what the caller normally sees.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45);
+
 pub struct Client {
     socket: PathBuf,
+    timeout: Duration,
 }
 
 impl Client {
     pub fn new(socket: &Path) -> Self {
         Client {
             socket: socket.to_path_buf(),
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same client with another deadline per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
-    /// One request: the status and the body.
+    /// One request: the status and the body, within the client's deadline.
     pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes)> {
+        match tokio::time::timeout(self.timeout, self.call_once(method, path, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                socket: self.socket.clone(),
+                method: method.to_string(),
+                path: path.to_string(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    async fn call_once(
         &self,
         method: &str,
         path: &str,
@@ -165,5 +204,27 @@ mod tests {
         let e = c.get::<serde_json::Value>("/v1/info").await.unwrap_err();
         assert!(matches!(e, Error::Unreachable { .. }));
         assert!(e.to_string().contains("Is it running?"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_agent_times_out_with_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("sp-client-timeout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("silent.sock");
+        let _ = std::fs::remove_file(&socket);
+        // Accepts and never answers.
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let c = Client::new(&socket).with_timeout(Duration::from_millis(200));
+        let e = c.get::<serde_json::Value>("/v1/info").await.unwrap_err();
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+        assert!(e.to_string().contains("did not answer GET /v1/info"), "{e}");
     }
 }

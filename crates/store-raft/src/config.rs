@@ -20,6 +20,10 @@ pub struct RaftTiming {
     pub snapshot_every: u64,
     /// How long a client call waits for a leader before `Unavailable`.
     pub request_timeout: Duration,
+    /// A node that has heard from no leader (or, leading, from no majority)
+    /// for this long answers requests with "no quorum" at once instead of
+    /// waiting out `request_timeout`: a cut-off host says so within seconds.
+    pub no_quorum_after: Duration,
 }
 
 impl Default for RaftTiming {
@@ -30,6 +34,9 @@ impl Default for RaftTiming {
             election_max: Duration::from_millis(2000),
             snapshot_every: 10_000,
             request_timeout: Duration::from_secs(10),
+            // An election takes up to election_max; a majority that has a
+            // leader heartbeats every 250 ms.
+            no_quorum_after: Duration::from_secs(3),
         }
     }
 }
@@ -43,6 +50,7 @@ impl RaftTiming {
             election_max: Duration::from_millis(300),
             snapshot_every: 500,
             request_timeout: Duration::from_secs(10),
+            no_quorum_after: Duration::from_secs(3),
         }
     }
 }

@@ -170,6 +170,15 @@ async fn drive_proposals(core: Arc<Core>) {
     }
 }
 
+/// The error of a request on a node cut off from the majority.
+/// `in_flight`: it may have been proposed, so its outcome is unknown.
+fn no_quorum(why: &str, in_flight: bool) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the store has no quorum: {why}{}",
+        if in_flight { "; outcome unknown" } else { "" }
+    ))
+}
+
 /// Runs a client request on the leader (this node or a remote one).
 pub(crate) async fn submit(
     core: &Arc<Core>,
@@ -185,11 +194,17 @@ pub(crate) async fn submit(
         if core.is_stopped() {
             return Err(StoreError::Unavailable("store is shut down".into()));
         }
+        if let Some(why) = core.no_quorum() {
+            return Err(no_quorum(&why, false));
+        }
         match core.leader() {
             Some((id, _)) if id == core.id() => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let res = match tokio::time::timeout(left, execute(core, leases, req.clone())).await
-                {
+                let res = tokio::select! {
+                    r = tokio::time::timeout(left, execute(core, leases, req.clone())) => r,
+                    why = core.until_no_quorum() => return Err(no_quorum(&why, true)),
+                };
+                let res = match res {
                     Ok(r) => r,
                     Err(_) => {
                         return Err(StoreError::Unavailable(
@@ -205,10 +220,10 @@ pub(crate) async fn submit(
                 }
             }
             Some((_, addr)) => {
-                let res: Result<ForwardResult, Error> = core
-                    .net
-                    .post(&addr, "/raft/v1/forward", &req, timeout)
-                    .await;
+                let res: Result<ForwardResult, Error> = tokio::select! {
+                    r = core.net.post(&addr, "/raft/v1/forward", &req, timeout) => r,
+                    why = core.until_no_quorum() => return Err(no_quorum(&why, true)),
+                };
                 match res {
                     Ok(Ok((r, index))) => {
                         // Read your writes: wait until this node applied it

@@ -169,6 +169,19 @@ impl EmbeddedStore {
         self.core.sm.lock().state.compact(revision)
     }
 
+    /// Why this node's Raft stopped for good (a storage error such as a full
+    /// disk, say), if it did: it will never write again, so its agent must
+    /// exit and let its supervisor restart it.
+    pub fn fatal(&self) -> Option<String> {
+        if self.core.is_stopped() {
+            return None;
+        }
+        match self.core.metrics().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+    }
+
     /// Stops Raft and the background tasks, ends watches and closes the
     /// database (the data dir can be reopened afterwards).
     pub async fn shutdown(&self) {

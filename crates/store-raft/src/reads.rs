@@ -35,7 +35,18 @@ impl Reads {
             if core.is_stopped() {
                 return Err(StoreError::Unavailable("store is shut down".into()));
             }
-            match self.read_index(core).await {
+            if let Some(why) = core.no_quorum() {
+                return Err(StoreError::Unavailable(format!(
+                    "the store has no quorum: {why}"
+                )));
+            }
+            let read = tokio::select! {
+                r = self.read_index(core) => r,
+                why = core.until_no_quorum() => {
+                    return Err(StoreError::Unavailable(format!("the store has no quorum: {why}")))
+                }
+            };
+            match read {
                 Ok(index) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match core

@@ -34,6 +34,8 @@ pub(crate) struct Core {
     stopped: AtomicBool,
     /// Last time the leader sent us anything (follower-side health).
     leader_seen: Mutex<Option<Instant>>,
+    /// When this node started: "never heard from a leader" counts from here.
+    started: Instant,
     pub proposals: Mutex<Proposals>,
 }
 
@@ -51,6 +53,7 @@ impl Core {
             net,
             stopped: AtomicBool::new(false),
             leader_seen: Mutex::new(None),
+            started: Instant::now(),
             proposals: Mutex::new(Proposals::default()),
         }
     }
@@ -98,6 +101,51 @@ impl Core {
     /// Whether the leader reached this node within `window`.
     pub fn leader_seen_within(&self, window: Duration) -> bool {
         lock(&self.leader_seen).is_some_and(|t| t.elapsed() < window)
+    }
+
+    /// Why this node cannot reach a quorum now, if it has been out of touch
+    /// for longer than `no_quorum_after`: a follower that heard from no
+    /// leader, a leader no majority answered. `None` while it may still
+    /// (a sole voter always can).
+    pub fn no_quorum(&self) -> Option<String> {
+        let window = self.cfg.timing.no_quorum_after;
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let voters = membership.voter_ids().count();
+        let sole_voter = voters == 1 && membership.voter_ids().any(|v| v == self.id());
+        if voters == 0 || sole_voter {
+            return None;
+        }
+        if m.current_leader == Some(self.id()) {
+            let quiet = m.millis_since_quorum_ack.map(Duration::from_millis);
+            return match quiet {
+                Some(q) if q < window => None,
+                _ => Some(format!(
+                    "this node leads, but no majority of the {voters} voters has answered for {}",
+                    quiet.map_or("ever".to_string(), |q| format!("{:.1} s", q.as_secs_f64()))
+                )),
+            };
+        }
+        let since = lock(&self.leader_seen).unwrap_or(self.started);
+        let quiet = since.elapsed();
+        (quiet >= window).then(|| {
+            format!(
+                "this node has heard from no leader for {:.1} s (it may be cut off from the majority of the {voters} voters)",
+                quiet.as_secs_f64()
+            )
+        })
+    }
+
+    /// Resolves with [`Core::no_quorum`]'s reason once there is one: raced
+    /// against a request in flight, so it fails as soon as the node is
+    /// known to be cut off.
+    pub async fn until_no_quorum(&self) -> String {
+        loop {
+            if let Some(why) = self.no_quorum() {
+                return why;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Classifies a failed Raft write (client request or membership change).

@@ -54,6 +54,11 @@ Documentation=https://crates.io/crates/socketplane
 After=network-online.target
 Wants=network-online.target
 Before=docker.service
+# A data dir that cannot be used (corrupt, foreign, disk full) makes the
+# agent exit non-zero: retried a few times, then left failed with its
+# message in the journal instead of restarting every 2 s without end.
+StartLimitIntervalSec=120
+StartLimitBurst=5
 
 [Service]
 EnvironmentFile=-/etc/default/socketplane
@@ -165,5 +170,17 @@ impl UninstallCmd {
             println!("Cluster state in /var/lib/socketplane is kept; run `socketplane cluster leave` first to leave the cluster for good.");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_unit_restarts_on_failure_within_a_start_limit() {
+        let unit = super::unit_text();
+        let unit_section = unit.split("[Service]").next().unwrap_or_default();
+        assert!(unit_section.contains("StartLimitIntervalSec="), "{unit}");
+        assert!(unit_section.contains("StartLimitBurst="), "{unit}");
+        assert!(unit.contains("Restart=on-failure"), "{unit}");
     }
 }
