@@ -34,9 +34,10 @@ impl Default for RaftTiming {
             election_max: Duration::from_millis(2000),
             snapshot_every: 10_000,
             request_timeout: Duration::from_secs(10),
-            // An election takes up to election_max; a majority that has a
-            // leader heartbeats every 250 ms.
-            no_quorum_after: Duration::from_secs(3),
+            // A majority with a leader heartbeats every 250 ms; an election
+            // after the leader is cut off takes up to about 3 s here
+            // (followers refuse votes while the old leader's lease lasts).
+            no_quorum_after: Duration::from_secs(4),
         }
     }
 }
@@ -50,7 +51,7 @@ impl RaftTiming {
             election_max: Duration::from_millis(300),
             snapshot_every: 500,
             request_timeout: Duration::from_secs(10),
-            no_quorum_after: Duration::from_secs(3),
+            no_quorum_after: Duration::from_secs(4),
         }
     }
 }

@@ -119,7 +119,12 @@ impl Core {
         if m.current_leader == Some(self.id()) {
             let quiet = m.millis_since_quorum_ack.map(Duration::from_millis);
             return match quiet {
-                Some(q) if q < window => None,
+                Some(q) if q < window => {
+                    // Leading with a majority counts as contact with a
+                    // leader: a node that steps down starts from here.
+                    *lock(&self.leader_seen) = Some(Instant::now());
+                    None
+                }
                 _ => Some(format!(
                     "this node leads, but no majority of the {voters} voters has answered for {}",
                     quiet.map_or("ever".to_string(), |q| format!("{:.1} s", q.as_secs_f64()))
