@@ -305,13 +305,25 @@ async fn list_endpoints(
     Ok(Json(out))
 }
 
-async fn attach(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoResponse> {
+#[derive(Deserialize)]
+struct AttachQuery {
+    /// The caller's id for this request: a retry with the same id returns
+    /// the endpoint the first try made instead of making another.
+    request_id: Option<String>,
+}
+
+async fn attach(
+    State(api): State<Api>,
+    Query(q): Query<AttachQuery>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
     let req: AttachEndpoint = parse_body(&body)?;
     api.cluster()?;
     // In a task of its own: the write and its rollback run to the end even
     // if the request is dropped.
     let cluster = api.cluster.clone();
-    let work = tokio::spawn(async move { attach_and_wait(&cluster, &req).await });
+    let work =
+        tokio::spawn(async move { attach_and_wait(&cluster, &req, q.request_id.as_deref()).await });
     match work.await {
         Ok(r) => r,
         Err(e) => Err(ApiFailure(socketplane_cluster::Error::Internal(format!(
@@ -321,14 +333,16 @@ async fn attach(State(api): State<Api>, body: Bytes) -> ApiResult<impl IntoRespo
 }
 
 async fn attach_and_wait(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     req: &AttachEndpoint,
+    request_id: Option<&str>,
 ) -> ApiResult<(StatusCode, Json<EndpointInfo>)> {
-    let (ep, rev) = cluster.attach(req, None).await?;
+    let (ep, rev) = cluster.attach_request(req, request_id).await?;
     if let Err(error) = cluster.wait_endpoint(&ep.id, rev, CONVERGE_TIMEOUT).await {
         // Do not leave a half-made endpoint holding an address.
         if let Err(undo) = cluster.detach(&ep.id).await {
-            tracing::warn!(endpoint = %ep.id, error = %undo, "Could not roll back a failed attach.");
+            tracing::warn!(endpoint = %ep.id, error = %undo, "Could not roll back a failed attach; retrying in the background.");
+            cluster.detach_later(ep.id.clone());
         }
         return Err(error.into());
     }

@@ -1,13 +1,16 @@
 //! Endpoints: attach (allocate an address and record the endpoint in one
 //! transaction), detach, look up, and what the local API shows of them.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use socketplane_api::rest::{AttachEndpoint, EndpointInfo};
 use socketplane_api::{keys, EndpointRecord, MacAddr, NodeRecord};
 use socketplane_store::{Compare, Op, Revision, Txn};
 
 use crate::alloc::Claim;
 use crate::cluster::{Cluster, CAS_ATTEMPTS};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::names::{ifname, random_id, validate_name};
 use crate::records;
 
@@ -74,6 +77,79 @@ impl Cluster {
             })
             .await?;
         Ok((record, revision))
+    }
+
+    /// [`Cluster::attach`] for a front end. With a caller's `request_id`,
+    /// the endpoint id is derived from it (and this node), so a retried
+    /// request whose answer was lost finds the endpoint it made instead of
+    /// making a second one. Without one, an attach whose write may have
+    /// landed although it failed (outcome unknown) is removed later by
+    /// [`Cluster::detach_later`], so it never holds an address for nobody.
+    pub async fn attach_request(
+        self: &Arc<Self>,
+        req: &AttachEndpoint,
+        request_id: Option<&str>,
+    ) -> Result<(EndpointRecord, Revision)> {
+        let id = match request_id {
+            Some(r) => {
+                validate_name("request id", r)?;
+                request_endpoint_id(&self.node_id, r)
+            }
+            None => random_id(),
+        };
+        match self.attach(req, Some(id.clone())).await {
+            Ok(done) => Ok(done),
+            Err(e) if e.kind() == ErrorKind::Conflict && request_id.is_some() => {
+                let (ep, rev) = self.get_endpoint(&id).await?;
+                let (network, _) = self.find_network(&req.network).await?;
+                if ep.node == self.node_id && ep.netns == req.netns && ep.network == network.id {
+                    tracing::info!(endpoint = %id, "A retried attach found the endpoint it made.");
+                    Ok((ep, rev))
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => {
+                if e.kind() == ErrorKind::Unavailable && request_id.is_none() {
+                    self.detach_later(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Detaches endpoint `id` in the background, retrying until it is gone
+    /// (for a rollback that failed, or a write whose outcome is unknown and
+    /// may still land): garbage collection that finishes what failed.
+    pub fn detach_later(self: &Arc<Self>, id: String) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut absent = 0;
+            let mut wait = Duration::from_millis(500);
+            while started.elapsed() < DETACH_LATER_FOR {
+                match cluster.detach(&id).await {
+                    Ok(_) => {
+                        tracing::info!(endpoint = %id, "Removed an endpoint left by a failed attach.");
+                        return;
+                    }
+                    // A write in flight may land a little later: look again
+                    // a few times before calling it done.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        absent += 1;
+                        if absent >= 3 {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::debug!(endpoint = %id, %error, "Could not remove a failed attach's endpoint yet; retrying.");
+                    }
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            tracing::warn!(endpoint = %id, "Gave up removing a failed attach's endpoint; the garbage collection of its namespace will.");
+        });
     }
 
     /// Removes an endpoint and frees its address. Returns the revision.
@@ -164,6 +240,32 @@ impl Cluster {
             endpoint: ep,
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_map_to_stable_distinct_endpoint_ids() {
+        let a = super::request_endpoint_id("n1", "req-1");
+        assert_eq!(a, super::request_endpoint_id("n1", "req-1"));
+        assert_ne!(a, super::request_endpoint_id("n2", "req-1"));
+        assert_ne!(a, super::request_endpoint_id("n1", "req-2"));
+        assert_eq!(a.len(), 16);
+    }
+}
+
+/// How long [`Cluster::detach_later`] keeps trying.
+const DETACH_LATER_FOR: Duration = Duration::from_secs(300);
+
+/// The endpoint id of a request id on a node: stable (FNV-1a 64), so a
+/// retry on the same node derives the same id.
+fn request_endpoint_id(node: &str, request_id: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain([0]).chain(request_id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// A network namespace path must exist and be a namespace file (nsfs).
