@@ -44,6 +44,17 @@ impl Tally {
         }
     }
 
+    /// The local endpoints that could not be converged in this apply.
+    pub(crate) fn failed_endpoints(&self) -> std::collections::HashSet<String> {
+        self.errors
+            .iter()
+            .filter_map(|e| match e {
+                DatapathError::EndpointFailed { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(crate) fn failed(&self) -> bool {
         !self.errors.is_empty()
     }

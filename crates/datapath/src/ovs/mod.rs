@@ -780,13 +780,31 @@ impl Datapath for OvsDatapath {
         endpoints
             .ensure_all((&plans, desired), &links, cached, &mut tally, all)
             .await;
-        let want = self.desired_ports(&plans, desired);
+        // An endpoint whose veth could not be made has no port: ports and
+        // flows are rendered for the others, so it holds nobody back.
+        let failed = tally.failed_endpoints();
+        let plumbed;
+        let ported = if failed.is_empty() {
+            desired
+        } else {
+            plumbed = DesiredState {
+                local: desired
+                    .local
+                    .iter()
+                    .filter(|e| !failed.contains(&e.id))
+                    .cloned()
+                    .collect(),
+                ..desired.clone()
+            };
+            &plumbed
+        };
+        let want = self.desired_ports(&plans, ported);
         tally.changes += self.ensure_topology(&want).await?;
         tally.add(self.remove_stale_veths(desired, &mut cache).await);
         // Ports whose device failed are reported; flows need all of them.
         let ofports = self.ofports(&want).await?;
         tally.add(self.ensure_gateways(&plans).await);
-        let flows = match self.flow_nets(&plans, desired, &ofports) {
+        let flows = match self.flow_nets(&plans, ported, &ofports) {
             Ok(nets) => {
                 let members = members(desired, self.underlay.ip);
                 self.ensure_flows(nets, &members, &mut cache).await
