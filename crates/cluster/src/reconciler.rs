@@ -369,3 +369,144 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
+    use socketplane_api::NodeRecord;
+    use socketplane_datapath::{
+        ApplyReport, DatapathError, DesiredState, EndpointIfnames, Underlay,
+    };
+    use socketplane_store::mem::MemStore;
+
+    use super::*;
+
+    /// A datapath that cannot plumb the endpoints in `broken`.
+    #[derive(Default)]
+    struct Picky {
+        broken: Mutex<HashSet<String>>,
+        fenced: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Datapath for Picky {
+        async fn apply(&self, desired: &DesiredState) -> socketplane_datapath::Result<ApplyReport> {
+            let broken = self.broken.lock().unwrap().clone();
+            let errors: Vec<DatapathError> = desired
+                .local
+                .iter()
+                .filter(|e| broken.contains(&e.id))
+                .map(|e| DatapathError::EndpointFailed {
+                    id: e.id.clone(),
+                    source: Box::new(DatapathError::Invalid("eth0 is not ours".into())),
+                })
+                .collect();
+            match errors.len() {
+                0 => Ok(ApplyReport::default()),
+                _ => Err(DatapathError::Many(errors)),
+            }
+        }
+        fn set_fenced(&self, fenced: bool) {
+            self.fenced.store(fenced, Ordering::SeqCst);
+        }
+        fn endpoint_ifnames(&self, id: &str) -> EndpointIfnames {
+            EndpointIfnames {
+                host: format!("h{id}"),
+                peer: format!("p{id}"),
+            }
+        }
+        async fn teardown(&self) -> socketplane_datapath::Result<()> {
+            Ok(())
+        }
+        fn underlay(&self) -> Underlay {
+            Underlay {
+                ip: "198.18.0.9".parse().unwrap(),
+                default_mtu: 1450,
+            }
+        }
+        fn name(&self) -> &'static str {
+            "picky"
+        }
+    }
+
+    fn attach_req() -> AttachEndpoint {
+        AttachEndpoint {
+            network: "web".into(),
+            netns: None,
+            name: None,
+            ifname: None,
+            ip: None,
+            container_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_failing_endpoint_holds_nobody_back_and_is_shown() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let cluster = Arc::new(Cluster::new(store, "a".into(), "c".into()));
+        let record = NodeRecord {
+            id: "a".into(),
+            name: "host-a".into(),
+            addr: "198.18.0.9".parse().unwrap(),
+            cluster_port: 1,
+            datapath: "picky".into(),
+            version: "0".into(),
+        };
+        cluster
+            .register(&record, Duration::from_secs(60))
+            .await
+            .unwrap();
+        cluster
+            .create_network(&CreateNetwork {
+                name: "web".into(),
+                subnet: "10.9.0.0/24".into(),
+                gateway: None,
+                mtu: None,
+            })
+            .await
+            .unwrap();
+        let datapath = Arc::new(Picky::default());
+        let (reconciler, handle) = Reconciler::new(cluster.clone(), datapath.clone());
+        cluster.set_ready(handle.clone());
+        let task = tokio::spawn(reconciler.run());
+
+        let (bad, rev) = cluster.attach(&attach_req(), None).await.unwrap();
+        datapath.broken.lock().unwrap().insert(bad.id.clone());
+        let err = cluster
+            .wait_endpoint(&bad.id, rev, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("eth0 is not ours"), "{err}");
+
+        // The next attach on this host goes through at once.
+        let started = std::time::Instant::now();
+        let (good, rev) = cluster.attach(&attach_req(), None).await.unwrap();
+        cluster
+            .wait_endpoint(&good.id, rev, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(*handle.applied.borrow() >= rev);
+
+        let info = cluster.endpoint_info(bad.clone()).await.unwrap();
+        assert_eq!(info.status.as_deref(), Some("failed"));
+        assert!(info.reason.unwrap().contains("eth0 is not ours"));
+        let info = cluster.endpoint_info(good).await.unwrap();
+        assert_eq!(info.status.as_deref(), Some("ok"));
+
+        // Retried with backoff while nothing changes; fixed, it clears.
+        let attempts = handle.failures.borrow().get(&bad.id).unwrap().attempts;
+        datapath.broken.lock().unwrap().clear();
+        let mut failures = handle.failures.clone();
+        tokio::time::timeout(Duration::from_secs(5), failures.wait_for(|f| f.is_empty()))
+            .await
+            .expect("the fixed endpoint was retried")
+            .unwrap();
+        assert!(attempts >= 1);
+        task.abort();
+    }
+}

@@ -94,7 +94,21 @@ impl EndpointCmd {
                     ip,
                     container_id: None,
                 };
-                let ep: EndpointInfo = client.post("/v1/endpoints", &req).await?;
+                // A request id: if the answer is lost on the way (the
+                // connection dropped), the retry finds the endpoint the first
+                // try made instead of making a second one.
+                let request_id = format!(
+                    "cli-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos())
+                );
+                let path = format!("/v1/endpoints?request_id={request_id}");
+                let ep: EndpointInfo = match client.post(&path, &req).await {
+                    Err(socketplane_client::Error::Http(_)) => client.post(&path, &req).await?,
+                    r => r?,
+                };
                 if ctx.json() {
                     json(&ep)?;
                 } else {
