@@ -242,18 +242,6 @@ impl Cluster {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn request_ids_map_to_stable_distinct_endpoint_ids() {
-        let a = super::request_endpoint_id("n1", "req-1");
-        assert_eq!(a, super::request_endpoint_id("n1", "req-1"));
-        assert_ne!(a, super::request_endpoint_id("n2", "req-1"));
-        assert_ne!(a, super::request_endpoint_id("n1", "req-2"));
-        assert_eq!(a.len(), 16);
-    }
-}
-
 /// How long [`Cluster::detach_later`] keeps trying.
 const DETACH_LATER_FOR: Duration = Duration::from_secs(300);
 
@@ -290,5 +278,17 @@ fn check_netns(path: &str) -> Result<()> {
             path: path.to_string(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_map_to_stable_distinct_endpoint_ids() {
+        let a = super::request_endpoint_id("n1", "req-1");
+        assert_eq!(a, super::request_endpoint_id("n1", "req-1"));
+        assert_ne!(a, super::request_endpoint_id("n2", "req-1"));
+        assert_ne!(a, super::request_endpoint_id("n1", "req-2"));
+        assert_eq!(a.len(), 16);
     }
 }
