@@ -11,7 +11,7 @@ use socketplane_api::{defaults, keys, NodeRecord};
 use socketplane_store::{Compare, LeaseId, MemberRole, Op, StoreError, Txn};
 
 use crate::cluster::Cluster;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::records;
 
 impl Cluster {
@@ -121,16 +121,36 @@ impl Cluster {
     /// Members, their liveness and store roles. `external_store`: the
     /// store is not replicated by the agents (etcd), so nodes are clients.
     pub async fn status(&self, external_store: bool) -> Result<ClusterStatus> {
-        let status = self.store.status().await?;
-        let nodes = self.store.list(&keys::nodes()).await?;
-        let alive: BTreeSet<String> = self
-            .store
-            .list(&keys::alive_prefix())
-            .await?
-            .kvs
-            .iter()
-            .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
-            .collect();
+        let mut status = self.store.status().await?;
+        let listed = async {
+            let nodes = self.store.list(&keys::nodes()).await?;
+            let alive = self.store.list(&keys::alive_prefix()).await?;
+            Ok::<_, Error>((nodes.kvs, alive.kvs))
+        };
+        let (nodes, alive): (Vec<NodeRecord>, BTreeSet<String>) = match listed.await {
+            Ok((nodes, alive)) => (
+                nodes
+                    .iter()
+                    .filter_map(|kv| serde_json::from_slice::<NodeRecord>(&kv.value).ok())
+                    .collect(),
+                alive
+                    .iter()
+                    .filter_map(|kv| kv.key.rsplit('/').next().map(str::to_string))
+                    .collect(),
+            ),
+            // Cut off (no quorum): answer from this node's last view, with
+            // the store shown unhealthy, so a cut-off host can still say
+            // what it knows (and that it is fenced).
+            Err(error) if error.kind() == ErrorKind::Unavailable => {
+                let Some(view) = self.view() else {
+                    return Err(error);
+                };
+                tracing::debug!(%error, "Cluster status from the last view.");
+                status.healthy = false;
+                (view.nodes.values().cloned().collect(), view.alive.clone())
+            }
+            Err(error) => return Err(error),
+        };
         let role_of = |node_hex: &str| -> String {
             let numeric = u64::from_str_radix(node_hex, 16).ok();
             let member = status.members.iter().find(|m| {
@@ -145,10 +165,7 @@ impl Cluster {
             }
         };
         let mut out = Vec::new();
-        for kv in &nodes.kvs {
-            let Ok(node) = serde_json::from_slice::<NodeRecord>(&kv.value) else {
-                continue;
-            };
+        for node in nodes {
             out.push(NodeStatus {
                 alive: alive.contains(&node.id),
                 role: role_of(&node.id),

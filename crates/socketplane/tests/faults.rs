@@ -353,6 +353,14 @@ fn faults_never_put_an_address_on_two_workloads() {
             "cycle {cycle}: the cut-off host did not fence {fenced_workload}\n{}",
             t.agent_logs()
         );
+        // It says so: store unhealthy, fenced, from its last view.
+        let cut_status = t.status(cut_host);
+        assert!(
+            cut_status
+                .as_ref()
+                .is_some_and(|s| s.fenced && !s.store.healthy && s.nodes.len() == 3),
+            "cycle {cycle}: cluster status on the cut-off host: {cut_status:?}"
+        );
         c.fault();
         std::thread::sleep(CUT_FOR.saturating_sub(cut_at.elapsed()));
         drop(cut);
