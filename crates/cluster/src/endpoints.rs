@@ -100,8 +100,14 @@ impl Cluster {
         match self.attach(req, Some(id.clone())).await {
             Ok(done) => Ok(done),
             Err(e) if e.kind() == ErrorKind::Conflict && request_id.is_some() => {
-                let (ep, rev) = self.get_endpoint(&id).await?;
-                let (network, _) = self.find_network(&req.network).await?;
+                // Conflicts are also "no free address" and the like: only
+                // an existing endpoint of this very request is a success.
+                let Ok((ep, rev)) = self.get_endpoint(&id).await else {
+                    return Err(e);
+                };
+                let Ok((network, _)) = self.find_network(&req.network).await else {
+                    return Err(e);
+                };
                 if ep.node == self.node_id && ep.netns == req.netns && ep.network == network.id {
                     tracing::info!(endpoint = %id, "A retried attach found the endpoint it made.");
                     Ok((ep, rev))

@@ -5,7 +5,8 @@
 //! The clock is this node's own liveness lease: while a renewal it sent at
 //! `t` succeeded, nobody can count it dead before `t + ttl`, and nobody
 //! reclaims before that plus `--reclaim-after`. So the node fences when no
-//! renewal has succeeded for a lease TTL of the time it actually ran: a
+//! renewal has succeeded for a lease TTL plus [`fence_margin`] of the time
+//! it actually ran: a
 //! process that was stalled (SIGSTOP, a paused VM) cannot have fenced
 //! during the stall, and counting the stall would make it fence the moment
 //! it resumes, before its first renewal had a chance.
@@ -54,7 +55,13 @@ impl FenceClock {
     /// Whether this node must be fenced at `now`, given its last renewal
     /// (`None`: never registered, so it holds nothing yet). Called often
     /// (well under [`STALL`] apart).
-    pub(crate) fn cut_off(&mut self, now: Instant, lease: Option<(Instant, Duration)>) -> bool {
+    /// `margin`: how long past the lease TTL to wait (see [`fence_margin`]).
+    pub(crate) fn cut_off(
+        &mut self,
+        now: Instant,
+        lease: Option<(Instant, Duration)>,
+        margin: Duration,
+    ) -> bool {
         if now.saturating_duration_since(self.last_check) > STALL {
             self.resumed = now;
         }
@@ -62,9 +69,21 @@ impl FenceClock {
         let Some((renewed, ttl)) = lease else {
             return false;
         };
-        now.saturating_duration_since(renewed.max(self.resumed)) >= ttl
+        now.saturating_duration_since(renewed.max(self.resumed)) >= ttl + margin
     }
 }
+
+/// How long past its lease TTL a node without renewals waits before it
+/// fences: half the reclaim grace, so the fence is up well before anyone
+/// may reclaim, but at least 3 s, so the few seconds of a leader failover
+/// (when renewals fail everywhere) do not fence healthy hosts; at most
+/// 30 s. Without a grace (only `cluster remove` reclaims), 30 s.
+pub(crate) fn fence_margin(reclaim_after: Option<Duration>) -> Duration {
+    reclaim_after.map_or(MAX_MARGIN, |g| (g / 2).clamp(MIN_MARGIN, MAX_MARGIN))
+}
+
+const MIN_MARGIN: Duration = Duration::from_secs(3);
+const MAX_MARGIN: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -72,6 +91,7 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(3);
     const STEP: Duration = Duration::from_millis(250);
+    const M: Duration = Duration::ZERO;
 
     #[test]
     fn fences_after_a_ttl_without_renewal_of_running_time() {
@@ -81,12 +101,12 @@ mod tests {
         let mut now = t0;
         while now < t0 + TTL - STEP {
             now += STEP;
-            assert!(!c.cut_off(now, lease), "fenced early at {:?}", now - t0);
+            assert!(!c.cut_off(now, lease, M), "fenced early at {:?}", now - t0);
         }
         now += STEP * 2;
-        assert!(c.cut_off(now, lease));
+        assert!(c.cut_off(now, lease, M));
         // A renewal ends it.
-        assert!(!c.cut_off(now + STEP, Some((now, TTL))));
+        assert!(!c.cut_off(now + STEP, Some((now, TTL)), M));
     }
 
     #[test]
@@ -94,25 +114,38 @@ mod tests {
         let t0 = Instant::now();
         let mut c = FenceClock::new(t0);
         let lease = Some((t0, TTL));
-        assert!(!c.cut_off(t0 + STEP, lease));
+        assert!(!c.cut_off(t0 + STEP, lease, M));
         // 30 s stalled: the first check after it does not fence ...
         let resumed = t0 + Duration::from_secs(30);
-        assert!(!c.cut_off(resumed, lease));
-        assert!(!c.cut_off(resumed + STEP, lease));
+        assert!(!c.cut_off(resumed, lease, M));
+        assert!(!c.cut_off(resumed + STEP, lease, M));
         // ... but still no renewal a TTL of running time later does.
         let mut now = resumed;
         while now < resumed + TTL {
             now += STEP;
-            c.cut_off(now, lease);
+            c.cut_off(now, lease, M);
         }
-        assert!(c.cut_off(now + STEP, lease));
+        assert!(c.cut_off(now + STEP, lease, M));
     }
 
     #[test]
     fn never_registered_is_not_cut_off() {
         let t0 = Instant::now();
         let mut c = FenceClock::new(t0);
-        assert!(!c.cut_off(t0 + Duration::from_secs(1), None));
+        assert!(!c.cut_off(t0 + Duration::from_secs(1), None, M));
+    }
+
+    #[test]
+    fn the_margin_is_half_the_grace_within_bounds() {
+        let s = Duration::from_secs;
+        assert_eq!(fence_margin(Some(s(300))), s(30));
+        assert_eq!(fence_margin(Some(s(10))), s(5));
+        assert_eq!(fence_margin(Some(s(1))), s(3));
+        assert_eq!(fence_margin(None), s(30));
+        // The fence is up before the grace ends, for graces of 6 s and more.
+        for g in [6, 10, 20, 60, 300, 3600] {
+            assert!(fence_margin(Some(s(g))) < s(g));
+        }
     }
 
     #[test]

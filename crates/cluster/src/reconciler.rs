@@ -18,7 +18,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::cluster::Cluster;
 use crate::convergence::{EndpointFailures, ReconcilerHandle};
-use crate::fence::FenceClock;
+use crate::fence::{fence_margin, FenceClock};
 use crate::view::ClusterView;
 
 /// How often the datapath is re-applied even without changes.
@@ -289,14 +289,15 @@ impl Reconciler {
         let node_id = self.node_id.clone();
         async move {
             let mut clock = FenceClock::new(Instant::now());
+            let margin = fence_margin(cluster.reclaim_after);
             let mut tick = tokio::time::interval(FENCE_CHECK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let cut = clock.cut_off(Instant::now(), cluster.lease_clock.get());
+                let cut = clock.cut_off(Instant::now(), cluster.lease_clock.get(), margin);
                 let fenced = *fenced_tx.borrow();
                 if cut && !fenced {
-                    tracing::warn!("Cut off from the cluster's majority for a lease TTL: fencing this host's workloads (taking their addresses off the wire) before anyone may reclaim them.");
+                    tracing::warn!("Cut off from the cluster's majority past the lease TTL: fencing this host's workloads (taking their addresses off the wire) before anyone may reclaim them.");
                     datapath.set_fenced(true);
                     fenced_tx.send_replace(true);
                     // Applied at once, also while the main loop cannot list.

@@ -22,8 +22,12 @@ use socketplane_testkit::{netns, require_privileged};
 
 /// Partition/heal cycles.
 const CYCLES: usize = 5;
-/// How long a host stays cut off: past its lease, so it fences.
-const CUT_FOR: Duration = Duration::from_secs(5);
+/// The labs' reclaim grace here: the cut-off host fences 3 s + half of it
+/// after its last renewal, nobody reclaims before 3 s + all of it.
+const RECLAIM_AFTER: &str = "10s";
+/// How long a host stays cut off: past its lease and fence margin (8 s),
+/// so it fences, and healed before its grace ends (13 s).
+const CUT_FOR: Duration = Duration::from_secs(9);
 /// How long a cut-off host may take to refuse an attach.
 const REFUSE_WITHIN: Duration = Duration::from_secs(5);
 /// How long the cluster may take to converge after healing.
@@ -105,13 +109,13 @@ impl Drop for Stalled {
 fn start() -> TestLab {
     let name = unique_name('f');
     let mut config = LabConfig::new(&name, 3, BIN);
-    // A long grace: nothing is reclaimed during the faults, so every
-    // acknowledged endpoint must survive them.
+    // A grace longer than every fault: nothing is reclaimed during the
+    // faults, so every acknowledged endpoint must survive them.
     config.agent_args = vec![
         "--lease-ttl".into(),
         LEASE_TTL.as_secs().to_string(),
         "--reclaim-after".into(),
-        "5m".into(),
+        RECLAIM_AFTER.into(),
     ];
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
     let t = TestLab {
@@ -294,7 +298,22 @@ fn faults_never_put_an_address_on_two_workloads() {
         let cut = Cut::new(&t.lab().hosts()[cut_host].netns);
         c.fault();
         let cut_at = Instant::now();
-        let results: Vec<_> = std::thread::scope(|s| {
+        let (results, (fenced, cut_status, healed)) = std::thread::scope(|s| {
+            // Heals at CUT_FOR whatever the attaches do, after checking
+            // that the cut-off host fenced itself and says so.
+            let controller = {
+                let t = &t;
+                let fenced_workload = &fenced_workload;
+                s.spawn(move || {
+                    let fenced = wait_until(CUT_FOR.saturating_sub(cut_at.elapsed()), || {
+                        no_carrier(t, fenced_workload)
+                    });
+                    let cut_status = t.status(cut_host);
+                    std::thread::sleep(CUT_FOR.saturating_sub(cut_at.elapsed()));
+                    drop(cut);
+                    (fenced, cut_status, Instant::now())
+                })
+            };
             let handles: Vec<_> = pending
                 .iter()
                 .map(|(host, name, netns)| {
@@ -316,7 +335,8 @@ fn faults_never_put_an_address_on_two_workloads() {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            (results, controller.join().unwrap())
         });
         let mut majority_ok = false;
         for (host, name, (r, took)) in &results {
@@ -344,17 +364,13 @@ fn faults_never_put_an_address_on_two_workloads() {
             "cycle {cycle}: the majority could not attach: {results:?}\n{}",
             t.agent_logs()
         );
-        // The cut-off host fences its workloads before anyone may reclaim.
-        let fenced = wait_until(CUT_FOR.saturating_sub(cut_at.elapsed()) + LEASE_TTL, || {
-            no_carrier(&t, &fenced_workload)
-        });
+        // The cut-off host fenced its workloads before anyone may reclaim.
         assert!(
             fenced,
             "cycle {cycle}: the cut-off host did not fence {fenced_workload}\n{}",
             t.agent_logs()
         );
-        // It says so: store unhealthy, fenced, from its last view.
-        let cut_status = t.status(cut_host);
+        // It said so: store unhealthy, fenced, from its last view.
         assert!(
             cut_status
                 .as_ref()
@@ -362,9 +378,6 @@ fn faults_never_put_an_address_on_two_workloads() {
             "cycle {cycle}: cluster status on the cut-off host: {cut_status:?}"
         );
         c.fault();
-        std::thread::sleep(CUT_FOR.saturating_sub(cut_at.elapsed()));
-        drop(cut);
-        let healed = Instant::now();
         assert!(
             wait_until(HEAL_WITHIN, || healthy_everywhere(&t)
                 && !no_carrier(&t, &fenced_workload)),
@@ -429,15 +442,28 @@ fn faults_never_put_an_address_on_two_workloads() {
             .stop_agent(victim, Signal::SIGKILL)
             .expect("kill -9 the leader");
         c.fault();
-        for host in (0..3).filter(|h| *h != victim) {
-            let (name, netns) = next_workload(&mut t, host);
-            // The first try may meet the election.
-            let mut r = attach(&t, host, &netns, &name).0;
-            if r.is_err() {
-                r = attach(&t, host, &netns, &name).0;
+        // One try each, side by side (they may meet the election): the
+        // killed host must be back well within its grace.
+        let pending: Vec<_> = (0..3)
+            .filter(|h| *h != victim)
+            .map(|host| {
+                let (name, netns) = next_workload(&mut t, host);
+                (host, name, netns)
+            })
+            .collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = pending
+                .iter()
+                .map(|(host, name, netns)| {
+                    let t = &t;
+                    s.spawn(move || (*host, name.clone(), attach(t, *host, netns, name).0))
+                })
+                .collect();
+            for h in handles {
+                let (host, name, r) = h.join().unwrap();
+                record(&c, host, &name, &r);
             }
-            record(&c, host, &name, &r);
-        }
+        });
         t.lab_mut()
             .start_agent(victim, false)
             .expect("restart the killed agent");
@@ -556,10 +582,21 @@ fn faults_never_put_an_address_on_two_workloads() {
                 record(&c, host, &name, &r);
             }
             None => {
-                eprintln!("disk freed: the agent had exited; restarting it");
+                let log = std::fs::read_to_string(&t.lab().hosts()[host].log).unwrap_or_default();
+                let why: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+                eprintln!("disk freed: the agent had exited ({why:?}); restarting it");
+                assert!(
+                    log.contains("failed for good"),
+                    "the agent exited without saying why:\n{log}"
+                );
                 t.lab_mut()
                     .start_agent(host, false)
                     .expect("restart after the disk was freed");
+                assert!(
+                    wait_until(HEAL_WITHIN, || healthy_everywhere(&t)),
+                    "{}",
+                    t.agent_logs()
+                );
                 let (r, _) = attach(&t, host, &netns, &name);
                 assert!(r.is_ok(), "no write after a restart: {r:?}");
                 record(&c, host, &name, &r);
