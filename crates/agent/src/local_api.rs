@@ -44,6 +44,10 @@ pub trait Control: Send + Sync + 'static {
     async fn join(&self, addr: &str) -> socketplane_cluster::Result<()>;
     async fn leave(&self) -> socketplane_cluster::Result<()>;
     fn bind(&self, iface: &str) -> socketplane_cluster::Result<()>;
+    /// The host end of a local endpoint's veth (the datapath names it).
+    fn host_ifname(&self, _endpoint_id: &str) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Clone)]
@@ -55,6 +59,22 @@ struct Api {
 impl Api {
     fn cluster(&self) -> ApiResult<&Cluster> {
         Ok(self.cluster.member()?)
+    }
+
+    /// An endpoint as answered: with its host-side interface when it is
+    /// one of this host's and lives in a namespace of its own.
+    async fn endpoint_info(
+        &self,
+        cluster: &Cluster,
+        ep: socketplane_api::EndpointRecord,
+    ) -> ApiResult<EndpointInfo> {
+        let local = ep.node == cluster.node_id() && ep.netns.is_some();
+        let id = ep.id.clone();
+        let mut info = cluster.endpoint_info(ep).await?;
+        if local {
+            info.host_ifname = self.control.host_ifname(&id);
+        }
+        Ok(info)
     }
 }
 
@@ -277,6 +297,11 @@ struct ListQuery {
     local: bool,
     /// A network's name or id.
     network: Option<String>,
+    /// Only endpoints of this container (runtime id), interface or origin
+    /// (`cni`): how the CNI plugin finds its attachments.
+    container_id: Option<String>,
+    ifname: Option<String>,
+    origin: Option<String>,
 }
 
 async fn list_endpoints(
@@ -300,7 +325,16 @@ async fn list_endpoints(
         if network.as_ref().is_some_and(|n| n != &ep.network) {
             continue;
         }
-        out.push(cluster.endpoint_info(ep).await?);
+        let differs = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_some_and(|w| have.as_ref() != Some(w))
+        };
+        if differs(&q.container_id, &ep.container_id)
+            || differs(&q.ifname, &Some(ep.ifname.clone()))
+            || differs(&q.origin, &ep.origin)
+        {
+            continue;
+        }
+        out.push(api.endpoint_info(cluster, ep).await?);
     }
     Ok(Json(out))
 }
@@ -346,7 +380,10 @@ async fn attach_and_wait(
         }
         return Err(error.into());
     }
-    Ok((StatusCode::CREATED, Json(cluster.endpoint_info(ep).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(api.endpoint_info(cluster, ep).await?),
+    ))
 }
 
 async fn endpoint_info(
@@ -355,7 +392,7 @@ async fn endpoint_info(
 ) -> ApiResult<Json<EndpointInfo>> {
     let cluster = api.cluster()?;
     let (ep, _) = cluster.get_endpoint(&id).await?;
-    Ok(Json(cluster.endpoint_info(ep).await?))
+    Ok(Json(api.endpoint_info(cluster, ep).await?))
 }
 
 async fn detach(

@@ -263,4 +263,8 @@ impl Control for Node {
             .map_err(|e| ClusterError::Internal(crate::report(&e)))?;
         Ok(())
     }
+
+    fn host_ifname(&self, endpoint_id: &str) -> Option<String> {
+        Some(self.datapath.endpoint_ifnames(endpoint_id).host)
+    }
 }

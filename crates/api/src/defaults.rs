@@ -32,3 +32,9 @@ pub const DOCKER_STALE_SECS: u64 = 20;
 pub const NETWORK: &str = "default";
 /// The interface name inside a workload.
 pub const IFNAME: &str = "eth0";
+/// Where CNI runtimes look for the plugin (`"type": "socketplane"`).
+pub const CNI_PLUGIN: &str = "/opt/cni/bin/socketplane";
+/// The CNI spec version `socketplane cni config` writes: 1.0.0, the newest
+/// that runtimes of today's distributions parse (podman 4, containerd 1.7,
+/// CRI-O); the plugin itself speaks 0.3.0 to 1.1.0.
+pub const CNI_CONF_VERSION: &str = "1.0.0";

@@ -58,7 +58,21 @@ pub struct EndpointRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
     pub ifname: String,
+    /// What made the endpoint when it was not the local API itself:
+    /// [`ORIGIN_CNI`] for the CNI plugin, whose attachments are keyed by
+    /// (container id, ifname) and collected by its GC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Kubernetes pod namespace and name (`K8S_POD_NAMESPACE`,
+    /// `K8S_POD_NAME` in `CNI_ARGS`), when the runtime gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
 }
+
+/// [`EndpointRecord::origin`] of attachments made by the CNI plugin.
+pub const ORIGIN_CNI: &str = "cni";
 
 /// An address handed out by a node's Docker IPAM driver that no endpoint
 /// holds yet (kept under [`crate::keys::reservation`]).

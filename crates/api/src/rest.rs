@@ -49,6 +49,14 @@ pub struct AttachEndpoint {
     pub ip: Option<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// [`crate::ORIGIN_CNI`] when the CNI plugin attaches (the endpoint id
+    /// then derives from network, container id and ifname).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +79,10 @@ pub struct EndpointInfo {
     /// Why the endpoint is not "ok".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The host end of the endpoint's veth, for endpoints of the answering
+    /// host (what a CNI result lists as the host-side interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
 }
 
 /// A local endpoint this host's datapath could not converge, and why. The

@@ -41,9 +41,27 @@ impl Cluster {
         if let Some(netns) = &req.netns {
             check_netns(netns)?;
         }
-        let id = id.unwrap_or_else(random_id);
-        validate_name("endpoint id", &id)?;
+        for (what, value) in [
+            ("origin", &req.origin),
+            ("pod namespace", &req.pod_namespace),
+            ("pod name", &req.pod_name),
+            ("container id", &req.container_id),
+        ] {
+            if let Some(v) = value {
+                check_label(what, v)?;
+            }
+        }
         let (network, _) = self.find_network(&req.network).await?;
+        // A CNI attachment is keyed by (container id, ifname): its id is
+        // derived from them, so a retried ADD cannot make a second one.
+        let id = match (id, req.origin.as_deref(), &req.container_id) {
+            (Some(id), _, _) => id,
+            (None, Some(socketplane_api::ORIGIN_CNI), Some(cid)) => {
+                cni_endpoint_id(&network.id, cid, &ifname)
+            }
+            _ => random_id(),
+        };
+        validate_name("endpoint id", &id)?;
         let template = EndpointRecord {
             id: id.clone(),
             network: network.id.clone(),
@@ -54,6 +72,9 @@ impl Cluster {
             container_id: req.container_id.clone(),
             netns: req.netns.clone(),
             ifname,
+            origin: req.origin.clone(),
+            pod_namespace: req.pod_namespace.clone(),
+            pod_name: req.pod_name.clone(),
         };
         let mut record = template.clone();
         let (_, revision) = self
@@ -90,16 +111,23 @@ impl Cluster {
         req: &AttachEndpoint,
         request_id: Option<&str>,
     ) -> Result<(EndpointRecord, Revision)> {
-        let id = match request_id {
-            Some(r) => {
+        // A keyed id (a request id's, or a CNI attachment's from network,
+        // container id and ifname) makes a retry find what it made.
+        let (id, keyed) = match (request_id, req.origin.as_deref(), &req.container_id) {
+            (Some(r), _, _) => {
                 validate_name("request id", r)?;
-                request_endpoint_id(&self.node_id, r)
+                (request_endpoint_id(&self.node_id, r), true)
             }
-            None => random_id(),
+            (None, Some(socketplane_api::ORIGIN_CNI), Some(cid)) => {
+                let (network, _) = self.find_network(&req.network).await?;
+                let ifname = ifname(req.ifname.as_deref())?;
+                (cni_endpoint_id(&network.id, cid, &ifname), true)
+            }
+            _ => (random_id(), false),
         };
         match self.attach(req, Some(id.clone())).await {
             Ok(done) => Ok(done),
-            Err(e) if e.kind() == ErrorKind::Conflict && request_id.is_some() => {
+            Err(e) if e.kind() == ErrorKind::Conflict && keyed => {
                 // Conflicts are also "no free address" and the like: only
                 // an existing endpoint of this very request is a success.
                 let Ok((ep, rev)) = self.get_endpoint(&id).await else {
@@ -116,7 +144,7 @@ impl Cluster {
                 }
             }
             Err(e) => {
-                if e.kind() == ErrorKind::Unavailable && request_id.is_none() {
+                if e.kind() == ErrorKind::Unavailable && !keyed {
                     self.detach_later(id);
                 }
                 Err(e)
@@ -244,6 +272,7 @@ impl Cluster {
             prefix_len: network.subnet.prefix_len(),
             network_id: network.id,
             endpoint: ep,
+            host_ifname: None,
         })
     }
 }
@@ -260,6 +289,27 @@ fn request_endpoint_id(node: &str, request_id: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// The endpoint id of a CNI attachment: `cni` and 16 hex digits of a hash
+/// of network id, container id and interface name.
+pub fn cni_endpoint_id(network_id: &str, container_id: &str, ifname: &str) -> String {
+    let key = format!("{network_id}\0{container_id}\0{ifname}");
+    format!(
+        "cni{:016x}",
+        socketplane_datapath::names::fnv1a(key.as_bytes())
+    )
+}
+
+/// Runtime labels (container ids, pod names) are shown and matched, never
+/// interpreted: printable, without spaces, and of a sane length.
+fn check_label(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > 253 || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(Error::Invalid(format!(
+            "invalid {what} {value:?}: 1-253 printable characters without spaces"
+        )));
+    }
+    Ok(())
 }
 
 /// A network namespace path must exist and be a namespace file (nsfs).

@@ -167,6 +167,7 @@ mod tests {
             ifname: None,
             ip: None,
             container_id: None,
+            ..Default::default()
         };
         b.attach(&req, None).await.unwrap();
         (b, lease)
@@ -262,6 +263,7 @@ mod tests {
             ifname: None,
             ip: None,
             container_id: None,
+            ..Default::default()
         };
         let refused = b.attach(&req, None).await;
         assert!(

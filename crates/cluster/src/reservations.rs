@@ -118,6 +118,9 @@ impl Cluster {
             container_id: req.container_id.clone(),
             netns: None,
             ifname: ifname(req.ifname.as_deref())?,
+            origin: req.origin.clone(),
+            pod_namespace: req.pod_namespace.clone(),
+            pod_name: req.pod_name.clone(),
         };
         let reservation = keys::reservation(&network.id, ip);
         let alive = self.own_liveness().await?;

@@ -259,6 +259,9 @@ mod tests {
             container_id: None,
             netns: Some("/var/run/netns/x".into()),
             ifname: "eth0".into(),
+            origin: None,
+            pod_namespace: None,
+            pod_name: None,
         };
         let kvs = vec![
             kv(keys::network("web"), &net, 1),

@@ -47,7 +47,8 @@ pub fn print_endpoints(eps: &[EndpointInfo]) {
         .map(|e| {
             vec![
                 e.endpoint.id.clone(),
-                e.endpoint.name.clone().unwrap_or_default(),
+                display_name(&e.endpoint),
+                container(&e.endpoint),
                 e.endpoint.network.clone(),
                 format!("{}/{}", e.endpoint.ip, e.prefix_len),
                 e.endpoint.mac.to_string(),
@@ -63,10 +64,39 @@ pub fn print_endpoints(eps: &[EndpointInfo]) {
         .collect();
     table(
         &[
-            "ENDPOINT", "NAME", "NETWORK", "ADDRESS", "MAC", "GATEWAY", "HOST", "STATUS",
+            "ENDPOINT",
+            "NAME",
+            "CONTAINER",
+            "NETWORK",
+            "ADDRESS",
+            "MAC",
+            "GATEWAY",
+            "HOST",
+            "STATUS",
         ],
         &rows,
     );
+}
+
+/// The endpoint's name; a Kubernetes pod as `NAMESPACE/POD`.
+fn display_name(ep: &socketplane_api::EndpointRecord) -> String {
+    match (&ep.pod_namespace, &ep.pod_name) {
+        (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+        _ => ep.name.clone().unwrap_or_default(),
+    }
+}
+
+/// The runtime's container id (shortened as runtimes show it) and, for
+/// attachments made through CNI, its interface: `1a2b3c4d5e6f (cni eth0)`.
+fn container(ep: &socketplane_api::EndpointRecord) -> String {
+    let Some(id) = &ep.container_id else {
+        return String::new();
+    };
+    let short: String = id.chars().take(12).collect();
+    match &ep.origin {
+        Some(origin) => format!("{short} ({origin} {})", ep.ifname),
+        None => short,
+    }
 }
 
 fn canonical_netns(path: &PathBuf) -> anyhow::Result<String> {
@@ -93,6 +123,7 @@ impl EndpointCmd {
                     ifname: Some(ifname),
                     ip,
                     container_id: None,
+                    ..Default::default()
                 };
                 // A request id: if the answer is lost on the way (the
                 // connection dropped), the retry finds the endpoint the first
