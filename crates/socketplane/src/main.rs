@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent::AgentCmd, cluster::ClusterCmd, endpoint::EndpointCmd, lab::LabCmd, network::NetworkCmd,
+    agent::AgentCmd, cluster::ClusterCmd, cni::CniCmd, endpoint::EndpointCmd, lab::LabCmd,
+    network::NetworkCmd,
 };
 use crate::output::Output;
 
@@ -65,6 +66,11 @@ enum Command {
     Endpoint {
         #[command(subcommand)]
         command: EndpointCmd,
+    },
+    /// The CNI plugin (podman, containerd, CRI-O, Kubernetes): its configuration.
+    Cni {
+        #[command(subcommand)]
+        command: CniCmd,
     },
     /// A multi-host lab in network namespaces on this machine.
     Lab {
@@ -131,6 +137,7 @@ fn main() -> ExitCode {
             Command::Network { command } => command.exec(&ctx).await,
             Command::Cluster { command } => command.exec(&ctx).await,
             Command::Endpoint { command } => command.exec(&ctx).await,
+            Command::Cni { command } => command.exec(&ctx).await,
             Command::Lab { command } => command.exec(&ctx).await,
             Command::Demo => commands::demo::exec().await,
             Command::Install(cmd) => cmd.exec(),

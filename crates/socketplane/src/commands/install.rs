@@ -31,10 +31,17 @@ struct Paths {
     bin: PathBuf,
     unit: PathBuf,
     defaults: PathBuf,
+    /// The CNI plugin, where runtimes look for `"type": "socketplane"`.
+    cni: PathBuf,
 }
 
+/// The CNI plugin binary is built beside this one.
+const CNI_BIN: &str = "socketplane-cni";
+
 fn paths(root: &Path) -> Paths {
+    let cni = socketplane_api::defaults::CNI_PLUGIN.trim_start_matches('/');
     Paths {
+        cni: root.join(cni),
         bin: root.join("usr/local/bin/socketplane"),
         unit: root.join("etc/systemd/system").join(UNIT_NAME),
         defaults: root.join("etc/default/socketplane"),
@@ -107,7 +114,7 @@ impl InstallCmd {
             Err(_) => ask_bootstrap()?,
         };
         let p = paths(&self.root);
-        for f in [&p.bin, &p.unit, &p.defaults] {
+        for f in [&p.bin, &p.unit, &p.defaults, &p.cni] {
             if let Some(dir) = f.parent() {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
@@ -117,6 +124,20 @@ impl InstallCmd {
         if exe != p.bin {
             std::fs::copy(&exe, &p.bin)
                 .with_context(|| format!("installing {}", p.bin.display()))?;
+        }
+        let plugin = exe.with_file_name(CNI_BIN);
+        if plugin.is_file() {
+            // Copy beside, then rename: a runtime may be running the old one.
+            let tmp = p.cni.with_extension("new");
+            std::fs::copy(&plugin, &tmp)
+                .and_then(|_| std::fs::rename(&tmp, &p.cni))
+                .with_context(|| format!("installing the CNI plugin {}", p.cni.display()))?;
+            println!("Installed the CNI plugin {}.", p.cni.display());
+        } else {
+            println!(
+                "No {CNI_BIN} beside {}: the CNI plugin is not installed.",
+                exe.display()
+            );
         }
         std::fs::write(&p.unit, unit_text())
             .with_context(|| format!("writing {}", p.unit.display()))?;
@@ -153,7 +174,7 @@ impl UninstallCmd {
             let _ = systemctl(&["disable", "--now", UNIT_NAME]);
         }
         let mut removed = Vec::new();
-        for f in [&p.unit, &p.defaults, &p.bin] {
+        for f in [&p.unit, &p.defaults, &p.bin, &p.cni] {
             match std::fs::remove_file(f) {
                 Ok(()) => removed.push(f.display().to_string()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

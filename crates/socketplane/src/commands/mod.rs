@@ -7,6 +7,7 @@ use socketplane_client::Client;
 
 pub mod agent;
 pub mod cluster;
+pub mod cni;
 pub mod demo;
 pub mod docker;
 pub mod endpoint;
