@@ -153,12 +153,18 @@ impl NetConf {
                 "no network configuration on stdin",
             ));
         }
-        let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
+        let value: Value = serde_json::from_slice(stdin).map_err(|e| {
             CniError::new(
                 codes::DECODE,
-                "the network configuration on stdin is not valid JSON (or lacks cniVersion)",
+                "the network configuration on stdin is not valid JSON",
             )
             .with_details(e.to_string())
+        })?;
+        let conf: NetConf = serde_json::from_value(value).map_err(|e| {
+            CniError::new(
+                codes::INVALID_CONFIG,
+                format!("the network configuration is incomplete or has a bad field: {e}"),
+            )
         })?;
         check_version(&conf.cni_version)?;
         if !conf.plugin_type.is_empty() && conf.plugin_type != PLUGIN_TYPE {
