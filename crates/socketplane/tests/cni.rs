@@ -509,3 +509,72 @@ fn install_puts_the_plugin_where_runtimes_look() {
     assert!(out.status.success());
     assert!(!installed.exists(), "uninstall removes the plugin");
 }
+
+/// `bench/cni.sh`: `podman run --rm` on a SocketPlane CNI network vs
+/// podman's default (bridge) network, interleaved in one run (ratio of
+/// medians; goal at most 1.1x), and the plugin's own ADD time (p50/p99;
+/// goal p99 under 50 ms).
+#[test]
+#[ignore = "benchmark: run bench/cni.sh"]
+fn bench_podman_run_socketplane_vs_bridge() {
+    require_privileged!();
+    let env_num = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (runs, adds) = (env_num("BENCH_RUNS", 20), env_num("BENCH_ADDS", 200));
+    let mut t = TestLab::start('b', 1);
+    t.sp(0, &["network", "create", "bnet", "10.81.0.0/24"])
+        .unwrap();
+    let podman = Podman::new(&t.lab().hosts()[0].netns, &plugin());
+    let list = t.sp(0, &["cni", "config", "bnet"]).unwrap();
+    std::fs::write(podman.net_d().join("50-bnet.conflist"), &list).unwrap();
+    let time = |net: &str| {
+        let start = Instant::now();
+        podman.ok(&["run", "--rm", "--network", net, IMAGE, "true"]);
+        start.elapsed().as_secs_f64() * 1000.0
+    };
+    for _ in 0..2 {
+        time("bnet");
+        time("podman");
+    }
+    let (mut sp, mut br) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        sp.push(time("bnet"));
+        br.push(time("podman"));
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    let (msp, mbr) = (pct(&mut sp, 0.5), pct(&mut br, 0.5));
+
+    // The plugin alone: ADD (timed) and DEL of one container interface.
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let conf = plugin_conf(&list, "1.0.0", json!({}));
+    let ns = t.lab_mut().add_workload(0, "bench").unwrap();
+    let env = [
+        ("CNI_CONTAINERID", "bench"),
+        ("CNI_NETNS", ns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let mut add = Vec::new();
+    for _ in 0..adds {
+        let start = Instant::now();
+        cni(&t, 0, "ADD", &env, &conf).assert_ok();
+        add.push(start.elapsed().as_secs_f64() * 1000.0);
+        cni(&t, 0, "DEL", &env, &conf).assert_ok();
+    }
+    let (p50, p99) = (pct(&mut add, 0.5), pct(&mut add, 0.99));
+    println!("podman run --rm IMAGE true, {runs} runs each, interleaved:");
+    println!("  socketplane CNI network  median {msp:8.1} ms");
+    println!("  podman default bridge    median {mbr:8.1} ms");
+    println!(
+        "  ratio                    {:8.2}x (goal <= 1.1x)",
+        msp / mbr
+    );
+    println!("plugin ADD (process start to result), {adds} samples:");
+    println!("  p50 {p50:6.1} ms   p99 {p99:6.1} ms (goal p99 < 50 ms)");
+}
