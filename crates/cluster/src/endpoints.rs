@@ -339,6 +339,16 @@ fn check_netns(path: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
+    use socketplane_api::NodeRecord;
+    use socketplane_store::mem::MemStore;
+    use socketplane_store::Store;
+
+    use super::*;
+
     #[test]
     fn request_ids_map_to_stable_distinct_endpoint_ids() {
         let a = super::request_endpoint_id("n1", "req-1");
@@ -346,5 +356,64 @@ mod tests {
         assert_ne!(a, super::request_endpoint_id("n2", "req-1"));
         assert_ne!(a, super::request_endpoint_id("n1", "req-2"));
         assert_eq!(a.len(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_cni_attachment_is_keyed_by_container_and_ifname() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let c = Cluster::new(store, "a".into(), "c".into());
+        let node = NodeRecord {
+            id: "a".into(),
+            name: "host-a".into(),
+            addr: "198.18.0.9".parse().unwrap(),
+            cluster_port: 1,
+            datapath: "linux".into(),
+            version: "0".into(),
+        };
+        c.register(&node, Duration::from_secs(60)).await.unwrap();
+        let net = c
+            .create_network(&CreateNetwork {
+                name: "web".into(),
+                subnet: "10.9.0.0/24".into(),
+                gateway: None,
+                mtu: None,
+            })
+            .await
+            .unwrap();
+        let req = AttachEndpoint {
+            network: "web".into(),
+            container_id: Some("abc".into()),
+            origin: Some(socketplane_api::ORIGIN_CNI.into()),
+            pod_namespace: Some("prod".into()),
+            pod_name: Some("web-1".into()),
+            ..Default::default()
+        };
+        let (ep, _) = c.attach(&req, None).await.unwrap();
+        assert_eq!(ep.id, cni_endpoint_id(&net.id, "abc", "eth0"));
+        assert_eq!(ep.pod_namespace.as_deref(), Some("prod"));
+        let again = c.attach(&req, None).await;
+        assert!(
+            matches!(&again, Err(Error::Conflict(m)) if m.contains("already exists")),
+            "{again:?}"
+        );
+        let other_if = AttachEndpoint {
+            ifname: Some("eth1".into()),
+            ..req.clone()
+        };
+        assert_ne!(c.attach(&other_if, None).await.unwrap().0.id, ep.id);
+        let bad = AttachEndpoint {
+            container_id: Some("has space".into()),
+            ..req
+        };
+        assert!(matches!(c.attach(&bad, None).await, Err(Error::Invalid(_))));
+        // Through the front ends' door, a retried ADD finds what it made.
+        let c = Arc::new(c);
+        let eth2 = AttachEndpoint {
+            ifname: Some("eth2".into()),
+            ..other_if
+        };
+        let (first, _) = c.attach_request(&eth2, None).await.unwrap();
+        let (retried, _) = c.attach_request(&eth2, None).await.unwrap();
+        assert_eq!(first, retried);
     }
 }

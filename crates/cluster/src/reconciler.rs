@@ -442,6 +442,7 @@ mod tests {
             ifname: None,
             ip: None,
             container_id: None,
+            ..Default::default()
         }
     }
 
