@@ -289,6 +289,21 @@ fn the_plugin_driven_directly_follows_the_spec() {
         "GC removed cid2: {after:?}"
     );
 
+    // An ADD for a container interface that still has an attachment (its
+    // DEL never reached the agent) replaces it.
+    let moved = [
+        ("CNI_CONTAINERID", "cid1"),
+        ("CNI_NETNS", ns3.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    cni(&t, 0, "ADD", &moved, &conf).assert_ok();
+    let cid1: Vec<EndpointInfo> = endpoints(&t, 0)
+        .into_iter()
+        .filter(|e| e.endpoint.container_id.as_deref() == Some("cid1"))
+        .collect();
+    assert_eq!(cid1.len(), 1, "{cid1:?}");
+    assert_eq!(cid1[0].endpoint.netns.as_deref(), Some(ns3.as_str()));
+
     // DEL twice, with an empty prevResult, and of what never was: all succeed.
     let del_conf = plugin_conf(&list, "1.1.0", json!({ "prevResult": {} }));
     cni(&t, 0, "DEL", &env1, &del_conf).assert_ok();
