@@ -7,7 +7,7 @@ mod common;
 mod podman;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -67,9 +67,21 @@ impl Outcome {
 /// Runs the plugin in host `host`'s namespace: `CNI_COMMAND` and the other
 /// variables from `env`, `stdin` as the configuration.
 fn cni(t: &TestLab, host: usize, command: &str, env: &[(&str, &str)], stdin: &str) -> Outcome {
+    cni_with(&plugin(), t, host, command, env, stdin)
+}
+
+/// [`cni`] with another plugin binary.
+fn cni_with(
+    plugin: &Path,
+    t: &TestLab,
+    host: usize,
+    command: &str,
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> Outcome {
     let mut c = t
         .lab()
-        .command(host, &[plugin().to_string_lossy().into_owned()])
+        .command(host, &[plugin.to_string_lossy().into_owned()])
         .expect("plugin command");
     c.env("CNI_COMMAND", command)
         .env("CNI_PATH", "/opt/cni/bin")
@@ -540,10 +552,26 @@ fn bench_podman_run_socketplane_vs_bridge() {
             .unwrap_or(d)
     };
     let (runs, adds) = (env_num("BENCH_RUNS", 20), env_num("BENCH_ADDS", 200));
-    let mut t = TestLab::start('b', 1);
+    // BENCH_BIN_DIR: the agent and plugin to measure (e.g. target/release),
+    // so only they need an optimised build, not the test harness.
+    let dir = std::env::var_os("BENCH_BIN_DIR").map(PathBuf::from);
+    let agent = dir
+        .as_ref()
+        .map_or(PathBuf::from(BIN), |d| d.join("socketplane"));
+    let plugin = dir
+        .as_ref()
+        .map_or_else(plugin, |d| d.join("socketplane-cni"));
+    eprintln!("measuring {} and {}", agent.display(), plugin.display());
+    let name = common::unique_name('b');
+    let mut config = socketplane_lab::LabConfig::new(&name, 1, &agent);
+    config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
+    let mut t = TestLab {
+        lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
+    };
+    t.wait_for_nodes(0, 1, common::FORMATION);
     t.sp(0, &["network", "create", "bnet", "10.81.0.0/24"])
         .unwrap();
-    let podman = Podman::new(&t.lab().hosts()[0].netns, &plugin());
+    let podman = Podman::new(&t.lab().hosts()[0].netns, &plugin);
     let list = t.sp(0, &["cni", "config", "bnet"]).unwrap();
     std::fs::write(podman.net_d().join("50-bnet.conflist"), &list).unwrap();
     let time = |net: &str| {
@@ -578,9 +606,9 @@ fn bench_podman_run_socketplane_vs_bridge() {
     let mut add = Vec::new();
     for _ in 0..adds {
         let start = Instant::now();
-        cni(&t, 0, "ADD", &env, &conf).assert_ok();
+        cni_with(&plugin, &t, 0, "ADD", &env, &conf).assert_ok();
         add.push(start.elapsed().as_secs_f64() * 1000.0);
-        cni(&t, 0, "DEL", &env, &conf).assert_ok();
+        cni_with(&plugin, &t, 0, "DEL", &env, &conf).assert_ok();
     }
     let (p50, p99) = (pct(&mut add, 0.5), pct(&mut add, 0.99));
     println!("podman run --rm IMAGE true, {runs} runs each, interleaved:");
