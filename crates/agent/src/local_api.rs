@@ -359,7 +359,13 @@ async fn attach(
     let work =
         tokio::spawn(async move { attach_and_wait(&cluster, &req, q.request_id.as_deref()).await });
     match work.await {
-        Ok(r) => r,
+        // The endpoint is this host's: with its host-side interface.
+        Ok(r) => r.map(|(status, Json(mut info))| {
+            if info.endpoint.netns.is_some() {
+                info.host_ifname = api.control.host_ifname(&info.endpoint.id);
+            }
+            (status, Json(info))
+        }),
         Err(e) => Err(ApiFailure(socketplane_cluster::Error::Internal(format!(
             "the attach task failed: {e}"
         )))),
@@ -380,10 +386,7 @@ async fn attach_and_wait(
         }
         return Err(error.into());
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(api.endpoint_info(cluster, ep).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(cluster.endpoint_info(ep).await?)))
 }
 
 async fn endpoint_info(
