@@ -52,6 +52,24 @@ lock_type="file"
             d = d.display()
         );
         std::fs::write(d.join("containers.conf"), conf).unwrap();
+        // Podman's default network as podman 4.3 generates it (bridge,
+        // portmap, firewall, tuning), written here so its host-local IPAM
+        // keeps its leases in this dir, not in /var/lib/cni/networks.
+        let default_net = format!(
+            r#"{{"cniVersion": "0.4.0", "name": "podman", "plugins": [
+  {{"type": "bridge", "bridge": "cni-podman0", "isGateway": true, "ipMasq": true,
+    "hairpinMode": true,
+    "ipam": {{"type": "host-local", "routes": [{{"dst": "0.0.0.0/0"}}],
+             "ranges": [[{{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}}]],
+             "dataDir": "{d}/host-local"}}}},
+  {{"type": "portmap", "capabilities": {{"portMappings": true}}}},
+  {{"type": "firewall"}},
+  {{"type": "tuning"}}
+]}}
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("net.d/87-podman.conflist"), default_net).unwrap();
         std::fs::copy(&busybox, d.join("rootfs/bin/busybox")).unwrap();
         for applet in ["sh", "sleep", "ping", "ip", "true"] {
             std::os::unix::fs::symlink("busybox", d.join("rootfs/bin").join(applet)).unwrap();
