@@ -4,7 +4,6 @@
 //! membership. Bodies are parsed by hand so malformed JSON gets the same
 //! JSON error shape as every other failure.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use socketplane_api::rest::{
 use socketplane_cluster::{Cluster, ErrorKind};
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Requests larger than this are refused: nothing we take is bigger.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -138,20 +137,7 @@ pub async fn serve(
     cluster: Arc<Cluster>,
     control: Arc<dyn Control>,
 ) -> Result<JoinHandle<()>> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-    }
-    // A socket left by a crashed agent would make bind fail.
-    if path.exists() {
-        std::fs::remove_file(path)
-            .map_err(Error::io(format!("removing stale {}", path.display())))?;
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(Error::io(format!(
-        "binding the local API socket {}",
-        path.display()
-    )))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(Error::io(format!("restricting {}", path.display())))?;
+    let listener = crate::private_socket::bind(path)?;
     tracing::info!(socket = %path.display(), "Serving the local API.");
     let app = router(Api { cluster, control });
     Ok(tokio::spawn(async move {

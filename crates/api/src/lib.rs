@@ -10,7 +10,7 @@ pub mod rest;
 
 pub use mac::MacAddr;
 pub use records::{
-    DockerNetworkRecord, EndpointRecord, NetworkRecord, NodeRecord, ReservationRecord,
+    DockerNetworkRecord, EndpointRecord, NetnsId, NetworkRecord, NodeRecord, ReservationRecord,
 };
 
 // The agent-to-agent protocol version (mDNS TXT `v=`) is defined once, in

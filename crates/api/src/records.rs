@@ -57,7 +57,26 @@ pub struct EndpointRecord {
     /// the interface themselves (Docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The namespace `netns` named when the endpoint was attached. A
+    /// `/proc/PID/ns/net` path outlives its process: once the PID is reused
+    /// it names another namespace, which must never be plumbed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_id: Option<NetnsId>,
     pub ifname: String,
+}
+
+/// A namespace's identity: the device and inode of its nsfs file, stable
+/// for as long as the namespace lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl std::fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.dev, self.ino)
+    }
 }
 
 /// An address handed out by a node's Docker IPAM driver that no endpoint
