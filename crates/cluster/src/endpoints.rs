@@ -297,6 +297,10 @@ pub(crate) fn workload_ns_gone(path: &std::path::Path, pinned: Option<NetnsId>) 
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
     #[test]
     fn request_ids_map_to_stable_distinct_endpoint_ids() {
         let a = super::request_endpoint_id("n1", "req-1");
@@ -304,5 +308,33 @@ mod tests {
         assert_ne!(a, super::request_endpoint_id("n2", "req-1"));
         assert_ne!(a, super::request_endpoint_id("n1", "req-2"));
         assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn the_hosts_own_namespaces_are_refused() {
+        for path in [
+            "/proc/self/ns/net",
+            "/proc/thread-self/ns/net",
+            "/proc/self/ns/mnt",
+        ] {
+            assert!(check_netns(path).is_err(), "{path}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever path a client names: an error (none of these is a
+        /// foreign network namespace), never a panic or a hang.
+        #[test]
+        fn arbitrary_paths_are_refused(
+            path in prop_oneof![
+                "\\PC{0,60}",
+                "/proc/(self|thread-self|1)/[a-z/]{0,20}",
+                "/(dev|sys|tmp)/[a-z/]{0,16}",
+            ],
+        ) {
+            prop_assert!(check_netns(&path).is_err(), "{} was accepted", path);
+        }
     }
 }
