@@ -82,7 +82,7 @@ mod tests {
         let path = run.join("sp.sock");
         let first = bind(&path).unwrap();
         assert_eq!(mode(&run), DIR_MODE, "the socket's directory");
-        assert_eq!(mode(&run.parent().unwrap().to_path_buf()), DIR_MODE);
+        assert_eq!(mode(run.parent().unwrap()), DIR_MODE);
         assert_eq!(mode(&path), SOCKET_MODE);
         assert!(std::fs::metadata(&path).unwrap().file_type().is_socket());
         tokio::net::UnixStream::connect(&path).await.unwrap();
