@@ -18,8 +18,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::cluster::Cluster;
 use crate::convergence::{EndpointFailures, ReconcilerHandle};
-use crate::fence::{fence_margin, FenceClock};
 use crate::endpoints::workload_ns_gone;
+use crate::fence::{fence_margin, FenceClock};
 use crate::view::ClusterView;
 
 /// How often the datapath is re-applied even without changes.
