@@ -22,8 +22,10 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// "auto", "linux" or "ovs".
     pub datapath: String,
-    /// "embedded" or "etcd://host:port[,host:port]".
+    /// "embedded", "etcd://host:port[,host:port]" or "etcds://…" (TLS).
     pub store: String,
+    /// TLS files for an etcd store (`--etcd-ca/--etcd-cert/--etcd-key`).
+    pub etcd_tls: EtcdTlsFiles,
     pub docker_plugin: Option<PathBuf>,
     /// A Docker endpoint no container has for this long is detached.
     pub docker_stale_after: Duration,
@@ -51,6 +53,7 @@ impl Default for AgentConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], defaults::CLUSTER_PORT)),
             datapath: defaults::DATAPATH.into(),
             store: defaults::STORE.into(),
+            etcd_tls: Default::default(),
             docker_plugin: None,
             docker_stale_after: Duration::from_secs(defaults::DOCKER_STALE_SECS),
             mdns: true,
@@ -61,4 +64,14 @@ impl Default for AgentConfig {
             ovs: Default::default(),
         }
     }
+}
+
+/// PEM files for TLS to etcd: the CA that signed the members' certificates
+/// and, when etcd wants client certificates, this agent's certificate and
+/// key.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod host;
 pub mod local_api;
 pub mod membership;
+mod private_socket;
 mod run;
 
 pub use config::AgentConfig;

@@ -4,7 +4,6 @@
 //! membership. Bodies are parsed by hand so malformed JSON gets the same
 //! JSON error shape as every other failure.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use socketplane_api::rest::{
 use socketplane_cluster::{Cluster, ErrorKind};
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Requests larger than this are refused: nothing we take is bigger.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -158,20 +157,7 @@ pub async fn serve(
     cluster: Arc<Cluster>,
     control: Arc<dyn Control>,
 ) -> Result<JoinHandle<()>> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-    }
-    // A socket left by a crashed agent would make bind fail.
-    if path.exists() {
-        std::fs::remove_file(path)
-            .map_err(Error::io(format!("removing stale {}", path.display())))?;
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(Error::io(format!(
-        "binding the local API socket {}",
-        path.display()
-    )))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(Error::io(format!("restricting {}", path.display())))?;
+    let listener = crate::private_socket::bind(path)?;
     tracing::info!(socket = %path.display(), "Serving the local API.");
     let app = router(Api { cluster, control });
     Ok(tokio::spawn(async move {
@@ -406,4 +392,126 @@ async fn detach(
     let rev = cluster.detach(&id).await?;
     cluster.wait_applied(rev, CONVERGE_TIMEOUT).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use proptest::prelude::*;
+    use socketplane_store::MemStore;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A node that refuses every membership change.
+    struct Refuses;
+
+    #[async_trait]
+    impl Control for Refuses {
+        fn info(&self) -> AgentInfo {
+            unreachable!("answered only after a join or bind, which this node refuses")
+        }
+        async fn status(&self) -> socketplane_cluster::Result<ClusterStatus> {
+            Err(socketplane_cluster::Error::Unavailable("test".into()))
+        }
+        async fn join(&self, _: &str) -> socketplane_cluster::Result<()> {
+            Err(socketplane_cluster::Error::Invalid(
+                "test refuses to join".into(),
+            ))
+        }
+        async fn leave(&self) -> socketplane_cluster::Result<()> {
+            Err(socketplane_cluster::Error::Invalid(
+                "test refuses to leave".into(),
+            ))
+        }
+        fn bind(&self, _: &str) -> socketplane_cluster::Result<()> {
+            Err(socketplane_cluster::Error::Invalid(
+                "test refuses to bind".into(),
+            ))
+        }
+    }
+
+    /// The routes that take a body, each with a valid one.
+    const ROUTES: [(&str, &str); 4] = [
+        (
+            "/v1/networks",
+            r#"{"name":"web","subnet":"10.2.0.0/16","mtu":1400}"#,
+        ),
+        (
+            "/v1/endpoints",
+            r#"{"network":"web","netns":"/var/run/netns/x","ifname":"eth0","ip":"10.2.0.9"}"#,
+        ),
+        ("/v1/cluster/join", r#"{"addr":"198.18.0.1:6675"}"#),
+        ("/v1/cluster/bind", r#"{"iface":"eth0"}"#),
+    ];
+
+    /// Posts `body`; the answer must be a JSON error of a known status
+    /// (the cluster is not formed, so nothing valid can succeed either).
+    fn post(rt: &tokio::runtime::Runtime, path: &str, body: Vec<u8>) {
+        let cluster = Arc::new(Cluster::new(
+            Arc::new(MemStore::new()),
+            "node1".into(),
+            "test".into(),
+        ));
+        let app = router(Api {
+            cluster,
+            control: Arc::new(Refuses),
+        });
+        rt.block_on(async {
+            let req = Request::post(path).body(Body::from(body)).unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let v: ApiError = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{path}: not an API error ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+            assert!(
+                [400, 503].contains(&status),
+                "{path}: {status}: {}",
+                v.error
+            );
+        });
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn arbitrary_bodies_get_json_errors(
+            which in 0..ROUTES.len(),
+            body in prop::collection::vec(any::<u8>(), 0..256),
+        ) {
+            post(&runtime(), ROUTES[which].0, body);
+        }
+
+        #[test]
+        fn mutated_bodies_get_json_errors(
+            which in 0..ROUTES.len(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let (path, body) = ROUTES[which];
+            let mut bytes = body.as_bytes().to_vec();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            let rt = runtime();
+            post(&rt, path, bytes.clone());
+            post(&rt, path, bytes[..cut.index(bytes.len())].to_vec());
+        }
+    }
 }

@@ -18,6 +18,25 @@ use crate::error::{Error, Result};
 use crate::host::{self, Identity};
 use crate::membership::{parse_peer, Node};
 
+/// TLS to etcd from `--etcd-ca/--etcd-cert/--etcd-key`.
+fn etcd_tls(cfg: &AgentConfig) -> Result<Option<socketplane_store::etcd::EtcdTls>> {
+    let files = &cfg.etcd_tls;
+    let Some(ca) = &files.ca else {
+        if files.cert.is_some() || files.key.is_some() {
+            return Err(Error::Config(
+                "--etcd-cert and --etcd-key need --etcd-ca".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    socketplane_store::etcd::EtcdTls::from_files(ca, files.cert.as_deref(), files.key.as_deref())
+        .map(Some)
+        .map_err(|source| Error::Store {
+            what: "reading the etcd TLS files".into(),
+            source,
+        })
+}
+
 /// Opens the store backend named by `--store`.
 async fn open_store(
     cfg: &AgentConfig,
@@ -53,8 +72,12 @@ async fn open_store(
         let store: Arc<dyn Store> = embedded.clone();
         return Ok((store, Some(embedded)));
     }
-    if cfg.store.starts_with("etcd://") {
-        let etcd = socketplane_store::etcd::EtcdStore::from_url(&cfg.store)
+    if cfg.store.starts_with("etcd://") || cfg.store.starts_with("etcds://") {
+        let opts = socketplane_store::etcd::EtcdOptions {
+            tls: etcd_tls(cfg)?,
+            ..Default::default()
+        };
+        let etcd = socketplane_store::etcd::EtcdStore::from_url_with(&cfg.store, opts)
             .await
             .map_err(|source| Error::Store {
                 what: format!("connecting to {}", cfg.store),
@@ -63,7 +86,7 @@ async fn open_store(
         return Ok((Arc::new(etcd), None));
     }
     Err(Error::Config(format!(
-        "unknown --store {:?}: use `embedded` or `etcd://host:port[,host:port]`",
+        "unknown --store {:?}: use `embedded`, `etcd://host:port[,host:port]` or `etcds://…`",
         cfg.store
     )))
 }

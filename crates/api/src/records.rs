@@ -57,6 +57,11 @@ pub struct EndpointRecord {
     /// the interface themselves (Docker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// The namespace `netns` named when the endpoint was attached. A
+    /// `/proc/PID/ns/net` path outlives its process: once the PID is reused
+    /// it names another namespace, which must never be plumbed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_id: Option<NetnsId>,
     pub ifname: String,
     /// What made the endpoint when it was not the local API itself:
     /// [`ORIGIN_CNI`] for the CNI plugin, whose attachments are keyed by
@@ -73,6 +78,20 @@ pub struct EndpointRecord {
 
 /// [`EndpointRecord::origin`] of attachments made by the CNI plugin.
 pub const ORIGIN_CNI: &str = "cni";
+
+/// A namespace's identity: the device and inode of its nsfs file, stable
+/// for as long as the namespace lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl std::fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.dev, self.ino)
+    }
+}
 
 /// An address handed out by a node's Docker IPAM driver that no endpoint
 /// holds yet (kept under [`crate::keys::reservation`]).

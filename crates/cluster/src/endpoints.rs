@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socketplane_api::rest::{AttachEndpoint, EndpointInfo};
-use socketplane_api::{keys, EndpointRecord, MacAddr, NodeRecord};
+use socketplane_api::{keys, EndpointRecord, MacAddr, NetnsId, NodeRecord};
 use socketplane_store::{Compare, Op, Revision, Txn};
 
 use crate::alloc::Claim;
@@ -38,9 +38,10 @@ impl Cluster {
         if let Some(name) = &req.name {
             validate_name("endpoint", name)?;
         }
-        if let Some(netns) = &req.netns {
-            check_netns(netns)?;
-        }
+        let netns_id = match &req.netns {
+            Some(netns) => Some(check_netns(netns)?),
+            None => None,
+        };
         for (what, value) in [
             ("origin", &req.origin),
             ("pod namespace", &req.pod_namespace),
@@ -71,6 +72,7 @@ impl Cluster {
             name: req.name.clone(),
             container_id: req.container_id.clone(),
             netns: req.netns.clone(),
+            netns_id,
             ifname,
             origin: req.origin.clone(),
             pod_namespace: req.pod_namespace.clone(),
@@ -312,27 +314,33 @@ fn check_label(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// A network namespace path must exist and be a namespace file (nsfs).
-fn check_netns(path: &str) -> Result<()> {
+/// A network namespace path must be absolute and name a network namespace
+/// other than the host's (see [`socketplane_datapath::inspect_workload_ns`]).
+/// Returns its identity, to pin the endpoint to it.
+fn check_netns(path: &str) -> Result<NetnsId> {
     let p = std::path::Path::new(path);
     if !p.is_absolute() {
         return Err(Error::Invalid(format!(
             "network namespace path {path:?} must be absolute"
         )));
     }
-    match nix::sys::statfs::statfs(p) {
-        Ok(fs)
-            if fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC
-                || fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC =>
-        {
-            Ok(())
-        }
-        Ok(_) => Err(Error::Invalid(format!(
-            "{path:?} is not a network namespace"
-        ))),
-        Err(source) => Err(Error::Netns {
-            path: path.to_string(),
-            source,
+    socketplane_datapath::inspect_workload_ns(p).map_err(|why| Error::Netns {
+        path: path.to_string(),
+        why,
+    })
+}
+
+/// Whether the workload behind a namespace path is gone: the path no longer
+/// exists, or (when pinned) names another namespace, e.g. a reused PID's.
+pub(crate) fn workload_ns_gone(path: &std::path::Path, pinned: Option<NetnsId>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Err(_) => true,
+        Ok(m) => pinned.is_some_and(|id| {
+            id != NetnsId {
+                dev: m.dev(),
+                ino: m.ino(),
+            }
         }),
     }
 }
@@ -346,6 +354,8 @@ mod tests {
     use socketplane_api::NodeRecord;
     use socketplane_store::mem::MemStore;
     use socketplane_store::Store;
+
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -415,5 +425,33 @@ mod tests {
         let (first, _) = c.attach_request(&eth2, None).await.unwrap();
         let (retried, _) = c.attach_request(&eth2, None).await.unwrap();
         assert_eq!(first, retried);
+    }
+
+    #[test]
+    fn the_hosts_own_namespaces_are_refused() {
+        for path in [
+            "/proc/self/ns/net",
+            "/proc/thread-self/ns/net",
+            "/proc/self/ns/mnt",
+        ] {
+            assert!(check_netns(path).is_err(), "{path}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever path a client names: an error (none of these is a
+        /// foreign network namespace), never a panic or a hang.
+        #[test]
+        fn arbitrary_paths_are_refused(
+            path in prop_oneof![
+                "\\PC{0,60}",
+                "/proc/(self|thread-self|1)/[a-z/]{0,20}",
+                "/(dev|sys|tmp)/[a-z/]{0,16}",
+            ],
+        ) {
+            prop_assert!(check_netns(&path).is_err(), "{} was accepted", path);
+        }
     }
 }

@@ -27,13 +27,9 @@ pub enum Error {
     },
     #[error("encoding a record")]
     Encode(#[source] serde_json::Error),
-    /// A network namespace path that cannot be inspected.
-    #[error("network namespace {path:?} is not usable")]
-    Netns {
-        path: String,
-        #[source]
-        source: nix::Error,
-    },
+    /// A network namespace path that may not be used, and why.
+    #[error("network namespace {path:?} is not usable: {why}")]
+    Netns { path: String, why: String },
     #[error("{0}")]
     Internal(String),
 }

@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::cluster::Cluster;
 use crate::convergence::{EndpointFailures, ReconcilerHandle};
+use crate::endpoints::workload_ns_gone;
 use crate::fence::{fence_margin, FenceClock};
 use crate::view::ClusterView;
 
@@ -194,10 +195,14 @@ impl Reconciler {
         let mut desired = view.desired_for(&self.node_id);
         // A workload whose namespace is gone has died without detaching:
         // plumbing it would fail on every pass and hold up everyone else.
-        // It is left out here and detached by the garbage collection.
-        desired
-            .local
-            .retain(|e| e.netns.as_ref().is_none_or(|p| p.exists()));
+        // So has one whose path now names another namespace (a reused
+        // PID). Both are left out here and detached by the garbage
+        // collection.
+        desired.local.retain(|e| {
+            e.netns
+                .as_ref()
+                .is_none_or(|p| !workload_ns_gone(p, e.netns_id))
+        });
         let mut delay = Duration::from_millis(50);
         let mut pending = true;
         // Retry the same state a few times; a newer event interrupts by
@@ -303,9 +308,11 @@ impl Reconciler {
                     // Applied at once, also while the main loop cannot list.
                     let current = view.borrow().clone();
                     let mut desired = current.desired_for(&node_id);
-                    desired
-                        .local
-                        .retain(|e| e.netns.as_ref().is_none_or(|p| p.exists()));
+                    desired.local.retain(|e| {
+                        e.netns
+                            .as_ref()
+                            .is_none_or(|p| !workload_ns_gone(p, e.netns_id))
+                    });
                     if let Err(error) = datapath.apply(&desired).await {
                         tracing::warn!(%error, "Fencing: the datapath apply reported errors.");
                     }
@@ -330,7 +337,11 @@ impl Reconciler {
             .endpoints
             .values()
             .filter(|e| e.node == self.node_id)
-            .filter(|e| e.netns.as_ref().is_some_and(|p| !Path::new(p).exists()))
+            .filter(|e| {
+                e.netns
+                    .as_ref()
+                    .is_some_and(|p| workload_ns_gone(Path::new(p), e.netns_id))
+            })
             .map(|e| e.id.clone())
             .collect();
         if (dead.is_empty() && orphans.is_empty() && vanished.is_empty())

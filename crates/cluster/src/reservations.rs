@@ -117,6 +117,7 @@ impl Cluster {
             name: req.name.clone(),
             container_id: req.container_id.clone(),
             netns: None,
+            netns_id: None,
             ifname: ifname(req.ifname.as_deref())?,
             origin: req.origin.clone(),
             pod_namespace: req.pod_namespace.clone(),

@@ -178,6 +178,7 @@ impl ClusterView {
                     ip: ep.ip,
                     mac: ep.mac,
                     netns: ep.netns.as_ref().map(PathBuf::from),
+                    netns_id: ep.netns_id,
                     ifname: ep.ifname.clone(),
                 });
             } else if let Some(node) = self.nodes.get(&ep.node) {
@@ -258,6 +259,7 @@ mod tests {
             name: None,
             container_id: None,
             netns: Some("/var/run/netns/x".into()),
+            netns_id: None,
             ifname: "eth0".into(),
             origin: None,
             pod_namespace: None,

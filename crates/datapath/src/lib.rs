@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use socketplane_api::MacAddr;
 
 pub use crate::error::{DatapathError, Errno, Result};
+pub use crate::kernel::netns::inspect_workload_ns;
 
 /// UDP port of VXLAN (IANA).
 pub const VXLAN_PORT: u16 = 4789;
@@ -65,6 +66,10 @@ pub struct LocalEndpoint {
     /// namespace, named [`Datapath::endpoint_ifnames`]'s peer name, for a
     /// runtime (Docker) to move and configure.
     pub netns: Option<PathBuf>,
+    /// The namespace `netns` named at attach: plumbed only while it still
+    /// does (see [`socketplane_api::NetnsId`]). `None`: not pinned.
+    #[serde(default)]
+    pub netns_id: Option<socketplane_api::NetnsId>,
     /// Interface name inside the workload namespace (default `eth0`).
     pub ifname: String,
 }

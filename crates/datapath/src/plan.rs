@@ -94,7 +94,7 @@ pub(crate) struct Plan {
 pub(crate) fn plan(
     desired: &DesiredState,
     default_mtu: u32,
-    unfit_netns: impl Fn(&std::path::Path) -> Option<String>,
+    unfit_netns: impl Fn(&std::path::Path, Option<socketplane_api::NetnsId>) -> Option<String>,
 ) -> Result<Plan> {
     let nets = plan_networks(desired, default_mtu)?;
     let mut rejected = Vec::new();
@@ -116,7 +116,7 @@ pub(crate) fn plan(
                 Some(net) => unfit_address(&net.spec, e.ip, e.mac)
                     .or_else(|| (!ips.insert(e.ip)).then(|| format!("{} used twice", e.ip)))
                     .or_else(|| match &e.netns {
-                        Some(ns) => bad_ifname(&e.ifname).or_else(|| unfit_netns(ns)),
+                        Some(ns) => bad_ifname(&e.ifname).or_else(|| unfit_netns(ns, e.netns_id)),
                         None => None,
                     }),
             }
@@ -246,11 +246,12 @@ mod tests {
             ip,
             mac: MacAddr::from_ipv4(ip),
             netns: Some("/var/run/netns/x".into()),
+            netns_id: None,
             ifname: "eth0".into(),
         }
     }
 
-    fn fit(_: &std::path::Path) -> Option<String> {
+    fn fit(_: &std::path::Path, _: Option<socketplane_api::NetnsId>) -> Option<String> {
         None
     }
 
@@ -338,7 +339,8 @@ mod tests {
                 local: vec![good.clone(), b.clone()],
                 ..Default::default()
             };
-            let host = |p: &std::path::Path| (p == std::path::Path::new("/host")).then(String::new);
+            let host =
+                |p: &std::path::Path, _| (p == std::path::Path::new("/host")).then(String::new);
             let p = plan(&d, 1450, host).unwrap();
             assert_eq!(p.desired.local, vec![good.clone()], "{b:?}");
             assert!(

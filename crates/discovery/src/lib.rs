@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
+use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo, TxtProperties};
 use tokio::sync::mpsc;
 
 /// The DNS-SD service type every SocketPlane agent advertises.
@@ -354,32 +354,64 @@ impl PeerFilter {
 
 /// Build a peer from a resolved service, if it belongs to `cluster`.
 fn peer_from(svc: &ResolvedService, cluster: &str) -> Option<Peer> {
-    let their_cluster = svc.get_property_val_str(TXT_CLUSTER)?;
+    let addr = svc.get_addresses_v4().into_iter().min()?;
+    peer_from_txt(
+        &svc.fullname,
+        &svc.txt_properties,
+        SocketAddr::new(IpAddr::V4(addr), svc.port),
+        cluster,
+    )
+}
+
+/// The longest node id or version taken from a TXT record (ours are 16
+/// hex digits and a small number).
+const MAX_TXT_FIELD: usize = 64;
+
+/// A peer from what anyone on the LAN may send: the service's name and its
+/// TXT properties. `None` unless it is of `cluster` with a sane id.
+fn peer_from_txt(
+    fullname: &str,
+    txt: &TxtProperties,
+    addr: SocketAddr,
+    cluster: &str,
+) -> Option<Peer> {
+    let their_cluster = txt.get_property_val_str(TXT_CLUSTER)?;
     if their_cluster != cluster {
-        tracing::debug!(fullname = %svc.fullname, cluster = %their_cluster, "Ignoring a node of another cluster.");
+        tracing::debug!(%fullname, cluster = %their_cluster, "Ignoring a node of another cluster.");
         return None;
     }
-    let id = svc.get_property_val_str(TXT_ID).filter(|s| !s.is_empty())?;
-    let version = svc.get_property_val_str(TXT_VERSION).unwrap_or("");
-    let addr = svc.get_addresses_v4().into_iter().min()?;
+    let sane = |s: &str| {
+        s.len() <= MAX_TXT_FIELD
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    let id = txt
+        .get_property_val_str(TXT_ID)
+        .filter(|s| !s.is_empty() && sane(s))?;
+    let version = txt
+        .get_property_val_str(TXT_VERSION)
+        .filter(|s| sane(s))
+        .unwrap_or("");
     Some(Peer {
-        node_name: instance_name(&svc.fullname),
+        node_name: instance_name(fullname),
         node_id: id.to_string(),
         cluster: their_cluster.to_string(),
         version: version.to_string(),
-        addr: SocketAddr::new(IpAddr::V4(addr), svc.port),
+        addr,
     })
 }
 
 /// The instance part of `<instance>._socketplane._tcp.local.`.
 fn instance_name(fullname: &str) -> String {
     let suffix = format!(".{SERVICE_TYPE}");
-    let lower = fullname.to_lowercase();
-    let name = if lower.ends_with(&suffix.to_lowercase()) {
-        &fullname[..fullname.len() - suffix.len()]
-    } else {
-        fullname
-    };
+    // Compared without case, byte for byte: lowercasing may change the
+    // length of non-ASCII text, and with it where the suffix starts.
+    let name = fullname
+        .len()
+        .checked_sub(suffix.len())
+        .filter(|&cut| fullname.is_char_boundary(cut))
+        .filter(|&cut| fullname[cut..].eq_ignore_ascii_case(&suffix))
+        .map_or(fullname, |cut| &fullname[..cut]);
     name.replace("\\.", ".").replace("\\\\", "\\")
 }
 
@@ -509,6 +541,11 @@ mod tests {
         assert_eq!(instance_name("host1._socketplane._tcp.local."), "host1");
         assert_eq!(instance_name("a\\.b._socketplane._tcp.local."), "a.b");
         assert_eq!(instance_name("odd"), "odd");
+        assert_eq!(instance_name("H1._SocketPlane._TCP.local."), "H1");
+        // Lowercasing the Kelvin sign gives ASCII 'k' and shortens the text:
+        // no suffix here, and no cut inside a character.
+        let kelvin = "\u{212A}\u{212A}._soc\u{212A}etplane._tcp.local.";
+        assert_eq!(instance_name(kelvin), kelvin);
     }
 
     #[test]
@@ -525,5 +562,83 @@ mod tests {
             .insert("host2._socketplane._tcp.local.".into(), p.clone());
         assert_eq!(f.removed("HOST2._socketplane._tcp.local."), Some(p.clone()));
         assert_eq!(f.removed("host2._socketplane._tcp.local."), None);
+    }
+
+    mod txt {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn addr() -> SocketAddr {
+            "198.18.0.12:6675".parse().unwrap()
+        }
+
+        /// TXT record wire format: length-prefixed strings.
+        fn encode(props: &[(String, String)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (k, v) in props {
+                let kv = format!("{k}={v}");
+                let kv = &kv.as_bytes()[..kv.len().min(255)];
+                out.push(kv.len() as u8);
+                out.extend_from_slice(kv);
+            }
+            out
+        }
+
+        #[test]
+        fn a_valid_record_gives_the_peer() {
+            let raw = encode(&[
+                ("cluster".into(), "lab".into()),
+                ("id".into(), "0123456789abcdef".into()),
+                ("v".into(), "1".into()),
+            ]);
+            let txt = TxtProperties::from(&raw[..]);
+            let p = peer_from_txt("h\\.2._socketplane._tcp.local.", &txt, addr(), "lab").unwrap();
+            assert_eq!(p.node_name, "h.2");
+            assert_eq!(p.node_id, "0123456789abcdef");
+            assert_eq!(p.version, "1");
+            let long = encode(&[
+                ("cluster".into(), "lab".into()),
+                ("id".into(), "x".repeat(200)),
+            ]);
+            assert!(peer_from_txt("h", &TxtProperties::from(&long[..]), addr(), "lab").is_none());
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever the LAN sends: no panic, and a peer only of our
+            /// cluster with a sane id.
+            #[test]
+            fn arbitrary_records_never_panic(
+                raw in prop::collection::vec(any::<u8>(), 0..300),
+                fullname in ".{0,80}",
+            ) {
+                let txt = TxtProperties::from(&raw[..]);
+                if let Some(p) = peer_from_txt(&fullname, &txt, addr(), "lab") {
+                    prop_assert_eq!(p.cluster, "lab");
+                    prop_assert!(!p.node_id.is_empty() && p.node_id.len() <= MAX_TXT_FIELD);
+                }
+                let _ = instance_name(&fullname);
+                let _ = instance_name(&format!("{fullname}._SocketPlane._tcp.local."));
+            }
+
+            /// A valid record with bytes changed: no panic either.
+            #[test]
+            fn mutated_records_never_panic(
+                id in "[0-9a-f]{16}",
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            ) {
+                let mut raw = encode(&[
+                    ("cluster".into(), "lab".into()),
+                    ("id".into(), id),
+                    ("v".into(), PROTOCOL_VERSION.into()),
+                ]);
+                for (at, b) in edits {
+                    let i = at.index(raw.len());
+                    raw[i] = b;
+                }
+                let _ = peer_from_txt("x._socketplane._tcp.local.", &TxtProperties::from(&raw[..]), addr(), "lab");
+            }
+        }
     }
 }

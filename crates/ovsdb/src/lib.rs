@@ -6,8 +6,8 @@
 //! - A `monitor` on `Open_vSwitch`, `Bridge`, `Port` and `Interface` keeps a
 //!   live cache; [`Client::snapshot`] copies it, typed rows in [`rows`].
 //! - The server's `echo` requests are answered; [`Client::echo`] sends one.
-//! - Messages on the wire are not delimited: the reader parses a stream of
-//!   concatenated JSON values out of a byte buffer.
+//! - Messages on the wire are not delimited: the reader splits the stream
+//!   of concatenated JSON objects ([`stream`]), up to a size cap.
 //! - When the connection drops, pending requests fail with
 //!   [`Error::Disconnected`]; the next request reconnects and re-runs the
 //!   monitor, replacing the cache (resync). [`Client::generation`] counts
@@ -16,6 +16,7 @@
 pub mod atom;
 pub mod ops;
 pub mod rows;
+mod stream;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -145,31 +146,6 @@ fn apply_updates(shared: &Shared, updates: &Value, reset: bool) {
     shared.version.send_modify(|v| *v += 1);
 }
 
-/// Splits complete JSON values off the front of `buf`.
-fn drain_values(buf: &mut Vec<u8>) -> std::result::Result<Vec<Value>, String> {
-    let mut out = Vec::new();
-    let mut consumed = 0;
-    {
-        let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<Value>();
-        loop {
-            match it.next() {
-                Some(Ok(v)) => {
-                    out.push(v);
-                    consumed = it.byte_offset();
-                }
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(e.to_string()),
-                None => {
-                    consumed = it.byte_offset();
-                    break;
-                }
-            }
-        }
-    }
-    buf.drain(..consumed);
-    Ok(out)
-}
-
 async fn read_loop(
     mut rd: tokio::net::unix::OwnedReadHalf,
     writer: Arc<Mutex<OwnedWriteHalf>>,
@@ -178,7 +154,7 @@ async fn read_loop(
     shared: Arc<Shared>,
     monitor_req: u64,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut framer = stream::Framer::new();
     let mut chunk = vec![0u8; 64 * 1024];
     'outer: loop {
         let n = match rd.read(&mut chunk).await {
@@ -189,8 +165,7 @@ async fn read_loop(
                 break;
             }
         };
-        buf.extend_from_slice(&chunk[..n]);
-        let msgs = match drain_values(&mut buf) {
+        let msgs = match framer.push(&chunk[..n]) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "ovsdb-server sent invalid JSON; dropping the connection");
@@ -504,25 +479,5 @@ impl ConnView {
                 error: e.to_string(),
             }),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_of_concatenated_values() {
-        let mut buf =
-            br#"{"id":1,"result":[]}{"method":"echo","params":[],"id":"e"}{"id":2,"res"#.to_vec();
-        let v = drain_values(&mut buf).unwrap();
-        assert_eq!(v.len(), 2);
-        assert_eq!(buf, br#"{"id":2,"res"#.to_vec());
-        buf.extend_from_slice(br#"ult":null}  "#);
-        let v = drain_values(&mut buf).unwrap();
-        assert_eq!(v.len(), 1);
-        assert!(buf.iter().all(u8::is_ascii_whitespace));
-        let mut bad = b"{]".to_vec();
-        assert!(drain_values(&mut bad).is_err());
     }
 }

@@ -11,6 +11,11 @@ use common::Mode;
 shared_scenarios!(Mode::on("linux"));
 
 #[test]
+fn reused_netns_path_is_never_plumbed() {
+    suite::reused_netns_path_is_never_plumbed(Mode::on("linux"));
+}
+
+#[test]
 fn gateway_traffic_never_crosses_the_tunnel() {
     suite::gateway_traffic_never_crosses_the_tunnel(Mode::on("linux"));
 }

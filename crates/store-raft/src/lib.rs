@@ -81,6 +81,8 @@ mod storage;
 mod store_api;
 mod types;
 mod wire;
+#[cfg(test)]
+mod wire_proptest;
 
 pub use config::{EmbeddedConfig, RaftTiming};
 pub use node::EmbeddedStore;

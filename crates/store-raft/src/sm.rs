@@ -63,7 +63,7 @@ struct FormatProbe {
 }
 
 /// Serializes the state for a snapshot, without this node's watch history.
-fn encode_snapshot(state: &KvState) -> Result<Vec<u8>, Error> {
+pub(crate) fn encode_snapshot(state: &KvState) -> Result<Vec<u8>, Error> {
     let mut kv = state.clone();
     kv.clear_history();
     serde_json::to_vec(&SnapshotBody {
@@ -80,7 +80,7 @@ fn encode_snapshot(state: &KvState) -> Result<Vec<u8>, Error> {
 /// snapshot becomes a state whose lease deadlines are their TTLs from time
 /// 0, the same on every node; the next leader's lease refresh rebases them
 /// before any lease can expire.
-fn decode_snapshot(data: &[u8]) -> Result<KvState, Error> {
+pub(crate) fn decode_snapshot(data: &[u8]) -> Result<KvState, Error> {
     let decode = |source| Error::Decode {
         what: "snapshot",
         source,

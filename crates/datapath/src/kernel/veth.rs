@@ -200,7 +200,7 @@ impl<'a> Endpoints<'a> {
         let e = &cfg.ep;
         let host = self.names.host(&e.id);
         let ns_file = match &e.netns {
-            Some(path) => Some(netns::open(path)?),
+            Some(path) => Some(netns::open(path, e.netns_id)?),
             None => None,
         };
         let peer_name = match &e.netns {
@@ -251,7 +251,7 @@ impl<'a> Endpoints<'a> {
         let e = &cfg.ep;
         if let Some(path) = &e.netns {
             let job = WorkloadJob::from(cfg);
-            return netns::run_in(path, move |h| async move {
+            return netns::run_in(path, e.netns_id, move |h| async move {
                 let ifname = job.ifname.clone();
                 let Some(n) = job.run(h).await? else {
                     return Ok(None);

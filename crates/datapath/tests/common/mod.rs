@@ -258,6 +258,7 @@ pub fn local(id: &str, net: &NetworkSpec, host_octet: u8, ns: &str) -> LocalEndp
         ip,
         mac: MacAddr::from_ipv4(ip),
         netns: Some(ns_path(ns).into()),
+        netns_id: None,
         ifname: "eth0".into(),
     }
 }

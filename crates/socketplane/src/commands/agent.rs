@@ -73,9 +73,19 @@ pub struct AgentFlags {
     /// auto, linux or ovs.
     #[arg(long, default_value = defaults::DATAPATH)]
     datapath: String,
-    /// `embedded` or `etcd://host:port[,host:port]`.
+    /// `embedded`, `etcd://host:port[,host:port]`, or `etcds://…` for
+    /// etcd over TLS (with --etcd-ca).
     #[arg(long, default_value = defaults::STORE)]
     store: String,
+    /// etcd over TLS: the CA (PEM) that signed the etcd servers' certificates.
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// etcd client certificate (PEM), for etcd's --client-cert-auth.
+    #[arg(long, requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert (PEM).
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
     /// Docker plugin socket, or `off`.
     #[arg(long, default_value = defaults::DOCKER_PLUGIN)]
     docker_plugin: String,
@@ -142,6 +152,11 @@ impl AgentFlags {
             listen: self.listen,
             datapath: self.datapath.clone(),
             store: self.store.clone(),
+            etcd_tls: socketplane_agent::config::EtcdTlsFiles {
+                ca: self.etcd_ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+            },
             docker_plugin: (self.docker_plugin != "off")
                 .then(|| PathBuf::from(&self.docker_plugin)),
             docker_stale_after: Duration::from_secs(self.docker_stale_after),
@@ -200,6 +215,15 @@ impl AgentFlags {
         }
         if let Some(b) = &self.ovs_bridge {
             a.extend(["--ovs-bridge".into(), b.clone()]);
+        }
+        for (flag, path) in [
+            ("--etcd-ca", &self.etcd_ca),
+            ("--etcd-cert", &self.etcd_cert),
+            ("--etcd-key", &self.etcd_key),
+        ] {
+            if let Some(p) = path {
+                a.extend([flag.into(), p.display().to_string()]);
+            }
         }
         a
     }

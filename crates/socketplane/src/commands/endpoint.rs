@@ -99,9 +99,15 @@ fn container(ep: &socketplane_api::EndpointRecord) -> String {
     }
 }
 
+/// The namespace path made absolute, its directory resolved but not the
+/// file itself: `/proc/PID/ns/net` is a link that names no real path.
 fn canonical_netns(path: &PathBuf) -> anyhow::Result<String> {
-    let p = std::fs::canonicalize(path)
-        .with_context(|| format!("network namespace {}", path.display()))?;
+    let context = || format!("network namespace {}", path.display());
+    let abs = std::path::absolute(path).with_context(context)?;
+    let p = match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(file)) => std::fs::canonicalize(dir).with_context(context)?.join(file),
+        _ => abs,
+    };
     Ok(p.to_string_lossy().into_owned())
 }
 

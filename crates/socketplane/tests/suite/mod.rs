@@ -351,6 +351,41 @@ pub fn bad_input_gets_clear_errors_and_changes_nothing(m: Mode) {
 
     let before = t.world_snapshot();
 
+    // Namespace paths that are not a workload's network namespace: the
+    // agent's own (its host's), init's, another kind, not a namespace.
+    let own = netns::path(&t.lab().hosts()[0].netns).display().to_string();
+    let plain = tempfile::NamedTempFile::new().expect("a regular file");
+    let plain = plain.path().display().to_string();
+    let attach_at = |path: &str| -> Vec<String> {
+        ["endpoint", "attach", "--netns", path, "-n", "web"]
+            .map(String::from)
+            .to_vec()
+    };
+    let netns_cases: Vec<(Vec<String>, &str)> = vec![
+        (attach_at("/proc/self/ns/mnt"), "not a network namespace"),
+        (
+            attach_at("/proc/self/ns/net"),
+            "host's own network namespace",
+        ),
+        // init's: "the host's own", or unreadable in a sandbox.
+        (attach_at("/proc/1/ns/net"), "is not usable"),
+        (attach_at(&own), "host's own network namespace"),
+        (attach_at("/proc/kmsg"), "not a network namespace"),
+        (attach_at(&plain), "not a network namespace"),
+        (attach_at("/nonexistent/netns"), "No such file"),
+    ];
+    for (args, expect) in &netns_cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = t
+            .sp(0, &args)
+            .expect_err(&format!("`{}` must fail", args.join(" ")));
+        assert!(
+            err.contains(expect),
+            "`{}`: error {err:?} should mention {expect:?}",
+            args.join(" ")
+        );
+    }
+
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["network", "create", "bad", "10.0.0.1/33"],
@@ -448,6 +483,19 @@ pub fn bad_input_gets_clear_errors_and_changes_nothing(m: Mode) {
     assert_eq!(status, 404, "{body}");
     let (status, body) = http(&socket, "POST", "/v1/endpoints", br#"{"network": 5}"#);
     assert_eq!(status, 400, "{body}");
+    for (path, expect) in [
+        ("/proc/kmsg", "not a network namespace"),
+        ("/proc/1/ns/net", "is not usable"),
+        ("/proc/self/ns/net", "host's own"),
+        ("/proc/self/ns/mnt", "not a network namespace"),
+        ("/nonexistent/netns", "No such file"),
+        ("relative/netns", "must be absolute"),
+    ] {
+        let req = serde_json::json!({"network": "web", "netns": path}).to_string();
+        let (status, body) = http(&socket, "POST", "/v1/endpoints", req.as_bytes());
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains(expect), "{path}: {body}");
+    }
 
     let after = t.world_snapshot();
     let (before, after): (BTreeMap<_, _>, BTreeMap<_, _>) =
@@ -506,6 +554,41 @@ pub fn bad_input_gets_clear_errors_and_changes_nothing(m: Mode) {
         .expect("run cli");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the SocketPlane agent"));
+}
+
+/// A `/proc/PID/ns/net` path outlives its process; once the PID is reused
+/// it names another namespace. Same here with a named namespace deleted
+/// and made anew under its old path: the endpoint, pinned at attach to the
+/// first namespace, is never plumbed into the second and is detached.
+pub fn reused_netns_path_is_never_plumbed(m: Mode) {
+    require_privileged!();
+    let t = TestLab::start_mode('u', 1, m);
+    t.sp(0, &["network", "create", "pin", "10.7.0.0/24"])
+        .expect("create pin");
+    let name = format!("sp{}", common::unique_name('u'));
+    let first = netns::Netns::create(&name).expect("namespace");
+    let path = first.path().display().to_string();
+    let ep: EndpointInfo = t.sp_json(0, &["endpoint", "attach", "--netns", &path, "-n", "pin"]);
+    assert!(netns::link_exists(&name, "eth0").expect("links"));
+    // The workload dies and another namespace takes its path at once,
+    // before the agent notices.
+    netns::delete(&name).expect("delete");
+    netns::add(&name).expect("add again");
+    // Any change makes the agent converge (and collect garbage).
+    t.sp(0, &["network", "create", "nudge", "10.8.0.0/24"])
+        .expect("create nudge");
+    assert!(
+        wait_until(PROPAGATION, || {
+            let eps: Vec<EndpointInfo> = t.sp_json(0, &["endpoint", "list"]);
+            eps.iter().all(|e| e.endpoint.id != ep.endpoint.id)
+        }),
+        "the endpoint of the dead namespace was never detached"
+    );
+    assert!(
+        !netns::link_exists(&name, "eth0").expect("links"),
+        "the endpoint was plumbed into the namespace that took its path"
+    );
+    drop(first);
 }
 
 /// Waits until every host lists network `name`.

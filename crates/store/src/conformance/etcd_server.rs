@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::etcd::{EtcdOptions, EtcdStore};
+use crate::etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use crate::Store;
 
 /// Where the etcd binary is expected.
@@ -29,6 +29,8 @@ pub struct EtcdTestServer {
     name: String,
     /// `--initial-cluster`: this member alone, or every cluster member.
     initial_cluster: String,
+    /// Serves clients over TLS and wants their certificates.
+    tls: bool,
 }
 
 /// This machine's architecture as Go names it.
@@ -81,7 +83,42 @@ impl EtcdTestServer {
             dir,
             name: name.to_string(),
             initial_cluster: String::new(),
+            tls: false,
         })
+    }
+
+    /// Starts a server that takes clients only over TLS with a client
+    /// certificate (`--client-cert-auth`), all signed by a CA made for it
+    /// (with the `openssl` command); see [`Self::client_tls`].
+    pub async fn start_tls() -> Result<Self, String> {
+        let mut s = Self::prepare(&format!("sp-tls-{}", std::process::id()))?;
+        s.initial_cluster = format!("{}={}", s.name, s.peer_url());
+        s.tls = true;
+        make_certificates(&s.certs_dir())?;
+        s.spawn_and_wait().await?;
+        Ok(s)
+    }
+
+    fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// TLS settings for a client of a [`Self::start_tls`] server: its CA
+    /// and, with `client_cert`, the client certificate it accepts.
+    pub fn client_tls(&self, client_cert: bool) -> Result<EtcdTls, String> {
+        let d = self.certs_dir();
+        let (cert, key) = (d.join("client.pem"), d.join("client.key"));
+        let (cert, key) = match client_cert {
+            true => (Some(cert.as_path()), Some(key.as_path())),
+            false => (None, None),
+        };
+        EtcdTls::from_files(&d.join("ca.pem"), cert, key).map_err(|e| e.to_string())
+    }
+
+    /// Paths of the CA, client certificate and client key (PEM).
+    pub fn client_tls_files(&self) -> (PathBuf, PathBuf, PathBuf) {
+        let d = self.certs_dir();
+        (d.join("ca.pem"), d.join("client.pem"), d.join("client.key"))
     }
 
     fn peer_url(&self) -> String {
@@ -115,7 +152,14 @@ impl EtcdTestServer {
 
     /// Connects a store to this server.
     pub async fn store(&self) -> Result<EtcdStore, String> {
-        EtcdStore::connect(&[self.endpoint()])
+        let opts = EtcdOptions {
+            tls: match self.tls {
+                true => Some(self.client_tls(true)?),
+                false => None,
+            },
+            ..EtcdOptions::default()
+        };
+        EtcdStore::connect_with(&[self.endpoint()], opts)
             .await
             .map_err(|e| e.to_string())
     }
@@ -146,9 +190,21 @@ impl EtcdTestServer {
             .open(self.log_path())
             .map_err(|e| format!("etcd log file: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("etcd log file: {e}"))?;
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = self.peer_url();
-        let child = Command::new(ETCD_BIN)
+        let mut cmd = Command::new(ETCD_BIN);
+        if self.tls {
+            let d = self.certs_dir();
+            cmd.arg("--cert-file")
+                .arg(d.join("server.pem"))
+                .arg("--key-file")
+                .arg(d.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(d.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
@@ -186,6 +242,10 @@ impl EtcdTestServer {
         let opts = EtcdOptions {
             connect_timeout: Duration::from_millis(500),
             request_timeout: Duration::from_secs(1),
+            tls: match self.tls {
+                true => Some(self.client_tls(true)?),
+                false => None,
+            },
             ..EtcdOptions::default()
         };
         loop {
@@ -210,6 +270,83 @@ impl EtcdTestServer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// with the `openssl` command into `dir`.
+fn make_certificates(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("run openssl (package openssl): {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            )),
+        }
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=socketplane-test-ca",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca)?;
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let ext_file = format!("{name}.ext");
+        std::fs::write(dir.join(&ext_file), ext).map_err(|e| format!("{ext_file}: {e}"))?;
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        let subj = format!("/CN=socketplane-test-{name}");
+        let mut req = vec!["req", "-subj", &subj];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(&req)?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext_file,
+            "-out",
+            &pem,
+        ])?;
+    }
+    Ok(())
 }
 
 impl Drop for EtcdTestServer {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status, Streaming};
 
 use super::pb::etcdserverpb as rpc;
@@ -23,6 +23,15 @@ use rpc::watch_client::WatchClient;
 pub(crate) struct ConnectOptions {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// TLS for every endpoint (they become `https://`).
+    pub tls: Option<super::EtcdTls>,
+}
+
+/// The host part of `scheme://host:port`, `host:port` or `[v6]:port`.
+fn host_of(endpoint: &str) -> &str {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// A handle on an etcd cluster. Cheap to clone: all clones share one
@@ -45,12 +54,22 @@ impl Client {
     pub fn new(endpoints: &[String], opts: &ConnectOptions) -> Result<Client, String> {
         let mut list = Vec::with_capacity(endpoints.len());
         for e in endpoints {
-            let uri = if e.starts_with("http://") || e.starts_with("https://") {
-                e.clone()
-            } else {
-                format!("http://{e}")
+            let uri = match (&opts.tls, e.split_once("://")) {
+                (Some(_), Some(("http", _))) => {
+                    return Err(format!(
+                        "etcd endpoint {e:?} is plain http, but TLS is configured"
+                    ))
+                }
+                (None, Some(("https", _))) => {
+                    return Err(format!(
+                        "etcd endpoint {e:?} is https, but no CA is given (--etcd-ca)"
+                    ))
+                }
+                (_, Some(_)) => e.clone(),
+                (Some(_), None) => format!("https://{e}"),
+                (None, None) => format!("http://{e}"),
             };
-            let ep = Endpoint::from_shared(uri)
+            let mut ep = Endpoint::from_shared(uri)
                 .map_err(|err| format!("bad etcd endpoint {e:?}: {err}"))?
                 .connect_timeout(opts.connect_timeout)
                 .timeout(opts.request_timeout)
@@ -58,6 +77,17 @@ impl Client {
                 .keep_alive_timeout(Duration::from_secs(3))
                 .keep_alive_while_idle(true)
                 .tcp_nodelay(true);
+            if let Some(tls) = &opts.tls {
+                let mut cfg = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&tls.ca))
+                    .domain_name(tls.domain.clone().unwrap_or_else(|| host_of(e).to_string()));
+                if let Some((cert, key)) = &tls.identity {
+                    cfg = cfg.identity(Identity::from_pem(cert, key));
+                }
+                ep = ep
+                    .tls_config(cfg)
+                    .map_err(|err| format!("TLS settings for etcd endpoint {e:?}: {err}"))?;
+            }
             list.push(ep);
         }
         Ok(Client {
@@ -186,7 +216,14 @@ pub(crate) fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_range_end;
+    use super::{host_of, prefix_range_end};
+
+    #[test]
+    fn hosts_of_endpoints() {
+        assert_eq!(host_of("https://etcd1:2379"), "etcd1");
+        assert_eq!(host_of("127.0.0.1:2379"), "127.0.0.1");
+        assert_eq!(host_of("https://[::1]:2379"), "::1");
+    }
 
     #[test]
     fn prefix_range_ends() {

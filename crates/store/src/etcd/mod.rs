@@ -52,6 +52,60 @@ pub struct EtcdOptions {
     /// How long a watch keeps trying to re-establish itself before it ends
     /// with [`StoreError::Unavailable`].
     pub watch_retry: Duration,
+    /// TLS to etcd; `None`: plain HTTP/2.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA that signed the members' server certificates and,
+/// for etcd's `--client-cert-auth`, a client certificate and key (PEM).
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    pub ca: Vec<u8>,
+    /// Client certificate and private key, both PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the servers' certificates must carry; default: each
+    /// endpoint's host.
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls")
+            .field("client_cert", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdTls {
+    /// Reads the CA and, if given, the client certificate and key (both or
+    /// neither) from PEM files.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<EtcdTls> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                StoreError::InvalidArgument(format!("cannot read {}: {e}", p.display()))
+            })
+        };
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::InvalidArgument(
+                    "an etcd client certificate needs its key, and a key its certificate".into(),
+                ))
+            }
+        };
+        Ok(EtcdTls {
+            ca: read(ca)?,
+            identity,
+            domain: None,
+        })
+    }
 }
 
 impl Default for EtcdOptions {
@@ -60,6 +114,7 @@ impl Default for EtcdOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             watch_retry: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -81,13 +136,20 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 /// Parses `etcd://h1:2379,h2:2379` (or a bare `h1:2379,h2:2379`) into
-/// endpoints.
+/// endpoints; `etcds://…` gives `https://` endpoints (TLS).
 pub fn parse_url(url: &str) -> Result<Vec<String>> {
-    let rest = url.strip_prefix("etcd://").unwrap_or(url);
+    let (rest, tls) = match url.strip_prefix("etcds://") {
+        Some(r) => (r, true),
+        None => (url.strip_prefix("etcd://").unwrap_or(url), false),
+    };
     let endpoints: Vec<String> = rest
         .split(',')
         .map(|e| e.trim().trim_end_matches('/').to_string())
         .filter(|e| !e.is_empty())
+        .map(|e| match tls && !e.contains("://") {
+            true => format!("https://{e}"),
+            false => e,
+        })
         .collect();
     if endpoints.is_empty() {
         return Err(StoreError::InvalidArgument(format!(
@@ -125,6 +187,12 @@ impl EtcdStore {
         Self::connect(&parse_url(url)?).await
     }
 
+    /// [`from_url`](Self::from_url) with explicit options (e.g. TLS for
+    /// `etcds://h1:2379`).
+    pub async fn from_url_with(url: &str, opts: EtcdOptions) -> Result<EtcdStore> {
+        Self::connect_with(&parse_url(url)?, opts).await
+    }
+
     /// [`connect`](Self::connect) with explicit timeouts.
     pub async fn connect_with(endpoints: &[String], opts: EtcdOptions) -> Result<EtcdStore> {
         let store = Self::connect_lazy(endpoints, opts).await?;
@@ -154,6 +222,7 @@ impl EtcdStore {
         let copts = ConnectOptions {
             connect_timeout: opts.connect_timeout,
             request_timeout: opts.request_timeout,
+            tls: opts.tls.clone(),
         };
         let client = Client::new(endpoints, &copts).map_err(StoreError::InvalidArgument)?;
         Ok(EtcdStore {
