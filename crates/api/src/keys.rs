@@ -147,3 +147,12 @@ mod tests {
         assert_ne!(address("n1", ip), reservation("n1", ip));
     }
 }
+
+/// Hosts' health reports ([`crate::HealthRecord`]), by node id. Kept under a
+/// prefix of their own, beside [`PREFIX`]: the reconcilers watch `PREFIX`,
+/// and a host's report must not wake every datapath in the cluster.
+pub const HEALTH_PREFIX: &str = "/socketplane/health/v1/";
+
+pub fn health(id: &str) -> String {
+    format!("{HEALTH_PREFIX}{id}")
+}

@@ -83,7 +83,7 @@ mod types;
 mod wire;
 
 pub use config::{EmbeddedConfig, RaftTiming};
-pub use node::EmbeddedStore;
+pub use node::{EmbeddedStore, RaftProgress};
 pub use storage::LogWriteStats;
 pub use types::NodeId;
 pub use wire::TOKEN_HEADER;
