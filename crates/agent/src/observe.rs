@@ -281,7 +281,7 @@ impl Observer {
         let store = self.cluster.store().status().await.ok();
         let external = self.embedded.is_none();
         let me = self.local(None);
-        let hosts = view
+        let mut hosts: Vec<Host> = view
             .nodes
             .values()
             .map(|n| {
@@ -301,6 +301,7 @@ impl Observer {
                 }
             })
             .collect();
+        hosts.sort_by(|a, b| a.name.cmp(&b.name));
         let reserved = |net: &str| {
             let prefix = keys::reservations(net);
             view.holdings
