@@ -171,12 +171,17 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     .await?;
     let api_server = crate::local_api::serve(&cfg.socket, cluster.clone(), node.clone()).await?;
     let docker_plugin = start_docker(&cfg, &node).await?;
+    // Seeing the cluster must never stop the network: a taken port is
+    // an error in the log, not a failed start.
     let http_server = match cfg.http {
-        HttpAddr::On(addr) => Some(
-            socketplane_observe::serve(addr, observer.clone())
-                .await
-                .map_err(Error::Observe)?,
-        ),
+        HttpAddr::On(addr) => match socketplane_observe::serve(addr, observer.clone()).await {
+            Ok(h) => Some(h),
+            Err(error) => {
+                let error = Error::Observe(error);
+                tracing::error!(error = %crate::report(&error), "Not serving metrics and the topology page.");
+                None
+            }
+        },
         HttpAddr::Off => None,
     };
     let discovery = if cfg.mdns {
