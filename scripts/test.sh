@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_root scripts/test.sh
 ensure_packages \
-  iproute2 iputils-ping nftables iptables ethtool iperf3 tcpdump procps \
+  iproute2 iputils-ping nftables iptables ethtool iperf3 tcpdump procps chromium \
   etcd-server python3 python3-pip openvswitch-switch \
   docker.io busybox-static util-linux openssl \
   podman containernetworking-plugins runc

@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub reclaim_after: Option<Duration>,
     pub max_voters: usize,
     pub ovs: OvsOptions,
+    /// `--http`: metrics, health and the topology page, or off.
+    pub http: socketplane_observe::HttpAddr,
 }
 
 impl Default for AgentConfig {
@@ -62,6 +64,7 @@ impl Default for AgentConfig {
             reclaim_after: Some(Duration::from_secs(defaults::RECLAIM_AFTER_SECS)),
             max_voters: defaults::VOTERS,
             ovs: Default::default(),
+            http: Default::default(),
         }
     }
 }

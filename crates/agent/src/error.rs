@@ -48,6 +48,8 @@ pub enum Error {
     #[cfg(feature = "docker")]
     #[error("starting the Docker plugin")]
     Docker(#[source] socketplane_docker::Error),
+    #[error("starting the HTTP server (--http)")]
+    Observe(#[source] socketplane_observe::Error),
 }
 
 impl Error {

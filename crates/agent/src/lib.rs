@@ -11,6 +11,8 @@
 //!   `Control` handle
 //! - [`cluster_port`]: the TCP port for peers and Raft
 //! - [`discovery`]: peers over mDNS
+//! - [`observe`]: what the HTTP server (`--http`, `socketplane-observe`)
+//!   and `cluster status` show
 //! - the Docker plugin (`socketplane-docker`, cargo feature `docker`)
 
 pub mod cluster_port;
@@ -21,6 +23,7 @@ pub mod error;
 pub mod host;
 pub mod local_api;
 pub mod membership;
+pub mod observe;
 mod private_socket;
 mod run;
 

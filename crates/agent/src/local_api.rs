@@ -133,6 +133,9 @@ fn router(api: Api) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(deadline))
+        .layer(axum::middleware::from_fn(
+            socketplane_observe::layers::count_api,
+        ))
         .with_state(api)
 }
 
@@ -337,13 +340,15 @@ async fn attach(
     Query(q): Query<AttachQuery>,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
+    let started = std::time::Instant::now();
     let req: AttachEndpoint = parse_body(&body)?;
     api.cluster()?;
     // In a task of its own: the write and its rollback run to the end even
     // if the request is dropped.
     let cluster = api.cluster.clone();
-    let work =
-        tokio::spawn(async move { attach_and_wait(&cluster, &req, q.request_id.as_deref()).await });
+    let work = tokio::spawn(async move {
+        attach_and_wait(&cluster, &req, q.request_id.as_deref(), started).await
+    });
     match work.await {
         // The endpoint is this host's: with its host-side interface.
         Ok(r) => r.map(|(status, Json(mut info))| {
@@ -362,6 +367,7 @@ async fn attach_and_wait(
     cluster: &Arc<Cluster>,
     req: &AttachEndpoint,
     request_id: Option<&str>,
+    started: std::time::Instant,
 ) -> ApiResult<(StatusCode, Json<EndpointInfo>)> {
     let (ep, rev) = cluster.attach_request(req, request_id).await?;
     if let Err(error) = cluster.wait_endpoint(&ep.id, rev, CONVERGE_TIMEOUT).await {
@@ -372,6 +378,11 @@ async fn attach_and_wait(
         }
         return Err(error.into());
     }
+    socketplane_observe::emit(socketplane_observe::events::AttachApplied {
+        network: &ep.network,
+        endpoint: &ep.id,
+        elapsed: started.elapsed(),
+    });
     Ok((StatusCode::CREATED, Json(cluster.endpoint_info(ep).await?)))
 }
 

@@ -49,6 +49,8 @@ pub struct Node {
     pub join_tx: mpsc::UnboundedSender<SocketAddr>,
     /// Notified to stop the agent (`cluster leave`, a fatal start error).
     pub shutdown: Arc<Notify>,
+    /// What `cluster status` and the HTTP server show.
+    pub observer: Arc<crate::observe::Observer>,
 }
 
 impl Node {
@@ -213,7 +215,8 @@ impl Control for Node {
 
     async fn status(&self) -> socketplane_cluster::Result<ClusterStatus> {
         self.cluster.member()?;
-        self.cluster.status(self.embedded.is_none()).await
+        let status = self.cluster.status(self.embedded.is_none()).await?;
+        Ok(self.observer.enrich_status(status))
     }
 
     async fn join(&self, addr: &str) -> socketplane_cluster::Result<()> {

@@ -1,5 +1,5 @@
 //! Wiring: builds the parts from the configuration, starts them in order
-//! (datapath, store, cluster port, local API, Docker, discovery, then
+//! (datapath, store, cluster port, local API, Docker, HTTP, discovery, then
 //! membership, which starts the reconciler), and stops them on SIGTERM,
 //! SIGINT or `cluster leave`.
 
@@ -17,6 +17,9 @@ use crate::config::AgentConfig;
 use crate::error::{Error, Result};
 use crate::host::{self, Identity};
 use crate::membership::{parse_peer, Node};
+use crate::observe::Observer;
+use socketplane_observe::decorate::{ObservedDatapath, ObservedStore};
+use socketplane_observe::HttpAddr;
 
 /// TLS to etcd from `--etcd-ca/--etcd-cert/--etcd-key`.
 fn etcd_tls(cfg: &AgentConfig) -> Result<Option<socketplane_store::etcd::EtcdTls>> {
@@ -145,14 +148,24 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         tracing::warn!("No cluster token set: any host on this network can join the cluster.");
     }
     let advertise = SocketAddr::from((addr, cfg.listen.port()));
-    let datapath = crate::datapaths::select(&cfg.datapath, &iface, addr, &cfg.ovs).await?;
+    let observed = ObservedDatapath::new(
+        crate::datapaths::select(&cfg.datapath, &iface, addr, &cfg.ovs).await?,
+    );
+    let datapath: Arc<dyn socketplane_datapath::Datapath> = observed.clone();
     let (store, embedded) = open_store(&cfg, &identity, advertise).await?;
+    let store: Arc<dyn Store> = ObservedStore::new(store);
     let cluster = Arc::new(
         Cluster::new(store, identity.id.clone(), cfg.cluster.clone())
             .with_reclaim_after(cfg.reclaim_after),
     );
     let (join_tx, join_rx) = mpsc::unbounded_channel();
     let shutdown = Arc::new(Notify::new());
+    let observer = Observer::start(
+        cluster.clone(),
+        observed,
+        embedded.clone(),
+        cfg.token.is_none(),
+    );
     let node = Arc::new(Node {
         cluster: cluster.clone(),
         identity: identity.clone(),
@@ -166,6 +179,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         lease_ttl: cfg.lease_ttl,
         join_tx: join_tx.clone(),
         shutdown: shutdown.clone(),
+        observer: observer.clone(),
     });
 
     let cluster_server = cluster_port::serve(ClusterPort {
@@ -180,6 +194,19 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     .await?;
     let api_server = crate::local_api::serve(&cfg.socket, cluster.clone(), node.clone()).await?;
     let docker_plugin = start_docker(&cfg, &node).await?;
+    // Seeing the cluster must never stop the network: a taken port is
+    // an error in the log, not a failed start.
+    let http_server = match cfg.http {
+        HttpAddr::On(addr) => match socketplane_observe::serve(addr, observer.clone()).await {
+            Ok(h) => Some(h),
+            Err(error) => {
+                let error = Error::Observe(error);
+                tracing::error!(error = %crate::report(&error), "Not serving metrics and the topology page.");
+                None
+            }
+        },
+        HttpAddr::Off => None,
+    };
     let discovery = if cfg.mdns {
         let ad = Advertisement {
             node_name: identity.name.clone(),
@@ -216,6 +243,9 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
     }
     drop(docker_plugin);
+    if let Some(h) = http_server {
+        h.abort();
+    }
     api_server.abort();
     cluster_server.abort();
     let _ = std::fs::remove_file(&cfg.socket);

@@ -129,6 +129,15 @@ pub fn parse_block(key: &str) -> Option<Ipv4Net> {
     Ipv4Net::new(addr.parse().ok()?, len.parse().ok()?).ok()
 }
 
+/// Hosts' health reports ([`crate::HealthRecord`]), by node id. Kept under a
+/// prefix of their own, beside [`PREFIX`]: the reconcilers watch `PREFIX`,
+/// and a host's report must not wake every datapath in the cluster.
+pub const HEALTH_PREFIX: &str = "/socketplane/health/v1/";
+
+pub fn health(id: &str) -> String {
+    format!("{HEALTH_PREFIX}{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

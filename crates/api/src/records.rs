@@ -111,3 +111,26 @@ pub struct DockerNetworkRecord {
     /// it then deletes the cluster network too (if no endpoint is left).
     pub created: bool,
 }
+
+/// A host's own report of its datapath's health (at [`crate::keys::health`]),
+/// written when it changes, not on every apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    pub node: String,
+    /// The store revision its datapath had applied when it wrote this.
+    pub applied: i64,
+    /// Revisions it was behind its view then.
+    pub lag: i64,
+    /// True when it has been behind for a while (converging fails).
+    #[serde(default)]
+    pub stalled: bool,
+    /// Why its last datapath apply failed: a short reason and the message.
+    #[serde(default)]
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub reason: String,
+    pub message: String,
+}

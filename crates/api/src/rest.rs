@@ -130,6 +130,12 @@ pub struct NodeStatus {
     /// "leader", "voter", "replica" or "none".
     pub role: String,
     pub datapath: String,
+    /// Store revisions its datapath is behind, as it last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_lag: Option<i64>,
+    /// Why the node is unhealthy (dead, datapath failing); empty: healthy.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +159,27 @@ pub struct ClusterStatus {
     /// taken its workloads off the wire.
     #[serde(default)]
     pub fenced: bool,
+    /// True for a cluster without authentication (`--open`, or no token).
+    #[serde(default)]
+    pub open: bool,
+    /// Cluster-wide problems (e.g. the store); each node's are on the node.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// [`ClusterStatus::is_healthy`], as the agent saw it.
+    #[serde(default)]
+    pub healthy: bool,
+}
+
+impl ClusterStatus {
+    /// Healthy: the store is, this host is not fenced and converged every
+    /// endpoint, and every node is alive without problems.
+    pub fn is_healthy(&self) -> bool {
+        self.store.healthy
+            && !self.fenced
+            && self.endpoint_failures.is_empty()
+            && self.problems.is_empty()
+            && self.nodes.iter().all(|n| n.alive && n.problems.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,6 +57,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45);
 pub struct Client {
     socket: PathBuf,
     timeout: Duration,
+    /// Sent as `User-Agent`: the agent counts requests by origin from it.
+    origin: String,
 }
 
 impl Client {
@@ -64,12 +66,20 @@ impl Client {
         Client {
             socket: socket.to_path_buf(),
             timeout: DEFAULT_TIMEOUT,
+            origin: concat!("socketplane/", env!("CARGO_PKG_VERSION")).into(),
         }
     }
 
     /// The same client with another deadline per call.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Names the caller in the `User-Agent`, e.g. `socketplane-cni/0.1.0`
+    /// (the agent's metrics count API requests by this origin).
+    pub fn with_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = origin.into();
         self
     }
 
@@ -115,7 +125,8 @@ impl Client {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "socketplane");
+            .header("host", "socketplane")
+            .header("user-agent", self.origin.as_str());
         if has_body {
             req = req.header("content-type", "application/json");
         }

@@ -8,11 +8,37 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 use socketplane_api::rest::{ClusterStatus, CreateNetwork, NodeStatus, RemovedNode, StoreHealth};
 use socketplane_api::{defaults, keys, NodeRecord};
-use socketplane_store::{Compare, LeaseId, MemberRole, Op, StoreError, Txn};
+use socketplane_store::{Compare, LeaseId, MemberRole, Op, StoreError, StoreStatus, Txn};
 
 use crate::cluster::Cluster;
 use crate::error::{Error, ErrorKind, Result};
 use crate::records;
+
+/// A node's store role ("leader", "voter", "replica"; "client" on an
+/// external store, else "none"). The store names members by number, nodes
+/// by 16 hex digits.
+pub fn store_role(status: &StoreStatus, node_hex: &str, external_store: bool) -> String {
+    let numeric = u64::from_str_radix(node_hex, 16).ok();
+    let member = status
+        .members
+        .iter()
+        .find(|m| m.id == node_hex || (numeric.is_some() && m.id.parse::<u64>().ok() == numeric));
+    match member.map(|m| m.role) {
+        Some(MemberRole::Leader) => "leader".into(),
+        Some(MemberRole::Voter) => "voter".into(),
+        Some(MemberRole::Replica) => "replica".into(),
+        None if external_store => "client".into(),
+        None => "none".into(),
+    }
+}
+
+/// The node id of a store member (the embedded store numbers them).
+pub fn member_node_id(member: &str) -> String {
+    match member.parse::<u64>() {
+        Ok(n) => format!("{n:016x}"),
+        Err(_) => member.to_string(),
+    }
+}
 
 impl Cluster {
     /// Writes this node's record and its liveness key on a fresh lease.
@@ -151,19 +177,7 @@ impl Cluster {
             }
             Err(error) => return Err(error),
         };
-        let role_of = |node_hex: &str| -> String {
-            let numeric = u64::from_str_radix(node_hex, 16).ok();
-            let member = status.members.iter().find(|m| {
-                m.id == node_hex || (numeric.is_some() && m.id.parse::<u64>().ok() == numeric)
-            });
-            match member.map(|m| m.role) {
-                Some(MemberRole::Leader) => "leader".into(),
-                Some(MemberRole::Voter) => "voter".into(),
-                Some(MemberRole::Replica) => "replica".into(),
-                None if external_store => "client".into(),
-                None => "none".into(),
-            }
-        };
+        let role_of = |node_hex: &str| store_role(&status, node_hex, external_store);
         let mut out = Vec::new();
         for node in nodes {
             out.push(NodeStatus {
@@ -173,6 +187,8 @@ impl Cluster {
                 name: node.name,
                 addr: node.addr,
                 datapath: node.datapath,
+                applied_lag: None,
+                problems: Vec::new(),
             });
         }
         let (endpoint_failures, fenced) = match self.reconciler() {
@@ -192,12 +208,12 @@ impl Cluster {
                 backend: status.backend,
                 healthy: status.healthy,
                 // The store names members by number; show node ids.
-                leader: status.leader.map(|l| match l.parse::<u64>() {
-                    Ok(n) => format!("{n:016x}"),
-                    Err(_) => l,
-                }),
+                leader: status.leader.as_deref().map(member_node_id),
                 revision: status.revision,
             },
+            open: false,
+            problems: Vec::new(),
+            healthy: false,
         })
     }
 

@@ -54,7 +54,8 @@ pub async fn run(inv: &Invocation) -> Result<Option<Value>, Failure> {
     }
     let conf = NetConf::parse(&inv.stdin).map_err(fail)?;
     let agent = Agent {
-        client: Client::new(&conf.socket()),
+        client: Client::new(&conf.socket())
+            .with_origin(concat!("socketplane-cni/", env!("CARGO_PKG_VERSION"))),
         network: conf.network().to_string(),
     };
     match inv.command {

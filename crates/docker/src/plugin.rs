@@ -45,6 +45,9 @@ pub fn router(plugin: Plugin) -> Router {
     Router::new()
         .fallback(dispatch)
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(
+            socketplane_observe::layers::count_docker,
+        ))
         .with_state(plugin)
 }
 

@@ -151,6 +151,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<commands::Unhealthy>().is_some() => {
+            eprintln!("socketplane: {e:#}");
+            ExitCode::from(commands::Unhealthy::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("socketplane: {e:#}");
             ExitCode::FAILURE

@@ -85,7 +85,7 @@ mod wire;
 mod wire_proptest;
 
 pub use config::{EmbeddedConfig, RaftTiming};
-pub use node::EmbeddedStore;
+pub use node::{EmbeddedStore, RaftProgress};
 pub use storage::LogWriteStats;
 pub use types::NodeId;
 pub use wire::TOKEN_HEADER;

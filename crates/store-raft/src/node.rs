@@ -21,6 +21,16 @@ use crate::types::Raft;
 
 const DB_FILE: &str = "raft.redb";
 
+/// Where a node's Raft stands ([`EmbeddedStore::progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftProgress {
+    pub term: u64,
+    /// The leader's node id, if known.
+    pub leader: Option<u64>,
+    /// Log entries held but not applied yet.
+    pub apply_lag: u64,
+}
+
 /// One node of the embedded store.
 pub struct EmbeddedStore {
     pub(crate) core: Arc<Core>,
@@ -154,6 +164,18 @@ impl EmbeddedStore {
             .net
             .isolated
             .store(isolated, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Where this node's Raft stands, for monitoring.
+    pub fn progress(&self) -> RaftProgress {
+        let m = self.core.metrics();
+        let last_log = m.last_log_index.unwrap_or(0);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        RaftProgress {
+            term: m.current_term,
+            leader: m.current_leader,
+            apply_lag: last_log.saturating_sub(applied),
+        }
     }
 
     /// The index of the last entry in this node's Raft log.

@@ -116,6 +116,12 @@ pub struct AgentFlags {
     /// Open vSwitch integration bridge (default docker0-ovs).
     #[arg(long)]
     ovs_bridge: Option<String>,
+    /// Metrics, health probes and the topology page: ADDR:PORT, or `off`.
+    #[arg(long, default_value = socketplane_observe::server::DEFAULT_ADDR)]
+    http: socketplane_observe::HttpAddr,
+    /// Log format on stderr: `text` for people, `json` for log shippers.
+    #[arg(long, default_value = "text")]
+    log_format: socketplane_observe::logging::LogFormat,
 }
 
 /// "20s", "5m", "1h", or plain seconds.
@@ -169,6 +175,7 @@ impl AgentFlags {
                 ovsdb: self.ovsdb.clone(),
                 bridge: self.ovs_bridge.clone(),
             },
+            http: self.http,
         })
     }
 
@@ -197,6 +204,16 @@ impl AgentFlags {
             format!("{}s", self.reclaim_after.as_secs()),
             "--voters".into(),
             self.voters.to_string(),
+            "--http".into(),
+            match self.http {
+                socketplane_observe::HttpAddr::On(a) => a.to_string(),
+                socketplane_observe::HttpAddr::Off => "off".into(),
+            },
+            "--log-format".into(),
+            match self.log_format {
+                socketplane_observe::logging::LogFormat::Text => "text".into(),
+                socketplane_observe::logging::LogFormat::Json => "json".into(),
+            },
         ];
         if self.bootstrap {
             a.push("--bootstrap".into());
@@ -248,7 +265,7 @@ impl AgentCmd {
     pub async fn exec(self, ctx: &Context) -> anyhow::Result<()> {
         match self.action {
             None => {
-                init_logging();
+                init_logging(self.flags.log_format);
                 Ok(socketplane_agent::run(self.flags.config(&ctx.socket)?).await?)
             }
             Some(AgentAction::Start { flags }) => start(ctx, &flags).await,
@@ -258,13 +275,10 @@ impl AgentCmd {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: socketplane_observe::logging::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOCKETPLANE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    socketplane_observe::logging::init(format, filter);
 }
 
 async fn start(ctx: &Context, flags: &AgentFlags) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 use clap::Subcommand;
 use socketplane_api::rest::{AgentInfo, BindRequest, ClusterStatus, JoinRequest, RemovedNode};
 
-use super::Context;
+use super::{Context, Unhealthy};
 use crate::output::{json, table};
 
 #[derive(Subcommand)]
@@ -80,53 +80,112 @@ impl ClusterCmd {
             ClusterCmd::Status => {
                 let status: ClusterStatus = client.get("/v1/cluster").await?;
                 if ctx.json() {
+                    // Scripts read `healthy` (and each node's `problems`).
                     return json(&status);
                 }
-                println!(
-                    "Cluster {}: store {} is {} (revision {}, leader {}).",
-                    status.cluster,
-                    status.store.backend,
-                    if status.store.healthy {
-                        "healthy"
-                    } else {
-                        "UNHEALTHY"
-                    },
-                    status.store.revision,
-                    status.store.leader.as_deref().unwrap_or("none"),
-                );
-                let rows: Vec<Vec<String>> = status
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        vec![
-                            format!(
-                                "{}{}",
-                                n.name,
-                                if n.id == status.this_node { " *" } else { "" }
-                            ),
-                            n.id.clone(),
-                            n.addr.to_string(),
-                            if n.alive { "alive" } else { "dead" }.into(),
-                            n.role.clone(),
-                            n.datapath.clone(),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &["NODE", "ID", "ADDRESS", "STATE", "STORE ROLE", "DATAPATH"],
-                    &rows,
-                );
-                if status.fenced {
-                    println!("This host is FENCED: cut off from the cluster's majority, its workloads are off the wire until it is back.");
-                }
-                for p in &status.endpoint_failures {
-                    println!(
-                        "Endpoint {} failed to converge ({} attempts, retrying): {}",
-                        p.id, p.attempts, p.reason
-                    );
+                print_status(&status);
+                if !status.is_healthy() {
+                    let n = status.problems.len()
+                        + status.nodes.iter().map(|n| n.problems.len()).sum::<usize>()
+                        + status.endpoint_failures.len()
+                        + usize::from(status.fenced);
+                    return Err(Unhealthy(format!(
+                        "cluster {} is unhealthy ({n} problem(s))",
+                        status.cluster
+                    ))
+                    .into());
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// `cluster status` for people: the cluster, a row per node, then every
+/// problem with its reason.
+fn print_status(status: &ClusterStatus) {
+    println!(
+        "Cluster {} ({}): store {} is {} (revision {}, leader {}).",
+        status.cluster,
+        if status.open {
+            "OPEN: no authentication"
+        } else {
+            "secured"
+        },
+        status.store.backend,
+        if status.store.healthy {
+            "healthy"
+        } else {
+            "UNHEALTHY"
+        },
+        status.store.revision,
+        status.store.leader.as_deref().unwrap_or("none"),
+    );
+    let rows: Vec<Vec<String>> = status
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                format!(
+                    "{}{}",
+                    n.name,
+                    if n.id == status.this_node { " *" } else { "" }
+                ),
+                n.id.clone(),
+                n.addr.to_string(),
+                if n.alive { "alive" } else { "dead" }.into(),
+                n.role.clone(),
+                n.applied_lag.map_or_else(|| "-".into(), |l| l.to_string()),
+                n.datapath.clone(),
+                if n.problems.is_empty() {
+                    "ok".into()
+                } else {
+                    format!("{} problem(s)", n.problems.len())
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NODE",
+            "ID",
+            "ADDRESS",
+            "STATE",
+            "STORE ROLE",
+            "LAG",
+            "DATAPATH",
+            "HEALTH",
+        ],
+        &rows,
+    );
+    let problems: Vec<String> = status
+        .problems
+        .iter()
+        .cloned()
+        .chain(
+            status
+                .nodes
+                .iter()
+                .flat_map(|n| n.problems.iter().map(move |p| format!("{}: {p}", n.name))),
+        )
+        .collect();
+    if status.fenced {
+        println!("This host is FENCED: cut off from the cluster's majority, its workloads are off the wire until it is back.");
+    }
+    for p in &status.endpoint_failures {
+        println!(
+            "Endpoint {} failed to converge ({} attempts, retrying): {}",
+            p.id, p.attempts, p.reason
+        );
+    }
+    if problems.is_empty() && status.is_healthy() {
+        println!("Healthy.");
+    } else if problems.is_empty() {
+        println!("Unhealthy.");
+    } else {
+        println!("Problems:");
+        for p in problems {
+            println!("  - {p}");
+        }
     }
 }
