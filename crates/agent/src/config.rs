@@ -36,6 +36,7 @@ pub struct AgentConfig {
     pub reclaim_after: Option<Duration>,
     pub max_voters: usize,
     pub ovs: OvsOptions,
+    pub dns: crate::dns::DnsOptions,
 }
 
 impl Default for AgentConfig {
@@ -59,6 +60,7 @@ impl Default for AgentConfig {
             reclaim_after: Some(Duration::from_secs(defaults::RECLAIM_AFTER_SECS)),
             max_voters: defaults::VOTERS,
             ovs: Default::default(),
+            dns: Default::default(),
         }
     }
 }

@@ -11,12 +11,14 @@
 //!   `Control` handle
 //! - [`cluster_port`]: the TCP port for peers and Raft
 //! - [`discovery`]: peers over mDNS
+//! - [`dns`]: names on every network's gateway (`socketplane-dns`)
 //! - the Docker plugin (`socketplane-docker`, cargo feature `docker`)
 
 pub mod cluster_port;
 pub mod config;
 pub mod datapaths;
 pub mod discovery;
+pub mod dns;
 pub mod error;
 pub mod host;
 pub mod local_api;

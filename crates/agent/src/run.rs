@@ -1,5 +1,5 @@
 //! Wiring: builds the parts from the configuration, starts them in order
-//! (datapath, store, cluster port, local API, Docker, discovery, then
+//! (datapath, store, cluster port, local API, Docker, DNS, discovery, then
 //! membership, which starts the reconciler), and stops them on SIGTERM,
 //! SIGINT or `cluster leave`.
 
@@ -157,6 +157,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     .await?;
     let api_server = crate::local_api::serve(&cfg.socket, cluster.clone(), node.clone()).await?;
     let docker_plugin = start_docker(&cfg, &node).await?;
+    let dns = crate::dns::start(&cfg.dns, cluster.clone());
     let discovery = if cfg.mdns {
         let ad = Advertisement {
             node_name: identity.name.clone(),
@@ -191,6 +192,9 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     if let Some(d) = discovery {
         // Sends goodbye packets; may block for a few seconds.
         let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
+    }
+    if let Some(d) = dns {
+        d.abort();
     }
     drop(docker_plugin);
     api_server.abort();

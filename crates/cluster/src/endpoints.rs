@@ -75,6 +75,7 @@ impl Cluster {
             origin: req.origin.clone(),
             pod_namespace: req.pod_namespace.clone(),
             pod_name: req.pod_name.clone(),
+            aliases: Vec::new(),
         };
         let mut record = template.clone();
         let (_, revision) = self
