@@ -24,7 +24,7 @@ while True:
     if name == NAME and qtype == 1:
         answer = b"\xc0\x0c" + (1).to_bytes(2, "big") + (1).to_bytes(2, "big") \
             + (30).to_bytes(4, "big") + (4).to_bytes(2, "big") + socket.inet_aton(ANSWER)
-        counts = (1).to_bytes(2, "big") + (1).to_bytes(2, "big") + b"\0\0\0\0\0\0"
+        counts = (1).to_bytes(2, "big") + (1).to_bytes(2, "big") + b"\0\0\0\0"
     else:
         answer = b""
         flags |= 0 if name == NAME else 3  # NXDOMAIN
