@@ -68,9 +68,11 @@ impl Upstreams {
 
 /// Parses `IP` or `IP:PORT` (port 53 by default).
 pub fn parse_upstream(s: &str) -> Option<SocketAddr> {
-    s.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| s.parse::<Ipv4Addr>().ok().map(|ip| SocketAddr::from((ip, 53))))
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.parse::<Ipv4Addr>()
+            .ok()
+            .map(|ip| SocketAddr::from((ip, 53)))
+    })
 }
 
 pub struct Forwarder {
@@ -160,7 +162,9 @@ async fn ask(server: SocketAddr, bytes: &[u8], id: u16, query: &Query) -> Result
         let what = format!("{what} {server}");
         move |source| Error::Io { what, source }
     };
-    let socket = UdpSocket::bind(bind).await.map_err(io("binding a socket for"))?;
+    let socket = UdpSocket::bind(bind)
+        .await
+        .map_err(io("binding a socket for"))?;
     socket.connect(server).await.map_err(io("connecting to"))?;
     socket.send(bytes).await.map_err(io("sending to"))?;
     let mut buf = vec![0u8; usize::from(UDP_PAYLOAD).max(4096)];
@@ -189,15 +193,23 @@ async fn ask_tcp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message> {
         let what = format!("{what} {server} over TCP");
         move |source| Error::Io { what, source }
     };
-    let mut stream = TcpStream::connect(server).await.map_err(io("connecting to"))?;
+    let mut stream = TcpStream::connect(server)
+        .await
+        .map_err(io("connecting to"))?;
     let len = u16::try_from(bytes.len()).map_err(|_| Error::Upstream("query too long".into()))?;
     let mut framed = len.to_be_bytes().to_vec();
     framed.extend_from_slice(bytes);
     stream.write_all(&framed).await.map_err(io("sending to"))?;
     let mut len = [0u8; 2];
-    stream.read_exact(&mut len).await.map_err(io("receiving from"))?;
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(io("receiving from"))?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream.read_exact(&mut buf).await.map_err(io("receiving from"))?;
+    stream
+        .read_exact(&mut buf)
+        .await
+        .map_err(io("receiving from"))?;
     let answer = Message::from_vec(&buf).map_err(|e| Error::Upstream(e.to_string()))?;
     if answer.metadata.id != id {
         return Err(Error::Upstream("answer over TCP to another query".into()));
@@ -227,8 +239,14 @@ mod tests {
             ]
         );
         assert_eq!(u.attempts, 3);
-        assert_eq!(parse_upstream("1.2.3.4"), Some("1.2.3.4:53".parse().unwrap()));
-        assert_eq!(parse_upstream("1.2.3.4:5353"), Some("1.2.3.4:5353".parse().unwrap()));
+        assert_eq!(
+            parse_upstream("1.2.3.4"),
+            Some("1.2.3.4:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("1.2.3.4:5353"),
+            Some("1.2.3.4:5353".parse().unwrap())
+        );
         assert_eq!(parse_upstream("x"), None);
     }
 }

@@ -9,7 +9,7 @@
 //! - [`forward`]: the host's resolvers (resolv.conf), with a time budget
 //! - [`limit`]: a token bucket per source
 //! - [`server`]: the service on its own thread, one server per gateway
-//! - [`error`]: [`Error`]
+//! - [`error`]: the crate's [`Error`]
 
 pub mod error;
 pub mod forward;

@@ -156,22 +156,28 @@ async fn follow(
 /// A server for one gateway. The sockets bind with IP_FREEBIND, so they
 /// may come up before the datapath has put the address on its device.
 fn bind(handler: Handler, addr: SocketAddr) -> Result<Server<Handler>> {
-    let io = |what: &'static str| move |source| Error::Io {
-        what: format!("{what} {addr}"),
-        source,
+    let io = |what: &'static str| {
+        move |source| Error::Io {
+            what: format!("{what} {addr}"),
+            source,
+        }
     };
-    let udp = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(io("opening UDP"))?;
+    let udp =
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(io("opening UDP"))?;
     udp.set_freebind_v4(true).map_err(io("IP_FREEBIND for"))?;
-    udp.set_reuse_address(true).map_err(io("SO_REUSEADDR for"))?;
+    udp.set_reuse_address(true)
+        .map_err(io("SO_REUSEADDR for"))?;
     // Room for bursts; the kernel caps it at net.core.rmem_max.
     let _ = udp.set_recv_buffer_size(1 << 21);
     udp.set_nonblocking(true).map_err(io("non-blocking"))?;
     udp.bind(&addr.into()).map_err(io("binding UDP"))?;
     let udp = tokio::net::UdpSocket::from_std(udp.into()).map_err(io("registering UDP"))?;
 
-    let tcp = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(io("opening TCP"))?;
+    let tcp =
+        Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(io("opening TCP"))?;
     tcp.set_freebind_v4(true).map_err(io("IP_FREEBIND for"))?;
-    tcp.set_reuse_address(true).map_err(io("SO_REUSEADDR for"))?;
+    tcp.set_reuse_address(true)
+        .map_err(io("SO_REUSEADDR for"))?;
     tcp.set_nonblocking(true).map_err(io("non-blocking"))?;
     tcp.bind(&addr.into()).map_err(io("binding TCP"))?;
     tcp.listen(1024).map_err(io("listening on"))?;

@@ -41,7 +41,10 @@ impl Zone {
     /// including `NAME.OTHER-NETWORK`, is forwarded, so another network's
     /// names are never answered from here.
     pub fn lookup(&self, qname: &str) -> Lookup<'_> {
-        let q = qname.strip_suffix('.').unwrap_or(qname).to_ascii_lowercase();
+        let q = qname
+            .strip_suffix('.')
+            .unwrap_or(qname)
+            .to_ascii_lowercase();
         if q.is_empty() {
             return Lookup::Forward;
         }
@@ -61,7 +64,9 @@ impl Zone {
 
     /// Every name in the zone (for logs and tests).
     pub fn names(&self) -> impl Iterator<Item = (&str, &[Ipv4Addr])> {
-        self.names.iter().map(|(n, ips)| (n.as_str(), ips.as_slice()))
+        self.names
+            .iter()
+            .map(|(n, ips)| (n.as_str(), ips.as_slice()))
     }
 }
 
@@ -145,15 +150,18 @@ mod tests {
                 NetworkRecord {
                     id: id.into(),
                     name: name.into(),
-                    subnet: format!("{}/16", gw).parse::<ipnet::Ipv4Net>().unwrap().trunc(),
+                    subnet: format!("{}/16", gw)
+                        .parse::<ipnet::Ipv4Net>()
+                        .unwrap()
+                        .trunc(),
                     gateway: gw.parse().unwrap(),
                     vni: 1,
                     mtu: None,
                 },
             );
         }
-        let ep = |id: &str, net: &str, ip: &str, name: Option<&str>, aliases: &[&str]| {
-            EndpointRecord {
+        let ep =
+            |id: &str, net: &str, ip: &str, name: Option<&str>, aliases: &[&str]| EndpointRecord {
                 id: id.into(),
                 network: net.into(),
                 node: "a".into(),
@@ -164,8 +172,7 @@ mod tests {
                 netns: None,
                 ifname: "eth0".into(),
                 aliases: aliases.iter().map(|a| a.to_string()).collect(),
-            }
-        };
+            };
         for e in [
             ep("e1", "n1", "10.2.0.5", Some("Web"), &["www"]),
             ep("e2", "n1", "10.2.0.6", Some("web"), &[]),
@@ -196,6 +203,9 @@ mod tests {
         let red = zones.get("n2").unwrap();
         assert_eq!(red.lookup("web"), Lookup::NxDomain);
         assert!(zones.is_gateway("10.3.0.1".parse().unwrap()));
-        assert!(!zones.by_network.values().any(|z| z.names().any(|(n, _)| n == "ghost")));
+        assert!(!zones
+            .by_network
+            .values()
+            .any(|z| z.names().any(|(n, _)| n == "ghost")));
     }
 }

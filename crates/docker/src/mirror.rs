@@ -376,7 +376,12 @@ impl Mirror {
 
 /// A container's `--network-alias` names on one endpoint (also answered in
 /// DNS). Only inspecting the container shows them, not the listing.
-async fn aliases(docker: &Docker, container: &str, endpoint: &str, name: Option<&str>) -> Vec<String> {
+async fn aliases(
+    docker: &Docker,
+    container: &str,
+    endpoint: &str,
+    name: Option<&str>,
+) -> Vec<String> {
     let Ok(c) = docker.inspect_container(container, None).await else {
         return Vec::new();
     };

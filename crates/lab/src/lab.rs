@@ -383,8 +383,7 @@ impl Lab {
     ) -> Result<()> {
         let w = self.workload(name)?;
         let dir = workload::etc_dir(&w.netns);
-        fs::create_dir_all(&dir)
-            .map_err(io_err(format!("cannot create {}", dir.display())))?;
+        fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
         let path = dir.join("resolv.conf");
         fs::write(
             &path,

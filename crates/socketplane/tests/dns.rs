@@ -33,7 +33,12 @@ impl Drop for Killed {
 fn start_upstream(lab: &Lab) -> Killed {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &lab.outside_netns(), "python3", UPSTREAM])
-        .args([&OUTSIDE_REMOTE_IP.to_string(), "53", OUTSIDE_NAME, OUTSIDE_ANSWER])
+        .args([
+            &OUTSIDE_REMOTE_IP.to_string(),
+            "53",
+            OUTSIDE_NAME,
+            OUTSIDE_ANSWER,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the upstream resolver");
@@ -50,9 +55,16 @@ struct Dns {
 
 /// `dig` in a workload: (status, answers).
 fn dig(lab: &Lab, workload: &str, args: &[&str]) -> (String, Vec<String>, Duration) {
-    let mut argv: Vec<String> = ["dig", "+tries=1", "+time=5", "+noall", "+answer", "+comments"]
-        .map(String::from)
-        .to_vec();
+    let mut argv: Vec<String> = [
+        "dig",
+        "+tries=1",
+        "+time=5",
+        "+noall",
+        "+answer",
+        "+comments",
+    ]
+    .map(String::from)
+    .to_vec();
     argv.extend(args.iter().map(|a| a.to_string()));
     let started = Instant::now();
     let out = lab.workload_exec(workload, &argv).expect("dig");
@@ -83,7 +95,9 @@ impl Dns {
         let netns = self.t.lab_mut().add_workload(host, ns).expect("workload");
         let ep: EndpointInfo = self.t.sp_json(
             host,
-            &["endpoint", "attach", "--netns", &netns, "-n", network, "--name", name],
+            &[
+                "endpoint", "attach", "--netns", &netns, "-n", network, "--name", name,
+            ],
         );
         self.lab()
             .set_workload_resolver(ns, ep.gateway, network)
@@ -105,7 +119,9 @@ fn dns_names_across_hosts() {
     let mut config = LabConfig::new(&name, 3, BIN);
     config.datapath = "linux".into();
     config.agent_args = test_agent_args(LEASE_TTL);
-    config.agent_args.extend(["--dns-upstream".into(), OUTSIDE_REMOTE_IP.to_string()]);
+    config
+        .agent_args
+        .extend(["--dns-upstream".into(), OUTSIDE_REMOTE_IP.to_string()]);
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
     let t = TestLab {
         lab: Some(Lab::up(config).expect("lab up")),
@@ -113,8 +129,10 @@ fn dns_names_across_hosts() {
     t.wait_for_nodes(0, 3, FORMATION);
     let mut upstream = Some(start_upstream(t.lab()));
     let mut d = Dns { t };
-    d.t.sp(0, &["network", "create", "blue", "10.53.0.0/24"]).expect("blue");
-    d.t.sp(0, &["network", "create", "red", "10.54.0.0/24"]).expect("red");
+    d.t.sp(0, &["network", "create", "blue", "10.53.0.0/24"])
+        .expect("blue");
+    d.t.sp(0, &["network", "create", "red", "10.54.0.0/24"])
+        .expect("red");
     let alpha = d.attach(0, "alpha", "blue", "alpha");
     let beta = d.attach(1, "beta", "blue", "beta");
     let gamma = d.attach(2, "gamma", "blue", "gamma");
@@ -123,7 +141,8 @@ fn dns_names_across_hosts() {
 
     // Host 1 and host 3 resolve each other by NAME and NAME.NETWORK.
     assert!(
-        wait_until(Duration::from_secs(5), || d.ips("alpha", "gamma") == [g_ip.clone()]),
+        wait_until(Duration::from_secs(5), || d.ips("alpha", "gamma")
+            == [g_ip.clone()]),
         "alpha does not resolve gamma: {:?}\n{}",
         dig(d.lab(), "alpha", &["gamma"]),
         d.t.agent_logs()
@@ -132,7 +151,10 @@ fn dns_names_across_hosts() {
     assert_eq!(d.ips("gamma", "alpha"), [a_ip.clone()]);
     assert_eq!(d.ips("gamma", "ALPHA.blue."), [a_ip.clone()]);
     // Over TCP too (the fencing lets TCP 53 to the own gateway through).
-    assert_eq!(dig(d.lab(), "gamma", &["+tcp", "alpha.blue"]).1, [a_ip.clone()]);
+    assert_eq!(
+        dig(d.lab(), "gamma", &["+tcp", "alpha.blue"]).1,
+        [a_ip.clone()]
+    );
     // A second resolver: busybox nslookup (through resolv.conf's search).
     let out = d
         .lab()
@@ -151,7 +173,11 @@ fn dns_names_across_hosts() {
     assert!(dig(d.lab(), "rose", &["alpha"]).1.is_empty());
     assert_eq!(d.ips("rose", "rose"), [rose.endpoint.ip.to_string()]);
     // The gateway of another network does not answer a workload at all.
-    let (status, _, _) = dig(d.lab(), "alpha", &["+time=1", &format!("@{}", rose.gateway), "rose"]);
+    let (status, _, _) = dig(
+        d.lab(),
+        "alpha",
+        &["+time=1", &format!("@{}", rose.gateway), "rose"],
+    );
     assert_eq!(status, "NONE", "red's gateway answered a blue workload");
     // Outside names go to the upstream.
     assert_eq!(d.ips("alpha", OUTSIDE_NAME), [OUTSIDE_ANSWER]);
@@ -168,12 +194,23 @@ fn dns_names_across_hosts() {
     );
     // After detach, the name is gone within 1 s on every host.
     let netns = d.lab().workload("twin").unwrap().netns_path();
-    d.t.sp(1, &["endpoint", "detach", "--netns", &netns.to_string_lossy(), "-n", "blue"])
-        .expect("detach");
+    d.t.sp(
+        1,
+        &[
+            "endpoint",
+            "detach",
+            "--netns",
+            &netns.to_string_lossy(),
+            "-n",
+            "blue",
+        ],
+    )
+    .expect("detach");
     let detached = Instant::now();
     for w in ["alpha", "beta", "gamma"] {
         assert!(
-            wait_until(Duration::from_secs(1), || d.ips(w, "gamma") == [g_ip.clone()]),
+            wait_until(Duration::from_secs(1), || d.ips(w, "gamma")
+                == [g_ip.clone()]),
             "{w} still sees the detached gamma"
         );
     }
@@ -194,17 +231,34 @@ fn dns_names_across_hosts() {
     // Bad input: malformed and oversized packets, then a flood from one
     // workload while another asks and the agent's local API answers.
     let abuse = |w: &str, args: &[&str]| {
-        let mut argv = vec!["python3".to_string(), ABUSE.to_string(), alpha.gateway.to_string()];
+        let mut argv = vec![
+            "python3".to_string(),
+            ABUSE.to_string(),
+            alpha.gateway.to_string(),
+        ];
         argv.extend(args.iter().map(|a| a.to_string()));
         d.lab().workload_exec(w, &argv).expect("abuse")
     };
     let out = abuse("alpha", &["junk"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(d.ips("alpha", "gamma"), [g_ip.clone()], "after junk");
     let flood = {
         let ns = d.lab().workload("alpha").unwrap().netns.clone();
         Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", ABUSE, &alpha.gateway.to_string(), "flood", "3"])
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "python3",
+                ABUSE,
+                &alpha.gateway.to_string(),
+                "flood",
+                "3",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .expect("flood")
@@ -213,18 +267,26 @@ fn dns_names_across_hosts() {
     let mut slowest = Duration::ZERO;
     for _ in 0..10 {
         let (status, answers, took) = dig(d.lab(), "gamma", &["alpha"]);
-        assert_eq!((status.as_str(), answers), ("NOERROR", vec![a_ip.clone()]), "during the flood");
+        assert_eq!(
+            (status.as_str(), answers),
+            ("NOERROR", vec![a_ip.clone()]),
+            "during the flood"
+        );
         slowest = slowest.max(took);
         let started = Instant::now();
-        d.t.sp(0, &["endpoint", "list"]).expect("local API during the flood");
+        d.t.sp(0, &["endpoint", "list"])
+            .expect("local API during the flood");
         slowest = slowest.max(started.elapsed());
     }
     eprintln!("slowest answer during the flood: {slowest:?}");
     assert!(slowest < Duration::from_secs(1), "{slowest:?}");
     let out = flood.wait_with_output_ref();
     eprintln!("flood: {out} queries sent in 3 s");
-    assert!(wait_until(Duration::from_secs(2), || d.ips("alpha", "gamma") == [g_ip.clone()]),
-        "alpha's own queries work again after its flood");
+    assert!(
+        wait_until(Duration::from_secs(2), || d.ips("alpha", "gamma")
+            == [g_ip.clone()]),
+        "alpha's own queries work again after its flood"
+    );
     for host in 0..3 {
         assert!(d.lab().agent_running(host), "agent {host} died");
     }

@@ -600,8 +600,19 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
         .gateway
         .to_string();
     d1.ok(&[
-        "run", "-d", "--name", "y1", "--network", "blue", "--dns", &gateway,
-        "--network-alias", "web", IMAGE, "sleep", "1000",
+        "run",
+        "-d",
+        "--name",
+        "y1",
+        "--network",
+        "blue",
+        "--dns",
+        &gateway,
+        "--network-alias",
+        "web",
+        IMAGE,
+        "sleep",
+        "1000",
     ]);
     let argv: Vec<String> = [
         "env".to_string(),
@@ -615,9 +626,14 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
     .chain(["-d", "--name", "y2", IMAGE, "sleep", "1000"].map(String::from))
     .collect();
     let out = t.lab().exec(1, &argv).expect("socketplane run");
-    assert!(out.status.success(), "socketplane run: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "socketplane run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let by_name = |d: &Dockerd, from: &str, to: &str| {
-        d.docker(&["exec", from, "ping", "-c", "1", "-W", "1", to]).is_ok()
+        d.docker(&["exec", from, "ping", "-c", "1", "-W", "1", to])
+            .is_ok()
     };
     assert!(
         wait_until(Duration::from_secs(5), || by_name(d1, "y1", "y2")),

@@ -64,9 +64,7 @@ pub async fn run(ctx: &Context, network: &str, args: &[String]) -> anyhow::Resul
         "--network".to_string(),
         docker_network(network),
     ];
-    let names_dns = args
-        .iter()
-        .any(|a| a == "--dns" || a.starts_with("--dns="));
+    let names_dns = args.iter().any(|a| a == "--dns" || a.starts_with("--dns="));
     if !names_dns {
         let path = format!("/v1/networks/{}", segment(network));
         match ctx.client().get::<NetworkInfo>(&path).await {
