@@ -142,18 +142,18 @@ fn dns_names_across_hosts() {
     // Host 1 and host 3 resolve each other by NAME and NAME.NETWORK.
     assert!(
         wait_until(Duration::from_secs(5), || d.ips("alpha", "gamma")
-            == [g_ip.clone()]),
+            == [g_ip.as_str()]),
         "alpha does not resolve gamma: {:?}\n{}",
         dig(d.lab(), "alpha", &["gamma"]),
         d.t.agent_logs()
     );
-    assert_eq!(d.ips("alpha", "gamma.blue"), [g_ip.clone()]);
-    assert_eq!(d.ips("gamma", "alpha"), [a_ip.clone()]);
-    assert_eq!(d.ips("gamma", "ALPHA.blue."), [a_ip.clone()]);
+    assert_eq!(d.ips("alpha", "gamma.blue"), [g_ip.as_str()]);
+    assert_eq!(d.ips("gamma", "alpha"), [a_ip.as_str()]);
+    assert_eq!(d.ips("gamma", "ALPHA.blue."), [a_ip.as_str()]);
     // Over TCP too (the fencing lets TCP 53 to the own gateway through).
     assert_eq!(
         dig(d.lab(), "gamma", &["+tcp", "alpha.blue"]).1,
-        [a_ip.clone()]
+        [a_ip.as_str()]
     );
     // A second resolver: busybox nslookup (through resolv.conf's search).
     let out = d
@@ -210,7 +210,7 @@ fn dns_names_across_hosts() {
     for w in ["alpha", "beta", "gamma"] {
         assert!(
             wait_until(Duration::from_secs(1), || d.ips(w, "gamma")
-                == [g_ip.clone()]),
+                == [g_ip.as_str()]),
             "{w} still sees the detached gamma"
         );
     }
@@ -245,7 +245,7 @@ fn dns_names_across_hosts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(d.ips("alpha", "gamma"), [g_ip.clone()], "after junk");
+    assert_eq!(d.ips("alpha", "gamma"), [g_ip.as_str()], "after junk");
     let flood = {
         let ns = d.lab().workload("alpha").unwrap().netns.clone();
         Command::new("ip")
@@ -284,7 +284,7 @@ fn dns_names_across_hosts() {
     eprintln!("flood: {out} queries sent in 3 s");
     assert!(
         wait_until(Duration::from_secs(2), || d.ips("alpha", "gamma")
-            == [g_ip.clone()]),
+            == [g_ip.as_str()]),
         "alpha's own queries work again after its flood"
     );
     for host in 0..3 {
