@@ -172,6 +172,9 @@ mod tests {
                 netns: None,
                 ifname: "eth0".into(),
                 aliases: aliases.iter().map(|a| a.to_string()).collect(),
+                origin: None,
+                pod_namespace: None,
+                pod_name: None,
             };
         for e in [
             ep("e1", "n1", "10.2.0.5", Some("Web"), &["www"]),

@@ -54,6 +54,9 @@ fn view(endpoints: &[(&str, &str)]) -> Arc<ClusterView> {
                 netns: None,
                 ifname: "eth0".into(),
                 aliases: Vec::new(),
+                origin: None,
+                pod_namespace: None,
+                pod_name: None,
             },
         );
     }
