@@ -283,7 +283,8 @@ fn dns_names_across_hosts() {
     let out = flood.wait_with_output_ref();
     eprintln!("flood: {out} queries sent in 3 s");
     assert!(
-        wait_until(Duration::from_secs(2), || d.ips("alpha", "gamma")
+        // One dig dropped while the bucket refills waits out its own 5 s.
+        wait_until(Duration::from_secs(12), || d.ips("alpha", "gamma")
             == [g_ip.as_str()]),
         "alpha's own queries work again after its flood"
     );
