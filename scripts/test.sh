@@ -12,7 +12,7 @@ ensure_packages \
   iproute2 iputils-ping nftables iptables ethtool iperf3 tcpdump procps chromium \
   etcd-server python3 python3-pip openvswitch-switch \
   docker.io busybox-static util-linux openssl \
-  podman containernetworking-plugins runc
+  podman containernetworking-plugins runc bind9-dnsutils
 
 # An independent mDNS implementation to check our advertisements against,
 # at the one version the tests pin (crates/testkit/src/zeroconf.rs).

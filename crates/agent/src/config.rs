@@ -40,6 +40,7 @@ pub struct AgentConfig {
     pub ovs: OvsOptions,
     /// `--http`: metrics, health and the topology page, or off.
     pub http: socketplane_observe::HttpAddr,
+    pub dns: crate::dns::DnsOptions,
 }
 
 impl Default for AgentConfig {
@@ -65,6 +66,7 @@ impl Default for AgentConfig {
             max_voters: defaults::VOTERS,
             ovs: Default::default(),
             http: Default::default(),
+            dns: Default::default(),
         }
     }
 }

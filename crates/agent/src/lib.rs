@@ -13,12 +13,14 @@
 //! - [`discovery`]: peers over mDNS
 //! - [`observe`]: what the HTTP server (`--http`, `socketplane-observe`)
 //!   and `cluster status` show
+//! - [`dns`]: names on every network's gateway (`socketplane-dns`)
 //! - the Docker plugin (`socketplane-docker`, cargo feature `docker`)
 
 pub mod cluster_port;
 pub mod config;
 pub mod datapaths;
 pub mod discovery;
+pub mod dns;
 pub mod error;
 pub mod host;
 pub mod local_api;

@@ -1,5 +1,5 @@
 //! Wiring: builds the parts from the configuration, starts them in order
-//! (datapath, store, cluster port, local API, Docker, HTTP, discovery, then
+//! (datapath, store, cluster port, local API, Docker, HTTP, DNS, discovery, then
 //! membership, which starts the reconciler), and stops them on SIGTERM,
 //! SIGINT or `cluster leave`.
 
@@ -207,6 +207,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         },
         HttpAddr::Off => None,
     };
+    let dns = crate::dns::start(&cfg.dns, cluster.clone());
     let discovery = if cfg.mdns {
         let ad = Advertisement {
             node_name: identity.name.clone(),
@@ -241,6 +242,9 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     if let Some(d) = discovery {
         // Sends goodbye packets; may block for a few seconds.
         let _ = tokio::task::spawn_blocking(move || d.shutdown()).await;
+    }
+    if let Some(d) = dns {
+        d.abort();
     }
     drop(docker_plugin);
     if let Some(h) = http_server {

@@ -74,6 +74,10 @@ pub struct EndpointRecord {
     pub pod_namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// More names the endpoint answers to in its network's DNS (Docker's
+    /// `--network-alias`), besides [`EndpointRecord::name`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// [`EndpointRecord::origin`] of attachments made by the CNI plugin.

@@ -104,6 +104,12 @@ impl Cluster {
         self.reconciler.get().map(|h| h.view.borrow().clone())
     }
 
+    /// Every new cluster view as the reconciler publishes it (e.g. for the
+    /// DNS front end), once the reconciler runs.
+    pub fn watch_view(&self) -> Option<watch::Receiver<Arc<ClusterView>>> {
+        self.reconciler.get().map(|h| h.view.clone())
+    }
+
     /// Waits until this host's datapath reflects `revision` (e.g. an attach
     /// just written).
     pub async fn wait_applied(&self, revision: Revision, timeout: Duration) -> Result<()> {

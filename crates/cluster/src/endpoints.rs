@@ -77,6 +77,7 @@ impl Cluster {
             origin: req.origin.clone(),
             pod_namespace: req.pod_namespace.clone(),
             pod_name: req.pod_name.clone(),
+            aliases: Vec::new(),
         };
         let mut record = template.clone();
         let (_, revision) = self
@@ -217,18 +218,20 @@ impl Cluster {
         Ok(())
     }
 
-    /// Records which container an endpoint belongs to (the Docker plugin
-    /// learns it only after the container started). No-op if the endpoint
-    /// is gone or changed meanwhile.
+    /// Records which container an endpoint belongs to, and its network
+    /// aliases (the Docker plugin learns them only after the container
+    /// started). No-op if the endpoint is gone or changed meanwhile.
     pub async fn set_endpoint_owner(
         &self,
         id: &str,
         name: Option<String>,
         container_id: Option<String>,
+        aliases: Vec<String>,
     ) -> Result<()> {
         let (mut ep, rev) = self.get_endpoint(id).await?;
         ep.name = name;
         ep.container_id = container_id;
+        ep.aliases = aliases;
         let txn = Txn::new()
             .when(Compare::mod_revision(keys::endpoint(id), rev))
             .then(Op::put(keys::endpoint(id), records::encode(&ep)?));

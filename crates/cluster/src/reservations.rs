@@ -122,6 +122,7 @@ impl Cluster {
             origin: req.origin.clone(),
             pod_namespace: req.pod_namespace.clone(),
             pod_name: req.pod_name.clone(),
+            aliases: Vec::new(),
         };
         let reservation = keys::reservation(&network.id, ip);
         let alive = self.own_liveness().await?;

@@ -264,6 +264,7 @@ mod tests {
             origin: None,
             pod_namespace: None,
             pod_name: None,
+            aliases: Vec::new(),
         };
         let kvs = vec![
             kv(keys::network("web"), &net, 1),

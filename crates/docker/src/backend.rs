@@ -48,6 +48,7 @@ pub trait Backend: Send + Sync + 'static {
         id: &str,
         name: Option<String>,
         container_id: Option<String>,
+        aliases: Vec<String>,
     ) -> Result<()>;
     /// The interface names this host's datapath gives an endpoint.
     fn endpoint_ifnames(&self, id: &str) -> EndpointIfnames;
@@ -154,9 +155,10 @@ impl Backend for ClusterBackend {
         id: &str,
         name: Option<String>,
         container_id: Option<String>,
+        aliases: Vec<String>,
     ) -> Result<()> {
         self.cluster()?
-            .set_endpoint_owner(id, name, container_id)
+            .set_endpoint_owner(id, name, container_id, aliases)
             .await
     }
     fn endpoint_ifnames(&self, id: &str) -> EndpointIfnames {

@@ -328,9 +328,13 @@ impl Mirror {
             match known.get(&ep.id) {
                 Some((name, id)) => {
                     if ep.container_id.is_none() {
+                        let aliases = match id {
+                            Some(id) => aliases(docker, id, &ep.id, name.as_deref()).await,
+                            None => Vec::new(),
+                        };
                         if let Err(error) = self
                             .backend
-                            .set_endpoint_owner(&ep.id, name.clone(), id.clone())
+                            .set_endpoint_owner(&ep.id, name.clone(), id.clone(), aliases)
                             .await
                         {
                             tracing::debug!(endpoint = %ep.id, %error, "Could not record the endpoint's container.");
@@ -368,6 +372,32 @@ impl Mirror {
         }
         self.reserved = still_reserved;
     }
+}
+
+/// A container's `--network-alias` names on one endpoint (also answered in
+/// DNS). Only inspecting the container shows them, not the listing.
+async fn aliases(
+    docker: &Docker,
+    container: &str,
+    endpoint: &str,
+    name: Option<&str>,
+) -> Vec<String> {
+    let Ok(c) = docker.inspect_container(container, None).await else {
+        return Vec::new();
+    };
+    let mut aliases: Vec<String> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_values()
+        .filter(|s| s.endpoint_id.as_deref() == Some(endpoint))
+        .flat_map(|s| s.aliases.unwrap_or_default())
+        // Docker adds the name and the short id itself.
+        .filter(|a| Some(a.as_str()) != name && !container.starts_with(a.as_str()))
+        .collect();
+    aliases.sort();
+    aliases.dedup();
+    aliases
 }
 
 /// Docker endpoint ids are 64 hex digits (ours are 16).

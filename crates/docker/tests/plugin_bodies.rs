@@ -97,6 +97,7 @@ impl Backend for OneNetwork {
         _: &str,
         _: Option<String>,
         _: Option<String>,
+        _: Vec<String>,
     ) -> Result<()> {
         refused()
     }

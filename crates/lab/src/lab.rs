@@ -371,6 +371,27 @@ impl Lab {
         Ok(path)
     }
 
+    /// Points a workload's resolver at `server` (its network's gateway,
+    /// where the agent answers DNS), searching `search` (the network's
+    /// name): writes `/etc/netns/NS/resolv.conf`, which `ip netns exec`
+    /// (every command run in a workload) mounts over `/etc/resolv.conf`.
+    pub fn set_workload_resolver(
+        &self,
+        name: &str,
+        server: std::net::Ipv4Addr,
+        search: &str,
+    ) -> Result<()> {
+        let w = self.workload(name)?;
+        let dir = workload::etc_dir(&w.netns);
+        fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let path = dir.join("resolv.conf");
+        fs::write(
+            &path,
+            format!("nameserver {server}\nsearch {search}\noptions timeout:2 attempts:2\n"),
+        )
+        .map_err(io_err(format!("cannot write {}", path.display())))
+    }
+
     /// A workload by name.
     pub fn workload(&self, name: &str) -> Result<&Workload> {
         self.workloads
@@ -393,6 +414,7 @@ impl Lab {
     pub fn remove_workload(&mut self, name: &str) -> Result<()> {
         let w = self.workload(name)?.clone();
         netns::delete(&w.netns)?;
+        workload::remove_etc_dir(&w.netns)?;
         self.workloads.retain(|x| x.name != name);
         self.namespaces.retain(|n| n != &w.netns);
         self.save()

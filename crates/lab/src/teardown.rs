@@ -17,6 +17,9 @@ pub(crate) fn delete_namespaces(namespaces: &[String], errors: &mut Vec<LabError
         if let Err(e) = netns::delete(ns) {
             errors.push(e.into());
         }
+        if let Err(e) = crate::workload::remove_etc_dir(ns) {
+            errors.push(e);
+        }
     }
 }
 

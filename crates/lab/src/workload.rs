@@ -30,6 +30,23 @@ impl Workload {
     }
 }
 
+/// Per-namespace files for `ip netns exec` (e.g. `resolv.conf`).
+pub(crate) fn etc_dir(netns: &str) -> PathBuf {
+    PathBuf::from("/etc/netns").join(netns)
+}
+
+/// Removes [`etc_dir`] if it exists.
+pub(crate) fn remove_etc_dir(netns: &str) -> Result<()> {
+    let dir = etc_dir(netns);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::error::io_err(format!(
+            "cannot remove {}",
+            dir.display()
+        ))(e)),
+        _ => Ok(()),
+    }
+}
+
 /// A workload name must be short, plain and not one of the lab's own.
 pub(crate) fn validate_name(name: &str) -> Result<()> {
     if name.is_empty()

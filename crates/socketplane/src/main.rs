@@ -142,7 +142,7 @@ fn main() -> ExitCode {
             Command::Demo => commands::demo::exec().await,
             Command::Install(cmd) => cmd.exec(),
             Command::Uninstall(cmd) => cmd.exec(),
-            Command::Run { network, args } => commands::docker::run(&network, &args),
+            Command::Run { network, args } => commands::docker::run(&ctx, &network, &args).await,
             Command::Start(a) => commands::docker::docker("start", &a.args),
             Command::Stop(a) => commands::docker::docker("stop", &a.args),
             Command::Rm(a) => commands::docker::docker("rm", &a.args),

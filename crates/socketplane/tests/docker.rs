@@ -589,6 +589,70 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
         t.agent_logs()
     );
     assert!(d2.ping("x2", &ip1), "host2 container -> host1 container");
+
+    // Issue 14: containers resolve each other by name across hosts. Docker's
+    // embedded resolver knows its own daemon's containers only and forwards
+    // the rest to the container's DNS servers: the network's gateway, given
+    // by `--dns` (plain `docker run`) or by `socketplane run`.
+    let gateway = t
+        .sp_json::<NetworkInfo>(0, &["network", "info", "blue"])
+        .network
+        .gateway
+        .to_string();
+    d1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "y1",
+        "--network",
+        "blue",
+        "--dns",
+        &gateway,
+        "--network-alias",
+        "web",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let argv: Vec<String> = [
+        "env".to_string(),
+        format!("DOCKER_HOST={}", d2.host),
+        common::BIN.to_string(),
+        "run".into(),
+        "-n".into(),
+        "blue".into(),
+    ]
+    .into_iter()
+    .chain(["-d", "--name", "y2", IMAGE, "sleep", "1000"].map(String::from))
+    .collect();
+    let out = t.lab().exec(1, &argv).expect("socketplane run");
+    assert!(
+        out.status.success(),
+        "socketplane run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_name = |d: &Dockerd, from: &str, to: &str| {
+        d.docker(&["exec", from, "ping", "-c", "1", "-W", "1", to])
+            .is_ok()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || by_name(d1, "y1", "y2")),
+        "y1 (docker run --dns) does not reach y2 by name: {:?}\n{}",
+        d1.docker(&["exec", "y1", "nslookup", "y2"]),
+        t.agent_logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || by_name(d2, "y2", "y1")),
+        "y2 (socketplane run) does not reach y1 by name: {:?}",
+        d2.docker(&["exec", "y2", "nslookup", "y1"])
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || by_name(d2, "y2", "web.blue")),
+        "y2 does not reach y1 by its --network-alias: {:?}",
+        d2.docker(&["exec", "y2", "nslookup", "web.blue"])
+    );
+    assert!(by_name(d2, "y2", "y1.blue"), "y2 does not reach y1.blue");
+
     // Both daemons go before the agents: a two-node store loses its quorum
     // when one agent stops, and Docker's cleanup needs the plugin.
     let DockerHost { d: d1, agent: a1 } = h1;

@@ -122,6 +122,69 @@ pub struct AgentFlags {
     /// Log format on stderr: `text` for people, `json` for log shippers.
     #[arg(long, default_value = "text")]
     log_format: socketplane_observe::logging::LogFormat,
+    #[command(flatten)]
+    dns: DnsFlags,
+}
+
+/// DNS on every network's gateway (port 53, UDP and TCP).
+#[derive(Args, Clone)]
+pub struct DnsFlags {
+    /// `on` or `off`.
+    #[arg(long = "dns", default_value = "on", value_parser = ["on", "off"])]
+    dns: String,
+    /// Resolvers to forward other names to (IP or IP:PORT, repeatable or
+    /// comma-separated), instead of those of --dns-resolv-conf.
+    #[arg(long, value_delimiter = ',')]
+    dns_upstream: Vec<String>,
+    /// The host's resolv.conf, read at start for upstream resolvers.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    dns_resolv_conf: PathBuf,
+    /// Time budget of one forwarded query (then SERVFAIL), e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    dns_timeout: Duration,
+    /// Queries per second each source may send (0: unlimited).
+    #[arg(long, default_value_t = 10_000)]
+    dns_rate_limit: u32,
+}
+
+impl DnsFlags {
+    fn options(&self) -> anyhow::Result<socketplane_agent::dns::DnsOptions> {
+        let upstreams = self
+            .dns_upstream
+            .iter()
+            .map(|u| {
+                socketplane_dns::parse_upstream(u)
+                    .with_context(|| format!("--dns-upstream {u:?}: want IP or IP:PORT"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        if self.dns_timeout.is_zero() {
+            bail!("--dns-timeout must be at least 1s");
+        }
+        Ok(socketplane_agent::dns::DnsOptions {
+            enabled: self.dns == "on",
+            upstreams,
+            resolv_conf: self.dns_resolv_conf.clone(),
+            timeout: self.dns_timeout,
+            rate_limit: self.dns_rate_limit,
+        })
+    }
+
+    fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--dns".into(),
+            self.dns.clone(),
+            "--dns-resolv-conf".into(),
+            self.dns_resolv_conf.display().to_string(),
+            "--dns-timeout".into(),
+            format!("{}s", self.dns_timeout.as_secs()),
+            "--dns-rate-limit".into(),
+            self.dns_rate_limit.to_string(),
+        ];
+        if !self.dns_upstream.is_empty() {
+            a.extend(["--dns-upstream".into(), self.dns_upstream.join(",")]);
+        }
+        a
+    }
 }
 
 /// "20s", "5m", "1h", or plain seconds.
@@ -176,6 +239,7 @@ impl AgentFlags {
                 bridge: self.ovs_bridge.clone(),
             },
             http: self.http,
+            dns: self.dns.options()?,
         })
     }
 
@@ -224,6 +288,7 @@ impl AgentFlags {
         if self.no_mdns {
             a.push("--no-mdns".into());
         }
+        a.extend(self.dns.to_args());
         if let Some(n) = &self.node_name {
             a.extend(["--node-name".into(), n.clone()]);
         }

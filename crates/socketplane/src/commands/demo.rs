@@ -85,6 +85,8 @@ fn run() -> anyhow::Result<()> {
             }
             let ep: EndpointInfo =
                 serde_json::from_slice(&out.stdout).context("reading the attach result")?;
+            // Names: the workload asks its gateway, where the agent answers.
+            lab.set_workload_resolver(&name, ep.gateway, network)?;
             workloads.push(Workload {
                 name,
                 host,
@@ -159,6 +161,21 @@ fn run() -> anyhow::Result<()> {
         bail!("{wrong} pairs of the ping matrix differ from what is expected");
     }
     println!("Same network: reachable across hosts. Different networks: isolated. As expected.");
+
+    // Names across hosts, from each host's agent on the gateway.
+    let (from, to) = ("h1-web1", format!("h{HOSTS}-web1.web"));
+    println!("\nIn workload {from}: ping -c 1 {to}");
+    let cmd: Vec<String> = ["ping", "-c", "1", "-W", "2", &to]
+        .map(String::from)
+        .to_vec();
+    let out = lab.workload_exec(from, &cmd)?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        bail!(
+            "{from} cannot reach {to} by name: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     Ok(())
 }
 

@@ -7,6 +7,11 @@
 use std::process::Command;
 
 use anyhow::Context as _;
+use socketplane_api::rest::NetworkInfo;
+
+use socketplane_client::segment;
+
+use super::Context;
 
 /// Label the agent puts on the Docker networks it mirrors.
 const NETWORK_LABEL: &str = "io.socketplane.network";
@@ -49,13 +54,26 @@ fn passthrough(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `socketplane run [-n NET] <docker run args...>`.
-pub fn run(network: &str, args: &[String]) -> anyhow::Result<()> {
+/// `socketplane run [-n NET] <docker run args...>`: with the network's
+/// gateway as the container's DNS server (unless the arguments name one),
+/// so Docker's embedded resolver forwards the names it does not know (the
+/// containers of other hosts) to the agent.
+pub async fn run(ctx: &Context, network: &str, args: &[String]) -> anyhow::Result<()> {
     let mut argv = vec![
         "run".to_string(),
         "--network".to_string(),
         docker_network(network),
     ];
+    let names_dns = args.iter().any(|a| a == "--dns" || a.starts_with("--dns="));
+    if !names_dns {
+        let path = format!("/v1/networks/{}", segment(network));
+        match ctx.client().get::<NetworkInfo>(&path).await {
+            Ok(net) => argv.extend(["--dns".to_string(), net.network.gateway.to_string()]),
+            Err(e) => eprintln!(
+                "socketplane: not setting the container's DNS server (the network's gateway): {e}"
+            ),
+        }
+    }
     argv.extend(args.iter().cloned());
     passthrough(&argv)
 }

@@ -1,0 +1,215 @@
+//! The names each network's gateway answers, derived from the cluster view:
+//! one [`Zone`] per network with its endpoints' names and aliases, and the
+//! decision for one query name ([`Zone::lookup`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use socketplane_cluster::ClusterView;
+
+/// One network's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zone {
+    /// The network's id (stable; the datapath and the view key by it).
+    pub network: String,
+    /// The network's name, lowercase: the zone's suffix (`NAME.NETWORK`).
+    pub suffix: String,
+    pub gateway: Ipv4Addr,
+    /// Lowercase name → addresses, sorted and without duplicates.
+    names: HashMap<String, Vec<Ipv4Addr>>,
+}
+
+/// What to do with one query name on one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// An endpoint name: these addresses.
+    Found(&'a [Ipv4Addr]),
+    /// The zone's apex (the network's name itself): exists, no records.
+    Apex,
+    /// Inside the zone, but no endpoint has the name.
+    NxDomain,
+    /// Not ours: ask the host's resolvers.
+    Forward,
+}
+
+impl Zone {
+    /// The decision for `qname` (any case, with or without the root dot).
+    ///
+    /// `NAME` (one label) and `NAME.NETWORK` are the zone: a single label
+    /// never leaves the host (no upstream knows an endpoint's name, and a
+    /// workload's lookups of bare names stay private). Anything else,
+    /// including `NAME.OTHER-NETWORK`, is forwarded, so another network's
+    /// names are never answered from here.
+    pub fn lookup(&self, qname: &str) -> Lookup<'_> {
+        let q = qname
+            .strip_suffix('.')
+            .unwrap_or(qname)
+            .to_ascii_lowercase();
+        if q.is_empty() {
+            return Lookup::Forward;
+        }
+        if q == self.suffix {
+            return Lookup::Apex;
+        }
+        let host = match q.strip_suffix(&self.suffix) {
+            Some(prefix) if prefix.ends_with('.') => &prefix[..prefix.len() - 1],
+            _ if !q.contains('.') => q.as_str(),
+            _ => return Lookup::Forward,
+        };
+        match self.names.get(host) {
+            Some(ips) => Lookup::Found(ips),
+            None => Lookup::NxDomain,
+        }
+    }
+
+    /// Every name in the zone (for logs and tests).
+    pub fn names(&self) -> impl Iterator<Item = (&str, &[Ipv4Addr])> {
+        self.names
+            .iter()
+            .map(|(n, ips)| (n.as_str(), ips.as_slice()))
+    }
+}
+
+/// Whether `name` can be answered: a DNS name of at most 253 characters
+/// whose labels are 1 to 63 characters. Others (e.g. with spaces) are
+/// left out rather than answered oddly.
+fn usable(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_graphic()))
+}
+
+/// Every network's zone, by network id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Zones {
+    pub by_network: BTreeMap<String, Zone>,
+}
+
+impl Zones {
+    /// The zones of every network in `view`: each endpoint's name and
+    /// aliases, on its own network only.
+    pub fn from_view(view: &ClusterView) -> Zones {
+        let mut by_network: BTreeMap<String, Zone> = view
+            .networks
+            .values()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    Zone {
+                        network: n.id.clone(),
+                        suffix: n.name.to_ascii_lowercase(),
+                        gateway: n.gateway,
+                        names: HashMap::new(),
+                    },
+                )
+            })
+            .collect();
+        for ep in view.endpoints.values() {
+            let Some(zone) = by_network.get_mut(&ep.network) else {
+                continue;
+            };
+            for name in ep.name.iter().chain(ep.aliases.iter()) {
+                let name = name.trim_start_matches('/').to_ascii_lowercase();
+                if usable(&name) {
+                    zone.names.entry(name).or_default().push(ep.ip);
+                }
+            }
+        }
+        for zone in by_network.values_mut() {
+            for ips in zone.names.values_mut() {
+                ips.sort();
+                ips.dedup();
+            }
+        }
+        Zones { by_network }
+    }
+
+    pub fn get(&self, network: &str) -> Option<&Zone> {
+        self.by_network.get(network)
+    }
+
+    /// Whether `ip` is one of the gateways (never an upstream: that would
+    /// loop).
+    pub fn is_gateway(&self, ip: Ipv4Addr) -> bool {
+        self.by_network.values().any(|z| z.gateway == ip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socketplane_api::{EndpointRecord, MacAddr, NetworkRecord};
+
+    fn view() -> ClusterView {
+        let mut v = ClusterView::default();
+        for (id, name, gw) in [("n1", "Blue", "10.2.0.1"), ("n2", "red", "10.3.0.1")] {
+            v.networks.insert(
+                id.into(),
+                NetworkRecord {
+                    id: id.into(),
+                    name: name.into(),
+                    subnet: format!("{}/16", gw)
+                        .parse::<ipnet::Ipv4Net>()
+                        .unwrap()
+                        .trunc(),
+                    gateway: gw.parse().unwrap(),
+                    vni: 1,
+                    mtu: None,
+                },
+            );
+        }
+        let ep =
+            |id: &str, net: &str, ip: &str, name: Option<&str>, aliases: &[&str]| EndpointRecord {
+                id: id.into(),
+                network: net.into(),
+                node: "a".into(),
+                ip: ip.parse().unwrap(),
+                mac: MacAddr::from_ipv4(ip.parse().unwrap()),
+                name: name.map(String::from),
+                container_id: None,
+                netns: None,
+                netns_id: None,
+                ifname: "eth0".into(),
+                aliases: aliases.iter().map(|a| a.to_string()).collect(),
+                origin: None,
+                pod_namespace: None,
+                pod_name: None,
+            };
+        for e in [
+            ep("e1", "n1", "10.2.0.5", Some("Web"), &["www"]),
+            ep("e2", "n1", "10.2.0.6", Some("web"), &[]),
+            ep("e3", "n2", "10.3.0.7", Some("db"), &[]),
+            ep("e4", "gone", "10.9.0.7", Some("ghost"), &[]),
+            ep("e5", "n1", "10.2.0.8", Some("bad name"), &[]),
+        ] {
+            v.endpoints.insert(e.id.clone(), e);
+        }
+        v
+    }
+
+    #[test]
+    fn answers_own_network_only() {
+        let zones = Zones::from_view(&view());
+        let blue = zones.get("n1").unwrap();
+        let both: &[Ipv4Addr] = &["10.2.0.5".parse().unwrap(), "10.2.0.6".parse().unwrap()];
+        assert_eq!(blue.lookup("web."), Lookup::Found(both));
+        assert_eq!(blue.lookup("WEB.blue."), Lookup::Found(both));
+        assert_eq!(blue.lookup("www.blue"), Lookup::Found(&both[..1]));
+        assert_eq!(blue.lookup("db."), Lookup::NxDomain);
+        assert_eq!(blue.lookup("db.blue."), Lookup::NxDomain);
+        assert_eq!(blue.lookup("db.red."), Lookup::Forward);
+        assert_eq!(blue.lookup("example.com."), Lookup::Forward);
+        assert_eq!(blue.lookup("blue."), Lookup::Apex);
+        assert_eq!(blue.lookup("."), Lookup::Forward);
+        assert_eq!(blue.lookup("bad name"), Lookup::NxDomain);
+        let red = zones.get("n2").unwrap();
+        assert_eq!(red.lookup("web"), Lookup::NxDomain);
+        assert!(zones.is_gateway("10.3.0.1".parse().unwrap()));
+        assert!(!zones
+            .by_network
+            .values()
+            .any(|z| z.names().any(|(n, _)| n == "ghost")));
+    }
+}
