@@ -43,7 +43,10 @@ impl ClusterCa {
         let key = KeyPair::generate().map_err(TrustError::cert("generating the CA key"))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("socketplane cluster {cluster} CA"));
+        dn.push(
+            DnType::CommonName,
+            format!("socketplane cluster {cluster} CA"),
+        );
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -89,7 +92,8 @@ impl ClusterCa {
                 "invalid node id {node_id:?}"
             )));
         }
-        let key = KeyPair::from_pem(&self.key_pem).map_err(TrustError::cert("reading the CA key"))?;
+        let key =
+            KeyPair::from_pem(&self.key_pem).map_err(TrustError::cert("reading the CA key"))?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, key)
             .map_err(TrustError::cert("reading the CA certificate"))?;
         let mut csr =
@@ -140,7 +144,8 @@ impl NodeKey {
 
     /// A certificate request (DER) for `node_id`, signed with this key.
     pub fn request(&self, node_id: &str) -> Result<Vec<u8>, TrustError> {
-        let key = KeyPair::from_pem(&self.key_pem).map_err(TrustError::cert("reading the node key"))?;
+        let key =
+            KeyPair::from_pem(&self.key_pem).map_err(TrustError::cert("reading the node key"))?;
         let csr = node_params(node_id)?
             .serialize_request(&key)
             .map_err(TrustError::cert("making the certificate request"))?;
@@ -161,10 +166,7 @@ mod tests {
         let csr = key.request("00000000000000aa").unwrap();
         let cert = ca.issue("00000000000000ab", &csr).unwrap();
         let der = pem_to_der(&cert).unwrap();
-        assert_eq!(
-            crate::tls::peer_node_id(&der).unwrap(),
-            "00000000000000ab"
-        );
+        assert_eq!(crate::tls::peer_node_id(&der).unwrap(), "00000000000000ab");
         assert!(ca.issue("not-an-id", &csr).is_err());
         assert!(ca.issue("00000000000000ab", b"garbage").is_err());
     }

@@ -128,7 +128,10 @@ impl TrustFiles {
     /// Records that this node's cluster is open (founded with `--open`).
     pub fn mark_open(&self) -> Result<(), TrustError> {
         self.make_dir()?;
-        self.write(OPEN, b"this cluster was founded with --open: no authentication\n")
+        self.write(
+            OPEN,
+            b"this cluster was founded with --open: no authentication\n",
+        )
     }
 
     fn make_dir(&self) -> Result<(), TrustError> {

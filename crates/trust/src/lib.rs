@@ -16,11 +16,12 @@
 //!
 //! `error` ← `token`, `proof` ← `ca` (certificates) ← `tls` (rustls
 //! configurations, peer identity) ← `files` (what a node keeps in its data
-//! dir).
+//! dir), `port` (the guarded server: limits, TLS, who may call what).
 
 mod ca;
 mod error;
 mod files;
+mod port;
 mod proof;
 mod tls;
 mod token;
@@ -28,12 +29,10 @@ mod token;
 pub use ca::{ClusterCa, NodeKey, NODE_SERVER_NAME};
 pub use error::TrustError;
 pub use files::{Trust, TrustFiles};
+pub use port::{serve, Peer, PortLimits, PortMode, PortServer, Revoked};
 pub use proof::{client_proof, server_proof, verify_client_proof, verify_server_proof, EKM_LABEL};
 pub use tls::{
     enrollment_client_config, install_crypto_provider, member_client_config, peer_node_id,
     server_config,
 };
 pub use token::{fingerprint, Token};
-
-/// The secret: the token's part that proves membership.
-pub type Secret = String;

@@ -115,7 +115,12 @@ mod tests {
         let bare = Token::parse("correct-horse-battery").unwrap();
         assert_eq!(bare.ca_fingerprint, None);
         assert_eq!(bare.secret, "correct-horse-battery");
-        for bad in ["short", "SPT1-abc-secretsecret", "SPT1-nodash", "a b c d e f g h"] {
+        for bad in [
+            "short",
+            "SPT1-abc-secretsecret",
+            "SPT1-nodash",
+            "a b c d e f g h",
+        ] {
             assert!(Token::parse(bad).is_err(), "{bad}");
         }
         assert!(!format!("{t:?}").contains(&secret));
