@@ -10,6 +10,8 @@
 //! - [`local_api`]: the REST API on the unix socket, on a `Cluster` and a
 //!   `Control` handle
 //! - [`cluster_port`]: the TCP port for peers and Raft
+//! - [`enrollment`]: this node's trust (CA, certificate, token) and how
+//!   joiners get a certificate
 //! - [`discovery`]: peers over mDNS
 //! - the Docker plugin (`socketplane-docker`, cargo feature `docker`)
 
@@ -17,6 +19,7 @@ pub mod cluster_port;
 pub mod config;
 pub mod datapaths;
 pub mod discovery;
+pub mod enrollment;
 pub mod error;
 pub mod host;
 pub mod local_api;

@@ -107,7 +107,7 @@ pub struct AgentInfo {
     pub version: String,
     /// False while the agent is still founding or joining its cluster.
     pub ready: bool,
-    /// True when no cluster token is set: anyone on the LAN may join.
+    /// True for a cluster founded with `--open`: anyone on the LAN may join.
     pub open_cluster: bool,
 }
 
@@ -153,6 +153,15 @@ pub struct ClusterStatus {
     /// taken its workloads off the wire.
     #[serde(default)]
     pub fenced: bool,
+    /// Founded with `--open`: no authentication on the cluster port.
+    #[serde(default)]
+    pub open_cluster: bool,
+}
+
+/// `cluster token`: what another host joins with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterToken {
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -198,6 +198,8 @@ impl Cluster {
                 }),
                 revision: status.revision,
             },
+            // The agent knows; it sets this.
+            open_cluster: false,
         })
     }
 

@@ -294,7 +294,7 @@ impl Lab {
         }
         let host = self.host(index)?.clone();
         let argv = agent::argv(&self.config, &host, bootstrap);
-        let running = agent::spawn(&host, &argv)?;
+        let running = agent::spawn(&host, &argv, self.config.token.as_deref())?;
         let h = self.host_mut(index)?;
         h.agent_pid = Some(running.pid);
         h.agent_start_time = running.start_time;
