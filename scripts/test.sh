@@ -11,7 +11,7 @@ require_root scripts/test.sh
 ensure_packages \
   iproute2 iputils-ping nftables iptables ethtool iperf3 tcpdump procps \
   etcd-server python3 python3-pip openvswitch-switch \
-  docker.io busybox-static util-linux podman containernetworking-plugins runc
+  docker.io busybox-static util-linux podman containernetworking-plugins runc curl
 
 # An independent mDNS implementation to check our advertisements against,
 # at the one version the tests pin (crates/testkit/src/zeroconf.rs).

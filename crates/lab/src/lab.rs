@@ -277,6 +277,12 @@ impl Lab {
         Ok(())
     }
 
+    /// The cluster token agents started from now on get (`None`: none).
+    pub fn set_token(&mut self, token: Option<String>) -> Result<()> {
+        self.config.token = token;
+        self.save()
+    }
+
     /// Start the agent of host `index` and wait until its socket exists.
     /// With `bootstrap`, it gets `--bootstrap`.
     pub fn start_agent(&mut self, index: usize, bootstrap: bool) -> Result<()> {
