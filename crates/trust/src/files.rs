@@ -42,6 +42,11 @@ impl Trust {
         })
     }
 
+    /// A fresh secret for a founding node without `--token`.
+    pub fn found_secret() -> String {
+        Token::generate_secret()
+    }
+
     /// The full token (`SPT1-…`) to give other hosts.
     pub fn token(&self) -> String {
         Token::full(self.ca.cert_der(), &self.secret)
