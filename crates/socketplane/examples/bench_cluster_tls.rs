@@ -66,6 +66,9 @@ async fn cluster(dir: &std::path::Path, tls: bool) -> Vec<Arc<EmbeddedStore>> {
     nodes.into_iter().map(|(n, _)| n).collect()
 }
 
+/// Per run: throughput, p50 (ms), p99 (ms); and errors over all runs.
+type Runs = (Vec<f64>, Vec<f64>, Vec<f64>, usize);
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -94,7 +97,7 @@ async fn main() {
          alternating, medians"
     );
     for clients in [1usize, 16] {
-        let mut rows: [(Vec<f64>, Vec<f64>, Vec<f64>, usize); 2] = Default::default();
+        let mut rows: [Runs; 2] = Default::default();
         for round in 0..3 {
             for (k, s) in [&tls_s, &open_s].into_iter().enumerate() {
                 let n = if clients == 1 { ops / 4 } else { ops };
