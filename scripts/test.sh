@@ -11,7 +11,7 @@ require_root scripts/test.sh
 ensure_packages \
   iproute2 iputils-ping nftables iptables ethtool iperf3 tcpdump procps chromium \
   etcd-server python3 python3-pip openvswitch-switch \
-  docker.io busybox-static util-linux openssl \
+  docker.io busybox-static util-linux openssl curl \
   podman containernetworking-plugins runc bind9-dnsutils
 
 # An independent mDNS implementation to check our advertisements against,

@@ -1,22 +1,21 @@
-//! The cluster port (TCP): what a peer may ask this node (`/cluster/v1/`,
-//! token-checked) and the embedded store's Raft routes, which check the
-//! token themselves.
+//! The cluster port (TCP): what a peer may ask this node (`/cluster/v1/`),
+//! the enrollment routes and the embedded store's Raft routes, behind the
+//! guarded server of `socketplane-trust`: TLS with node certificates (or
+//! plain HTTP for an `--open` cluster), limits before authentication, and
+//! only the enrollment routes for a caller without a node certificate.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use socketplane_api::rest::ApiError;
-use socketplane_store_raft::TOKEN_HEADER;
+use socketplane_trust::{PortLimits, PortServer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::enrollment::{Standing, ANONYMOUS_PATHS};
 use crate::error::{Error, Result};
 
 /// What a peer learns about this node on the cluster port.
@@ -29,10 +28,10 @@ pub struct PeerInfo {
 }
 
 /// What the cluster port needs: this node's description, whether it is a
-/// member, the token, and the store's routes.
+/// member, its standing (trust), and the store's routes.
 pub struct ClusterPort {
     pub listen: SocketAddr,
-    pub token: Option<String>,
+    pub standing: Arc<Standing>,
     pub cluster: String,
     pub node_id: String,
     pub node_name: String,
@@ -44,7 +43,6 @@ pub struct ClusterPort {
 #[derive(Clone)]
 struct PortState {
     info: PeerInfo,
-    token: Option<String>,
     ready: watch::Receiver<bool>,
 }
 
@@ -55,25 +53,6 @@ async fn peer_info(State(s): State<PortState>) -> Json<PeerInfo> {
     })
 }
 
-async fn check_token(State(s): State<PortState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
-        let given = req
-            .headers()
-            .get(TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok());
-        if given != Some(token.as_str()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(ApiError {
-                    error: "missing or wrong cluster token".into(),
-                }),
-            )
-                .into_response();
-        }
-    }
-    next.run(req).await
-}
-
 /// Binds the port and serves it until the task is aborted.
 pub async fn serve(port: ClusterPort) -> Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(port.listen)
@@ -81,11 +60,7 @@ pub async fn serve(port: ClusterPort) -> Result<JoinHandle<()>> {
         .map_err(Error::io(format!(
             "binding the cluster port {}",
             port.listen
-        )))?
-        // Raft messages are small and latency-bound.
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        )))?;
     let state = PortState {
         info: PeerInfo {
             cluster: port.cluster,
@@ -93,20 +68,27 @@ pub async fn serve(port: ClusterPort) -> Result<JoinHandle<()>> {
             node_name: port.node_name,
             member: false,
         },
-        token: port.token,
         ready: port.ready,
     };
     let mut app = Router::new()
         .route("/cluster/v1/info", get(peer_info))
-        .layer(middleware::from_fn_with_state(state.clone(), check_token))
-        .with_state(state);
+        .with_state(state)
+        .merge(port.standing.routes());
     if let Some(routes) = port.store_routes {
         app = app.merge(routes);
     }
-    tracing::info!(listen = %port.listen, "Serving the cluster port.");
-    Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "The cluster port server stopped.");
-        }
-    }))
+    if port.standing.open {
+        tracing::warn!(listen = %port.listen, "Serving the cluster port WITHOUT authentication or encryption (--open): any host that reaches it controls the cluster.");
+    } else {
+        tracing::info!(listen = %port.listen, "Serving the cluster port (TLS, node certificates).");
+    }
+    let server = PortServer {
+        listener,
+        router: app,
+        mode: port.standing.mode(),
+        limits: PortLimits::default(),
+        revoked: port.standing.revoked.clone(),
+        anonymous_paths: ANONYMOUS_PATHS,
+    };
+    Ok(tokio::spawn(socketplane_trust::serve(server)))
 }

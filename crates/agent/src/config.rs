@@ -17,6 +17,8 @@ pub struct AgentConfig {
     pub join: Option<String>,
     pub cluster: String,
     pub token: Option<String>,
+    /// Found (or join) an unauthenticated cluster.
+    pub open: bool,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub listen: SocketAddr,
@@ -51,6 +53,7 @@ impl Default for AgentConfig {
             join: None,
             cluster: defaults::CLUSTER.into(),
             token: None,
+            open: false,
             data_dir: defaults::DATA_DIR.into(),
             socket: defaults::SOCKET.into(),
             listen: SocketAddr::from(([0, 0, 0, 0], defaults::CLUSTER_PORT)),

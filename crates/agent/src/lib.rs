@@ -10,6 +10,8 @@
 //! - [`local_api`]: the REST API on the unix socket, on a `Cluster` and a
 //!   `Control` handle
 //! - [`cluster_port`]: the TCP port for peers and Raft
+//! - [`enrollment`]: this node's trust (CA, certificate, token) and how
+//!   joiners get a certificate
 //! - [`discovery`]: peers over mDNS
 //! - [`observe`]: what the HTTP server (`--http`, `socketplane-observe`)
 //!   and `cluster status` show
@@ -21,6 +23,7 @@ pub mod config;
 pub mod datapaths;
 pub mod discovery;
 pub mod dns;
+pub mod enrollment;
 pub mod error;
 pub mod host;
 pub mod local_api;

@@ -47,6 +47,8 @@ pub trait Control: Send + Sync + 'static {
     fn host_ifname(&self, _endpoint_id: &str) -> Option<String> {
         None
     }
+    /// The join token other hosts need (`cluster token`).
+    fn token(&self) -> socketplane_cluster::Result<String>;
 }
 
 #[derive(Clone)]
@@ -117,6 +119,7 @@ fn router(api: Api) -> Router {
         .route("/v1/cluster/join", post(cluster_join))
         .route("/v1/cluster/leave", post(cluster_leave))
         .route("/v1/cluster/bind", post(cluster_bind))
+        .route("/v1/cluster/token", get(cluster_token))
         .route("/v1/cluster/nodes/{node}", delete(cluster_remove))
         .route("/v1/networks", get(list_networks).post(create_network))
         .route(
@@ -219,6 +222,12 @@ async fn cluster_bind(State(api): State<Api>, body: Bytes) -> ApiResult<impl Int
     let req: BindRequest = parse_body(&body)?;
     api.control.bind(&req.iface)?;
     Ok(Json(api.control.info()))
+}
+
+async fn cluster_token(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(socketplane_api::rest::ClusterToken {
+        token: api.control.token()?,
+    }))
 }
 
 async fn list_networks(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
@@ -440,6 +449,9 @@ mod tests {
             Err(socketplane_cluster::Error::Invalid(
                 "test refuses to bind".into(),
             ))
+        }
+        fn token(&self) -> socketplane_cluster::Result<String> {
+            Err(socketplane_cluster::Error::Unavailable("test".into()))
         }
     }
 

@@ -20,6 +20,8 @@ use crate::host::{self, Identity};
 use crate::local_api::Control;
 
 const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most peers kept to try (discovered or given); the oldest go first.
+const MAX_JOIN_PEERS: usize = 32;
 
 /// Parses "IP" or "IP:PORT" (default port: the cluster port).
 pub fn parse_peer(addr: &str) -> socketplane_cluster::Result<SocketAddr> {
@@ -44,6 +46,8 @@ pub struct Node {
     pub datapath: Arc<dyn Datapath>,
     pub embedded: Option<Arc<EmbeddedStore>>,
     pub open_cluster: bool,
+    /// This node's trust: enrollment, the token.
+    pub standing: Arc<crate::enrollment::Standing>,
     pub data_dir: PathBuf,
     pub lease_ttl: Duration,
     pub join_tx: mpsc::UnboundedSender<SocketAddr>,
@@ -102,15 +106,25 @@ impl Node {
         let mut peers: Vec<SocketAddr> = Vec::new();
         let mut reported: std::collections::HashSet<SocketAddr> = Default::default();
         loop {
-            // Newest first: an explicit join or a fresh discovery is the
-            // most likely to be a member.
             while let Ok(p) = join_rx.try_recv() {
-                peers.retain(|x| *x != p);
-                peers.insert(0, p);
+                add_peer(&mut peers, p);
             }
             for peer in peers.clone() {
                 if peer.ip() == std::net::IpAddr::V4(self.addr) {
                     continue;
+                }
+                if self.standing.needs_enrollment() {
+                    match self.standing.enroll(peer).await {
+                        Ok(tls) => embedded.set_client_tls(tls),
+                        Err(error) => {
+                            if reported.insert(peer) {
+                                tracing::warn!(%peer, %error, "Could not enroll with this peer; not joining through it (will retry).");
+                            } else {
+                                tracing::debug!(%peer, %error, "Enrollment failed.");
+                            }
+                            continue;
+                        }
+                    }
                 }
                 // Bounded: a peer that swallows the connection must not
                 // stall the attempts on every other peer.
@@ -127,7 +141,7 @@ impl Node {
                 }
             }
             tokio::select! {
-                Some(p) = join_rx.recv() => { peers.retain(|x| *x != p); peers.insert(0, p); }
+                Some(p) = join_rx.recv() => add_peer(&mut peers, p),
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
@@ -158,6 +172,14 @@ impl Node {
         tracing::info!("The agent is ready.");
         Ok(())
     }
+}
+
+/// Newest first: an explicit join or a fresh discovery is the most likely
+/// to be a member. Bounded: the oldest peers drop out.
+fn add_peer(peers: &mut Vec<SocketAddr>, p: SocketAddr) {
+    peers.retain(|x| *x != p);
+    peers.insert(0, p);
+    peers.truncate(MAX_JOIN_PEERS);
 }
 
 /// Retries an operation while the store is unavailable (e.g. the cluster
@@ -215,7 +237,8 @@ impl Control for Node {
 
     async fn status(&self) -> socketplane_cluster::Result<ClusterStatus> {
         self.cluster.member()?;
-        let status = self.cluster.status(self.embedded.is_none()).await?;
+        let mut status = self.cluster.status(self.embedded.is_none()).await?;
+        status.open = self.open_cluster;
         Ok(self.observer.enrich_status(status))
     }
 
@@ -257,6 +280,21 @@ impl Control for Node {
         tracing::info!("Left the cluster; stopping.");
         self.shutdown.notify_one();
         Ok(())
+    }
+
+    fn token(&self) -> socketplane_cluster::Result<String> {
+        self.standing.token().ok_or_else(|| {
+            if self.open_cluster {
+                ClusterError::Conflict(
+                    "this cluster was founded with --open: it has no token, and any host may join"
+                        .into(),
+                )
+            } else {
+                ClusterError::Unavailable(
+                    "this node has not enrolled yet: it has no token to give".into(),
+                )
+            }
+        })
     }
 
     /// Records a new underlay interface, used from the next start.

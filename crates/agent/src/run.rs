@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::cluster_port::{self, ClusterPort};
 use crate::config::AgentConfig;
+use crate::enrollment::Standing;
 use crate::error::{Error, Result};
 use crate::host::{self, Identity};
 use crate::membership::{parse_peer, Node};
@@ -53,7 +54,6 @@ async fn open_store(
             cfg.data_dir.join("store"),
             advertise,
         );
-        config.token = cfg.token.clone();
         config.max_voters = cfg.max_voters;
         let store_dir = cfg.data_dir.join("store");
         let embedded = EmbeddedStore::open(config)
@@ -131,6 +131,25 @@ async fn start_docker(cfg: &AgentConfig, _node: &Node) -> Result<Option<NoDocker
     Ok(None)
 }
 
+/// Keeps the cluster port's list of removed nodes (`cluster remove`)
+/// current: their certificates are refused from then on.
+async fn refresh_revoked(store: Arc<dyn Store>, standing: Arc<Standing>) {
+    let prefix = socketplane_api::keys::removed("");
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Ok(listing) = store.list(&prefix).await {
+            let ids = listing
+                .kvs
+                .iter()
+                .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
+                .collect();
+            standing.revoked.replace(ids);
+        }
+    }
+}
+
 /// Runs the agent until SIGTERM/SIGINT or `cluster leave`.
 pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     if cfg.max_voters != 3 && cfg.max_voters != 5 {
@@ -144,15 +163,29 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     }
     let (iface, addr) = host::resolve_underlay(&cfg.iface)?;
     tracing::info!(node = %identity.name, id = %identity.id, %iface, %addr, cluster = %cfg.cluster, "Starting the agent.");
-    if cfg.token.is_none() {
-        tracing::warn!("No cluster token set: any host on this network can join the cluster.");
-    }
     let advertise = SocketAddr::from((addr, cfg.listen.port()));
     let observed = ObservedDatapath::new(
         crate::datapaths::select(&cfg.datapath, &iface, addr, &cfg.ovs).await?,
     );
     let datapath: Arc<dyn socketplane_datapath::Datapath> = observed.clone();
     let (store, embedded) = open_store(&cfg, &identity, advertise).await?;
+    let member = embedded.as_ref().is_some_and(|e| e.is_member());
+    let standing = Standing::prepare(
+        &cfg.data_dir,
+        &cfg.cluster,
+        &identity.id,
+        cfg.token.as_deref(),
+        cfg.open,
+        cfg.bootstrap,
+        member,
+    )?;
+    if standing.open {
+        tracing::warn!("OPEN CLUSTER (--open): no authentication on the cluster port; any host on this network can join and control the cluster.");
+    }
+    if let (Some(e), Some(tls)) = (&embedded, standing.client_tls()?) {
+        e.set_client_tls(tls);
+    }
+    tokio::spawn(refresh_revoked(store.clone(), standing.clone()));
     let store: Arc<dyn Store> = ObservedStore::new(store);
     let cluster = Arc::new(
         Cluster::new(store, identity.id.clone(), cfg.cluster.clone())
@@ -160,12 +193,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     );
     let (join_tx, join_rx) = mpsc::unbounded_channel();
     let shutdown = Arc::new(Notify::new());
-    let observer = Observer::start(
-        cluster.clone(),
-        observed,
-        embedded.clone(),
-        cfg.token.is_none(),
-    );
+    let observer = Observer::start(cluster.clone(), observed, embedded.clone(), standing.open);
     let node = Arc::new(Node {
         cluster: cluster.clone(),
         identity: identity.clone(),
@@ -174,7 +202,8 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         cluster_port: cfg.listen.port(),
         datapath,
         embedded: embedded.clone(),
-        open_cluster: cfg.token.is_none(),
+        open_cluster: standing.open,
+        standing: standing.clone(),
         data_dir: cfg.data_dir.clone(),
         lease_ttl: cfg.lease_ttl,
         join_tx: join_tx.clone(),
@@ -184,7 +213,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
 
     let cluster_server = cluster_port::serve(ClusterPort {
         listen: cfg.listen,
-        token: cfg.token.clone(),
+        standing: standing.clone(),
         cluster: cfg.cluster.clone(),
         node_id: identity.id.clone(),
         node_name: identity.name.clone(),

@@ -107,7 +107,7 @@ pub struct AgentInfo {
     pub version: String,
     /// False while the agent is still founding or joining its cluster.
     pub ready: bool,
-    /// True when no cluster token is set: anyone on the LAN may join.
+    /// True for a cluster founded with `--open`: anyone on the LAN may join.
     pub open_cluster: bool,
 }
 
@@ -180,6 +180,12 @@ impl ClusterStatus {
             && self.problems.is_empty()
             && self.nodes.iter().all(|n| n.alive && n.problems.is_empty())
     }
+}
+
+/// `cluster token`: what another host joins with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterToken {
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -315,6 +315,9 @@ fn host_label(node_name: &str) -> String {
     }
 }
 
+/// Most peers the filter remembers.
+const MAX_KNOWN_PEERS: usize = 256;
+
 /// Turns resolved services into peers of our cluster, de-duplicated.
 #[derive(Debug)]
 struct PeerFilter {
@@ -341,6 +344,13 @@ impl PeerFilter {
         let key = svc.fullname.to_lowercase();
         if self.known.get(&key) == Some(&peer) {
             return None;
+        }
+        // Bounded: a flood of fake advertisements must not grow it without
+        // end. Forgetting one only means it is announced again.
+        if !self.known.contains_key(&key) && self.known.len() >= MAX_KNOWN_PEERS {
+            if let Some(old) = self.known.keys().next().cloned() {
+                self.known.remove(&old);
+            }
         }
         self.known.insert(key, peer.clone());
         Some(peer)

@@ -97,8 +97,9 @@ pub(crate) struct Running {
     pub start_time: Option<u64>,
 }
 
-/// Start `argv` detached in `host`'s namespace, logging to its log.
-pub(crate) fn spawn(host: &HostInfo, argv: &[String]) -> Result<Running> {
+/// Start `argv` detached in `host`'s namespace, logging to its log, with
+/// the cluster `token` in its environment.
+pub(crate) fn spawn(host: &HostInfo, argv: &[String], token: Option<&str>) -> Result<Running> {
     // A socket left by a killed agent must not pass for readiness.
     if host.socket.exists() {
         fs::remove_file(&host.socket).map_err(io_err(format!(
@@ -126,7 +127,11 @@ pub(crate) fn spawn(host: &HostInfo, argv: &[String]) -> Result<Running> {
         .stdout(log)
         .stderr(log_err)
         .env_remove("BOOTSTRAP")
-        .env_remove("SOCKETPLANE_SOCKET");
+        .env_remove("SOCKETPLANE_SOCKET")
+        .env_remove("SOCKETPLANE_TOKEN");
+    if let Some(t) = token {
+        c.env("SOCKETPLANE_TOKEN", t);
+    }
     // SAFETY: setsid is async-signal-safe; nothing else runs between
     // fork and exec. It detaches the agent from our session so it
     // outlives `lab up` and no terminal hangup reaches it.

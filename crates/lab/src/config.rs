@@ -77,6 +77,11 @@ pub struct LabConfig {
     /// How the agents find each other.
     #[serde(default)]
     pub discovery: Discovery,
+    /// The cluster secret every host gets (in `SOCKETPLANE_TOKEN`, never on
+    /// the command line); `None`: none is passed (e.g. a test of `--open`,
+    /// or of a generated token). [`LabConfig::new`] makes a random one.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl LabConfig {
@@ -92,6 +97,7 @@ impl LabConfig {
             state_dir: default_state_dir(name),
             store: StoreKind::Embedded,
             discovery: Discovery::Mdns,
+            token: Some(random_token()),
         }
     }
 
@@ -136,6 +142,25 @@ impl LabConfig {
         }
         Ok(())
     }
+}
+
+/// 32 random bytes, hex.
+pub fn random_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        // Not secret then, but still unique enough for a lab.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b[..16].copy_from_slice(&t.to_le_bytes());
+        b[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// How long the lab waits for agents.

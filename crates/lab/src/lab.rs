@@ -277,6 +277,12 @@ impl Lab {
         Ok(())
     }
 
+    /// The cluster token agents started from now on get (`None`: none).
+    pub fn set_token(&mut self, token: Option<String>) -> Result<()> {
+        self.config.token = token;
+        self.save()
+    }
+
     /// Start the agent of host `index` and wait until its socket exists.
     /// With `bootstrap`, it gets `--bootstrap`.
     pub fn start_agent(&mut self, index: usize, bootstrap: bool) -> Result<()> {
@@ -294,7 +300,7 @@ impl Lab {
         }
         let host = self.host(index)?.clone();
         let argv = agent::argv(&self.config, &host, bootstrap);
-        let running = agent::spawn(&host, &argv)?;
+        let running = agent::spawn(&host, &argv, self.config.token.as_deref())?;
         let h = self.host_mut(index)?;
         h.agent_pid = Some(running.pid);
         h.agent_start_time = running.start_time;

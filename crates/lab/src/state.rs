@@ -26,7 +26,19 @@ pub(crate) fn save<T: Serialize>(dir: &Path, state: &T) -> Result<()> {
         path: path.clone(),
         source,
     })?;
-    fs::write(&tmp, text).map_err(io_err(format!("cannot write {}", tmp.display())))?;
+    // 0600: the state holds the lab's cluster token.
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = fs::remove_file(&tmp);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_ref()))
+            .map_err(io_err(format!("cannot write {}", tmp.display())))?;
+    }
     fs::rename(&tmp, &path).map_err(io_err(format!("cannot write {}", path.display())))
 }
 

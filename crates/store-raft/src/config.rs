@@ -67,9 +67,12 @@ pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     /// This node's cluster-port address that others dial.
     pub advertise: SocketAddr,
-    /// When set, every request carries `x-socketplane-token` and requests
-    /// without the right token are refused with 401.
-    pub token: Option<String>,
+    /// TLS for dialling peers (node certificate, cluster CA); `None`: plain
+    /// HTTP (an `--open` cluster). Can also be set later, once the node
+    /// has its certificate ([`EmbeddedStore::set_client_tls`]).
+    ///
+    /// [`EmbeddedStore::set_client_tls`]: crate::EmbeddedStore::set_client_tls
+    pub tls: Option<rustls::ClientConfig>,
     /// How many voters the cluster keeps (3 by default, 5 allowed); further
     /// nodes are non-voting replicas.
     pub max_voters: usize,
@@ -79,7 +82,7 @@ pub struct EmbeddedConfig {
 }
 
 impl EmbeddedConfig {
-    /// A configuration with the defaults: no token, 3 voters, replacement
+    /// A configuration with the defaults: plain HTTP, 3 voters, replacement
     /// after 10 s, production timing.
     pub fn new(
         node_id: u64,
@@ -92,7 +95,7 @@ impl EmbeddedConfig {
             cluster: cluster.into(),
             data_dir: data_dir.into(),
             advertise,
-            token: None,
+            tls: None,
             max_voters: 3,
             replace_after: Duration::from_secs(10),
             timing: RaftTiming::default(),

@@ -1,5 +1,6 @@
 //! The server side of node-to-node RPC: the `/raft/v1/...` routes, behind
-//! the token and cluster-name check.
+//! the cluster-name check. Who may call them at all is the cluster port's
+//! business (node certificates); the body limits here apply after that.
 
 use std::sync::Arc;
 
@@ -22,8 +23,15 @@ use crate::node::EmbeddedStore;
 use crate::types::{NodeId, TypeConfig};
 use crate::wire::{
     decode_snapshot, ClientRequest, JoinRequest, LeaveRequest, WireError, CLUSTER_HEADER,
-    TOKEN_HEADER,
 };
+
+/// The largest body of any route but the snapshot (append batches are at
+/// most `max_payload_entries`).
+pub const MAX_BODY: usize = 16 << 20;
+/// The largest snapshot a follower accepts.
+pub const MAX_SNAPSHOT_BODY: usize = 1 << 30;
+/// Join, leave, vote, read index: small messages.
+const SMALL_BODY: usize = 64 << 10;
 
 type S = State<Arc<EmbeddedStore>>;
 
@@ -42,12 +50,6 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
 async fn auth(State(s): S, headers: HeaderMap, req: HttpRequest, next: Next) -> HttpResponse {
     if s.core.is_stopped() {
         return (StatusCode::SERVICE_UNAVAILABLE, "store node is shut down").into_response();
-    }
-    if let Some(token) = &s.core.cfg.token {
-        let given = headers.get(TOKEN_HEADER).map(|v| v.as_bytes());
-        if given != Some(token.as_bytes()) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong cluster token").into_response();
-        }
     }
     if let Some(c) = headers.get(CLUSTER_HEADER) {
         if c.as_bytes() != s.core.cfg.cluster.as_bytes() {
@@ -130,19 +132,28 @@ async fn read_index(State(s): S) -> HttpResponse {
     json(&res)
 }
 
+fn limit(bytes: usize) -> DefaultBodyLimit {
+    DefaultBodyLimit::max(bytes)
+}
+
 impl EmbeddedStore {
     /// The node-to-node HTTP routes (`/raft/v1/...`), to mount on the
     /// cluster port.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/raft/v1/append", post(append))
-            .route("/raft/v1/vote", post(vote))
-            .route("/raft/v1/snapshot", post(snapshot))
-            .route("/raft/v1/join", post(join))
-            .route("/raft/v1/leave", post(leave))
-            .route("/raft/v1/forward", post(forward))
-            .route("/raft/v1/read_index", post(read_index))
-            .layer(DefaultBodyLimit::max(1 << 30))
+            .route("/raft/v1/append", post(append).layer(limit(MAX_BODY)))
+            .route("/raft/v1/vote", post(vote).layer(limit(SMALL_BODY)))
+            .route(
+                "/raft/v1/snapshot",
+                post(snapshot).layer(limit(MAX_SNAPSHOT_BODY)),
+            )
+            .route("/raft/v1/join", post(join).layer(limit(SMALL_BODY)))
+            .route("/raft/v1/leave", post(leave).layer(limit(SMALL_BODY)))
+            .route("/raft/v1/forward", post(forward).layer(limit(MAX_BODY)))
+            .route(
+                "/raft/v1/read_index",
+                post(read_index).layer(limit(SMALL_BODY)),
+            )
             .route_layer(middleware::from_fn_with_state(self.clone(), auth))
             .with_state(self.clone())
     }

@@ -11,7 +11,9 @@
 //! local state with a bounded history.
 //!
 //! Nodes talk HTTP under `/raft/v1/` on the cluster port: mount
-//! [`EmbeddedStore::router`] there.
+//! [`EmbeddedStore::router`] there, behind a server that admits only
+//! authenticated members (the agent's cluster port); peers are dialled over
+//! TLS with [`EmbeddedConfig::tls`] (plain HTTP for an `--open` cluster).
 //!
 //! # Use
 //!
@@ -85,7 +87,7 @@ mod wire;
 mod wire_proptest;
 
 pub use config::{EmbeddedConfig, RaftTiming};
+pub use http::{MAX_BODY, MAX_SNAPSHOT_BODY};
 pub use node::{EmbeddedStore, RaftProgress};
 pub use storage::LogWriteStats;
 pub use types::NodeId;
-pub use wire::TOKEN_HEADER;

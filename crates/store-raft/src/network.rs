@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -23,10 +23,45 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// The largest response body read from a peer (a forwarded range or a
+/// join answer; snapshots travel the other way).
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// The HTTP client and the scheme it speaks.
+#[derive(Clone)]
+struct Dialer {
+    client: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl Dialer {
+    fn new(tls: Option<rustls::ClientConfig>) -> Dialer {
+        // reqwest builds its own TLS settings even for plain HTTP; ring is
+        // the provider this workspace uses (a no-op once installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let builder = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(16)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            // Peers are dialled by address: never follow a redirect.
+            .redirect(reqwest::redirect::Policy::none());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let builder = match tls {
+            Some(tls) => builder.tls_backend_preconfigured(tls),
+            None => builder,
+        };
+        let client = builder.build().unwrap_or_else(|error| {
+            tracing::error!(%error, "Could not build the peer client; no peer will answer.");
+            reqwest::Client::new()
+        });
+        Dialer { client, scheme }
+    }
+}
+
 /// Shared HTTP client and peer bookkeeping.
 pub(crate) struct NetCore {
-    pub client: reqwest::Client,
-    pub token: Option<String>,
+    dialer: RwLock<Dialer>,
     pub cluster: String,
     /// Last successful Raft RPC to each peer (leader side liveness).
     pub contacts: Mutex<HashMap<NodeId, Instant>>,
@@ -35,21 +70,18 @@ pub(crate) struct NetCore {
 }
 
 impl NetCore {
-    pub fn new(token: Option<String>, cluster: String) -> Arc<Self> {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(32)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+    pub fn new(tls: Option<rustls::ClientConfig>, cluster: String) -> Arc<Self> {
         Arc::new(Self {
-            client,
-            token,
+            dialer: RwLock::new(Dialer::new(tls)),
             cluster,
             contacts: Mutex::new(HashMap::new()),
             isolated: AtomicBool::new(false),
         })
+    }
+
+    /// Dial with this TLS configuration from now on.
+    pub fn set_tls(&self, tls: Option<rustls::ClientConfig>) {
+        *self.dialer.write().unwrap_or_else(|e| e.into_inner()) = Dialer::new(tls);
     }
 
     pub fn touch(&self, id: NodeId) {
@@ -82,17 +114,19 @@ impl NetCore {
                 body: "isolated (test fault)".into(),
             });
         }
-        let url = format!("http://{addr}{path}");
-        let mut req = self
+        let dialer = self
+            .dialer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let url = format!("{}://{addr}{path}", dialer.scheme);
+        let req = dialer
             .client
             .post(&url)
             .timeout(timeout)
             .header(wire::CLUSTER_HEADER, &self.cluster)
             .body(body);
-        if let Some(t) = &self.token {
-            req = req.header(wire::TOKEN_HEADER, t);
-        }
-        let resp = req.send().await.map_err(|source| {
+        let mut resp = req.send().await.map_err(|source| {
             let addr = addr.to_string();
             if source.is_connect() {
                 Error::Connect { addr, source }
@@ -101,10 +135,21 @@ impl NetCore {
             }
         })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|source| Error::Request {
+        // Bounded: a peer must not make this node buffer without end.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Request {
             addr: addr.to_string(),
             source,
-        })?;
+        })? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE {
+                return Err(Error::Status {
+                    addr: addr.to_string(),
+                    status: status.as_u16(),
+                    body: format!("response larger than {MAX_RESPONSE} bytes; dropped"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(Error::Status {
                 addr: addr.to_string(),
@@ -112,7 +157,7 @@ impl NetCore {
                 body: String::from_utf8_lossy(&bytes).into_owned(),
             });
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     pub async fn post<Q: Serialize, R: DeserializeOwned>(

@@ -72,7 +72,7 @@ impl EmbeddedStore {
             shared: sm.clone(),
             writer: writer.clone(),
         };
-        let net = NetCore::new(cfg.token.clone(), cfg.cluster.clone());
+        let net = NetCore::new(cfg.tls.clone(), cfg.cluster.clone());
         let network = Network { core: net.clone() };
         let raft = match Raft::new(cfg.node_id, config, network, log, state_machine).await {
             Ok(r) => r,
@@ -154,6 +154,11 @@ impl EmbeddedStore {
     /// how many entries so far (group commit makes the first smaller).
     pub fn log_write_stats(&self) -> LogWriteStats {
         self.writer.stats()
+    }
+
+    /// Dial peers over TLS from now on (this node got its certificate).
+    pub fn set_client_tls(&self, tls: rustls::ClientConfig) {
+        self.core.net.set_tls(Some(tls));
     }
 
     /// Fault injection for tests: while set, this node sends nothing to its

@@ -6,8 +6,6 @@ use socketplane_store::{kv, LeaseId, Txn};
 
 use crate::types::{NodeId, Rejected, SnapshotMeta, Vote};
 
-/// Carries the cluster token; requests without the right one get 401.
-pub const TOKEN_HEADER: &str = "x-socketplane-token";
 /// Carries the caller's cluster name; a mismatch gets 409.
 pub(crate) const CLUSTER_HEADER: &str = "x-socketplane-cluster";
 

@@ -1,13 +1,18 @@
 //! Bad input: corrupt or foreign data dirs, nodes of other clusters, wrong
-//! tokens. Each is a clear error, never a panic or silent data loss.
+//! certificates. Each is a clear error, never a panic or silent data loss.
 
 mod common;
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use common::*;
 use socketplane_store::{Store, StoreError};
 use socketplane_store_raft::EmbeddedStore;
+use socketplane_trust::{NodeKey, PortLimits, PortMode, PortServer, Revoked, Trust};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_db_file_is_corrupt() {
@@ -121,42 +126,88 @@ async fn join_from_another_cluster_is_refused() {
     assert_eq!(a.store.status().await.unwrap().members.len(), 1);
 }
 
+/// Serves `store`'s routes behind the guarded cluster port with `trust`'s
+/// certificate: only nodes with a certificate of its CA get through.
+async fn serve_tls(store: &Arc<EmbeddedStore>, l: tokio::net::TcpListener, trust: &Trust) {
+    let (_tx, mode) = tokio::sync::watch::channel(PortMode::Tls(trust.server_config().unwrap()));
+    let port = PortServer {
+        listener: l,
+        router: store.router(),
+        mode,
+        limits: PortLimits::default(),
+        revoked: Revoked::default(),
+        anonymous_paths: &[],
+    };
+    tokio::spawn(socketplane_trust::serve(port));
+}
+
+/// A node started with TLS: `trust` gives it its CA; its own certificate
+/// is issued by `issuer` (another CA makes a node the cluster refuses).
+async fn tls_node(
+    id: u64,
+    dir: PathBuf,
+    trust: &Trust,
+    issuer: &Trust,
+) -> (Arc<EmbeddedStore>, SocketAddr) {
+    let l = listener(None).await;
+    let addr = l.local_addr().unwrap();
+    let node_id = format!("{id:016x}");
+    let key = NodeKey::generate().unwrap();
+    let cert = issuer
+        .ca
+        .issue(&node_id, &key.request(&node_id).unwrap())
+        .unwrap();
+    let mine = Trust {
+        ca: trust.ca.clone(),
+        secret: trust.secret.clone(),
+        node_key: key,
+        node_cert_pem: cert,
+    };
+    let mut cfg = config(id, "c", dir, addr);
+    cfg.tls = Some(mine.client_config().unwrap());
+    let store = EmbeddedStore::open(cfg).await.unwrap();
+    serve_tls(&store, l, &mine).await;
+    (store, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_is_enforced() {
+async fn only_nodes_with_a_cluster_certificate_get_in() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let a = Node::start(1, "c", dir.path().join("a"), None, |c| {
-        c.token = Some("s3cret".into());
-    })
-    .await;
-    a.store.bootstrap().await.unwrap();
-    // Raw request without the token: 401.
+    let trust = Trust::found("c", &format!("{:016x}", 1), "s3cret-s3cret".into()).unwrap();
+    let (a, a_addr) = tls_node(1, dir.path().join("a"), &trust, &trust).await;
+    a.bootstrap().await.unwrap();
+    // Plain HTTP gets nothing from a TLS port.
     let client = reqwest::Client::new();
     let r = client
-        .post(format!("http://{}/raft/v1/read_index", a.addr))
+        .post(format!("http://{a_addr}/raft/v1/read_index"))
         .body("null")
+        .timeout(Duration::from_secs(5))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
-    // A node with the wrong token cannot join.
-    let b = Node::start(2, "c", dir.path().join("b"), None, |c| {
-        c.token = Some("wrong".into());
-    })
-    .await;
-    let err = tokio::time::timeout(Duration::from_secs(20), b.store.join(a.addr))
-        .await
-        .unwrap()
-        .expect_err("wrong token must fail");
-    assert!(err.to_string().contains("token"), "{err}");
-    // With the right token it joins.
-    let c = Node::start(3, "c", dir.path().join("c"), None, |c| {
-        c.token = Some("s3cret".into());
-    })
-    .await;
-    c.store.join(a.addr).await.unwrap();
-    c.store.put("/k", b"v".to_vec()).await.unwrap();
-    assert_eq!(a.store.get("/k").await.unwrap().unwrap().value, b"v");
+        .await;
+    assert!(
+        r.as_ref().map(|r| !r.status().is_success()).unwrap_or(true),
+        "{r:?}"
+    );
+    // A node whose certificate comes from another CA cannot join.
+    let rogue = Trust::found("c", &format!("{:016x}", 2), "s3cret-s3cret".into()).unwrap();
+    let (b, _) = tls_node(2, dir.path().join("b"), &trust, &rogue).await;
+    // (It keeps retrying a peer it cannot reach, as for any network error.)
+    let res = tokio::time::timeout(Duration::from_secs(3), b.join(a_addr)).await;
+    assert!(
+        !matches!(res, Ok(Ok(()))),
+        "a certificate of another CA joined"
+    );
+    assert!(!b.is_member());
+    assert_eq!(a.status().await.unwrap().members.len(), 1);
+    // With a certificate of the cluster CA it joins and replicates.
+    let (c, _) = tls_node(3, dir.path().join("c"), &trust, &trust).await;
+    c.join(a_addr).await.unwrap();
+    c.put("/k", b"v".to_vec()).await.unwrap();
+    assert_eq!(a.get("/k").await.unwrap().unwrap().value, b"v");
+    for s in [a, b, c] {
+        s.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,9 +62,16 @@ pub struct AgentFlags {
     /// Cluster name; nodes only join clusters of the same name.
     #[arg(long, default_value = defaults::CLUSTER, env = "SOCKETPLANE_CLUSTER")]
     cluster: String,
-    /// Shared secret for agent-to-agent traffic (none: open cluster).
+    /// The cluster's join token (`socketplane cluster token` on a member),
+    /// or a secret of your choosing when founding. Without one a founding
+    /// node generates it. Prefer the environment: arguments show in `ps`.
     #[arg(long, env = "SOCKETPLANE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Found (or join) a cluster WITHOUT authentication or encryption, for
+    /// a trusted lab network only: any host that reaches the cluster port
+    /// controls the cluster.
+    #[arg(long, conflicts_with = "token")]
+    open: bool,
     #[arg(long, default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
     /// Cluster port: agent-to-agent and Raft traffic.
@@ -216,6 +223,7 @@ impl AgentFlags {
             join: self.join.clone(),
             cluster: self.cluster.clone(),
             token: self.token.clone().filter(|t| !t.is_empty()),
+            open: self.open,
             data_dir: self.data_dir.clone(),
             socket: socket.to_path_buf(),
             listen: self.listen,
@@ -243,7 +251,8 @@ impl AgentFlags {
         })
     }
 
-    /// The same flags as arguments, to start a background agent with.
+    /// The same flags as arguments, to start a background agent with; the
+    /// token goes in the environment instead ([`Self::to_env`]), out of `ps`.
     fn to_args(&self) -> Vec<String> {
         let mut a = vec![
             "--iface".into(),
@@ -289,6 +298,9 @@ impl AgentFlags {
             a.push("--no-mdns".into());
         }
         a.extend(self.dns.to_args());
+        if self.open {
+            a.push("--open".into());
+        }
         if let Some(n) = &self.node_name {
             a.extend(["--node-name".into(), n.clone()]);
         }
@@ -308,6 +320,16 @@ impl AgentFlags {
             }
         }
         a
+    }
+}
+
+impl AgentFlags {
+    /// The environment a background agent gets beside [`Self::to_args`].
+    fn to_env(&self) -> Vec<(&'static str, String)> {
+        self.token
+            .iter()
+            .map(|t| ("SOCKETPLANE_TOKEN", t.clone()))
+            .collect()
     }
 }
 
@@ -376,6 +398,8 @@ async fn start(ctx: &Context, flags: &AgentFlags) -> anyhow::Result<()> {
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("agent")
         .args(flags.to_args())
+        .env_remove("SOCKETPLANE_TOKEN")
+        .envs(flags.to_env())
         .env("SOCKETPLANE_SOCKET", &ctx.socket)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -481,8 +505,83 @@ fn logs(socket: &Path) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, AgentCmd};
+    use clap::Parser;
     use std::time::Duration;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentCmd,
+    }
+
+    fn parse(args: &[&str]) -> AgentCmd {
+        Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+            .unwrap()
+            .agent
+    }
+
+    /// `agent start` passes every flag on: the started agent's settings
+    /// are the ones given, the token in its environment, never in argv.
+    #[test]
+    fn agent_start_passes_every_flag_through() {
+        let given = parse(&[
+            "--bootstrap",
+            "--iface",
+            "eth9",
+            "--join",
+            "198.18.0.11",
+            "--cluster",
+            "c1",
+            "--token",
+            "a-secret-token",
+            "--data-dir",
+            "/tmp/d",
+            "--listen",
+            "0.0.0.0:7000",
+            "--datapath",
+            "ovs",
+            "--store",
+            "etcd://1.2.3.4:2379",
+            "--docker-plugin",
+            "off",
+            "--docker-stale-after",
+            "7",
+            "--no-mdns",
+            "--node-name",
+            "n1",
+            "--lease-ttl",
+            "9",
+            "--reclaim-after",
+            "20s",
+            "--voters",
+            "5",
+            "--ovsdb",
+            "/tmp/db.sock",
+            "--ovs-bridge",
+            "b0",
+        ]);
+        let args = given.flags.to_args();
+        assert!(
+            !args.iter().any(|a| a.contains("a-secret-token")),
+            "{args:?}"
+        );
+        assert_eq!(
+            given.flags.to_env(),
+            vec![("SOCKETPLANE_TOKEN", "a-secret-token".to_string())]
+        );
+        let mut again: Vec<&str> = args.iter().map(String::as_str).collect();
+        again.extend(["--token", "a-secret-token"]);
+        let sock = std::path::Path::new("/tmp/s.sock");
+        let (a, b) = (
+            given.flags.config(sock).unwrap(),
+            parse(&again).flags.config(sock).unwrap(),
+        );
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        let open = parse(&["--open"]);
+        assert!(open.flags.to_args().contains(&"--open".to_string()));
+        assert!(open.flags.config(sock).unwrap().open);
+    }
 
     #[test]
     fn durations_parse() {

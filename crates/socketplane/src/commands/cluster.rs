@@ -1,5 +1,7 @@
 use clap::Subcommand;
-use socketplane_api::rest::{AgentInfo, BindRequest, ClusterStatus, JoinRequest, RemovedNode};
+use socketplane_api::rest::{
+    AgentInfo, BindRequest, ClusterStatus, ClusterToken, JoinRequest, RemovedNode,
+};
 
 use super::{Context, Unhealthy};
 use crate::output::{json, table};
@@ -17,6 +19,8 @@ pub enum ClusterCmd {
     Remove { node: String },
     /// Show every node, its liveness and store role, and the store's health.
     Status,
+    /// Print the token other hosts join with (`SOCKETPLANE_TOKEN=… socketplane agent start`).
+    Token,
 }
 
 impl ClusterCmd {
@@ -77,6 +81,13 @@ impl ClusterCmd {
                     );
                 }
             }
+            ClusterCmd::Token => {
+                let token: ClusterToken = client.get("/v1/cluster/token").await?;
+                if ctx.json() {
+                    return json(&token);
+                }
+                println!("{}", token.token);
+            }
             ClusterCmd::Status => {
                 let status: ClusterStatus = client.get("/v1/cluster").await?;
                 if ctx.json() {
@@ -104,6 +115,9 @@ impl ClusterCmd {
 /// `cluster status` for people: the cluster, a row per node, then every
 /// problem with its reason.
 fn print_status(status: &ClusterStatus) {
+    if status.open {
+        println!("WARNING: OPEN CLUSTER (founded with --open): the cluster port is unauthenticated and unencrypted; any host on the network can join and control it.");
+    }
     println!(
         "Cluster {} ({}): store {} is {} (revision {}, leader {}).",
         status.cluster,

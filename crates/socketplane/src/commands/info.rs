@@ -45,7 +45,7 @@ pub async fn exec(ctx: &Context, which: Option<&str>) -> anyhow::Result<()> {
         }
     );
     if info.open_cluster {
-        println!("No cluster token is set: any host on this network may join.");
+        println!("WARNING: OPEN CLUSTER (founded with --open): no authentication on the cluster port; any host on this network may join and control it.");
     }
     print_endpoints(&eps);
     Ok(())

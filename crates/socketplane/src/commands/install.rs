@@ -142,9 +142,9 @@ impl InstallCmd {
         std::fs::write(&p.unit, unit_text())
             .with_context(|| format!("writing {}", p.unit.display()))?;
         let defaults = format!(
-            "# Read by socketplane.service. BOOTSTRAP=true founds a cluster on first start.\nBOOTSTRAP={bootstrap}\nSOCKETPLANE_AGENT_ARGS=\n"
+            "# Read by socketplane.service. BOOTSTRAP=true founds a cluster on first start.\n# SOCKETPLANE_TOKEN=<output of `socketplane cluster token` on a member> joins one.\n# This file may hold the token: keep it mode 0600.\nBOOTSTRAP={bootstrap}\nSOCKETPLANE_AGENT_ARGS=\n"
         );
-        std::fs::write(&p.defaults, defaults)
+        write_private(&p.defaults, defaults.as_bytes())
             .with_context(|| format!("writing {}", p.defaults.display()))?;
         println!(
             "Installed {} and {} (BOOTSTRAP={bootstrap}).",
@@ -192,6 +192,21 @@ impl UninstallCmd {
         }
         Ok(())
     }
+}
+
+/// Writes a file only root can read (it may hold the cluster token): created
+/// 0600, and narrowed to 0600 if it existed wider.
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(data)
 }
 
 #[cfg(test)]

@@ -318,6 +318,8 @@ pub struct PluginAgent {
     cmd: Vec<String>,
     log: PathBuf,
     docker_host: String,
+    /// The lab's cluster token (the lab passes it in the environment).
+    token: Option<String>,
 }
 
 impl PluginAgent {
@@ -384,6 +386,7 @@ impl PluginAgent {
             cmd,
             log: info.log.clone(),
             docker_host,
+            token: t.lab().config().token.clone(),
         };
         agent.spawn();
         let hosts = t.lab().hosts().len();
@@ -406,7 +409,11 @@ impl PluginAgent {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let child = Command::new(&self.cmd[0])
+        let mut cmd = Command::new(&self.cmd[0]);
+        if let Some(token) = &self.token {
+            cmd.env("SOCKETPLANE_TOKEN", token);
+        }
+        let child = cmd
             .args(&self.cmd[1..])
             .env("DOCKER_HOST", &self.docker_host)
             .stdin(Stdio::null())

@@ -13,6 +13,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub fn init_tracing() {
+    // reqwest is built with rustls and no provider of its own (the
+    // workspace uses ring): plain `reqwest::Client::new()` needs this.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
