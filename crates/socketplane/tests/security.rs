@@ -194,14 +194,34 @@ fn an_outsider_without_credentials_gets_nothing() {
     let switch = t.lab().switch_netns();
     let mut dump = Command::new("ip")
         .args([
-            "netns", "exec", &switch, "tcpdump", "-i", "any", "-U", "-s", "0", "-w",
+            "netns",
+            "exec",
+            &switch,
+            "tcpdump",
+            "--immediate-mode",
+            "-i",
+            "any",
+            "-U",
+            "-s",
+            "0",
+            "-w",
         ])
         .arg(&pcap)
         .args(["tcp", "port", "6675"])
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(pcap.with_extension("log")).expect("tcpdump log"),
+        ))
         .spawn()
         .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(500));
+    // Only once tcpdump says it listens does the join start (a loaded
+    // machine takes its time to start it).
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+            pcap.with_extension("log")
+        )
+        .is_ok_and(|l| l.contains("listening on"))),
+        "tcpdump did not start"
+    );
     t.lab_mut().set_token(Some(token.clone())).unwrap();
     let joiner = t.add_host();
     t.wait_for_nodes(0, 3, FORMATION);
@@ -211,7 +231,12 @@ fn an_outsider_without_credentials_gets_nothing() {
         .status();
     let _ = dump.wait();
     let captured = std::fs::read(&pcap).expect("the capture");
-    assert!(captured.len() > 1000, "the capture is empty");
+    assert!(
+        captured.len() > 1000,
+        "the capture is empty ({} bytes): {}",
+        captured.len(),
+        std::fs::read_to_string(pcap.with_extension("log")).unwrap_or_default()
+    );
     assert!(
         !captured.windows(token.len()).any(|w| w == token.as_bytes()),
         "the secret crossed the wire"
