@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::forward::Forwarder;
 use crate::limit::RateLimiter;
 use crate::zone::{Lookup, Zones};
+use socketplane_observe::events::{DnsQuery, DnsResult};
 
 /// Longest query taken: a question and an OPT record fit in far less;
 /// anything longer is not a query a resolver sends.
@@ -28,6 +29,11 @@ pub struct Handler {
     pub forwarder: Arc<Forwarder>,
     pub limiter: Arc<RateLimiter>,
     pub ttl: u32,
+}
+
+/// Counts a query by what it got (`socketplane_dns_queries_total`).
+fn count(result: DnsResult, name: &str) {
+    socketplane_observe::emit(DnsQuery { result, name });
 }
 
 /// The header of a response that was not sent (a dropped query).
@@ -50,6 +56,7 @@ impl RequestHandler for Handler {
         // Over its budget, a source's queries are dropped unanswered: the
         // cheapest thing to do with a flood.
         if !self.limiter.allow(request.src().ip()) {
+            count(DnsResult::Refused, "");
             return not_sent(request);
         }
         let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -67,11 +74,13 @@ impl RequestHandler for Handler {
             Ok(info) if request.as_slice().len() <= MAX_QUERY_LEN => info.query,
             _ => {
                 metadata.response_code = ResponseCode::FormErr;
+                count(DnsResult::Failed, "");
                 return send(&mut response, builder.build_no_records(metadata), request).await;
             }
         };
         if request.metadata.op_code != OpCode::Query {
             metadata.response_code = ResponseCode::NotImp;
+            count(DnsResult::Failed, "");
             return send(&mut response, builder.build_no_records(metadata), request).await;
         }
         let zones = self.zones.borrow().clone();
@@ -83,6 +92,7 @@ impl RequestHandler for Handler {
         };
         match lookup {
             Lookup::Found(ips) => {
+                count(DnsResult::Answered, &query.name().to_string());
                 metadata.authoritative = true;
                 let name = query.original().name().clone();
                 let answers: Vec<Record> = match query.query_type() {
@@ -104,10 +114,12 @@ impl RequestHandler for Handler {
                 send(&mut response, msg, request).await
             }
             Lookup::Apex => {
+                count(DnsResult::Answered, &query.name().to_string());
                 metadata.authoritative = true;
                 send(&mut response, builder.build_no_records(metadata), request).await
             }
             Lookup::NxDomain => {
+                count(DnsResult::NxDomain, &query.name().to_string());
                 metadata.authoritative = true;
                 metadata.response_code = ResponseCode::NXDomain;
                 send(&mut response, builder.build_no_records(metadata), request).await
@@ -128,6 +140,7 @@ impl RequestHandler for Handler {
                     .await;
                 match forwarded {
                     Ok(answer) => {
+                        count(DnsResult::Forwarded, &query.name().to_string());
                         metadata.response_code = answer.metadata.response_code;
                         let msg = builder.build(
                             metadata,
@@ -140,6 +153,7 @@ impl RequestHandler for Handler {
                     }
                     Err(error) => {
                         tracing::debug!(name = %query.name(), %error, "Answering SERVFAIL: forwarding failed.");
+                        count(DnsResult::Failed, &query.name().to_string());
                         metadata.response_code = ResponseCode::ServFail;
                         send(&mut response, builder.build_no_records(metadata), request).await
                     }

@@ -304,9 +304,10 @@ impl InternalEvent for ClusterPortRefused {
     fn emit(self) {
         match self.peer {
             Some(peer) => {
-                tracing::info!(%peer, reason = self.reason.as_str(), "Refused a connection on the cluster port.")
+                tracing::debug!(%peer, reason = self.reason.as_str(), "Refused a connection on the cluster port.")
             }
-            None => tracing::info!(
+            // Debug, not info: an outsider must not be able to flood the log.
+            None => tracing::debug!(
                 reason = self.reason.as_str(),
                 "Refused a connection on the cluster port."
             ),

@@ -9,7 +9,9 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{test_agent_args, unique_name, wait_until, TestLab, BIN, FORMATION, LEASE_TTL};
+use common::{
+    metric, test_agent_args, unique_name, wait_until, TestLab, BIN, FORMATION, LEASE_TTL,
+};
 use socketplane_api::rest::EndpointInfo;
 use socketplane_lab::{Lab, LabConfig, OUTSIDE_REMOTE_IP};
 
@@ -182,6 +184,12 @@ fn dns_names_across_hosts() {
     // Outside names go to the upstream.
     assert_eq!(d.ips("alpha", OUTSIDE_NAME), [OUTSIDE_ANSWER]);
     assert_eq!(dig(d.lab(), "beta", &["elsewhere.example"]).0, "NXDOMAIN");
+    // The agents count what their queries got.
+    for result in ["answered", "nxdomain"] {
+        let sample = format!("socketplane_dns_queries_total{{result=\"{result}\"}}");
+        let total: f64 = (0..3).map(|h| metric(&d.t, h, &sample)).sum();
+        assert!(total > 0.0, "no DNS query counted as {result} on /metrics");
+    }
 
     // A second endpoint with the same name: both addresses.
     let twin = d.attach(1, "twin", "blue", "gamma");

@@ -156,9 +156,19 @@ fn an_outsider_without_credentials_gets_nothing() {
     let hello: serde_json::Value = serde_json::from_slice(&hello.stdout).expect("hello is JSON");
     assert_eq!(hello.as_object().map(|o| o.len()), Some(1), "{hello}");
 
-    // The forged calls changed nothing.
+    // The forged calls changed nothing, and the member counted them.
     let after = state(&t);
     assert_eq!(before, after, "the forged calls changed the cluster state");
+    let refused = metric(
+        &t,
+        0,
+        "socketplane_cluster_port_refused_total{reason=\"tls\"}",
+    );
+    assert!(
+        refused >= ROUTES.len() as f64,
+        "the member's /metrics counted {refused} refusals of {} uncertified requests",
+        ROUTES.len()
+    );
 
     // 2,000 idle connections and a 100 MB body: members still served.
     let mut idle = idle_connections(&ns, 2000);

@@ -5,6 +5,7 @@
 //! without a valid, unrevoked node certificate reaches only the enrollment
 //! routes. Handlers learn who called from the [`Peer`] request extension.
 
+use socketplane_observe::events::{ClusterPortRefused, RefusedReason};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
@@ -154,7 +155,7 @@ pub async fn serve(port: PortServer) {
             }
         };
         let Some(slot) = Slot::take(&counts, addr.ip(), &shared.limits) else {
-            tracing::debug!(peer = %addr, "Too many cluster-port connections; closing one.");
+            refusal(RefusedReason::Limit, addr);
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -184,10 +185,12 @@ pub async fn serve(port: PortServer) {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(error)) => {
                             tracing::debug!(peer = %addr, %error, "TLS handshake failed.");
+                            refusal(RefusedReason::Tls, addr);
                             return;
                         }
                         Err(_) => {
                             tracing::debug!(peer = %addr, "TLS handshake timed out.");
+                            refusal(RefusedReason::Limit, addr);
                             return;
                         }
                     };
@@ -222,6 +225,14 @@ pub async fn serve(port: PortServer) {
     }
 }
 
+/// Counted in `socketplane_cluster_port_refused_total{reason}`.
+fn refusal(reason: RefusedReason, peer: std::net::SocketAddr) {
+    socketplane_observe::emit(ClusterPortRefused {
+        reason,
+        peer: Some(peer),
+    });
+}
+
 fn refused(status: StatusCode, why: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::from(why));
     *r.status_mut() = status;
@@ -246,6 +257,11 @@ where
                 peer.authorized = !shared.revoked.contains(id);
             }
             if !peer.authorized && !shared.anonymous_paths.contains(&req.uri().path()) {
+                let reason = match &peer.node_id {
+                    Some(_) => RefusedReason::Removed,
+                    None => RefusedReason::Tls,
+                };
+                refusal(reason, peer.addr);
                 return Ok::<_, std::convert::Infallible>(refused(
                     StatusCode::FORBIDDEN,
                     "this route needs a node certificate of this cluster",

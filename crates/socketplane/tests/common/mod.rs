@@ -405,6 +405,28 @@ impl TestLab {
 }
 
 /// One raw HTTP/1.1 request over a unix socket: (status, body).
+/// The value of one sample (`NAME{LABELS}` exactly as printed) on a lab
+/// host's `/metrics` (the agent's default `--http`, loopback in its
+/// namespace); 0 when the sample is not there yet.
+pub fn metric(t: &TestLab, host: usize, sample: &str) -> f64 {
+    let ns = t.lab().hosts()[host].netns.clone();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "curl", "-s", "--max-time", "5"])
+        .arg("http://127.0.0.1:9675/metrics")
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "GET /metrics on host index {host} failed"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.strip_prefix(sample))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Every key and value of the cluster store, read through an agent.
 pub fn store_dump(socket: &Path) -> BTreeMap<String, String> {
     let (status, body) = http(socket, "GET", "/v1/debug/store", b"");
