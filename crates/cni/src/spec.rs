@@ -337,7 +337,8 @@ pub fn add_result(version: &str, a: &Attached) -> Value {
         "interfaces": interfaces,
         "ips": [ip],
         "routes": [{ "dst": "0.0.0.0/0", "gw": a.gateway.to_string() }],
-        "dns": {},
+        // Every agent answers DNS on the network's gateway.
+        "dns": { "nameservers": [a.gateway.to_string()] },
     })
 }
 

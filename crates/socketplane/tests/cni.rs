@@ -201,6 +201,8 @@ fn the_plugin_driven_directly_follows_the_spec() {
     let ip = &result["ips"][0];
     assert_eq!(ip["interface"], 1);
     assert_eq!(ip["gateway"], "10.77.0.1");
+    // The network's DNS is its gateway (every agent answers there).
+    assert_eq!(result["dns"]["nameservers"][0], "10.77.0.1", "{result}");
     let addr = ip["address"].as_str().unwrap().to_string();
     assert!(
         addr.starts_with("10.77.0.") && addr.ends_with("/24"),
