@@ -50,7 +50,9 @@ pub(crate) fn start(ns: &str, host_dir: &Path) -> Result<()> {
                 &GATEWAY_IP.to_string(),
                 "dev",
                 UNDERLAY_BRIDGE,
-            ])
+            ])?;
+            // ovs-vswitchd keeps its own copy of the routes (see there).
+            ovs.sync_routes()
         });
     // Running from here on: the lab owns the daemons through its namespace
     // (on failure too, its rollback deletes the namespace).

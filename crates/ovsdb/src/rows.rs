@@ -39,6 +39,11 @@ pub struct OpenVSwitch {
     pub iface_types: Vec<String>,
     pub ovs_version: Option<String>,
     pub external_ids: BTreeMap<String, String>,
+    /// The configuration sequence a client asked for (bumped by clients
+    /// that want to wait for ovs-vswitchd, as `ovs-vsctl` does).
+    pub next_cfg: i64,
+    /// The sequence ovs-vswitchd has fully applied.
+    pub cur_cfg: i64,
 }
 
 /// A row of `Bridge`.
@@ -91,6 +96,8 @@ impl OpenVSwitch {
             iface_types: col(r, "iface_types").map(as_string_set).unwrap_or_default(),
             ovs_version: opt_s(r, "ovs_version"),
             external_ids: m(r, "external_ids"),
+            next_cfg: col(r, "next_cfg").and_then(as_int).unwrap_or_default(),
+            cur_cfg: col(r, "cur_cfg").and_then(as_int).unwrap_or_default(),
         }
     }
 }

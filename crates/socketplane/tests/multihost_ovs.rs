@@ -34,3 +34,9 @@ fn traffic_survives_agent_kill_of_follower_and_leader() {
     let _lab = one_lab_at_a_time();
     suite::traffic_survives_agent_kill_of_follower_and_leader(Mode::on("ovs"));
 }
+
+#[test]
+fn traffic_into_a_host_survives_link_churn_there() {
+    let _lab = one_lab_at_a_time();
+    suite::traffic_into_a_host_survives_link_churn_there(Mode::on("ovs"));
+}

@@ -20,6 +20,8 @@ pub const UNDERLAY_BRIDGE: &str = "br-phy";
 pub const PACKAGE: &str = "openvswitch-switch";
 /// How long `ovs-vsctl` may wait for the daemons.
 const VSCTL_TIMEOUT: &str = "--timeout=10";
+/// How long ovs-vswitchd may take to accept a route (see `route_add`).
+const ROUTE_WAIT: Duration = Duration::from_secs(10);
 /// How long a daemon gets after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -157,7 +159,9 @@ impl Ovs {
         .map(|_| ())
     }
 
-    /// Start ovs-vswitchd.
+    /// Start ovs-vswitchd, without the kernel's routing table (see
+    /// [`Ovs::sync_routes`]), then give it the routes of the underlay
+    /// bridge, if there is one yet.
     pub fn start_vswitchd(&self) -> Result<()> {
         self.run(&[
             "ovs-vswitchd",
@@ -166,8 +170,63 @@ impl Ovs {
             &format!("--unixctl={}", self.file("ovs-vswitchd.ctl")),
             &format!("--log-file={}", self.file("ovs-vswitchd.log")),
             "--detach",
-        ])
-        .map(|_| ())
+            "--disable-system-route",
+        ])?;
+        self.sync_routes()
+    }
+
+    /// `ovs-appctl` to this instance's ovs-vswitchd; returns stdout.
+    pub fn appctl(&self, args: &[&str]) -> Result<String> {
+        let ctl = self.file("ovs-vswitchd.ctl");
+        let mut v = vec!["ovs-appctl", "-t", ctl.as_str()];
+        v.extend_from_slice(args);
+        self.run(&v)
+    }
+
+    /// Gives ovs-vswitchd, as its own routes, the underlay bridge's subnet
+    /// and the namespace's default route when it leaves through that
+    /// bridge. ovs-vswitchd runs with `--disable-system-route`: with the
+    /// kernel's table it drops and re-reads every route on every link
+    /// change in the namespace (OVS 3.1), and VXLAN packets that arrive in
+    /// that moment are not decapsulated but handed to the host's stack,
+    /// which drops them. Every endpoint attach or detach is such a link
+    /// change. Without the bridge (before [`Ovs::move_underlay`]) this does
+    /// nothing.
+    pub fn sync_routes(&self) -> Result<()> {
+        let addrs = cmd::ip_json(
+            Some(&self.ns),
+            &["-4", "addr", "show", "dev", UNDERLAY_BRIDGE],
+        );
+        let Some(cidr) = addrs.ok().as_ref().and_then(first_cidr) else {
+            return Ok(());
+        };
+        self.route_add(&[&cidr, UNDERLAY_BRIDGE])?;
+        let routes = cmd::ip_json(Some(&self.ns), &["-4", "route", "show", "default"])?;
+        let via = routes.as_array().and_then(|l| {
+            l.iter()
+                .find(|r| r["dev"].as_str() == Some(UNDERLAY_BRIDGE))
+                .and_then(|r| r["gateway"].as_str())
+        });
+        if let Some(gw) = via {
+            self.route_add(&["0.0.0.0/0", UNDERLAY_BRIDGE, gw])?;
+        }
+        Ok(())
+    }
+
+    /// `ovs/route/add ARGS`, retried for a few seconds: ovs-vswitchd
+    /// refuses a route through a bridge until it has seen the bridge's
+    /// address, which it learns asynchronously.
+    fn route_add(&self, args: &[&str]) -> Result<()> {
+        let mut argv = vec!["ovs/route/add"];
+        argv.extend_from_slice(args);
+        let deadline = std::time::Instant::now() + ROUTE_WAIT;
+        loop {
+            match self.appctl(&argv) {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// Stop ovs-vswitchd (its flows and internal ports go with it).
@@ -212,22 +271,10 @@ impl Ovs {
     /// bridge (up). Returns that address (`a.b.c.d/len`).
     pub fn move_underlay(&self, iface: &str, bridge: &str) -> Result<String> {
         let addrs = cmd::ip_json(Some(&self.ns), &["-4", "addr", "show", "dev", iface])?;
-        let cidr = addrs
-            .as_array()
-            .and_then(|l| l.first())
-            .and_then(|l| l["addr_info"].as_array())
-            .and_then(|a| a.first())
-            .and_then(|a| {
-                Some(format!(
-                    "{}/{}",
-                    a["local"].as_str()?,
-                    a["prefixlen"].as_u64()?
-                ))
-            })
-            .ok_or_else(|| KitError::Output {
-                cmd: format!("ip -j -n {} -4 addr show dev {iface}", self.ns),
-                detail: format!("{iface} has no IPv4 address: {addrs}"),
-            })?;
+        let cidr = first_cidr(&addrs).ok_or_else(|| KitError::Output {
+            cmd: format!("ip -j -n {} -4 addr show dev {iface}", self.ns),
+            detail: format!("{iface} has no IPv4 address: {addrs}"),
+        })?;
         self.vsctl(&[
             "add-br",
             bridge,
@@ -244,6 +291,9 @@ impl Ovs {
         cmd::ip(&["-n", &self.ns, "addr", "flush", "dev", iface])?;
         cmd::ip(&["-n", &self.ns, "addr", "add", &cidr, "dev", bridge])?;
         cmd::ip(&["-n", &self.ns, "link", "set", bridge, "up"])?;
+        if bridge == UNDERLAY_BRIDGE {
+            self.sync_routes()?;
+        }
         Ok(cidr)
     }
 
@@ -252,6 +302,21 @@ impl Ovs {
         self.stop_vswitchd();
         self.stop_db();
     }
+}
+
+/// The first IPv4 address (`a.b.c.d/len`) in `ip -j addr show` output.
+fn first_cidr(addrs: &serde_json::Value) -> Option<String> {
+    let a = addrs
+        .as_array()?
+        .first()?
+        .get("addr_info")?
+        .as_array()?
+        .first()?;
+    Some(format!(
+        "{}/{}",
+        a["local"].as_str()?,
+        a["prefixlen"].as_u64()?
+    ))
 }
 
 impl Drop for Ovs {

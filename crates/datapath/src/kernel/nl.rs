@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::StreamExt;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -85,12 +86,41 @@ pub(crate) async fn ack_unless(
     }
 }
 
-/// Sends a dump request and collects every answer.
+/// How often a dump the kernel marks interrupted is started over.
+const DUMP_ATTEMPTS: usize = 5;
+
+/// Sends a dump request and collects every answer. A dump that changes
+/// while it runs (another process adds or deletes a link meanwhile) is
+/// marked `NLM_F_DUMP_INTR` by the kernel and may miss entries: it is
+/// started over, so callers never act on a partial table (e.g. create a
+/// link that exists but was not listed).
 pub(crate) async fn dump(
     handle: &Handle,
     msg: RouteNetlinkMessage,
     context: &str,
 ) -> Result<Vec<RouteNetlinkMessage>> {
+    for _ in 1..DUMP_ATTEMPTS {
+        let (out, interrupted) = dump_once(handle, msg.clone(), context).await?;
+        if !interrupted {
+            return Ok(out);
+        }
+        tracing::debug!(dump = context, "Netlink dump interrupted; starting over.");
+    }
+    let (out, interrupted) = dump_once(handle, msg, context).await?;
+    if interrupted {
+        return Err(DatapathError::Kernel {
+            context: format!("{context} (the table kept changing during {DUMP_ATTEMPTS} dumps)"),
+            errno: Errno::EAGAIN,
+        });
+    }
+    Ok(out)
+}
+
+async fn dump_once(
+    handle: &Handle,
+    msg: RouteNetlinkMessage,
+    context: &str,
+) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
     let mut req = NetlinkMessage::from(msg);
     req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut h = handle.clone();
@@ -98,7 +128,9 @@ pub(crate) async fn dump(
         .request(req)
         .map_err(|e| DatapathError::netlink(context, e))?;
     let mut out = Vec::new();
+    let mut interrupted = false;
     while let Some(m) = resp.next().await {
+        interrupted |= m.header.flags & NLM_F_DUMP_INTR != 0;
         match m.payload {
             NetlinkPayload::InnerMessage(inner) => out.push(inner),
             NetlinkPayload::Error(err) if err.code.is_some() => {
@@ -110,7 +142,7 @@ pub(crate) async fn dump(
             _ => {}
         }
     }
-    Ok(out)
+    Ok((out, interrupted))
 }
 
 /// Creates a link (fails if the name is taken).

@@ -43,7 +43,7 @@ use rtnetlink::LinkUnspec;
 use serde_json::{json, Value};
 use socketplane_ovsdb::{atom, ops, Client, Snapshot};
 use tokio::sync::Mutex;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use self::flows::{FlowLocal, FlowNet, FlowRemote};
 use crate::command;
@@ -361,16 +361,23 @@ impl OvsDatapath {
         desired: &DesiredState,
     ) -> BTreeMap<String, PortSpec> {
         let mut m = BTreeMap::new();
+        let mut tunnel = atom::string_map([
+            ("remote_ip", "flow"),
+            ("key", "flow"),
+            ("dst_port", &VXLAN_PORT.to_string()),
+        ]);
+        // Userspace tunnels pick their source by OVS's own routing; a
+        // `local_ip` there needs a local route to it, which OVS only learns
+        // from the kernel's table, and an ovs-vswitchd run with
+        // `--disable-system-route` (see the README) has none.
+        if self.datapath_type != "netdev" {
+            tunnel.insert("local_ip".into(), self.underlay.ip.to_string());
+        }
         m.insert(
             TUNNEL_PORT.to_string(),
             PortSpec {
                 kind: "vxlan",
-                options: atom::string_map([
-                    ("remote_ip", "flow"),
-                    ("key", "flow"),
-                    ("dst_port", &VXLAN_PORT.to_string()),
-                    ("local_ip", &self.underlay.ip.to_string()),
-                ]),
+                options: tunnel,
                 external_ids: atom::string_map([(EXT_ROLE, "tunnel")]),
                 mac: None,
                 mtu_request: None,
@@ -543,12 +550,56 @@ impl OvsDatapath {
         if txn.is_empty() {
             return Ok(0);
         }
+        // A removed port's veth is deleted next: ovs-vswitchd must have let
+        // go of the port first. A device deleted under its userspace
+        // datapath upsets the datapath as a whole (packets of other ports
+        // were seen lost), so ask it to report when it has applied this.
+        let wait_applied = !stale_ports.is_empty();
+        if wait_applied {
+            txn.push(ops::mutate(
+                "Open_vSwitch",
+                ops::by_uuid(&root.uuid),
+                vec![ops::mutation("next_cfg", "+=", json!(1))],
+            ));
+            txn.push(ops::select(
+                "Open_vSwitch",
+                ops::by_uuid(&root.uuid),
+                Some(&["next_cfg"]),
+            ));
+        }
         debug!(ops = txn.len(), "OVSDB transaction.");
-        self.db
+        let results = self
+            .db
             .transact(txn)
             .await
             .map_err(|e| db_err("configure bridge", e))?;
+        if wait_applied {
+            let target = results
+                .last()
+                .and_then(|r| r.get("rows"))
+                .and_then(|rows| rows.get(0))
+                .and_then(|row| row.get("next_cfg"))
+                .and_then(Value::as_i64);
+            self.wait_applied(target).await;
+        }
         Ok(1)
+    }
+
+    /// Waits until ovs-vswitchd has applied configuration `target` (its
+    /// `cur_cfg`), at most [`PORT_WAIT`]; a daemon that is slower than
+    /// that only gets a warning (the rest of the apply goes on).
+    async fn wait_applied(&self, target: Option<i64>) {
+        let Some(target) = target else {
+            warn!("ovsdb-server did not return next_cfg; not waiting for ovs-vswitchd.");
+            return;
+        };
+        let applied = |s: &Snapshot| s.open_vswitch().is_some_and(|r| r.cur_cfg >= target);
+        if !self.db.wait_until(PORT_WAIT, applied).await {
+            warn!(
+                target,
+                "ovs-vswitchd has not applied the port removal in time; deleting the devices anyway."
+            );
+        }
     }
 
     /// Waits until ovs-vswitchd gave every wanted port an OpenFlow number.

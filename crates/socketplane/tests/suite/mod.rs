@@ -1065,6 +1065,52 @@ impl Drop for PingStream {
     }
 }
 
+/// Traffic into a host survives link changes on that host: veths come and
+/// go there (as when containers start and stop) and its agent attaches and
+/// detaches endpoints, while a 100/s stream from another host's workload
+/// runs to one of its workloads; not one packet may be lost. (With its
+/// kernel routing table, userspace Open vSwitch re-reads every route on
+/// each such change and drops tunnel packets that arrive meanwhile.)
+pub fn traffic_into_a_host_survives_link_churn_there(m: Mode) {
+    require_privileged!();
+    let mut t = TestLab::start_mode('c', 2, m);
+    t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
+        .expect("create web");
+    let _w0 = t.workload(0, "w0", "web");
+    let w1 = t.workload(1, "w1", "web");
+    let stream = PingStream::start(&t, "w0", w1.endpoint.ip, 600);
+    let ns = t.lab().hosts()[1].netns.clone();
+    let mut churned = 0;
+    for i in 0..120 {
+        let (a, b) = (format!("spzc{i}"), format!("spzd{i}"));
+        let link = |args: &[&str]| netns::exec(&ns, args).map(drop);
+        link(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])
+            .and_then(|_| link(&["ip", "link", "set", &a, "up"]))
+            .and_then(|_| link(&["ip", "link", "del", &a]))
+            .expect("veth churn on the receiving host");
+        churned += 1;
+        if i % 40 == 0 {
+            let name = format!("c{i}");
+            let e = t.workload(1, &name, "web");
+            let netns_path = e.endpoint.netns.clone().expect("netns");
+            t.sp(
+                1,
+                &["endpoint", "detach", "--netns", &netns_path, "-n", "web"],
+            )
+            .expect("detach");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (sent, received) = stream.finish();
+    eprintln!("{churned} veth pairs came and went: {received}/{sent} pings");
+    assert_eq!(
+        received,
+        sent,
+        "{} packets into the churning host lost",
+        sent - received
+    );
+}
+
 /// Continuous traffic across an agent's `kill -9` and restart, first of a
 /// follower's host, then of the store leader's host: not one packet of a
 /// 100/s stream from and to the killed host's workload may be lost, and
