@@ -87,7 +87,7 @@ impl Cluster {
                 }
                 None => {
                     let owners = block_owners(&network.id, &ipam.kvs);
-                    self.choose_address(&pool, &network.id, &taken, &owners)
+                    self.choose_address(&pool, &network.id, net_rev, &taken, &owners)
                         .await?
                 }
             };
@@ -147,6 +147,7 @@ impl Cluster {
         &self,
         pool: &Pool,
         network: &str,
+        net_rev: Revision,
         taken: &BTreeMap<Ipv4Addr, Holder>,
         owners: &BTreeMap<Ipv4Net, String>,
     ) -> Result<Ipv4Addr> {
@@ -165,7 +166,10 @@ impl Cluster {
             let Some(ip) = pool.first_free(block, is_taken) else {
                 continue;
             };
+            // Only while the network is the one listed: a claim landing
+            // after its delete would be a key nobody ever removes.
             let claim = Txn::new()
+                .when(Compare::mod_revision(keys::network(network), net_rev))
                 .when(Compare::absent(keys::block(network, block)))
                 .then(Op::put(keys::block(network, block), self.node_id.clone()));
             if self.store.txn(claim).await?.succeeded {

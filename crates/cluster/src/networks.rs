@@ -161,20 +161,63 @@ impl Cluster {
             }
             // An address released or taken meanwhile changes these keys;
             // one taken after the delete fails its own compare on the
-            // network. (An attach racing exactly in between leaves an
-            // endpoint without network, which the reconciler collects.)
+            // network. (A write landing exactly in between is removed by
+            // the sweep after the delete.)
             for kv in &ipam.kvs {
                 txn = txn.when(Compare::mod_revision(kv.key.clone(), kv.mod_revision));
             }
             let result = self.store.txn(txn).await?;
             if result.succeeded {
                 tracing::info!(network = %network.name, id = %network.id, endpoints = endpoints.len(), "Deleted network.");
+                self.sweep_deleted_network(&network.id).await;
                 return Ok(result.revision);
             }
         }
         Err(Error::Unavailable(
             "too much contention deleting the network; try again".into(),
         ))
+    }
+
+    /// Removes what a write racing the delete left of network `id`: an
+    /// attach, reservation or block claim that landed between the delete's
+    /// listing and its transaction. None can land after it (they compare
+    /// on the network), so one pass leaves nothing behind.
+    async fn sweep_deleted_network(&self, id: &str) {
+        let left = async {
+            let mut stale: Vec<String> = self
+                .store
+                .list(&keys::ipam(id))
+                .await?
+                .kvs
+                .into_iter()
+                .map(|kv| kv.key)
+                .collect();
+            stale.extend(
+                self.list_endpoints()
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.network == id)
+                    .map(|e| keys::endpoint(&e.id)),
+            );
+            if stale.is_empty() {
+                return Ok(0);
+            }
+            let mut txn = Txn::new().when(Compare::absent(keys::network(id)));
+            for key in &stale {
+                txn = txn.then(Op::delete(key.clone()));
+            }
+            self.store.txn(txn).await?;
+            Ok::<_, Error>(stale.len())
+        };
+        match left.await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(network = %id, keys = n, "Removed what writes racing the network's delete left.")
+            }
+            Err(error) => {
+                tracing::warn!(network = %id, %error, "Could not sweep a deleted network's keys.")
+            }
+        }
     }
 
     /// Gives a network a new name. Endpoints and addresses refer to the

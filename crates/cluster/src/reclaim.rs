@@ -201,6 +201,61 @@ mod tests {
         assert!(b.list_endpoints().await.unwrap().is_empty());
     }
 
+    /// Docker's reservations (addresses handed out before Docker makes the
+    /// endpoint) go with their dead node, and only after the grace.
+    #[tokio::test]
+    async fn a_dead_nodes_docker_reservations_go_with_it() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let (b, lease) = node_with_endpoint(&store).await;
+        let reserved = b.reserve_address("web", None).await.unwrap();
+        let a = Cluster::new(store.clone(), "a".into(), "c".into())
+            .with_reclaim_after(Some(Duration::from_secs(3600)));
+        a.register(&record("a"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        store.lease_revoke(lease).await.unwrap();
+        assert_eq!(a.reclaim_if_due("b").await.unwrap(), ReclaimStep::Waiting);
+        let refused = a.reserve_address("web", Some(reserved)).await;
+        assert!(
+            matches!(refused, Err(crate::Error::Conflict(_))),
+            "within the grace the reservation holds: {refused:?}"
+        );
+        let long_ago = unix_now() - 3601;
+        store
+            .put(&keys::dead_since("b"), long_ago.to_string().into_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            a.reclaim_if_due("b").await.unwrap(),
+            ReclaimStep::Reclaimed(1)
+        );
+        let (network, _) = a.find_network("web").await.unwrap();
+        let left = store.list(&keys::reservations(&network.id)).await.unwrap();
+        assert!(left.kvs.is_empty(), "reservations left: {:?}", left.kvs);
+        assert_eq!(
+            a.reserve_address("web", Some(reserved)).await.unwrap(),
+            reserved
+        );
+    }
+
+    /// `cluster remove` takes a dead node's reservations at once.
+    #[tokio::test]
+    async fn a_removed_nodes_docker_reservations_go_at_once() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let (b, lease) = node_with_endpoint(&store).await;
+        let reserved = b.reserve_address("web", None).await.unwrap();
+        let a = Cluster::new(store.clone(), "a".into(), "c".into()).with_reclaim_after(None);
+        a.register(&record("a"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        store.lease_revoke(lease).await.unwrap();
+        a.remove_node("host-b").await.unwrap();
+        assert_eq!(
+            a.reserve_address("web", Some(reserved)).await.unwrap(),
+            reserved
+        );
+    }
+
     #[tokio::test]
     async fn without_a_grace_only_removal_reclaims() {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());

@@ -1,0 +1,200 @@
+//! A network delete racing attaches, Docker reservations and block claims
+//! (issue 18, "delete/attach races leave nothing behind"): the racing
+//! writes land at the worst moments, made deterministic by a store that
+//! runs them from inside the deleter's (or attacher's) own store calls.
+//! Afterwards no key of the deleted network is left, and a network of the
+//! same name works.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socketplane_api::keys;
+use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
+use socketplane_api::NodeRecord;
+use socketplane_cluster::Cluster;
+use socketplane_store::mem::MemStore;
+use socketplane_store::{
+    KeyValue, LeaseId, Listing, Op, Result, Revision, Store, StoreStatus, Txn, TxnResult,
+    WatchStream,
+};
+use tokio::sync::Mutex;
+
+type Racing = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// When the racing writes run.
+enum Moment {
+    /// After a listing of this prefix is read, before it is returned.
+    AfterList(String),
+    /// Before a transaction that claims an address block.
+    BeforeBlockClaim,
+}
+
+/// A store that runs `racing` once, at `moment`, inside a call made
+/// through it.
+struct Racy {
+    inner: Arc<dyn Store>,
+    hook: Mutex<Option<(Moment, Racing)>>,
+}
+
+impl Racy {
+    async fn fire_if(&self, now: impl Fn(&Moment) -> bool) {
+        let racing = {
+            let mut hook = self.hook.lock().await;
+            match hook.as_ref() {
+                Some((m, _)) if now(m) => hook.take().map(|(_, f)| f),
+                _ => None,
+            }
+        };
+        if let Some(f) = racing {
+            f.await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Racy {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        let listing = self.inner.list(prefix).await?;
+        self.fire_if(|m| matches!(m, Moment::AfterList(p) if p == prefix))
+            .await;
+        Ok(listing)
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnResult> {
+        let claims_block = txn
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::Put { key, .. } if key.contains("/blocks/")));
+        if claims_block {
+            self.fire_if(|m| matches!(m, Moment::BeforeBlockClaim))
+                .await;
+        }
+        self.inner.txn(txn).await
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        self.inner.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
+        self.inner.lease_keep_alive(lease).await
+    }
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.inner.lease_revoke(lease).await
+    }
+    async fn status(&self) -> Result<StoreStatus> {
+        self.inner.status().await
+    }
+}
+
+async fn node(store: Arc<dyn Store>, id: &str) -> Arc<Cluster> {
+    let c = Cluster::new(store, id.into(), "c".into());
+    c.register(
+        &NodeRecord {
+            id: id.into(),
+            name: format!("host-{id}"),
+            addr: "198.18.0.9".parse().unwrap(),
+            cluster_port: 1,
+            datapath: "linux".into(),
+            version: "0".into(),
+        },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    Arc::new(c)
+}
+
+fn web() -> CreateNetwork {
+    CreateNetwork {
+        name: "web".into(),
+        subnet: "10.9.0.0/24".into(),
+        gateway: None,
+        mtu: None,
+    }
+}
+
+fn attach_web() -> AttachEndpoint {
+    AttachEndpoint {
+        network: "web".into(),
+        ..Default::default()
+    }
+}
+
+/// Every key whose name or value mentions network `id` (the networks
+/// lock, which names the last network changed, aside).
+async fn left_of(store: &Arc<dyn Store>, id: &str) -> Vec<String> {
+    store
+        .list("")
+        .await
+        .unwrap()
+        .kvs
+        .into_iter()
+        .filter(|kv| kv.key != keys::networks_lock())
+        .filter(|kv| kv.key.contains(id) || String::from_utf8_lossy(&kv.value).contains(id))
+        .map(|kv| kv.key)
+        .collect()
+}
+
+/// Writes landing between the delete's listing and its transaction: an
+/// attach (address, endpoint and a block claim) and a Docker reservation.
+#[tokio::test]
+async fn writes_between_a_deletes_listing_and_its_commit_are_swept() {
+    let inner: Arc<dyn Store> = Arc::new(MemStore::new());
+    let racy = Arc::new(Racy {
+        inner: inner.clone(),
+        hook: Mutex::new(None),
+    });
+    let deleter = node(racy.clone(), "a").await;
+    let attacher = node(inner.clone(), "b").await;
+    let net = deleter.create_network(&web()).await.unwrap();
+    let before = attacher.clone();
+    *racy.hook.lock().await = Some((
+        Moment::AfterList(keys::ipam(&net.id)),
+        Box::pin(async move {
+            before.attach(&attach_web(), None).await.unwrap();
+            before.reserve_address("web", None).await.unwrap();
+        }),
+    ));
+    deleter.delete_network("web", true).await.unwrap();
+    assert!(racy.hook.lock().await.is_none(), "the racing writes ran");
+    assert_eq!(left_of(&inner, &net.id).await, Vec::<String>::new());
+    // The same name again: a new network that works.
+    let again = attacher.create_network(&web()).await.unwrap();
+    assert_ne!(again.id, net.id);
+    attacher.attach(&attach_web(), None).await.unwrap();
+    assert_eq!(left_of(&inner, &net.id).await, Vec::<String>::new());
+}
+
+/// The delete lands while an attach is between reading the network and
+/// claiming a block: the claim must not outlive the network.
+#[tokio::test]
+async fn a_block_claim_racing_the_delete_leaves_nothing() {
+    let inner: Arc<dyn Store> = Arc::new(MemStore::new());
+    let racy = Arc::new(Racy {
+        inner: inner.clone(),
+        hook: Mutex::new(None),
+    });
+    let attacher = node(racy.clone(), "b").await;
+    let deleter = node(inner.clone(), "a").await;
+    let net = deleter.create_network(&web()).await.unwrap();
+    let d = deleter.clone();
+    *racy.hook.lock().await = Some((
+        Moment::BeforeBlockClaim,
+        Box::pin(async move {
+            d.delete_network("web", true).await.unwrap();
+        }),
+    ));
+    let raced = attacher.attach(&attach_web(), None).await;
+    assert!(raced.is_err(), "an attach on a deleted network: {raced:?}");
+    assert!(racy.hook.lock().await.is_none(), "the delete ran");
+    assert_eq!(left_of(&inner, &net.id).await, Vec::<String>::new());
+    deleter.create_network(&web()).await.unwrap();
+    attacher.attach(&attach_web(), None).await.unwrap();
+    assert_eq!(left_of(&inner, &net.id).await, Vec::<String>::new());
+}
