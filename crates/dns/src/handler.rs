@@ -84,15 +84,15 @@ impl RequestHandler for Handler {
             return send(&mut response, builder.build_no_records(metadata), request).await;
         }
         let zones = self.zones.borrow().clone();
-        let lookup = match zones.get(&self.network) {
-            Some(zone) if query.query_class() == DNSClass::IN => {
-                zone.lookup(&query.name().to_string())
-            }
-            _ => Lookup::Forward,
+        let qname = query.name().to_string();
+        let lookup = if query.query_class() == DNSClass::IN {
+            zones.lookup(&self.network, &qname)
+        } else {
+            Lookup::Forward
         };
         match lookup {
             Lookup::Found(ips) => {
-                count(DnsResult::Answered, &query.name().to_string());
+                count(DnsResult::Answered, &qname);
                 metadata.authoritative = true;
                 let name = query.original().name().clone();
                 let answers: Vec<Record> = match query.query_type() {
@@ -114,12 +114,12 @@ impl RequestHandler for Handler {
                 send(&mut response, msg, request).await
             }
             Lookup::Apex => {
-                count(DnsResult::Answered, &query.name().to_string());
+                count(DnsResult::Answered, &qname);
                 metadata.authoritative = true;
                 send(&mut response, builder.build_no_records(metadata), request).await
             }
             Lookup::NxDomain => {
-                count(DnsResult::NxDomain, &query.name().to_string());
+                count(DnsResult::NxDomain, &qname);
                 metadata.authoritative = true;
                 metadata.response_code = ResponseCode::NXDomain;
                 send(&mut response, builder.build_no_records(metadata), request).await
@@ -140,7 +140,7 @@ impl RequestHandler for Handler {
                     .await;
                 match forwarded {
                     Ok(answer) => {
-                        count(DnsResult::Forwarded, &query.name().to_string());
+                        count(DnsResult::Forwarded, &qname);
                         metadata.response_code = answer.metadata.response_code;
                         let msg = builder.build(
                             metadata,
@@ -153,7 +153,7 @@ impl RequestHandler for Handler {
                     }
                     Err(error) => {
                         tracing::debug!(name = %query.name(), %error, "Answering SERVFAIL: forwarding failed.");
-                        count(DnsResult::Failed, &query.name().to_string());
+                        count(DnsResult::Failed, &qname);
                         metadata.response_code = ResponseCode::ServFail;
                         send(&mut response, builder.build_no_records(metadata), request).await
                     }

@@ -37,9 +37,8 @@ impl Zone {
     ///
     /// `NAME` (one label) and `NAME.NETWORK` are the zone: a single label
     /// never leaves the host (no upstream knows an endpoint's name, and a
-    /// workload's lookups of bare names stay private). Anything else,
-    /// including `NAME.OTHER-NETWORK`, is forwarded, so another network's
-    /// names are never answered from here.
+    /// workload's lookups of bare names stay private). Anything else is
+    /// forwarded; [`Zones::lookup`] keeps `NAME.OTHER-NETWORK` home.
     pub fn lookup(&self, qname: &str) -> Lookup<'_> {
         let q = qname
             .strip_suffix('.')
@@ -130,6 +129,32 @@ impl Zones {
         self.by_network.get(network)
     }
 
+    /// The decision for `qname` asked on `network`'s gateway: its zone's
+    /// ([`Zone::lookup`]), except that a name inside another network's
+    /// zone (`NAME.OTHER-NETWORK`, or `OTHER-NETWORK` itself) gets
+    /// NXDOMAIN here. Such a name is the cluster's, so it is neither
+    /// answered with the other network's addresses nor sent upstream,
+    /// where a public name of the same spelling could answer it.
+    pub fn lookup(&self, network: &str, qname: &str) -> Lookup<'_> {
+        let Some(zone) = self.get(network) else {
+            return Lookup::Forward;
+        };
+        match zone.lookup(qname) {
+            Lookup::Forward => {}
+            decided => return decided,
+        }
+        let q = qname
+            .strip_suffix('.')
+            .unwrap_or(qname)
+            .to_ascii_lowercase();
+        let last = q.rsplit('.').next().unwrap_or_default();
+        if !last.is_empty() && self.by_network.values().any(|z| z.suffix == last) {
+            Lookup::NxDomain
+        } else {
+            Lookup::Forward
+        }
+    }
+
     /// Whether `ip` is one of the gateways (never an upstream: that would
     /// loop).
     pub fn is_gateway(&self, ip: Ipv4Addr) -> bool {
@@ -200,6 +225,14 @@ mod tests {
         assert_eq!(blue.lookup("db."), Lookup::NxDomain);
         assert_eq!(blue.lookup("db.blue."), Lookup::NxDomain);
         assert_eq!(blue.lookup("db.red."), Lookup::Forward);
+        // Across the zones: another network's names stay home, unanswered.
+        assert_eq!(zones.lookup("n1", "db.red."), Lookup::NxDomain);
+        assert_eq!(zones.lookup("n1", "DB.Red"), Lookup::NxDomain);
+        assert_eq!(zones.lookup("n1", "red."), Lookup::NxDomain);
+        assert_eq!(zones.lookup("n1", "web.blue."), Lookup::Found(both));
+        assert_eq!(zones.lookup("n1", "db.red.example."), Lookup::Forward);
+        assert_eq!(zones.lookup("n1", "example.com."), Lookup::Forward);
+        assert_eq!(zones.lookup("gone", "web"), Lookup::Forward);
         assert_eq!(blue.lookup("example.com."), Lookup::Forward);
         assert_eq!(blue.lookup("blue."), Lookup::Apex);
         assert_eq!(blue.lookup("."), Lookup::Forward);

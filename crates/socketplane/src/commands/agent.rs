@@ -364,7 +364,11 @@ impl AgentCmd {
 
 fn init_logging(format: socketplane_observe::logging::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOCKETPLANE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+        // hickory logs every DNS query at info: at 20k qps that was the
+        // DNS server's main cost (and a log that fills the disk).
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,openraft=warn,hickory_server=warn")
+        });
     socketplane_observe::logging::init(format, filter);
 }
 
