@@ -15,6 +15,7 @@
 //! - [`discovery`]: peers over mDNS
 //! - [`observe`]: what the HTTP server (`--http`, `socketplane-observe`)
 //!   and `cluster status` show
+//! - [`disk_guard`]: store writes refused clearly while its disk is full
 //! - [`dns`]: names on every network's gateway (`socketplane-dns`)
 //! - the Docker plugin (`socketplane-docker`, cargo feature `docker`)
 
@@ -22,6 +23,7 @@ pub mod cluster_port;
 pub mod config;
 pub mod datapaths;
 pub mod discovery;
+pub mod disk_guard;
 pub mod dns;
 pub mod enrollment;
 pub mod error;

@@ -186,6 +186,12 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         e.set_client_tls(tls);
     }
     tokio::spawn(refresh_revoked(store.clone(), standing.clone()));
+    // A full disk under the embedded store refuses writes with a clear
+    // message before Raft would stop for good on it.
+    let store = match &embedded {
+        Some(_) => crate::disk_guard::DiskGuard::wrap(store, &cfg.data_dir.join("store")),
+        None => store,
+    };
     let store: Arc<dyn Store> = ObservedStore::new(store);
     let cluster = Arc::new(
         Cluster::new(store, identity.id.clone(), cfg.cluster.clone())

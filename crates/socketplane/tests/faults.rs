@@ -485,7 +485,8 @@ fn faults_never_put_an_address_on_two_workloads() {
         let saved = data.with_extension("saved");
         let cp = Command::new("cp").arg("-a").arg(&data).arg(&saved).status();
         assert!(cp.is_ok_and(|s| s.success()), "save the data dir");
-        // Room for what is there and a little more.
+        // Room for what is there and more than the agent's free-space
+        // floor for writes (16 MiB), so it starts writable.
         let used_kb: u64 = Command::new("du")
             .arg("-sk")
             .arg(&saved)
@@ -500,7 +501,7 @@ fn faults_never_put_an_address_on_two_workloads() {
             .unwrap_or(0);
         let mount = Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={}k", used_kb + 8 * 1024))
+            .arg(format!("size={}k", used_kb + 40 * 1024))
             .arg("tmpfs")
             .arg(&data)
             .status();
@@ -555,6 +556,23 @@ fn faults_never_put_an_address_on_two_workloads() {
                 "a write on a full disk failed without a message"
             );
         }
+        // The first write fails, with the store's own message, while the
+        // agent is up: not an agent that exits under the write.
+        assert!(
+            writes >= 1,
+            "the agent exited before any write on the full disk"
+        );
+        assert_eq!(
+            errors.len(),
+            writes,
+            "a write succeeded on a full disk: {errors:?}"
+        );
+        assert!(
+            errors.first().is_some_and(|e| e.contains("disk is full")
+                && e.contains(&data.display().to_string())),
+            "the first write on a full disk must fail saying the disk is full, naming the path: {errors:?}\n{}",
+            t.agent_logs()
+        );
         let _ = std::fs::remove_file(&fill);
         // Freed: it writes again by itself, or it has exited (non-zero,
         // for its supervisor) and is restarted as a supervisor would.
