@@ -4,6 +4,8 @@
 //! and busybox-static besides what the multi-host tests need.
 
 mod common;
+#[path = "common/podman.rs"]
+mod podman;
 
 use std::time::Duration;
 
@@ -912,4 +914,116 @@ fn bench_docker_run_socketplane_vs_bridge() {
     println!("  socketplane network  median {msp:8.1} ms");
     println!("  docker bridge        median {mbr:8.1} ms");
     println!("  ratio                {:8.2}x (goal <= 1.2x)", msp / mbr);
+}
+
+/// Issue 13: podman containers (through the CNI plugin) beside Docker
+/// containers on one cluster network, on the Docker host itself and on
+/// another host: they reach each other, and every host lists them.
+#[test]
+fn podman_and_docker_containers_share_a_network() {
+    socketplane_testkit::require_privileged!();
+    let mut t = TestLab::start('m', 2);
+    let dh = DockerHost::start(&mut t, 0);
+    let (d, drv) = (&dh.d, dh.agent.driver.as_str());
+    d.ok(&[
+        "network",
+        "create",
+        "-d",
+        drv,
+        "--ipam-driver",
+        drv,
+        "--subnet",
+        "10.33.0.0/24",
+        "mixed",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dk",
+        "--network",
+        "mixed",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let dk_ip = d.ip("dk", "mixed");
+    let plugin = std::path::PathBuf::from(common::BIN).with_file_name("socketplane-cni");
+    assert!(
+        plugin.is_file(),
+        "{} is missing: build it with `cargo build -p socketplane-cni`",
+        plugin.display()
+    );
+    let mut podmans = Vec::new();
+    for host in 0..2 {
+        assert!(
+            wait_until(Duration::from_secs(10), || t
+                .sp(host, &["network", "info", "mixed"])
+                .is_ok()),
+            "host index {host} does not know the network"
+        );
+        let p = podman::Podman::new(&t.lab().hosts()[host].netns, &plugin);
+        let list = t.sp(host, &["cni", "config", "mixed"]).unwrap();
+        std::fs::write(p.net_d().join("50-mixed.conflist"), list).unwrap();
+        let name = format!("pm{host}");
+        p.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "mixed",
+            "--cap-add",
+            "NET_RAW",
+            podman::IMAGE,
+            "sleep",
+            "300",
+        ]);
+        let ip = p.ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &name,
+        ]);
+        podmans.push((p, name, ip));
+    }
+    for (p, name, ip) in &podmans {
+        assert!(ip.starts_with("10.33.0."), "{name} got {ip:?}");
+        assert_ne!(ip, &dk_ip);
+        let reached = (0..3).any(|_| {
+            p.run(&["exec", name, "ping", "-c", "1", "-W", "1", &dk_ip])
+                .status
+                .success()
+        });
+        assert!(
+            reached,
+            "podman {name} -> docker dk ({dk_ip})\n{}",
+            t.agent_logs()
+        );
+        assert!(d.ping("dk", ip), "docker dk -> podman {name} ({ip})");
+        for host in 0..2 {
+            assert!(
+                wait_until(Duration::from_secs(2), || endpoints(&t, host).iter().any(
+                    |e| e.ip.to_string() == *ip && e.name.as_deref() == Some(name.as_str())
+                )),
+                "host index {host} does not list podman {name}"
+            );
+        }
+    }
+    // And the two podman containers, on two hosts, reach each other.
+    let (p0, n0, _) = &podmans[0];
+    let ip1 = &podmans[1].2;
+    assert!(p0
+        .run(&["exec", n0, "ping", "-c", "1", "-W", "2", ip1])
+        .status
+        .success());
+    drop(podmans);
+    for host in 0..2 {
+        assert!(
+            wait_until(Duration::from_secs(5), || !endpoints(&t, host)
+                .iter()
+                .any(|e| e.origin.as_deref() == Some(socketplane_api::ORIGIN_CNI))),
+            "podman rm left CNI endpoints on host index {host}"
+        );
+    }
 }
