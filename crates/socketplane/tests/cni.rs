@@ -605,6 +605,27 @@ fn bench_podman_run_socketplane_vs_bridge() {
         ("CNI_NETNS", ns.as_str()),
         ("CNI_IFNAME", "eth0"),
     ];
+    // Where an ADD's time goes, from the agent's own histograms.
+    let parts = [
+        (
+            "agent attach (request to datapath applied)",
+            "attach_duration",
+        ),
+        ("datapath applies by the reconciler", "reconcile_duration"),
+        ("store transactions", "store_commit_duration"),
+    ];
+    let sums = |t: &TestLab| -> Vec<(f64, f64)> {
+        parts
+            .iter()
+            .map(|(_, m)| {
+                (
+                    common::metric(t, 0, &format!("socketplane_{m}_seconds_sum")),
+                    common::metric(t, 0, &format!("socketplane_{m}_seconds_count")),
+                )
+            })
+            .collect()
+    };
+    let before = sums(&t);
     let mut add = Vec::new();
     for _ in 0..adds {
         let start = Instant::now();
@@ -622,4 +643,13 @@ fn bench_podman_run_socketplane_vs_bridge() {
     );
     println!("plugin ADD (process start to result), {adds} samples:");
     println!("  p50 {p50:6.1} ms   p99 {p99:6.1} ms (goal p99 < 50 ms)");
+    println!("where the agent's time goes, per ADD+DEL pair (means from /metrics):");
+    for ((label, _), ((s0, c0), (s1, c1))) in parts.iter().zip(before.iter().zip(sums(&t))) {
+        let n = c1 - c0;
+        println!(
+            "  {label:<45} {:5.1} per pair, mean {:6.2} ms",
+            n / adds as f64,
+            if n > 0.0 { (s1 - s0) / n * 1000.0 } else { 0.0 }
+        );
+    }
 }

@@ -1017,6 +1017,19 @@ fn podman_and_docker_containers_share_a_network() {
         .run(&["exec", n0, "ping", "-c", "1", "-W", "2", ip1])
         .status
         .success());
+    // Issue 14: names across runtimes, from the network's gateway.
+    let gateway = t
+        .sp_json::<NetworkInfo>(0, &["network", "info", "mixed"])
+        .network
+        .gateway
+        .to_string();
+    let asked = d
+        .docker(&["exec", "dk", "busybox", "nslookup", "pm1", &gateway])
+        .unwrap_or_else(|e| e);
+    assert!(asked.contains(ip1.as_str()), "docker dk -> pm1: {asked}");
+    let out = p0.run(&["exec", n0, "busybox", "nslookup", "dk", &gateway]);
+    let asked = String::from_utf8_lossy(&out.stdout);
+    assert!(asked.contains(&dk_ip), "podman pm0 -> dk: {asked}");
     drop(podmans);
     for host in 0..2 {
         assert!(
