@@ -37,7 +37,7 @@ impl DiskGuard {
     /// Free bytes for an unprivileged writer under `dir`.
     fn free_bytes(dir: &Path) -> Option<u64> {
         let st = nix::sys::statvfs::statvfs(dir).ok()?;
-        Some(u64::from(st.blocks_available()) * u64::from(st.fragment_size()))
+        Some(st.blocks_available().saturating_mul(st.fragment_size()))
     }
 
     fn check(&self) -> Result<()> {
