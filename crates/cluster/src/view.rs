@@ -241,6 +241,7 @@ mod tests {
             gateway: "10.2.0.1".parse().unwrap(),
             vni: 256,
             mtu: None,
+            mode: Default::default(),
         };
         let node = |id: &str, ip: &str| NodeRecord {
             id: id.into(),
