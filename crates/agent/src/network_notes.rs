@@ -1,11 +1,7 @@
 //! What `network info` tells users about how a network is carried.
 
 use socketplane_api::{NetworkMode, NetworkRecord};
-use socketplane_cluster::ClusterView;
-
-/// The datapath that routes routed networks natively; every other one
-/// (OVS) carries them as an overlay.
-pub const ROUTING_DATAPATH: &str = "linux";
+use socketplane_cluster::{ClusterView, ROUTING_DATAPATH};
 
 /// One sentence per fact users should know about `net`'s mode, given the
 /// cluster's members (when the view is known).
