@@ -179,11 +179,19 @@ OVS_PIDS=("$(cat "$TMP/o1/ovs-vswitchd.pid")" "$(cat "$TMP/o2/ovs-vswitchd.pid")
 ovs_run() { for pid in "${OVS_PIDS[@]}"; do kill "-$1" "$pid"; done; }
 
 # One path, one round: "tcp1 tcp4 udp_pps cpu_snd cpu_rcv rr_p50 rr_p99".
+iperf_json() { # client_ns server_ip args...: iperf3 -J, retried while the server is busy
+  local c=$1 a=$2 out; shift 2
+  for _ in 1 2 3 4 5; do
+    out=$(nsx "$P-$c" iperf3 -c "$a" -t "$SECS" -J "$@" 2>/dev/null || true)
+    case $out in *'"error"'*|'') sleep 0.5 ;; *) break ;; esac
+  done
+  printf '%s' "$out"
+}
 measure() { # client_ns server_ip
   local c=$1 a=$2 j1 j4 ju rr
-  j1=$(nsx "$P-$c" iperf3 -c "$a" -t "$SECS" -J 2>/dev/null)
-  j4=$(nsx "$P-$c" iperf3 -c "$a" -t "$SECS" -P 4 -J 2>/dev/null)
-  ju=$(nsx "$P-$c" iperf3 -c "$a" -t "$SECS" -u -l 64 -b 0 -J 2>/dev/null)
+  j1=$(iperf_json "$c" "$a")
+  j4=$(iperf_json "$c" "$a" -P 4)
+  ju=$(iperf_json "$c" "$a" -u -l 64 -b 0)
   rr=$(nsx "$P-$c" python3 "$RR" client "$a" 7100 "$RR_SAMPLES")
   python3 - "$j1" "$j4" "$ju" "$rr" <<'PY'
 import json, sys

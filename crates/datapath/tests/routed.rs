@@ -43,11 +43,15 @@ fn sh_in(ns: &str, args: &[&str]) -> String {
     sh(&v)
 }
 
+/// Whether `count` pings at 10 ms from `ns` to `dst` are all answered;
+/// up to three tries (the first may wait for ARP on a loaded machine).
 fn ping(ns: &str, dst: Ipv4Addr, count: u32) -> bool {
     let (c, d) = (count.to_string(), dst.to_string());
-    try_sh(&[
-        "ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", &c, "-i", "0.01", "-W", "2", &d,
-    ])
+    (0..3).any(|_| {
+        try_sh(&[
+            "ip", "netns", "exec", ns, "ping", "-n", "-q", "-c", &c, "-i", "0.01", "-W", "2", &d,
+        ])
+    })
 }
 
 fn ping_fails(ns: &str, dst: Ipv4Addr) -> bool {
@@ -110,6 +114,23 @@ impl TwoSubnets {
 
     fn workload(&mut self, tag: &str) -> String {
         self.underlay.netns(tag).unwrap()
+    }
+}
+
+/// Prints what the namespaces hold, for a failed reach.
+fn diagnose(namespaces: &[&str]) {
+    for ns in namespaces {
+        for args in [
+            &["ip", "neigh"][..],
+            &["ip", "route"][..],
+            &["bridge", "fdb", "show"][..],
+            &["nft", "list", "ruleset"][..],
+        ] {
+            let mut v = vec!["ip", "netns", "exec", ns];
+            v.extend_from_slice(args);
+            let out = std::process::Command::new(v[0]).args(&v[1..]).output();
+            eprintln!("{ns} {args:?}: {out:?}");
+        }
     }
 }
 
@@ -193,14 +214,21 @@ fn routed_network_routes_on_the_segment_and_tunnels_across_subnets() {
     assert!(!r0.contains("10.20.0."), "b is an overlay: {r0}");
     assert!(our_routes(&lab.hosts[2]).trim().is_empty());
 
-    // Reach, every pair, both ways (also the first ARP).
+    // Reach, every pair, both ways (also the first ARP; on a loaded
+    // machine the first answer may take a few seconds).
+    let reach = |from: &str, to: Ipv4Addr| {
+        socketplane_testkit::wait_until(Duration::from_secs(15), || ping(from, to, 2))
+    };
     for (x, y) in [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1)] {
-        assert!(
-            ping(&w[x], ip(&wa[y]), 2),
-            "w{x} -> w{y} on the routed network"
-        );
+        if !reach(&w[x], ip(&wa[y])) {
+            diagnose(&[&w[x], &lab.hosts[x], &lab.hosts[y]]);
+            panic!("w{x} -> w{y} on the routed network");
+        }
     }
-    assert!(ping(&v0, ip(&vb[1]), 2), "v0 -> v2 on the overlay");
+    if !reach(&v0, ip(&vb[1])) {
+        diagnose(&[&v0, &lab.hosts[0], &lab.hosts[2]]);
+        panic!("v0 -> v2 on the overlay");
+    }
 
     // Which path: the same-subnet pair never touches the VXLAN device,
     // the cross-subnet pairs go through it.
