@@ -30,6 +30,7 @@ pub mod error;
 pub mod host;
 pub mod local_api;
 pub mod membership;
+pub mod network_notes;
 pub mod observe;
 mod private_socket;
 mod run;

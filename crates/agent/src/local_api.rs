@@ -239,6 +239,7 @@ async fn list_networks(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
             .into_iter()
             .map(|n| NetworkInfo {
                 endpoints: endpoints.iter().filter(|e| e.network == n.id).count(),
+                notes: crate::network_notes::notes(&n, cluster.view().as_deref()),
                 network: n,
             })
             .collect::<Vec<_>>(),
@@ -251,6 +252,7 @@ async fn create_network(State(api): State<Api>, body: Bytes) -> ApiResult<impl I
     Ok((
         StatusCode::CREATED,
         Json(NetworkInfo {
+            notes: crate::network_notes::notes(&net, api.cluster()?.view().as_deref()),
             network: net,
             endpoints: 0,
         }),
@@ -269,7 +271,12 @@ async fn network_info(
         .iter()
         .filter(|e| e.network == network.id)
         .count();
-    Ok(Json(NetworkInfo { network, endpoints }))
+    let notes = crate::network_notes::notes(&network, cluster.view().as_deref());
+    Ok(Json(NetworkInfo {
+        network,
+        endpoints,
+        notes,
+    }))
 }
 
 #[derive(Deserialize)]

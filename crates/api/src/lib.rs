@@ -10,8 +10,8 @@ pub mod rest;
 
 pub use mac::MacAddr;
 pub use records::{
-    DockerNetworkRecord, EndpointRecord, Fault, HealthRecord, NetnsId, NetworkRecord, NodeRecord,
-    ReservationRecord, ORIGIN_CNI,
+    DockerNetworkRecord, EndpointRecord, Fault, HealthRecord, NetnsId, NetworkMode, NetworkRecord,
+    NodeRecord, ReservationRecord, ORIGIN_CNI,
 };
 
 // The agent-to-agent protocol version (mDNS TXT `v=`) is defined once, in

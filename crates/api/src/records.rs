@@ -35,6 +35,53 @@ pub struct NetworkRecord {
     /// underlay MTU − 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// How hosts carry the network between them; fixed at creation.
+    #[serde(default)]
+    pub mode: NetworkMode,
+}
+
+/// How a network's traffic crosses between hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Ethernet frames in VXLAN between every pair of hosts: the network is
+    /// one L2 segment (broadcast and multicast included).
+    #[default]
+    Overlay,
+    /// Plain IP between hosts that share an underlay subnet (a route per
+    /// remote endpoint via its host), VXLAN only to hosts on other subnets
+    /// or on a datapath that does not route (OVS). Unicast IP only:
+    /// broadcast and multicast do not cross hosts.
+    Routed,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Overlay => "overlay",
+            NetworkMode::Routed => "routed",
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "overlay" => Ok(NetworkMode::Overlay),
+            "routed" => Ok(NetworkMode::Routed),
+            other => Err(format!(
+                "unknown network mode {other:?} (overlay or routed)"
+            )),
+        }
+    }
 }
 
 /// A workload interface on a network, on one node.

@@ -22,6 +22,9 @@ pub struct CreateNetwork {
     pub gateway: Option<Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// `overlay` (the default) or `routed`; fixed for the network's life.
+    #[serde(default)]
+    pub mode: crate::NetworkMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +33,11 @@ pub struct NetworkInfo {
     pub network: NetworkRecord,
     /// Endpoints attached, cluster-wide.
     pub endpoints: usize,
+    /// What users should know about how the network is carried (e.g. that
+    /// a routed network carries no broadcast or multicast between hosts),
+    /// one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,4 +34,4 @@ pub use cluster::Cluster;
 pub use convergence::{EndpointFailures, ReconcilerHandle};
 pub use error::{Error, ErrorKind, Result};
 pub use reconciler::Reconciler;
-pub use view::ClusterView;
+pub use view::{ClusterView, ROUTING_DATAPATH};

@@ -73,6 +73,7 @@ impl Cluster {
             gateway: old.gateway,
             vni: old.vni,
             mtu: old.mtu,
+            mode: Default::default(),
         };
         let id = record.id.as_str();
         let mut txn = Txn::new()

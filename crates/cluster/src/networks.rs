@@ -75,7 +75,17 @@ impl Cluster {
         for _ in 0..CAS_ATTEMPTS {
             let lock_rev = self.lock_revision().await?;
             let existing = self.list_networks().await?;
-            if existing.iter().any(|n| n.name == req.name) {
+            if let Some(same) = existing.iter().find(|n| n.name == req.name) {
+                // A mode is fixed for a network's life: switching it under
+                // running workloads would silently change how (and whether)
+                // their broadcast and multicast cross hosts.
+                if same.mode != req.mode {
+                    return Err(Error::Conflict(format!(
+                        "a network named {:?} already exists in {} mode; a network's mode \
+                         cannot be changed: create a new network with --mode {} instead",
+                        req.name, same.mode, req.mode
+                    )));
+                }
                 return Err(Error::Conflict(format!(
                     "a network named {:?} already exists",
                     req.name
@@ -98,6 +108,7 @@ impl Cluster {
                 gateway: pool.gateway(),
                 vni,
                 mtu: req.mtu,
+                mode: req.mode,
             };
             let txn = Txn::new()
                 .when(Compare::mod_revision(keys::networks_lock(), lock_rev))
@@ -110,7 +121,7 @@ impl Cluster {
                 .then(Op::put(keys::network_name(&record.name), record.id.clone()))
                 .then(Op::put(keys::networks_lock(), record.id.clone()));
             if self.store.txn(txn).await?.succeeded {
-                tracing::info!(network = %record.name, id = %record.id, subnet = %subnet, vni, "Created network.");
+                tracing::info!(network = %record.name, id = %record.id, subnet = %subnet, vni, mode = %record.mode, "Created network.");
                 return Ok(record);
             }
         }
@@ -259,5 +270,60 @@ impl Cluster {
         Err(Error::Unavailable(
             "too much contention renaming the network; try again".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use socketplane_api::NetworkMode;
+    use socketplane_store::{MemStore, Store};
+
+    use super::*;
+
+    fn req(name: &str, subnet: &str, mode: NetworkMode) -> CreateNetwork {
+        CreateNetwork {
+            name: name.into(),
+            subnet: subnet.into(),
+            gateway: None,
+            mtu: None,
+            mode,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_network_keeps_its_mode_and_a_change_is_refused() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let c = Cluster::new(store, "a".into(), "c".into());
+        let web = c
+            .create_network(&req("web", "10.9.0.0/24", NetworkMode::Routed))
+            .await
+            .unwrap();
+        assert_eq!(web.mode, NetworkMode::Routed);
+        let (found, _) = c.find_network("web").await.unwrap();
+        assert_eq!(found.mode, NetworkMode::Routed);
+        let default = c
+            .create_network(&req("other", "10.8.0.0/24", NetworkMode::default()))
+            .await
+            .unwrap();
+        assert_eq!(default.mode, NetworkMode::Overlay);
+
+        let err = c
+            .create_network(&req("web", "10.7.0.0/24", NetworkMode::Overlay))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already exists in routed mode"), "{err}");
+        assert!(err.contains("create a new network"), "{err}");
+        let (still, _) = c.find_network("web").await.unwrap();
+        assert_eq!(still, web, "the refused change touched nothing");
+    }
+
+    #[test]
+    fn a_record_without_mode_is_an_overlay() {
+        let old = r#"{"id":"0123456789abcdef","name":"web","subnet":"10.2.0.0/16","gateway":"10.2.0.1","vni":256}"#;
+        let rec: NetworkRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.mode, NetworkMode::Overlay);
     }
 }

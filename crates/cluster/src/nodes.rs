@@ -126,6 +126,7 @@ impl Cluster {
                 subnet: subnet.to_string(),
                 gateway: None,
                 mtu: None,
+                mode: Default::default(),
             };
             match self.create_network(&req).await {
                 Ok(_) => return Ok(()),

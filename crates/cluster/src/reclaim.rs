@@ -157,6 +157,7 @@ mod tests {
             subnet: "10.9.0.0/24".into(),
             gateway: None,
             mtu: None,
+            mode: Default::default(),
         })
         .await
         .unwrap();

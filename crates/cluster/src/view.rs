@@ -9,6 +9,10 @@ use socketplane_api::{keys, EndpointRecord, NetworkRecord, NodeRecord, Reservati
 use socketplane_datapath::{DesiredState, LocalEndpoint, NetworkSpec, RemoteEndpoint};
 use socketplane_store::{Event, EventKind, KeyValue, Revision};
 
+/// The datapath (`NodeRecord::datapath`) that routes routed networks
+/// natively; every other one carries them as an overlay.
+pub const ROUTING_DATAPATH: &str = "linux";
+
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
     /// Store revision this view reflects.
@@ -151,6 +155,9 @@ impl ClusterView {
     }
 
     /// What the datapath of node `me` must look like.
+    ///
+    /// Routed networks are routed only between hosts on the datapath named
+    /// [`ROUTING_DATAPATH`].
     pub fn desired_for(&self, me: &str) -> DesiredState {
         let networks = self
             .networks
@@ -163,6 +170,7 @@ impl ClusterView {
                 subnet: n.subnet,
                 gateway: n.gateway,
                 mtu: n.mtu,
+                mode: n.mode,
             })
             .collect();
         let mut local = Vec::new();
@@ -196,11 +204,22 @@ impl ClusterView {
         let mut peers: Vec<_> = self.nodes.values().map(|n| n.addr).collect();
         peers.sort();
         peers.dedup();
+        // Only hosts whose datapath routes get routes; the others (OVS)
+        // carry routed networks as overlays, so they are tunnelled to.
+        let mut routers: Vec<_> = self
+            .nodes
+            .values()
+            .filter(|n| n.datapath == ROUTING_DATAPATH)
+            .map(|n| n.addr)
+            .collect();
+        routers.sort();
+        routers.dedup();
         DesiredState {
             networks,
             local,
             remote,
             peers,
+            routers,
         }
     }
 
@@ -241,6 +260,7 @@ mod tests {
             gateway: "10.2.0.1".parse().unwrap(),
             vni: 256,
             mtu: None,
+            mode: Default::default(),
         };
         let node = |id: &str, ip: &str| NodeRecord {
             id: id.into(),

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-pub use socketplane_api::MacAddr;
+pub use socketplane_api::{MacAddr, NetworkMode};
 
 pub use crate::error::{DatapathError, Errno, Result};
 pub use crate::kernel::netns::inspect_workload_ns;
@@ -50,6 +50,12 @@ pub struct NetworkSpec {
     pub gateway: Ipv4Addr,
     /// MTU inside the overlay; `None` means underlay MTU − 50.
     pub mtu: Option<u32>,
+    /// `Routed`: hosts on this host's underlay subnet that are in
+    /// [`DesiredState::routers`] are reached by plain IP routes, everyone
+    /// else through VXLAN. A datapath that does not route (OVS) carries
+    /// every network as an overlay.
+    #[serde(default)]
+    pub mode: NetworkMode,
 }
 
 /// An endpoint on this host: a veth pair, host end on the network.
@@ -98,6 +104,11 @@ pub struct DesiredState {
     /// them. Members without endpoints are known only from here.
     #[serde(default)]
     pub peers: Vec<Ipv4Addr>,
+    /// Underlay addresses of the members whose datapath routes routed
+    /// networks natively (Linux): only to these are routes made; every
+    /// other host is reached through VXLAN, as it reaches us.
+    #[serde(default)]
+    pub routers: Vec<Ipv4Addr>,
 }
 
 /// The underlay a datapath is bound to on its host.

@@ -144,6 +144,7 @@ pub(crate) fn plan(
         local,
         remote,
         peers: desired.peers.clone(),
+        routers: desired.routers.clone(),
     };
     Ok(Plan {
         nets,
@@ -236,6 +237,7 @@ mod tests {
             subnet: format!("10.{third}.0.0/24").parse().unwrap(),
             gateway: Ipv4Addr::new(10, third, 0, 1),
             mtu: None,
+            mode: Default::default(),
         }
     }
 

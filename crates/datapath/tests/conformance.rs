@@ -29,6 +29,9 @@ use socketplane_testkit::wait_until;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Linux,
+    /// The Linux datapath with network A routed between the hosts (they
+    /// share the underlay subnet): routes instead of the tunnel.
+    LinuxRouted,
     Ovs,
 }
 
@@ -50,7 +53,7 @@ impl Backend {
     /// Starts the datapath in host namespace `ns` (with its own Open vSwitch).
     fn start(&self, ns: &str) -> DpHost {
         match self.kind {
-            Kind::Linux => DpHost::start(ns),
+            Kind::Linux | Kind::LinuxRouted => DpHost::start(ns),
             Kind::Ovs => {
                 let o = Ovs::start(ns);
                 let dp = o.datapath();
@@ -63,7 +66,7 @@ impl Backend {
     /// A fresh instance over what is already on host `ns` (a restarted agent).
     fn restart(&self, ns: &str) -> DpHost {
         match self.kind {
-            Kind::Linux => DpHost::start(ns),
+            Kind::Linux | Kind::LinuxRouted => DpHost::start(ns),
             Kind::Ovs => self.daemon(ns).datapath(),
         }
     }
@@ -78,7 +81,14 @@ impl Backend {
 
     /// The two-host scenario with this datapath on both hosts.
     fn topo(&self) -> Topo {
-        let t = Topo::new_with(false, |ns| self.start(ns));
+        let mut t = Topo::new_with(false, |ns| self.start(ns));
+        if self.kind == Kind::LinuxRouted {
+            for (i, d) in t.desired.iter_mut().enumerate() {
+                common::route_network(d, "a", &[H0, H1]);
+                assert!(t.dp[i].apply(d).changes > 0);
+                assert_eq!(t.dp[i].apply(d).changes, 0, "host {i}: re-apply");
+            }
+        }
         if self.kind == Kind::Ovs {
             // Real NICs put complete checksums on the wire; the outside's
             // veth must too, since br-phy's userspace datapath reads it.
@@ -90,14 +100,14 @@ impl Backend {
 
     fn veth_host(&self, id: &str) -> String {
         match self.kind {
-            Kind::Linux => socketplane_datapath::linux::names::VETHS.host(id),
+            Kind::Linux | Kind::LinuxRouted => socketplane_datapath::linux::names::VETHS.host(id),
             Kind::Ovs => socketplane_datapath::ovs::VETHS.host(id),
         }
     }
 
     fn veth_peer(&self, id: &str) -> String {
         match self.kind {
-            Kind::Linux => socketplane_datapath::linux::names::VETHS.peer(id),
+            Kind::Linux | Kind::LinuxRouted => socketplane_datapath::linux::names::VETHS.peer(id),
             Kind::Ovs => socketplane_datapath::ovs::VETHS.peer(id),
         }
     }
@@ -105,7 +115,7 @@ impl Backend {
     /// The kernel devices of network `vni`.
     fn net_devices(&self, vni: u32) -> Vec<String> {
         match self.kind {
-            Kind::Linux => vec![format!("spbr{vni}"), format!("spvx{vni}")],
+            Kind::Linux | Kind::LinuxRouted => vec![format!("spbr{vni}"), format!("spvx{vni}")],
             Kind::Ovs => vec![format!("spbr{vni}")],
         }
     }
@@ -114,7 +124,7 @@ impl Backend {
     /// bridge FDB and neighbour entries (Linux), one flow table (OVS).
     fn remote_removal_writes(&self) -> usize {
         match self.kind {
-            Kind::Linux => 3,
+            Kind::Linux | Kind::LinuxRouted => 3,
             Kind::Ovs => 1,
         }
     }
@@ -123,7 +133,7 @@ impl Backend {
     /// remote MACs, and `00:00:00:00:00:00` once per host on the flood list.
     fn tunnel_entries(&self, ns: &str, vni: u32) -> Vec<(String, String)> {
         match self.kind {
-            Kind::Linux => vxlan_fdb(ns, &format!("spvx{vni}")),
+            Kind::Linux | Kind::LinuxRouted => vxlan_fdb(ns, &format!("spvx{vni}")),
             Kind::Ovs => {
                 let mut v = BTreeSet::new();
                 for f in self.daemon(ns).flows() {
@@ -150,7 +160,7 @@ impl Backend {
     /// on network `vni` (not its own endpoints, not the gateway).
     fn arp_entries(&self, ns: &str, vni: u32) -> Vec<(String, String)> {
         match self.kind {
-            Kind::Linux => perm_neigh(ns, &format!("spbr{vni}")),
+            Kind::Linux | Kind::LinuxRouted => perm_neigh(ns, &format!("spbr{vni}")),
             Kind::Ovs => {
                 let flows = self.daemon(ns).flows();
                 // Local MACs are the ones forwarded to a port, not the tunnel.
@@ -178,10 +188,11 @@ impl Backend {
     /// Everything the datapath forwards by on host `ns`, as text.
     fn forwarding_state(&self, ns: &str) -> String {
         match self.kind {
-            Kind::Linux => {
+            Kind::Linux | Kind::LinuxRouted => {
                 let fdb = sh(&["bridge", "-n", ns, "fdb", "show"]);
                 let neigh = sh(&["ip", "-n", ns, "neigh", "show", "nud", "permanent"]);
-                format!("{fdb}{neigh}")
+                let routes = sh(&["ip", "-n", ns, "route", "show", "proto", "83"]);
+                format!("{fdb}{neigh}{routes}")
             }
             Kind::Ovs => self.daemon(ns).flows().join("\n"),
         }
@@ -237,7 +248,7 @@ impl Backend {
     /// an entry towards 198.18.0.9 and one for MAC 02:00:00:00:00:99.
     fn damage_forwarding(&self, lab: &Lab, ns: &str) {
         match self.kind {
-            Kind::Linux => {
+            Kind::Linux | Kind::LinuxRouted => {
                 lab.exec(
                     ns,
                     &[
@@ -329,7 +340,7 @@ impl Backend {
     fn check_docker_endpoint(&self, lab: &Lab, ns: &str, id: &str, present: bool) {
         let host = self.veth_host(id);
         match self.kind {
-            Kind::Linux => {
+            Kind::Linux | Kind::LinuxRouted => {
                 if present {
                     let show = lab.exec(ns, &["ip", "-o", "link", "show", &host]);
                     assert!(show.contains("master spbr100"), "{show}");
@@ -1486,6 +1497,18 @@ macro_rules! conformance {
         instantiate!(ovs, super::Kind::Ovs, $($case),*);
     };
 }
+
+// The cases that hold for a routed network as they are (the others look
+// at tunnel state, or at multicast, which a routed network does not
+// carry between hosts; `routed.rs` covers those for it).
+instantiate!(
+    linux_routed,
+    super::Kind::LinuxRouted,
+    isolation,
+    large_packets_and_bulk_tcp,
+    restart_without_churn,
+    workloads_fenced_from_hosts
+);
 
 conformance!(
     two_hosts,

@@ -182,6 +182,7 @@ mod tests {
                     gateway: gw.parse().unwrap(),
                     vni: 1,
                     mtu: None,
+                    mode: Default::default(),
                 },
             );
         }

@@ -37,6 +37,7 @@ fn view(endpoints: &[(&str, &str)]) -> Arc<ClusterView> {
             gateway: GATEWAY,
             vni: 1,
             mtu: None,
+            mode: Default::default(),
         },
     );
     for (i, (name, ip)) in endpoints.iter().enumerate() {

@@ -275,6 +275,7 @@ async fn create_network(p: &Plugin, req: CreateNetworkRequest) -> HandlerResult 
                 subnet: subnet.to_string(),
                 gateway,
                 mtu,
+                mode: Default::default(),
             };
             let network = p.backend.create_network(&create).await?;
             let record = DockerNetworkRecord {

@@ -32,6 +32,7 @@ fn net() -> NetworkRecord {
         gateway: Ipv4Addr::new(10, 5, 0, 1),
         vni: 100,
         mtu: None,
+        mode: Default::default(),
     }
 }
 

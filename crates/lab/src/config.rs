@@ -21,6 +21,26 @@ pub fn underlay_ip(index: usize) -> Option<Ipv4Addr> {
     (index < MAX_HOSTS).then_some(Ipv4Addr::new(198, 18, 0, last))
 }
 
+/// The second underlay subnet's bridge (`lan1`), gateway and addresses:
+/// hosts from [`LabConfig::second_subnet_from`] on sit there, with
+/// 198.18.1.(11+index), behind the outside namespace, which routes
+/// between the two subnets.
+pub const SECOND_BRIDGE: &str = "lan1";
+/// The outside namespace's address on the second subnet (its router).
+pub const SECOND_GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+
+/// The underlay address of host `index` in a lab built with `config`
+/// ([`underlay_ip`], or on the second subnet).
+pub fn host_underlay_ip(config: &LabConfig, index: usize) -> Option<Ipv4Addr> {
+    let ip = underlay_ip(index)?;
+    Some(if config.on_second_subnet(index) {
+        let [a, b, _, d] = ip.octets();
+        Ipv4Addr::new(a, b, 1, d)
+    } else {
+        ip
+    })
+}
+
 /// The default state directory of a lab: `/run/socketplane-lab/<name>`.
 pub fn default_state_dir(name: &str) -> PathBuf {
     PathBuf::from("/run/socketplane-lab").join(name)
@@ -82,6 +102,12 @@ pub struct LabConfig {
     /// or of a generated token). [`LabConfig::new`] makes a random one.
     #[serde(default)]
     pub token: Option<String>,
+    /// Hosts from this index on sit on a second underlay subnet
+    /// (198.18.1.0/24 on bridge [`SECOND_BRIDGE`]), routed to the first
+    /// by the outside namespace; `None`: one subnet. mDNS does not cross
+    /// subnets: such labs use [`Discovery::Join`].
+    #[serde(default)]
+    pub second_subnet_from: Option<usize>,
 }
 
 impl LabConfig {
@@ -98,7 +124,13 @@ impl LabConfig {
             store: StoreKind::Embedded,
             discovery: Discovery::Mdns,
             token: Some(random_token()),
+            second_subnet_from: None,
         }
+    }
+
+    /// Whether host `index` sits on the second underlay subnet.
+    pub fn on_second_subnet(&self, index: usize) -> bool {
+        self.second_subnet_from.is_some_and(|from| index >= from)
     }
 
     /// Whether the hosts run Open vSwitch (`--datapath ovs`).

@@ -91,6 +91,9 @@ impl Lab {
         let out = self.outside_netns();
         self.add_netns(&out)?;
         topology::build_outside(&sw, &out, self.config.uses_ovs())?;
+        if self.config.second_subnet_from.is_some() {
+            topology::build_second_subnet(&sw, &out)?;
+        }
         if self.config.store == StoreKind::Etcd {
             let ns = self.etcd_netns();
             self.add_netns(&ns)?;
@@ -245,8 +248,16 @@ impl Lab {
     }
 
     fn create_host(&mut self, index: usize) -> Result<()> {
-        let ip = underlay_ip(index)
+        let ip = crate::config::host_underlay_ip(&self.config, index)
             .ok_or_else(|| LabError::InvalidConfig(format!("no address for host {index}")))?;
+        let lan = if self.config.on_second_subnet(index) {
+            (
+                crate::config::SECOND_BRIDGE,
+                crate::config::SECOND_GATEWAY_IP,
+            )
+        } else {
+            (topology::BRIDGE, topology::GATEWAY_IP)
+        };
         let ns = Names(&self.config.name).host(index);
         let number = index + 1;
         let name = format!("host{number}");
@@ -255,8 +266,8 @@ impl Lab {
         fs::create_dir_all(&data_dir)
             .map_err(io_err(format!("cannot create {}", data_dir.display())))?;
         self.add_netns(&ns)?;
-        topology::build_host(
-            &self.switch_netns(),
+        topology::build_host_on(
+            (&self.switch_netns(), lan),
             number,
             &ns,
             ip,

@@ -29,8 +29,8 @@ pub mod topology;
 mod workload;
 
 pub use config::{
-    default_state_dir, underlay_ip, Discovery, LabConfig, StoreKind, Timeouts, ETCD_CLIENT_PORT,
-    ETCD_IP, MAX_HOSTS, MAX_NAME_LEN,
+    default_state_dir, host_underlay_ip, underlay_ip, Discovery, LabConfig, StoreKind, Timeouts,
+    ETCD_CLIENT_PORT, ETCD_IP, MAX_HOSTS, MAX_NAME_LEN,
 };
 pub use error::{LabError, Result};
 pub use etcd::log_path as etcd_log_path;

@@ -14,7 +14,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use socketplane_testkit::underlay::{self, BRIDGE, UNDERLAY_IFACE, UNDERLAY_PREFIX_LEN};
+pub(crate) use socketplane_testkit::underlay::BRIDGE;
+use socketplane_testkit::underlay::{self, UNDERLAY_IFACE, UNDERLAY_PREFIX_LEN};
 use socketplane_testkit::{cmd, netns};
 
 use crate::error::Result;
@@ -139,6 +140,25 @@ pub(crate) fn build_outside(switch: &str, ns: &str, with_ovs: bool) -> Result<()
     Ok(())
 }
 
+/// The second underlay subnet: bridge [`crate::config::SECOND_BRIDGE`] on
+/// the switch, and the outside namespace `out` as its router (`eth1` at
+/// [`crate::config::SECOND_GATEWAY_IP`], forwarding on).
+pub(crate) fn build_second_subnet(switch: &str, out: &str) -> Result<()> {
+    use crate::config::{SECOND_BRIDGE, SECOND_GATEWAY_IP};
+    underlay::add_bridge(switch, SECOND_BRIDGE)?;
+    underlay::plug(
+        switch,
+        SECOND_BRIDGE,
+        "out1",
+        out,
+        "eth1",
+        SECOND_GATEWAY_IP,
+        UNDERLAY_PREFIX_LEN,
+    )?;
+    netns::exec(out, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    Ok(())
+}
+
 /// The etcd host in namespace `ns` (already created): `eth0` at
 /// [`crate::config::ETCD_IP`] on the switch.
 pub(crate) fn build_etcd_host(switch: &str, ns: &str, with_ovs: bool) -> Result<()> {
@@ -150,18 +170,27 @@ pub(crate) fn build_etcd_host(switch: &str, ns: &str, with_ovs: bool) -> Result<
 }
 
 /// Host `number` (1-based) in namespace `ns` (already created): `eth0` at
-/// `ip`, default route via the gateway; with OVS, its own Open vSwitch
+/// `ip` on bridge `lan.0` of the switch, default route via `lan.1` (the
+/// outside's address on that subnet); with OVS, its own Open vSwitch
 /// with files under `dir`.
-pub(crate) fn build_host(
-    switch: &str,
+pub(crate) fn build_host_on(
+    (switch, lan): (&str, (&str, Ipv4Addr)),
     number: usize,
     ns: &str,
     ip: Ipv4Addr,
     dir: &Path,
     with_ovs: bool,
 ) -> Result<()> {
-    plug(switch, &format!("h{number}"), ns, ip)?;
-    underlay::default_route(ns, GATEWAY_IP)?;
+    underlay::plug(
+        switch,
+        lan.0,
+        &format!("h{number}"),
+        ns,
+        UNDERLAY_IFACE,
+        ip,
+        UNDERLAY_PREFIX_LEN,
+    )?;
+    underlay::default_route(ns, lan.1)?;
     if with_ovs {
         ovs::start(ns, dir)?;
     }

@@ -48,6 +48,19 @@ pub(crate) struct FwHost {
     /// Local endpoints' bridge ports (Linux datapath), each pinned to its
     /// own source MAC, IP and ARP sender.
     pub ports: Vec<FwPort>,
+    /// Routed networks whose remote endpoints arrive as plain IP on the
+    /// underlay (Linux datapath).
+    pub routed: Vec<FwRouted>,
+}
+
+/// A routed network: packets from `sources` (its remote endpoints reached
+/// by routes) arrive on interface `underlay` and are forwarded to `bridge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FwRouted {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub underlay: String,
+    pub sources: Vec<Ipv4Addr>,
 }
 
 impl FwHost {
@@ -57,7 +70,14 @@ impl FwHost {
         FwHost {
             members: crate::plan::members(desired, own),
             ports,
+            routed: Vec::new(),
         }
+    }
+
+    /// The same with these routed networks.
+    pub(crate) fn with_routed(mut self, routed: Vec<FwRouted>) -> Self {
+        self.routed = routed;
+        self
     }
 }
 
@@ -151,6 +171,19 @@ impl Firewall {
             .join(", ");
         let mut ports = host.ports.clone();
         ports.sort_by(|a, b| a.ifname.cmp(&b.ifname));
+        let mut routed: Vec<FwRouted> = host.routed.clone();
+        routed.sort_by(|a, b| a.bridge.cmp(&b.bridge));
+        for r in &mut routed {
+            r.sources.sort_unstable();
+            r.sources.dedup();
+        }
+        let sources = |r: &FwRouted| {
+            r.sources
+                .iter()
+                .map(Ipv4Addr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let gw = MacAddr::GATEWAY;
         let br_any = format!("{BRIDGE_PREFIX}*");
         let vx_any = format!("{VXLAN_PREFIX}*");
@@ -170,6 +203,16 @@ impl Firewall {
                 n.bridge, n.subnet, n.gateway
             );
         }
+        // Routed networks: remote endpoints' packets arrive as plain IP.
+        for r in routed.iter().filter(|r| !r.sources.is_empty()) {
+            let _ = writeln!(
+                body,
+                "    iifname \"{}\" ip saddr {{ {} }} ip daddr {} notrack",
+                r.underlay,
+                sources(r),
+                r.subnet
+            );
+        }
         let _ = writeln!(body, "  }}");
         let _ = writeln!(body, "  chain forward {{");
         let _ = writeln!(
@@ -187,8 +230,28 @@ impl Firewall {
         if let Some(p) = self.switch_ports {
             let _ = writeln!(body, "    iifname \"{p}*\" drop");
         }
+        // A routed network's remote addresses are routes, not bridge
+        // ports: no other network reaches them.
+        for r in &routed {
+            let _ = writeln!(
+                body,
+                "    iifname \"{br_any}\" iifname != \"{}\" ip daddr {} drop",
+                r.bridge, r.subnet
+            );
+        }
         for n in &nets {
             let _ = writeln!(body, "    iifname \"{0}\" oifname \"{0}\" accept", n.bridge);
+        }
+        // Its remote endpoints' packets, and only theirs, come in routed.
+        for r in routed.iter().filter(|r| !r.sources.is_empty()) {
+            let _ = writeln!(
+                body,
+                "    iifname \"{}\" oifname \"{}\" ip saddr {{ {} }} ip daddr {} accept",
+                r.underlay,
+                r.bridge,
+                sources(r),
+                r.subnet
+            );
         }
         let _ = writeln!(body, "    iifname \"{br_any}\" oifname \"{br_any}\" drop");
         let _ = writeln!(body, "    iifname \"{br_any}\" accept");
@@ -318,6 +381,13 @@ impl Firewall {
                 ipt_rules,
                 "-A {} -o {} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
                 self.chain, n.bridge
+            );
+        }
+        for r in &routed {
+            let _ = writeln!(
+                ipt_rules,
+                "-A {} -i {} -o {} -s {3} -d {3} -j ACCEPT",
+                self.chain, r.underlay, r.bridge, r.subnet
             );
         }
 
@@ -530,6 +600,7 @@ mod tests {
                 mac: MacAddr::from_ipv4(Ipv4Addr::new(10, 10, 0, 11)),
                 ip: Ipv4Addr::new(10, 10, 0, 11),
             }],
+            routed: vec![],
         };
         let a = fw.render(&nets(), &host);
         let mut rev = nets();
@@ -564,5 +635,32 @@ mod tests {
         assert!(Firewall::new("x").render(&[], &FwHost::default()).empty);
         let fenced = fw.render(&nets(), &FwHost::default());
         assert!(fenced.nft.contains("udp dport 4789 drop"), "{}", fenced.nft);
+    }
+
+    #[test]
+    fn routed_networks_accept_only_their_remote_sources_from_the_underlay() {
+        let fw = Firewall::new("socketplane");
+        let host = FwHost::default().with_routed(vec![FwRouted {
+            bridge: "spbr100".into(),
+            subnet: "10.10.0.0/24".parse().unwrap(),
+            underlay: "eth0".into(),
+            sources: vec![Ipv4Addr::new(10, 10, 0, 12), Ipv4Addr::new(10, 10, 0, 2)],
+        }]);
+        let r = fw.render(&nets(), &host);
+        for want in [
+            "iifname \"eth0\" ip saddr { 10.10.0.2, 10.10.0.12 } ip daddr 10.10.0.0/24 notrack",
+            "iifname \"spbr*\" iifname != \"spbr100\" ip daddr 10.10.0.0/24 drop",
+            "iifname \"eth0\" oifname \"spbr100\" ip saddr { 10.10.0.2, 10.10.0.12 } ip daddr 10.10.0.0/24 accept",
+        ] {
+            assert!(r.nft.contains(want), "missing {want:?} in\n{}", r.nft);
+        }
+        // The accept comes before the catch-all drop towards bridges.
+        let accept = r.nft.find("oifname \"spbr100\" ip saddr").unwrap();
+        let drop = r.nft.find("    oifname \"spbr*\" drop").unwrap();
+        assert!(accept < drop);
+        assert!(r.iptables.contains(
+            "-A SOCKETPLANE -i eth0 -o spbr100 -s 10.10.0.0/24 -d 10.10.0.0/24 -j ACCEPT"
+        ));
+        assert_ne!(r.hash, fw.render(&nets(), &FwHost::default()).hash);
     }
 }

@@ -28,3 +28,16 @@ pub(crate) fn ensure_ip_forward() -> Result<usize> {
 pub(crate) fn ensure_no_arp_replies(ifname: &str) -> Result<usize> {
     ensure(&format!("/proc/sys/net/ipv4/conf/{ifname}/arp_ignore"), "8")
 }
+
+/// Makes the host answer ARP on `ifname` for addresses it routes out of
+/// another interface (`proxy_arp=1`), at once (`proxy_delay=0`: the
+/// default delays each answer by up to 0.8 s); returns writes.
+pub(crate) fn ensure_proxy_arp(ifname: &str) -> Result<usize> {
+    Ok(
+        ensure(&format!("/proc/sys/net/ipv4/conf/{ifname}/proxy_arp"), "1")?
+            + ensure(
+                &format!("/proc/sys/net/ipv4/neigh/{ifname}/proxy_delay"),
+                "0",
+            )?,
+    )
+}

@@ -45,3 +45,18 @@ pub(crate) async fn lookup(
     };
     Ok((link.index, Underlay { ip, default_mtu }))
 }
+
+/// The subnet of `ip` on the interface `index` (the underlay segment: the
+/// hosts in it are one hop away); `None` if `ip` is not on it.
+pub(crate) async fn segment(
+    handle: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+) -> Result<Option<ipnet::Ipv4Net>> {
+    Ok(nl::addrs_v4(handle)
+        .await?
+        .into_iter()
+        .find(|a| a.index == index && a.ip == ip)
+        .and_then(|a| ipnet::Ipv4Net::new(a.ip, a.prefix).ok())
+        .map(|n| n.trunc()))
+}

@@ -24,6 +24,17 @@
 //! bridge (`neigh_suppress` on the VXLAN port, a permanent neighbour entry
 //! on the bridge and a static bridge FDB entry pointing at the VXLAN port).
 //!
+//! # Routed networks
+//!
+//! A routed network keeps its bridge, anycast gateway, VXLAN device and
+//! firewall; only the remote endpoints on hosts of this host's underlay
+//! subnet that route too are different ([`routes`]): instead of FDB and
+//! neighbour entries they get a /32 route via their host's underlay
+//! address (protocol [`RTPROT_SOCKETPLANE`]), and the bridge answers ARP
+//! for them with the gateway's MAC (proxy ARP), so workloads send them to
+//! the gateway, which routes. Everyone else is reached through VXLAN as on
+//! an overlay. Broadcast and multicast reach only tunnelled hosts.
+//!
 //! # Reconciliation
 //!
 //! [`Datapath::apply`] reads the kernel state it owns (one dump each of
@@ -36,6 +47,9 @@
 //! first apply, and at most every [`FIREWALL_RECHECK`] otherwise.
 
 pub mod names;
+mod routes;
+
+pub use routes::RTPROT_SOCKETPLANE;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -53,17 +67,18 @@ use tokio::sync::Mutex;
 use tracing::{debug, info};
 
 use crate::error::Errno;
-use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, FwPort};
+use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, FwPort, FwRouted};
 pub use crate::kernel::firewall::{DEFAULT_FIREWALL_TABLE, FIREWALL_RECHECK};
 use crate::kernel::nl::{self, Link};
-use crate::kernel::sysctl::ensure_ip_forward;
+use crate::kernel::sysctl::{ensure_ip_forward, ensure_proxy_arp};
 use crate::kernel::underlay;
 pub use crate::kernel::veth::ENDPOINT_RECHECK;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
 use crate::plan::NetPlan;
 use crate::tally::Tally;
 use crate::{
-    ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, Result, Underlay, VXLAN_PORT,
+    ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, NetworkMode, Result, Underlay,
+    VXLAN_PORT,
 };
 
 /// How the Linux datapath binds to the host.
@@ -88,6 +103,10 @@ struct Cache {
 pub struct LinuxDatapath {
     conn: nl::Connection,
     underlay_index: u32,
+    underlay_iface: String,
+    /// The underlay subnet: hosts in it are routed to directly (routed
+    /// networks); `None` (the address is not on the interface): none are.
+    segment: Option<ipnet::Ipv4Net>,
     underlay: Underlay,
     firewall: Firewall,
     cache: Mutex<Cache>,
@@ -102,13 +121,16 @@ impl LinuxDatapath {
         let conn = nl::connect()?;
         let (underlay_index, underlay) =
             underlay::lookup(&conn.handle, &cfg.underlay_iface, cfg.underlay_ip, cfg.mtu).await?;
+        let segment = underlay::segment(&conn.handle, underlay_index, underlay.ip).await?;
         info!(
             underlay = %cfg.underlay_iface, underlay_ip = %underlay.ip, mtu = underlay.default_mtu,
-            "Linux datapath ready."
+            segment = ?segment, "Linux datapath ready."
         );
         Ok(LinuxDatapath {
             conn,
             underlay_index,
+            underlay_iface: cfg.underlay_iface,
+            segment,
             underlay,
             firewall: Firewall::new(DEFAULT_FIREWALL_TABLE),
             cache: Mutex::new(Cache::default()),
@@ -485,6 +507,11 @@ impl Datapath for LinuxDatapath {
         if !plans.is_empty() {
             tally.add(ensure_ip_forward());
         }
+        for p in plans.iter().filter(|p| p.spec.mode == NetworkMode::Routed) {
+            if links.contains_key(&p.bridge) {
+                tally.add(ensure_proxy_arp(&p.bridge));
+            }
+        }
         let fenced = self.fenced.load(Ordering::SeqCst);
         let attach = |p: &NetPlan| {
             links
@@ -495,7 +522,10 @@ impl Datapath for LinuxDatapath {
         endpoints
             .ensure_all((&plans, desired), &links, cached, &mut tally, attach)
             .await;
-        tally.add(self.ensure_remote(&plans, desired, &links).await);
+        let split = routes::split(&plans, desired, self.underlay.ip, self.segment);
+        tally.add(self.ensure_remote(&plans, &split.tunnelled, &links).await);
+        let routed = routes::ensure(h, &split.routes, self.underlay_index);
+        tally.add(routed.await);
         let ports = desired
             .local
             .iter()
@@ -506,7 +536,21 @@ impl Datapath for LinuxDatapath {
             })
             .collect();
         tally.refuse(planned.rejected);
-        let host = FwHost::new(desired, self.underlay.ip, ports);
+        let routed = plans
+            .iter()
+            .filter(|p| p.spec.mode == NetworkMode::Routed)
+            .map(|p| FwRouted {
+                bridge: p.bridge.clone(),
+                subnet: p.spec.subnet,
+                underlay: self.underlay_iface.clone(),
+                sources: split
+                    .sources
+                    .get(p.bridge.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let host = FwHost::new(desired, self.underlay.ip, ports).with_routed(routed);
         let firewall = self.firewall.ensure(&plans, &host, &mut cache.firewall);
         tally.add(firewall.await);
         tally.report(self.name())
@@ -523,6 +567,9 @@ impl Datapath for LinuxDatapath {
             }
             Err(e) => tally.check(Err(e)),
         }
+        let no_routes = BTreeMap::new();
+        let routes = routes::ensure(&self.conn.handle, &no_routes, self.underlay_index);
+        tally.add(routes.await);
         tally.check(self.firewall.remove().await);
         *cache = Cache::default();
         tally.finish().map(drop)

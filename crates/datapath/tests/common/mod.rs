@@ -246,7 +246,17 @@ pub fn net(name: &str, vni: u32, third: u8) -> NetworkSpec {
         subnet: format!("10.{third}.0.0/24").parse().unwrap(),
         gateway: Ipv4Addr::new(10, third, 0, 1),
         mtu: None,
+        mode: Default::default(),
     }
+}
+
+/// Makes network `name` of `d` routed, with `routers` as the hosts that
+/// route.
+pub fn route_network(d: &mut DesiredState, name: &str, routers: &[Ipv4Addr]) {
+    for n in d.networks.iter_mut().filter(|n| n.name == name) {
+        n.mode = socketplane_datapath::NetworkMode::Routed;
+    }
+    d.routers = routers.to_vec();
 }
 
 pub fn local(id: &str, net: &NetworkSpec, host_octet: u8, ns: &str) -> LocalEndpoint {

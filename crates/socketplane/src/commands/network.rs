@@ -2,6 +2,7 @@ use std::net::Ipv4Addr;
 
 use clap::Subcommand;
 use socketplane_api::rest::{CreateNetwork, NetworkInfo};
+use socketplane_api::NetworkMode;
 
 use super::Context;
 use crate::output::{json, table};
@@ -20,6 +21,12 @@ pub enum NetworkCmd {
         /// MTU inside the network (default: underlay MTU − 50).
         #[arg(long)]
         mtu: Option<u32>,
+        /// `overlay`: VXLAN between all hosts (one L2 segment, broadcast
+        /// and multicast included). `routed`: plain IP between hosts on the
+        /// same underlay subnet, VXLAN to the others; unicast only. Fixed
+        /// for the network's life.
+        #[arg(long, default_value = "overlay")]
+        mode: NetworkMode,
     },
     /// List the cluster's networks.
     #[command(alias = "ls")]
@@ -42,6 +49,7 @@ fn row(n: &NetworkInfo) -> Vec<String> {
         n.network.subnet.to_string(),
         n.network.gateway.to_string(),
         n.network.vni.to_string(),
+        n.network.mode.to_string(),
         n.network
             .mtu
             .map(|m| m.to_string())
@@ -50,7 +58,38 @@ fn row(n: &NetworkInfo) -> Vec<String> {
     ]
 }
 
-const HEADER: &[&str] = &["NAME", "SUBNET", "GATEWAY", "VNI", "MTU", "ENDPOINTS"];
+const HEADER: &[&str] = &[
+    "NAME",
+    "SUBNET",
+    "GATEWAY",
+    "VNI",
+    "MODE",
+    "MTU",
+    "ENDPOINTS",
+];
+
+/// The notes of one network (how it is carried), after its table.
+fn print_notes(net: &NetworkInfo) {
+    for note in &net.notes {
+        println!("Note: {note}");
+    }
+}
+
+/// One line under `network list` when any network is routed.
+fn print_routed_footer(nets: &[NetworkInfo]) {
+    let routed: Vec<&str> = nets
+        .iter()
+        .filter(|n| n.network.mode == NetworkMode::Routed)
+        .map(|n| n.network.name.as_str())
+        .collect();
+    if !routed.is_empty() {
+        println!(
+            "Note: routed networks ({}) carry no broadcast or multicast between hosts; \
+             see `network info`.",
+            routed.join(", ")
+        );
+    }
+}
 
 impl NetworkCmd {
     pub async fn exec(self, ctx: &Context) -> anyhow::Result<()> {
@@ -61,21 +100,28 @@ impl NetworkCmd {
                 cidr,
                 gateway,
                 mtu,
+                mode,
             } => {
                 let req = CreateNetwork {
                     name,
                     subnet: cidr,
                     gateway,
                     mtu,
+                    mode,
                 };
                 let net: NetworkInfo = client.post("/v1/networks", &req).await?;
                 if ctx.json() {
                     json(&net)?;
                 } else {
                     println!(
-                        "Created network {} ({}, gateway {}, VNI {}).",
-                        net.network.name, net.network.subnet, net.network.gateway, net.network.vni
+                        "Created network {} ({}, gateway {}, VNI {}, {} mode).",
+                        net.network.name,
+                        net.network.subnet,
+                        net.network.gateway,
+                        net.network.vni,
+                        net.network.mode
                     );
+                    print_notes(&net);
                 }
             }
             NetworkCmd::List => {
@@ -84,6 +130,7 @@ impl NetworkCmd {
                     json(&nets)?;
                 } else {
                     table(HEADER, &nets.iter().map(row).collect::<Vec<_>>());
+                    print_routed_footer(&nets);
                 }
             }
             NetworkCmd::Info { name } => {
@@ -94,6 +141,7 @@ impl NetworkCmd {
                     json(&net)?;
                 } else {
                     table(HEADER, &[row(&net)]);
+                    print_notes(&net);
                 }
             }
             NetworkCmd::Delete { name, force } => {

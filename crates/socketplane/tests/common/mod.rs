@@ -131,6 +131,18 @@ impl TestLab {
         mode: Mode,
         agent_args: Vec<String>,
     ) -> TestLab {
+        Self::start_configured(tag, hosts, mode, agent_args, |_| {})
+    }
+
+    /// [`TestLab::start_mode_with_args`], with `configure` changing the
+    /// lab's configuration last (e.g. a second underlay subnet).
+    pub fn start_configured(
+        tag: char,
+        hosts: usize,
+        mode: Mode,
+        agent_args: Vec<String>,
+        configure: impl FnOnce(&mut LabConfig),
+    ) -> TestLab {
         let name = unique_name(tag);
         let mut config = LabConfig::new(&name, hosts, BIN);
         config.datapath = mode.datapath.into();
@@ -138,6 +150,7 @@ impl TestLab {
         config.discovery = mode.discovery;
         config.agent_args = agent_args;
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
+        configure(&mut config);
         let lab = Lab::up(config).expect("lab up");
         let t = TestLab { lab: Some(lab) };
         let started = Instant::now();
