@@ -7,7 +7,10 @@
 //!   the default route goes via [`GATEWAY_IP`]. With `--datapath ovs` the
 //!   address sits on `br-phy` instead (see [`crate::ovs`]).
 //! - `sp-NAME-out`: the outside world at [`GATEWAY_IP`] (and
-//!   [`OUTSIDE_REMOTE_IP`] on its `lo`); it does not forward.
+//!   [`OUTSIDE_REMOTE_IP`] on its `lo`); it does not forward, except with
+//!   a second subnet (`LabConfig::second_subnet_from`): then bridge `lan1`
+//!   holds the later hosts (198.18.1.(10+i)/24) and the outside routes
+//!   between the subnets (198.18.1.254 on its `eth1`).
 //! - `sp-NAME-WL`: workload namespaces.
 
 use std::net::Ipv4Addr;
