@@ -375,3 +375,53 @@ fn tcp_roundtrip_at(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str) -> Ip
         other => panic!("{other}"),
     }
 }
+
+/// Open vSwitch does not route: it carries a routed network as an
+/// overlay, and the agent leaves OVS hosts out of `routers`, so a Linux
+/// host tunnels to them (no route) and both directions work.
+#[test]
+fn routed_network_falls_back_to_vxlan_towards_an_ovs_host() {
+    socketplane_testkit::require_privileged!();
+    let daemons = std::cell::RefCell::new(Vec::new());
+    // Host 0 runs the Linux datapath, host 1 Open vSwitch.
+    let mut t = common::scenario::Topo::new_with(false, |ns| {
+        if ns.ends_with("-h1") {
+            let o = common::ovs::Ovs::start(ns);
+            let h = o.datapath();
+            daemons.borrow_mut().push(o);
+            h
+        } else {
+            // Complete checksums on the wire, as from a real NIC (the
+            // userspace datapath rejects partial ones).
+            sh(&[
+                "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off",
+            ]);
+            DpHost::start(ns)
+        }
+    });
+    t.lab
+        .exec(&t.lab.outside, &["ethtool", "-K", "eth0", "tx", "off"]);
+    let h0 = common::scenario::H0;
+    for (i, d) in t.desired.iter_mut().enumerate() {
+        route_network(d, "a", &[h0]);
+        t.dp[i].apply(d);
+        assert_eq!(t.dp[i].apply(d).changes, 0, "host {i}: re-apply");
+    }
+    let lab = &t.lab;
+    assert!(
+        our_routes(&lab.hosts[0]).trim().is_empty(),
+        "no route towards the OVS host: {}",
+        our_routes(&lab.hosts[0])
+    );
+    let wait = |ns: &str, dst: &str| {
+        socketplane_testkit::wait_until(Duration::from_secs(15), || lab.ping(ns, dst))
+    };
+    assert!(wait(&t.wa1, "10.10.0.12"), "wa1 (linux) -> wa2 (ovs)");
+    assert!(wait(&t.wa2, "10.10.0.11"), "wa2 (ovs) -> wa1 (linux)");
+    assert!(wait(&t.wa1, "10.10.0.13"), "wa1 -> wa3 on one host");
+    let before = tx_packets(&lab.hosts[0], "spvx100");
+    assert!(ping(&t.wa1, Ipv4Addr::new(10, 10, 0, 12), 20));
+    let sent = tx_packets(&lab.hosts[0], "spvx100") - before;
+    assert!(sent >= 20, "wa1 -> wa2 must go through VXLAN: {sent}");
+    assert!(lab.ping_fails(&t.wb1, "10.10.0.12"), "b reached a");
+}
