@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use socketplane_api::rest::{AgentInfo, ClusterStatus};
 use socketplane_api::{defaults, NodeRecord};
 use socketplane_cluster::{Cluster, Error as ClusterError, Reconciler};
@@ -19,9 +20,23 @@ use crate::error::{Error, Result};
 use crate::host::{self, Identity};
 use crate::local_api::Control;
 
-const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most peers kept to try (discovered or given); the oldest go first.
-const MAX_JOIN_PEERS: usize = 32;
+/// One join attempt through one peer, catching up included (a peer that is
+/// no member answers at once).
+const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Join attempts in flight at once.
+const PARALLEL_JOINS: usize = 4;
+/// Pause between rounds over the known peers, unless a new one shows up.
+const JOIN_ROUND_PAUSE: Duration = Duration::from_millis(250);
+/// Most peers kept to try (discovered or given); the oldest drop out.
+const MAX_JOIN_PEERS: usize = 64;
+
+/// A peer to join through: discovered (mDNS says whether it is a member)
+/// or given (`--join`, `cluster join`: taken as a member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinHint {
+    pub addr: SocketAddr,
+    pub member: bool,
+}
 
 /// Parses "IP" or "IP:PORT" (default port: the cluster port).
 pub fn parse_peer(addr: &str) -> socketplane_cluster::Result<SocketAddr> {
@@ -50,7 +65,7 @@ pub struct Node {
     pub standing: Arc<crate::enrollment::Standing>,
     pub data_dir: PathBuf,
     pub lease_ttl: Duration,
-    pub join_tx: mpsc::UnboundedSender<SocketAddr>,
+    pub join_tx: mpsc::UnboundedSender<JoinHint>,
     /// Notified to stop the agent (`cluster leave`, a fatal start error).
     pub shutdown: Arc<Notify>,
     /// What `cluster status` and the HTTP server show.
@@ -74,7 +89,7 @@ impl Node {
     pub async fn become_member(
         self: Arc<Self>,
         bootstrap: bool,
-        mut join_rx: mpsc::UnboundedReceiver<SocketAddr>,
+        mut join_rx: mpsc::UnboundedReceiver<JoinHint>,
     ) {
         if let Some(embedded) = self.embedded.clone() {
             if embedded.is_member() {
@@ -97,52 +112,68 @@ impl Node {
         }
     }
 
-    /// Tries every known peer (discovered or given) until one lets us in.
+    /// Tries the known peers (discovered or given) until one lets us in:
+    /// those that say they are members first, several at a time. A peer
+    /// that is no member itself answers at once, so on a cold start (many
+    /// hosts at once, most of them joiners) the attempts move on quickly.
     async fn join_cluster(
         &self,
         embedded: &EmbeddedStore,
-        join_rx: &mut mpsc::UnboundedReceiver<SocketAddr>,
+        join_rx: &mut mpsc::UnboundedReceiver<JoinHint>,
     ) {
-        let mut peers: Vec<SocketAddr> = Vec::new();
+        let mut peers: Vec<JoinHint> = Vec::new();
         let mut reported: std::collections::HashSet<SocketAddr> = Default::default();
+        let own = std::net::IpAddr::V4(self.addr);
         loop {
             while let Ok(p) = join_rx.try_recv() {
                 add_peer(&mut peers, p);
             }
-            for peer in peers.clone() {
-                if peer.ip() == std::net::IpAddr::V4(self.addr) {
-                    continue;
-                }
-                if self.standing.needs_enrollment() {
-                    match self.standing.enroll(peer).await {
-                        Ok(tls) => embedded.set_client_tls(tls),
-                        Err(error) => {
-                            if reported.insert(peer) {
-                                tracing::warn!(%peer, %error, "Could not enroll with this peer; not joining through it (will retry).");
-                            } else {
-                                tracing::debug!(%peer, %error, "Enrollment failed.");
-                            }
-                            continue;
+            let candidates: Vec<SocketAddr> = ordered(&peers)
+                .into_iter()
+                .filter(|p| p.ip() != own)
+                .collect();
+            if self.standing.needs_enrollment() {
+                // One at a time: the node gets one key and certificate.
+                for peer in &candidates {
+                    match self.standing.enroll(*peer).await {
+                        Ok(tls) => {
+                            embedded.set_client_tls(tls);
+                            break;
                         }
+                        Err(error) if reported.insert(*peer) => {
+                            tracing::warn!(%peer, %error, "Could not enroll with this peer; not joining through it (will retry).")
+                        }
+                        Err(error) => tracing::debug!(%peer, %error, "Enrollment failed."),
                     }
                 }
-                // Bounded: a peer that swallows the connection must not
-                // stall the attempts on every other peer.
-                match tokio::time::timeout(JOIN_ATTEMPT_TIMEOUT, embedded.join(peer)).await {
-                    Ok(Ok(())) => {
-                        tracing::info!(%peer, "Joined the cluster.");
-                        return;
+            }
+            if !self.standing.needs_enrollment() {
+                let mut attempts = futures::stream::iter(candidates.iter().copied())
+                    .map(|peer| async move {
+                        // Bounded: a peer that swallows the connection must
+                        // not hold a slot for long.
+                        let res =
+                            tokio::time::timeout(JOIN_ATTEMPT_TIMEOUT, embedded.join(peer)).await;
+                        (peer, res)
+                    })
+                    .buffer_unordered(PARALLEL_JOINS);
+                while let Some((peer, res)) = attempts.next().await {
+                    match res {
+                        Ok(Ok(())) => {
+                            tracing::info!(%peer, "Joined the cluster.");
+                            return;
+                        }
+                        Ok(Err(error)) if reported.insert(peer) => {
+                            tracing::info!(%peer, %error, "Could not join through this peer yet; will retry.")
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "Join attempt failed."),
+                        Err(_) => tracing::info!(%peer, "A join attempt timed out; will retry."),
                     }
-                    Ok(Err(error)) if reported.insert(peer) => {
-                        tracing::info!(%peer, %error, "Could not join through this peer yet; will retry.")
-                    }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "Join attempt failed."),
-                    Err(_) => tracing::info!(%peer, "A join attempt timed out; will retry."),
                 }
             }
             tokio::select! {
                 Some(p) = join_rx.recv() => add_peer(&mut peers, p),
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(JOIN_ROUND_PAUSE) => {}
             }
         }
     }
@@ -176,10 +207,17 @@ impl Node {
 
 /// Newest first: an explicit join or a fresh discovery is the most likely
 /// to be a member. Bounded: the oldest peers drop out.
-fn add_peer(peers: &mut Vec<SocketAddr>, p: SocketAddr) {
-    peers.retain(|x| *x != p);
+fn add_peer(peers: &mut Vec<JoinHint>, p: JoinHint) {
+    peers.retain(|x| x.addr != p.addr);
     peers.insert(0, p);
     peers.truncate(MAX_JOIN_PEERS);
+}
+
+/// The order to try peers in: members first, otherwise newest first.
+fn ordered(peers: &[JoinHint]) -> Vec<SocketAddr> {
+    let members = peers.iter().filter(|p| p.member);
+    let others = peers.iter().filter(|p| !p.member);
+    members.chain(others).map(|p| p.addr).collect()
 }
 
 /// Retries an operation while the store is unavailable (e.g. the cluster
@@ -256,7 +294,10 @@ impl Control for Node {
             )));
         }
         self.join_tx
-            .send(peer)
+            .send(JoinHint {
+                addr: peer,
+                member: true,
+            })
             .map_err(|_| ClusterError::Unavailable("the agent is shutting down".into()))?;
         // Wait briefly so the caller sees the outcome in most cases.
         let mut ready = self.cluster.subscribe_ready();

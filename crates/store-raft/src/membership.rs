@@ -22,6 +22,10 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(40);
 /// How long the leader waits for a new node to catch up as a replica.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a node that is no member itself answers a join request with, at
+/// once: the joiner then tries another peer instead of waiting here (on a
+/// cold start most peers it sees are still joiners too).
+const NOT_A_MEMBER: &str = "this node is not a cluster member yet";
 
 /// Whether this node is in the membership Raft reports (`fallback` until
 /// Raft reported the state it loaded).
@@ -80,6 +84,11 @@ pub(crate) async fn join(core: &Core, seed: SocketAddr) -> Result<(), StoreError
             }
             Ok(Err(WireError::InvalidArgument(e))) => {
                 return Err(StoreError::InvalidArgument(format!("cannot join: {e}")))
+            }
+            Ok(Err(WireError::Unavailable(e))) if e == NOT_A_MEMBER => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot join via {target}: {e}"
+                )))
             }
             Ok(Err(e)) => last_err = e.to_string(),
             Err(Error::Status { status, body, .. }) if status == 401 || status == 409 => {
@@ -154,6 +163,9 @@ pub(crate) async fn serve_join(core: &Core, req: JoinRequest) -> Result<(), Wire
             "bad address {:?}",
             req.addr
         )));
+    }
+    if !is_member(core, false) {
+        return Err(WireError::Unavailable(NOT_A_MEMBER.into()));
     }
     match core.leader() {
         Some((id, _)) if id == core.id() => {}
