@@ -55,12 +55,13 @@ async fn open_vswitch(iface: &str, addr: Ipv4Addr, opts: &OvsOptions) -> Result<
 fn record(addr: Ipv4Addr, data_dir: &Path) -> Result<Arc<dyn Datapath>> {
     tracing::warn!("--datapath record: a benchmark/test datapath; workloads get NO connectivity.");
     let log = data_dir.join(RECORD_LOG);
-    let dp = socketplane_datapath::record::RecordDatapath::new(addr, Some(&log)).map_err(
-        |source| Error::Datapath {
-            what: "recording",
-            source,
-        },
-    )?;
+    let dp =
+        socketplane_datapath::record::RecordDatapath::new(addr, Some(&log)).map_err(|source| {
+            Error::Datapath {
+                what: "recording",
+                source,
+            }
+        })?;
     Ok(Arc::new(dp))
 }
 

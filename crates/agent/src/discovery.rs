@@ -7,12 +7,12 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{Error, Result};
 use crate::membership::JoinHint;
 
-/// Starts mDNS; peers go to the join loop, and once `ready` (a member with
-/// its services running) the advertisement says `member=1`.
+/// Starts mDNS; peers go to the join loop, and once `member` (in the
+/// store's membership) the advertisement says `member=1`.
 pub fn start(
     ad: Advertisement,
     join: mpsc::UnboundedSender<JoinHint>,
-    mut ready: watch::Receiver<bool>,
+    mut member_rx: watch::Receiver<bool>,
 ) -> Result<Discovery> {
     let (discovery, mut peers) = Discovery::start(ad).map_err(Error::Discovery)?;
     tokio::spawn(async move {
@@ -30,8 +30,8 @@ pub fn start(
     let member = discovery.member_flag();
     tokio::spawn(async move {
         loop {
-            member.set(*ready.borrow_and_update());
-            if ready.changed().await.is_err() {
+            member.set(*member_rx.borrow_and_update());
+            if member_rx.changed().await.is_err() {
                 break;
             }
         }

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -70,6 +70,8 @@ pub struct Node {
     pub shutdown: Arc<Notify>,
     /// What `cluster status` and the HTTP server show.
     pub observer: Arc<crate::observe::Observer>,
+    /// True once this node is in the store's membership (mDNS says so).
+    pub store_member: tokio::sync::watch::Sender<bool>,
 }
 
 impl Node {
@@ -106,6 +108,9 @@ impl Node {
                 self.join_cluster(&embedded, &mut join_rx).await;
             }
         }
+        // A store member can pass joins on at once (its services may still
+        // be starting): mDNS says `member=1` from here.
+        self.store_member.send_replace(true);
         if let Err(error) = self.start_services().await {
             tracing::error!(error = %crate::report(&error), "Could not start.");
             self.shutdown.notify_one();
@@ -121,14 +126,15 @@ impl Node {
         embedded: &EmbeddedStore,
         join_rx: &mut mpsc::UnboundedReceiver<JoinHint>,
     ) {
-        let mut peers: Vec<JoinHint> = Vec::new();
+        let mut peers = JoinPeers::default();
         let mut reported: std::collections::HashSet<SocketAddr> = Default::default();
         let own = std::net::IpAddr::V4(self.addr);
         loop {
             while let Ok(p) = join_rx.try_recv() {
-                add_peer(&mut peers, p);
+                peers.add(p);
             }
-            let candidates: Vec<SocketAddr> = ordered(&peers)
+            let candidates: Vec<SocketAddr> = peers
+                .due(Instant::now())
                 .into_iter()
                 .filter(|p| p.ip() != own)
                 .collect();
@@ -140,10 +146,14 @@ impl Node {
                             embedded.set_client_tls(tls);
                             break;
                         }
-                        Err(error) if reported.insert(*peer) => {
-                            tracing::warn!(%peer, %error, "Could not enroll with this peer; not joining through it (will retry).")
+                        Err(error) => {
+                            peers.failed(*peer, Instant::now());
+                            if reported.insert(*peer) {
+                                tracing::warn!(%peer, %error, "Could not enroll with this peer; not joining through it (will retry).")
+                            } else {
+                                tracing::debug!(%peer, %error, "Enrollment failed.")
+                            }
                         }
-                        Err(error) => tracing::debug!(%peer, %error, "Enrollment failed."),
                     }
                 }
             }
@@ -163,16 +173,23 @@ impl Node {
                             tracing::info!(%peer, "Joined the cluster.");
                             return;
                         }
-                        Ok(Err(error)) if reported.insert(peer) => {
-                            tracing::info!(%peer, %error, "Could not join through this peer yet; will retry.")
+                        Ok(Err(error)) => {
+                            peers.failed(peer, Instant::now());
+                            if reported.insert(peer) {
+                                tracing::info!(%peer, %error, "Could not join through this peer yet; will retry.")
+                            } else {
+                                tracing::debug!(%peer, %error, "Join attempt failed.")
+                            }
                         }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "Join attempt failed."),
-                        Err(_) => tracing::info!(%peer, "A join attempt timed out; will retry."),
+                        Err(_) => {
+                            peers.failed(peer, Instant::now());
+                            tracing::info!(%peer, "A join attempt timed out; will retry.")
+                        }
                     }
                 }
             }
             tokio::select! {
-                Some(p) = join_rx.recv() => add_peer(&mut peers, p),
+                Some(p) = join_rx.recv() => peers.add(p),
                 _ = tokio::time::sleep(JOIN_ROUND_PAUSE) => {}
             }
         }
@@ -205,19 +222,62 @@ impl Node {
     }
 }
 
-/// Newest first: an explicit join or a fresh discovery is the most likely
-/// to be a member. Bounded: the oldest peers drop out.
-fn add_peer(peers: &mut Vec<JoinHint>, p: JoinHint) {
-    peers.retain(|x| x.addr != p.addr);
-    peers.insert(0, p);
-    peers.truncate(MAX_JOIN_PEERS);
+/// The peers a joiner knows, and when each may be tried again. Members
+/// (as mDNS or the operator says) go first and are retried soon; a peer
+/// that says it is no member is tried with a growing pause, so a cold
+/// start of many hosts is not a storm of handshakes between joiners.
+#[derive(Default)]
+struct JoinPeers {
+    /// Newest first: an explicit join or a fresh discovery is the most
+    /// likely to be a member. Bounded: the oldest drop out.
+    known: Vec<KnownPeer>,
 }
 
-/// The order to try peers in: members first, otherwise newest first.
-fn ordered(peers: &[JoinHint]) -> Vec<SocketAddr> {
-    let members = peers.iter().filter(|p| p.member);
-    let others = peers.iter().filter(|p| !p.member);
-    members.chain(others).map(|p| p.addr).collect()
+struct KnownPeer {
+    hint: JoinHint,
+    next_try: Instant,
+    failures: u32,
+}
+
+impl JoinPeers {
+    /// A new or changed hint: tried at once.
+    fn add(&mut self, hint: JoinHint) {
+        self.known.retain(|k| k.hint.addr != hint.addr);
+        self.known.insert(
+            0,
+            KnownPeer {
+                hint,
+                next_try: Instant::now(),
+                failures: 0,
+            },
+        );
+        self.known.truncate(MAX_JOIN_PEERS);
+    }
+
+    /// The peers to try now: members first.
+    fn due(&self, now: Instant) -> Vec<SocketAddr> {
+        let due = |member: bool| {
+            self.known
+                .iter()
+                .filter(move |k| k.hint.member == member && k.next_try <= now)
+                .map(|k| k.hint.addr)
+        };
+        due(true).chain(due(false)).collect()
+    }
+
+    fn failed(&mut self, addr: SocketAddr, now: Instant) {
+        let Some(k) = self.known.iter_mut().find(|k| k.hint.addr == addr) else {
+            return;
+        };
+        k.failures = k.failures.saturating_add(1);
+        let (first, most) = if k.hint.member {
+            (Duration::from_millis(250), Duration::from_secs(2))
+        } else {
+            (Duration::from_secs(1), Duration::from_secs(8))
+        };
+        let pause = first.saturating_mul(1 << k.failures.min(6)) / 2;
+        k.next_try = now + pause.min(most);
+    }
 }
 
 /// Retries an operation while the store is unavailable (e.g. the cluster

@@ -198,6 +198,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
             .with_reclaim_after(cfg.reclaim_after),
     );
     let (join_tx, join_rx) = mpsc::unbounded_channel();
+    let (store_member, store_member_rx) = tokio::sync::watch::channel(false);
     let shutdown = Arc::new(Notify::new());
     let observer = Observer::start(cluster.clone(), observed, embedded.clone(), standing.open);
     let node = Arc::new(Node {
@@ -215,6 +216,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         join_tx: join_tx.clone(),
         shutdown: shutdown.clone(),
         observer: observer.clone(),
+        store_member,
     });
 
     let cluster_server = cluster_port::serve(ClusterPort {
@@ -255,7 +257,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         Some(crate::discovery::start(
             ad,
             join_tx.clone(),
-            cluster.subscribe_ready(),
+            store_member_rx,
         )?)
     } else {
         None

@@ -103,7 +103,8 @@ impl HostLog {
         let complete: String = self.partial.drain(..=cut).collect();
         for line in complete.lines() {
             let mut it = line.split(' ');
-            let (Some(t), Some(op), Some(_kind), Some(id)) = (it.next(), it.next(), it.next(), it.next())
+            let (Some(t), Some(op), Some(_kind), Some(id)) =
+                (it.next(), it.next(), it.next(), it.next())
             else {
                 continue;
             };
@@ -194,6 +195,10 @@ pub struct Scale {
 
 impl Drop for Scale {
     fn drop(&mut self) {
+        if std::env::var_os("SCALE_KEEP").is_some() {
+            eprintln!("SCALE_KEEP: leaving the lab up (socketplane lab down)");
+            return;
+        }
         if let Some(lab) = self.lab.take() {
             if let Err(e) = lab.down() {
                 eprintln!("scale harness: lab down: {e}");
@@ -338,7 +343,12 @@ impl Scale {
         rate: Option<f64>,
         first: usize,
     ) -> Vec<Attached> {
-        let sockets: Vec<PathBuf> = self.lab().hosts().iter().map(|h| h.socket.clone()).collect();
+        let sockets: Vec<PathBuf> = self
+            .lab()
+            .hosts()
+            .iter()
+            .map(|h| h.socket.clone())
+            .collect();
         let out = Arc::new(Mutex::new(Vec::with_capacity(count)));
         let next = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
@@ -362,7 +372,8 @@ impl Scale {
                     let ep = loop {
                         match http(&sockets[host], "POST", "/v1/endpoints", &body) {
                             Ok((201, resp)) => {
-                                break serde_json::from_str::<EndpointInfo>(&resp).expect("endpoint")
+                                break serde_json::from_str::<EndpointInfo>(&resp)
+                                    .expect("endpoint")
                             }
                             other => {
                                 tries += 1;
@@ -385,7 +396,12 @@ impl Scale {
 
     /// Detaches endpoints, `parallel` at a time.
     pub fn detach(&self, eps: &[Attached], parallel: usize) {
-        let sockets: Vec<PathBuf> = self.lab().hosts().iter().map(|h| h.socket.clone()).collect();
+        let sockets: Vec<PathBuf> = self
+            .lab()
+            .hosts()
+            .iter()
+            .map(|h| h.socket.clone())
+            .collect();
         let next = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..parallel.max(1) {
@@ -417,8 +433,7 @@ impl Scale {
             let mut done = true;
             for log in &mut self.logs {
                 log.poll();
-                if log.present.len() != want.len()
-                    || !log.present.keys().all(|k| want.contains(k))
+                if log.present.len() != want.len() || !log.present.keys().all(|k| want.contains(k))
                 {
                     done = false;
                 }
@@ -465,7 +480,12 @@ impl Scale {
 
     /// RSS and CPU of every agent over `window`.
     pub fn usage(&self, window: Duration) -> Usage {
-        let pids: Vec<u32> = self.lab().hosts().iter().filter_map(|h| h.agent_pid).collect();
+        let pids: Vec<u32> = self
+            .lab()
+            .hosts()
+            .iter()
+            .filter_map(|h| h.agent_pid)
+            .collect();
         let before: Vec<Option<u64>> = pids.iter().map(|p| proc_cpu_ticks(*p)).collect();
         let t0 = Instant::now();
         std::thread::sleep(window);
