@@ -17,7 +17,7 @@ mod scale_harness;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use scale_harness::Scale;
+use scale_harness::{Percentiles, Scale};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -60,10 +60,11 @@ fn main() {
     }
 
     s.create_network("scale", "10.64.0.0/14");
-    let half = endpoints / 2;
-    // Steady: `rate` attaches per second, spread over the hosts.
+    // Steady: `rate` attaches per second for about 40 s, spread over the
+    // hosts; then the rest in bursts.
+    let half = ((rate * 40.0) as usize).clamp(1, endpoints / 2);
     let tc = Instant::now();
-    let steady = s.attach("scale", half, 8, Some(rate), 0);
+    let steady = s.attach("scale", half, 32, Some(rate), 0);
     let attach_secs = tc.elapsed().as_secs_f64();
     let mut all: HashSet<String> = steady.iter().map(|e| e.id.clone()).collect();
     s.wait_exactly(&all, long);
@@ -71,19 +72,29 @@ fn main() {
         "steady attaches ({half} at {rate}/s, took {attach_secs:.1} s): ack to applied on all {hosts} hosts: {}",
         s.attach_to_applied(&steady)
     );
-    // Bursts: as fast as 16 clients go, measuring the agents meanwhile.
+    println!(
+        "  attach call (API request to 201): {}",
+        Percentiles::of(steady.iter().map(|e| e.call).collect())
+    );
+    // Bursts: as fast as 64 clients go, measuring the agents meanwhile.
     let burst_n = endpoints - half;
+    let tb = Instant::now();
     let bursts = std::thread::scope(|scope| {
         let usage = scope.spawn(|| s.usage(Duration::from_secs(10)));
-        let b = s.attach("scale", burst_n, 16, None, half);
+        let b = s.attach("scale", burst_n, 64, None, half);
         (b, usage.join().expect("usage"))
     });
+    let burst_secs = tb.elapsed().as_secs_f64();
     let (burst, churn) = bursts;
     all.extend(burst.iter().map(|e| e.id.clone()));
     s.wait_exactly(&all, long);
     println!(
-        "burst attaches ({burst_n}, 16 in flight): ack to applied on all {hosts} hosts: {}",
+        "burst attaches ({burst_n}, 64 in flight, took {burst_secs:.1} s): ack to applied on all {hosts} hosts: {}",
         s.attach_to_applied(&burst)
+    );
+    println!(
+        "  attach call (API request to 201): {}",
+        Percentiles::of(burst.iter().map(|e| e.call).collect())
     );
     println!(
         "under churn: RSS mean {:.1} MiB max {:.1} MiB; CPU mean {:.1}% max {:.1}% of a core",

@@ -60,6 +60,8 @@ pub struct Attached {
     pub id: String,
     pub host: usize,
     pub ack_us: u64,
+    /// How long the attach call took.
+    pub call: Duration,
 }
 
 /// What the recording datapath of one host has applied, read from its log
@@ -369,6 +371,7 @@ impl Scale {
                     let host = (first + k) % sockets.len();
                     let body = format!(r#"{{"network":"{network}"}}"#);
                     let mut tries = 0;
+                    let started = Instant::now();
                     let ep = loop {
                         match http(&sockets[host], "POST", "/v1/endpoints", &body) {
                             Ok((201, resp)) => {
@@ -387,6 +390,7 @@ impl Scale {
                         id: ep.endpoint.id,
                         host,
                         ack_us,
+                        call: started.elapsed(),
                     });
                 });
             }
