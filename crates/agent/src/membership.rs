@@ -410,3 +410,42 @@ impl Control for Node {
         Some(self.datapath.endpoint_ifnames(endpoint_id).host)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(last: u8, member: bool) -> JoinHint {
+        JoinHint {
+            addr: SocketAddr::from(([198, 18, 0, last], 6675)),
+            member,
+        }
+    }
+
+    #[test]
+    fn members_go_first_and_non_members_wait_longer() {
+        let mut peers = JoinPeers::default();
+        peers.add(hint(12, false));
+        peers.add(hint(13, true));
+        peers.add(hint(14, false));
+        let now = Instant::now();
+        let due = peers.due(now);
+        assert_eq!(due[0], hint(13, true).addr, "the member first");
+        assert_eq!(due.len(), 3);
+
+        peers.failed(hint(12, false).addr, now);
+        peers.failed(hint(13, true).addr, now);
+        let soon = now + Duration::from_millis(300);
+        assert_eq!(
+            peers.due(soon),
+            vec![hint(13, true).addr, hint(14, false).addr]
+        );
+        assert!(peers
+            .due(now + Duration::from_secs(1))
+            .contains(&hint(12, false).addr));
+
+        // mDNS says it became a member: tried at once.
+        peers.add(hint(12, true));
+        assert_eq!(peers.due(Instant::now())[0], hint(12, true).addr);
+    }
+}

@@ -219,8 +219,10 @@ impl Scale {
         config.agent_args = extra.iter().map(|s| s.to_string()).collect();
         config.state_dir = std::env::temp_dir().join(format!("sp-scale-{name}"));
         let _ = Lab::purge(name, &config.state_dir);
-        let mut timeouts = socketplane_lab::Timeouts::default();
-        timeouts.ready = Duration::from_secs(120);
+        let timeouts = socketplane_lab::Timeouts {
+            ready: Duration::from_secs(120),
+            ..Default::default()
+        };
         let lab = Lab::up_with(config, timeouts).expect("lab up");
         let mut s = Scale {
             lab: Some(lab),
@@ -378,9 +380,11 @@ impl Scale {
                                 break serde_json::from_str::<EndpointInfo>(&resp)
                                     .expect("endpoint")
                             }
+                            // The store may be electing a leader (an
+                            // overloaded machine): retry for a while.
                             other => {
                                 tries += 1;
-                                assert!(tries < 20, "attach on host{}: {other:?}", host + 1);
+                                assert!(tries < 300, "attach on host{}: {other:?}", host + 1);
                                 std::thread::sleep(Duration::from_millis(200));
                             }
                         }
@@ -419,7 +423,7 @@ impl Scale {
                             Ok((204 | 200 | 404, _)) => break,
                             other => {
                                 tries += 1;
-                                assert!(tries < 20, "detach {}: {other:?}", ep.id);
+                                assert!(tries < 300, "detach {}: {other:?}", ep.id);
                                 std::thread::sleep(Duration::from_millis(200));
                             }
                         }
