@@ -2,7 +2,7 @@
 //! registry).
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use socketplane_datapath::linux::{LinuxConfig, LinuxDatapath};
@@ -50,14 +50,34 @@ async fn open_vswitch(iface: &str, addr: Ipv4Addr, opts: &OvsOptions) -> Result<
     Ok(Arc::new(dp))
 }
 
+/// `--datapath record`: for benchmarks and tests only. Plumbs nothing and
+/// logs each change to `DATA_DIR/datapath-record.log`.
+fn record(addr: Ipv4Addr, data_dir: &Path) -> Result<Arc<dyn Datapath>> {
+    tracing::warn!("--datapath record: a benchmark/test datapath; workloads get NO connectivity.");
+    let log = data_dir.join(RECORD_LOG);
+    let dp =
+        socketplane_datapath::record::RecordDatapath::new(addr, Some(&log)).map_err(|source| {
+            Error::Datapath {
+                what: "recording",
+                source,
+            }
+        })?;
+    Ok(Arc::new(dp))
+}
+
+/// The recording datapath's log, in the data dir.
+pub const RECORD_LOG: &str = "datapath-record.log";
+
 pub async fn select(
     name: &str,
     iface: &str,
     addr: Ipv4Addr,
     opts: &OvsOptions,
+    data_dir: &Path,
 ) -> Result<Arc<dyn Datapath>> {
     match name {
         "linux" => linux(iface, addr).await,
+        "record" => record(addr, data_dir),
         "ovs" => open_vswitch(iface, addr, opts).await,
         "auto" => {
             let db = opts
@@ -80,7 +100,7 @@ pub async fn select(
             }
         }
         other => Err(Error::Config(format!(
-            "unknown --datapath {other:?}: use auto, linux or ovs"
+            "unknown --datapath {other:?}: use auto, linux or ovs (or record, for benchmarks)"
         ))),
     }
 }

@@ -5,9 +5,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use socketplane_api::rest::{AgentInfo, ClusterStatus};
 use socketplane_api::{defaults, NodeRecord};
 use socketplane_cluster::{Cluster, Error as ClusterError, Reconciler};
@@ -19,9 +20,23 @@ use crate::error::{Error, Result};
 use crate::host::{self, Identity};
 use crate::local_api::Control;
 
-const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most peers kept to try (discovered or given); the oldest go first.
-const MAX_JOIN_PEERS: usize = 32;
+/// One join attempt through one peer, catching up included (a peer that is
+/// no member answers at once).
+const JOIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Join attempts in flight at once.
+const PARALLEL_JOINS: usize = 4;
+/// Pause between rounds over the known peers, unless a new one shows up.
+const JOIN_ROUND_PAUSE: Duration = Duration::from_millis(250);
+/// Most peers kept to try (discovered or given); the oldest drop out.
+const MAX_JOIN_PEERS: usize = 64;
+
+/// A peer to join through: discovered (mDNS says whether it is a member)
+/// or given (`--join`, `cluster join`: taken as a member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinHint {
+    pub addr: SocketAddr,
+    pub member: bool,
+}
 
 /// Parses "IP" or "IP:PORT" (default port: the cluster port).
 pub fn parse_peer(addr: &str) -> socketplane_cluster::Result<SocketAddr> {
@@ -50,11 +65,13 @@ pub struct Node {
     pub standing: Arc<crate::enrollment::Standing>,
     pub data_dir: PathBuf,
     pub lease_ttl: Duration,
-    pub join_tx: mpsc::UnboundedSender<SocketAddr>,
+    pub join_tx: mpsc::UnboundedSender<JoinHint>,
     /// Notified to stop the agent (`cluster leave`, a fatal start error).
     pub shutdown: Arc<Notify>,
     /// What `cluster status` and the HTTP server show.
     pub observer: Arc<crate::observe::Observer>,
+    /// True once this node is in the store's membership (mDNS says so).
+    pub store_member: tokio::sync::watch::Sender<bool>,
 }
 
 impl Node {
@@ -74,7 +91,7 @@ impl Node {
     pub async fn become_member(
         self: Arc<Self>,
         bootstrap: bool,
-        mut join_rx: mpsc::UnboundedReceiver<SocketAddr>,
+        mut join_rx: mpsc::UnboundedReceiver<JoinHint>,
     ) {
         if let Some(embedded) = self.embedded.clone() {
             if embedded.is_member() {
@@ -91,58 +108,89 @@ impl Node {
                 self.join_cluster(&embedded, &mut join_rx).await;
             }
         }
+        // A store member can pass joins on at once (its services may still
+        // be starting): mDNS says `member=1` from here.
+        self.store_member.send_replace(true);
         if let Err(error) = self.start_services().await {
             tracing::error!(error = %crate::report(&error), "Could not start.");
             self.shutdown.notify_one();
         }
     }
 
-    /// Tries every known peer (discovered or given) until one lets us in.
+    /// Tries the known peers (discovered or given) until one lets us in:
+    /// those that say they are members first, several at a time. A peer
+    /// that is no member itself answers at once, so on a cold start (many
+    /// hosts at once, most of them joiners) the attempts move on quickly.
     async fn join_cluster(
         &self,
         embedded: &EmbeddedStore,
-        join_rx: &mut mpsc::UnboundedReceiver<SocketAddr>,
+        join_rx: &mut mpsc::UnboundedReceiver<JoinHint>,
     ) {
-        let mut peers: Vec<SocketAddr> = Vec::new();
+        let mut peers = JoinPeers::default();
         let mut reported: std::collections::HashSet<SocketAddr> = Default::default();
+        let own = std::net::IpAddr::V4(self.addr);
         loop {
             while let Ok(p) = join_rx.try_recv() {
-                add_peer(&mut peers, p);
+                peers.add(p);
             }
-            for peer in peers.clone() {
-                if peer.ip() == std::net::IpAddr::V4(self.addr) {
-                    continue;
-                }
-                if self.standing.needs_enrollment() {
-                    match self.standing.enroll(peer).await {
-                        Ok(tls) => embedded.set_client_tls(tls),
+            let candidates: Vec<SocketAddr> = peers
+                .due(Instant::now())
+                .into_iter()
+                .filter(|p| p.ip() != own)
+                .collect();
+            if self.standing.needs_enrollment() {
+                // One at a time: the node gets one key and certificate.
+                for peer in &candidates {
+                    match self.standing.enroll(*peer).await {
+                        Ok(tls) => {
+                            embedded.set_client_tls(tls);
+                            break;
+                        }
                         Err(error) => {
-                            if reported.insert(peer) {
-                                tracing::warn!(%peer, %error, "Could not enroll with this peer; not joining through it (will retry).");
+                            peers.failed(*peer, Instant::now());
+                            if reported.insert(*peer) {
+                                tracing::warn!(%peer, %error, "Could not enroll with this peer; not joining through it (will retry).")
                             } else {
-                                tracing::debug!(%peer, %error, "Enrollment failed.");
+                                tracing::debug!(%peer, %error, "Enrollment failed.")
                             }
-                            continue;
                         }
                     }
                 }
-                // Bounded: a peer that swallows the connection must not
-                // stall the attempts on every other peer.
-                match tokio::time::timeout(JOIN_ATTEMPT_TIMEOUT, embedded.join(peer)).await {
-                    Ok(Ok(())) => {
-                        tracing::info!(%peer, "Joined the cluster.");
-                        return;
+            }
+            if !self.standing.needs_enrollment() {
+                let mut attempts = futures::stream::iter(candidates.iter().copied())
+                    .map(|peer| async move {
+                        // Bounded: a peer that swallows the connection must
+                        // not hold a slot for long.
+                        let res =
+                            tokio::time::timeout(JOIN_ATTEMPT_TIMEOUT, embedded.join(peer)).await;
+                        (peer, res)
+                    })
+                    .buffer_unordered(PARALLEL_JOINS);
+                while let Some((peer, res)) = attempts.next().await {
+                    match res {
+                        Ok(Ok(())) => {
+                            tracing::info!(%peer, "Joined the cluster.");
+                            return;
+                        }
+                        Ok(Err(error)) => {
+                            peers.failed(peer, Instant::now());
+                            if reported.insert(peer) {
+                                tracing::info!(%peer, %error, "Could not join through this peer yet; will retry.")
+                            } else {
+                                tracing::debug!(%peer, %error, "Join attempt failed.")
+                            }
+                        }
+                        Err(_) => {
+                            peers.failed(peer, Instant::now());
+                            tracing::info!(%peer, "A join attempt timed out; will retry.")
+                        }
                     }
-                    Ok(Err(error)) if reported.insert(peer) => {
-                        tracing::info!(%peer, %error, "Could not join through this peer yet; will retry.")
-                    }
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "Join attempt failed."),
-                    Err(_) => tracing::info!(%peer, "A join attempt timed out; will retry."),
                 }
             }
             tokio::select! {
-                Some(p) = join_rx.recv() => add_peer(&mut peers, p),
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                Some(p) = join_rx.recv() => peers.add(p),
+                _ = tokio::time::sleep(JOIN_ROUND_PAUSE) => {}
             }
         }
     }
@@ -174,12 +222,62 @@ impl Node {
     }
 }
 
-/// Newest first: an explicit join or a fresh discovery is the most likely
-/// to be a member. Bounded: the oldest peers drop out.
-fn add_peer(peers: &mut Vec<SocketAddr>, p: SocketAddr) {
-    peers.retain(|x| *x != p);
-    peers.insert(0, p);
-    peers.truncate(MAX_JOIN_PEERS);
+/// The peers a joiner knows, and when each may be tried again. Members
+/// (as mDNS or the operator says) go first and are retried soon; a peer
+/// that says it is no member is tried with a growing pause, so a cold
+/// start of many hosts is not a storm of handshakes between joiners.
+#[derive(Default)]
+struct JoinPeers {
+    /// Newest first: an explicit join or a fresh discovery is the most
+    /// likely to be a member. Bounded: the oldest drop out.
+    known: Vec<KnownPeer>,
+}
+
+struct KnownPeer {
+    hint: JoinHint,
+    next_try: Instant,
+    failures: u32,
+}
+
+impl JoinPeers {
+    /// A new or changed hint: tried at once.
+    fn add(&mut self, hint: JoinHint) {
+        self.known.retain(|k| k.hint.addr != hint.addr);
+        self.known.insert(
+            0,
+            KnownPeer {
+                hint,
+                next_try: Instant::now(),
+                failures: 0,
+            },
+        );
+        self.known.truncate(MAX_JOIN_PEERS);
+    }
+
+    /// The peers to try now: members first.
+    fn due(&self, now: Instant) -> Vec<SocketAddr> {
+        let due = |member: bool| {
+            self.known
+                .iter()
+                .filter(move |k| k.hint.member == member && k.next_try <= now)
+                .map(|k| k.hint.addr)
+        };
+        due(true).chain(due(false)).collect()
+    }
+
+    fn failed(&mut self, addr: SocketAddr, now: Instant) {
+        let Some(k) = self.known.iter_mut().find(|k| k.hint.addr == addr) else {
+            return;
+        };
+        k.failures = k.failures.saturating_add(1);
+        let (first, most) = if k.hint.member {
+            (Duration::from_millis(250), Duration::from_secs(2))
+        } else {
+            (Duration::from_secs(1), Duration::from_secs(8))
+        };
+        let pause = first.saturating_mul(1 << k.failures.min(6)) / 2;
+        k.next_try = now + pause.min(most);
+    }
 }
 
 /// Retries an operation while the store is unavailable (e.g. the cluster
@@ -256,7 +354,10 @@ impl Control for Node {
             )));
         }
         self.join_tx
-            .send(peer)
+            .send(JoinHint {
+                addr: peer,
+                member: true,
+            })
             .map_err(|_| ClusterError::Unavailable("the agent is shutting down".into()))?;
         // Wait briefly so the caller sees the outcome in most cases.
         let mut ready = self.cluster.subscribe_ready();
@@ -307,5 +408,44 @@ impl Control for Node {
 
     fn host_ifname(&self, endpoint_id: &str) -> Option<String> {
         Some(self.datapath.endpoint_ifnames(endpoint_id).host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(last: u8, member: bool) -> JoinHint {
+        JoinHint {
+            addr: SocketAddr::from(([198, 18, 0, last], 6675)),
+            member,
+        }
+    }
+
+    #[test]
+    fn members_go_first_and_non_members_wait_longer() {
+        let mut peers = JoinPeers::default();
+        peers.add(hint(12, false));
+        peers.add(hint(13, true));
+        peers.add(hint(14, false));
+        let now = Instant::now();
+        let due = peers.due(now);
+        assert_eq!(due[0], hint(13, true).addr, "the member first");
+        assert_eq!(due.len(), 3);
+
+        peers.failed(hint(12, false).addr, now);
+        peers.failed(hint(13, true).addr, now);
+        let soon = now + Duration::from_millis(300);
+        assert_eq!(
+            peers.due(soon),
+            vec![hint(13, true).addr, hint(14, false).addr]
+        );
+        assert!(peers
+            .due(now + Duration::from_secs(1))
+            .contains(&hint(12, false).addr));
+
+        // mDNS says it became a member: tried at once.
+        peers.add(hint(12, true));
+        assert_eq!(peers.due(Instant::now())[0], hint(12, true).addr);
     }
 }

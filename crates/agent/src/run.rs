@@ -165,7 +165,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     tracing::info!(node = %identity.name, id = %identity.id, %iface, %addr, cluster = %cfg.cluster, "Starting the agent.");
     let advertise = SocketAddr::from((addr, cfg.listen.port()));
     let observed = ObservedDatapath::new(
-        crate::datapaths::select(&cfg.datapath, &iface, addr, &cfg.ovs).await?,
+        crate::datapaths::select(&cfg.datapath, &iface, addr, &cfg.ovs, &cfg.data_dir).await?,
     );
     let datapath: Arc<dyn socketplane_datapath::Datapath> = observed.clone();
     let (store, embedded) = open_store(&cfg, &identity, advertise).await?;
@@ -198,6 +198,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
             .with_reclaim_after(cfg.reclaim_after),
     );
     let (join_tx, join_rx) = mpsc::unbounded_channel();
+    let (store_member, store_member_rx) = tokio::sync::watch::channel(false);
     let shutdown = Arc::new(Notify::new());
     let observer = Observer::start(cluster.clone(), observed, embedded.clone(), standing.open);
     let node = Arc::new(Node {
@@ -215,6 +216,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         join_tx: join_tx.clone(),
         shutdown: shutdown.clone(),
         observer: observer.clone(),
+        store_member,
     });
 
     let cluster_server = cluster_port::serve(ClusterPort {
@@ -252,13 +254,20 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
             port: cfg.listen.port(),
             iface: iface.clone(),
         };
-        Some(crate::discovery::start(ad, join_tx.clone())?)
+        Some(crate::discovery::start(
+            ad,
+            join_tx.clone(),
+            store_member_rx,
+        )?)
     } else {
         None
     };
     if let Some(addr) = &cfg.join {
         let peer = parse_peer(addr).map_err(|e| Error::Config(format!("--join: {e}")))?;
-        let _ = join_tx.send(peer);
+        let _ = join_tx.send(crate::membership::JoinHint {
+            addr: peer,
+            member: true,
+        });
     }
     let member = tokio::spawn(node.clone().become_member(cfg.bootstrap, join_rx));
 

@@ -30,6 +30,8 @@ const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 /// First and longest wait before a failed apply is retried on its own.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Shortest time between two datapath passes while events keep coming.
+const CONVERGE_GAP: Duration = Duration::from_millis(50);
 /// How often the fence watcher looks at the lease clock.
 const FENCE_CHECK: Duration = Duration::from_millis(250);
 
@@ -144,6 +146,7 @@ impl Reconciler {
         let mut reclaim = tokio::time::interval(RECLAIM_EVERY);
         reclaim.tick().await;
         let mut retry_backoff = RETRY_FIRST;
+        let mut last_pass = Instant::now();
         let retry = tokio::time::sleep(retry_backoff);
         tokio::pin!(retry);
         loop {
@@ -152,19 +155,44 @@ impl Reconciler {
                     let Some(event) = next else {
                         return StoreError::Unavailable("watch ended".into()).into();
                     };
-                    match event {
-                        Ok(e) => view.apply(&e),
+                    let mut shapes = match event {
+                        Ok(e) => apply_event(&mut view, &e),
                         Err(e) => return e.into(),
-                    }
+                    };
                     // Take every event already queued before converging, so
                     // a burst of changes costs one datapath pass.
                     while let Some(Some(more)) = stream.next().now_or_never() {
                         match more {
-                            Ok(e) => view.apply(&e),
+                            Ok(e) => shapes |= apply_event(&mut view, &e),
                             Err(e) => return e.into(),
                         }
                     }
-                    pending = self.converge(&view).await;
+                    // While events keep coming, at most one pass per
+                    // CONVERGE_GAP: every pass costs the whole view, so
+                    // passes per event would grow with cluster size times
+                    // event rate. A lone event goes through at once.
+                    let gap = tokio::time::sleep_until((last_pass + CONVERGE_GAP).into());
+                    tokio::pin!(gap);
+                    while !gap.is_elapsed() {
+                        tokio::select! {
+                            biased;
+                            _ = &mut gap => break,
+                            more = stream.next() => match more {
+                                Some(Ok(e)) => shapes |= apply_event(&mut view, &e),
+                                Some(Err(e)) => return e.into(),
+                                None => return StoreError::Unavailable("watch ended".into()).into(),
+                            },
+                        }
+                    }
+                    last_pass = Instant::now();
+                    if shapes || pending {
+                        pending = self.converge(&view).await;
+                    } else {
+                        // Nothing a datapath sees changed: the last pass
+                        // stands for this revision too.
+                        self.view_tx.send_replace(Arc::new(view.clone()));
+                        self.applied_tx.send_replace(view.revision);
+                    }
                 }
                 _ = resync.tick() => pending = self.converge(&view).await,
                 _ = reclaim.tick() => self.collect_garbage(&view),
@@ -371,6 +399,12 @@ impl Reconciler {
             collecting.store(false, Ordering::SeqCst);
         });
     }
+}
+
+/// Applies a watch event to the view; whether it can change a datapath.
+fn apply_event(view: &mut ClusterView, event: &socketplane_store::Event) -> bool {
+    view.apply(event);
+    ClusterView::shapes_datapath(event)
 }
 
 /// Aborts a task when dropped.

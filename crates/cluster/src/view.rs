@@ -82,6 +82,16 @@ impl ClusterView {
         view
     }
 
+    /// Whether `event` can change what any datapath must look like (nodes,
+    /// networks, endpoints); address reservations, leases and the like
+    /// cannot.
+    pub fn shapes_datapath(event: &Event) -> bool {
+        matches!(
+            slot(&event.kv.key),
+            Slot::Node(_) | Slot::Network(_) | Slot::Endpoint(_)
+        )
+    }
+
     pub fn apply(&mut self, event: &Event) {
         match event.kind {
             EventKind::Put => self.put(&event.kv),

@@ -114,6 +114,14 @@ pub enum DatapathError {
         source: socketplane_ovsdb::Error,
     },
 
+    /// The recording datapath could not write its log.
+    #[error("record log {}: {source}", path.display())]
+    RecordLog {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Something this datapath needs is missing or not running.
     #[error("{what} is not available: {why}")]
     Unavailable { what: String, why: String },

@@ -8,6 +8,7 @@
 
 mod error;
 pub mod names;
+pub mod record;
 
 #[cfg(target_os = "linux")]
 mod command;

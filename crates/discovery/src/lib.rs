@@ -4,7 +4,9 @@
 //! underlay) and browses for other nodes of the same cluster. The service
 //! instance name is the node name, the port is the cluster port, the only
 //! address published is the underlay IPv4 address, and the TXT record
-//! carries `cluster=<name>`, `id=<node id>` and `v=<protocol version>`.
+//! carries `cluster=<name>`, `id=<node id>`, `v=<protocol version>` and
+//! `member=0|1` (whether the node is a cluster member yet:
+//! [`Discovery::set_member`]), so joiners can try members first.
 //!
 //! Peers arrive on a tokio channel, de-duplicated: a peer is sent again only
 //! when what it advertises changes, or when it comes back after it was
@@ -34,6 +36,8 @@ pub const TXT_CLUSTER: &str = "cluster";
 pub const TXT_ID: &str = "id";
 /// TXT key for the protocol version.
 pub const TXT_VERSION: &str = "v";
+/// TXT key for membership: `1` once the node is a cluster member.
+pub const TXT_MEMBER: &str = "member";
 
 /// Capacity of the peer channel handed to the caller.
 const PEER_CHANNEL_CAPACITY: usize = 64;
@@ -70,6 +74,9 @@ pub struct Peer {
     pub cluster: String,
     /// TXT `v`.
     pub version: String,
+    /// TXT `member=1`: the peer says it is a cluster member (a hint only:
+    /// anyone on the LAN may say anything).
+    pub member: bool,
     /// Underlay address and cluster port of the peer.
     pub addr: SocketAddr,
 }
@@ -98,11 +105,29 @@ fn mdns_err(context: &'static str) -> impl FnOnce(mdns_sd::Error) -> DiscoveryEr
     move |source| DiscoveryError::Mdns { context, source }
 }
 
+/// Whether this node advertises itself as a cluster member (TXT
+/// `member=1`); cheap to clone and set from anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct MemberFlag(Arc<AtomicBool>);
+
+impl MemberFlag {
+    /// Says (or stops saying) that this node is a member.
+    pub fn set(&self, member: bool) {
+        self.0.store(member, Ordering::SeqCst);
+    }
+
+    /// What this node should advertise.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// A running advertisement and browse. Dropping it also stops it; call
 /// [`Discovery::shutdown`] to say goodbye explicitly.
 pub struct Discovery {
     daemon: ServiceDaemon,
     fullname: String,
+    member: MemberFlag,
     stop: Arc<AtomicBool>,
     forwarder: Option<JoinHandle<()>>,
     stopped: bool,
@@ -134,9 +159,16 @@ impl Discovery {
                 let stop = Arc::new(AtomicBool::new(false));
                 let filter = PeerFilter::new(&ad);
                 let thread_stop = stop.clone();
+                let member = MemberFlag::default();
+                let announce = Announcer {
+                    daemon: daemon.clone(),
+                    ad: ad.clone(),
+                    member: member.clone(),
+                    announced: false,
+                };
                 let forwarder = std::thread::Builder::new()
                     .name("sp-discovery".into())
-                    .spawn(move || forward(events, tx, filter, thread_stop));
+                    .spawn(move || forward(events, tx, filter, announce, thread_stop));
                 let forwarder = match forwarder {
                     Ok(handle) => handle,
                     Err(e) => {
@@ -156,6 +188,7 @@ impl Discovery {
                     Discovery {
                         daemon,
                         fullname,
+                        member,
                         stop,
                         forwarder: Some(forwarder),
                         stopped: false,
@@ -187,22 +220,7 @@ impl Discovery {
             .disable_interface(IfKind::IPv6)
             .map_err(mdns_err("cannot disable IPv6"))?;
 
-        let txt = [
-            (TXT_CLUSTER, ad.cluster.as_str()),
-            (TXT_ID, ad.node_id.as_str()),
-            (TXT_VERSION, PROTOCOL_VERSION),
-        ];
-        let host_name = format!("{}.local.", host_label(&ad.node_name));
-        let mut info = ServiceInfo::new(
-            SERVICE_TYPE,
-            &ad.node_name,
-            &host_name,
-            IpAddr::V4(ad.addr),
-            ad.port,
-            &txt[..],
-        )
-        .map_err(mdns_err("cannot build the service record"))?;
-        info.set_interfaces(vec![IfKind::Name(ad.iface.clone())]);
+        let info = service_info(ad, false)?;
         let fullname = info.get_fullname().to_string();
 
         let events = daemon
@@ -212,6 +230,13 @@ impl Discovery {
             .register(info)
             .map_err(mdns_err("cannot register the service"))?;
         Ok((fullname, events))
+    }
+
+    /// The switch for TXT `member=`: set it once this node is a cluster
+    /// member, and the advertisement is re-announced with `member=1` (within
+    /// a fraction of a second), so joiners try members first.
+    pub fn member_flag(&self) -> MemberFlag {
+        self.member.clone()
     }
 
     /// The full DNS-SD name of our own instance.
@@ -246,6 +271,28 @@ impl Drop for Discovery {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// The service record of `ad`, only on its interface.
+fn service_info(ad: &Advertisement, member: bool) -> Result<ServiceInfo, DiscoveryError> {
+    let txt = [
+        (TXT_CLUSTER, ad.cluster.as_str()),
+        (TXT_ID, ad.node_id.as_str()),
+        (TXT_VERSION, PROTOCOL_VERSION),
+        (TXT_MEMBER, if member { "1" } else { "0" }),
+    ];
+    let host_name = format!("{}.local.", host_label(&ad.node_name));
+    let mut info = ServiceInfo::new(
+        SERVICE_TYPE,
+        &ad.node_name,
+        &host_name,
+        IpAddr::V4(ad.addr),
+        ad.port,
+        &txt[..],
+    )
+    .map_err(mdns_err("cannot build the service record"))?;
+    info.set_interfaces(vec![IfKind::Name(ad.iface.clone())]);
+    Ok(info)
 }
 
 /// Unregister (if registered) and stop the daemon, waiting a bounded time.
@@ -402,11 +449,13 @@ fn peer_from_txt(
         .get_property_val_str(TXT_VERSION)
         .filter(|s| sane(s))
         .unwrap_or("");
+    let member = txt.get_property_val_str(TXT_MEMBER) == Some("1");
     Some(Peer {
         node_name: instance_name(fullname),
         node_id: id.to_string(),
         cluster: their_cluster.to_string(),
         version: version.to_string(),
+        member,
         addr,
     })
 }
@@ -444,14 +493,46 @@ fn deliver(tx: &mpsc::Sender<Peer>, mut peer: Peer, stop: &AtomicBool) -> bool {
     }
 }
 
-/// Forwarding loop: mDNS events to peers on the tokio channel.
+/// Re-announces our service when the member flag changes.
+struct Announcer {
+    daemon: ServiceDaemon,
+    ad: Advertisement,
+    member: MemberFlag,
+    announced: bool,
+}
+
+impl Announcer {
+    fn update(&mut self) {
+        let want = self.member.get();
+        if want == self.announced {
+            return;
+        }
+        // Registering the same name again re-announces it with the new TXT.
+        match service_info(&self.ad, want).and_then(|info| {
+            self.daemon
+                .register(info)
+                .map_err(mdns_err("cannot re-announce the service"))
+        }) {
+            Ok(()) => {
+                tracing::info!(member = want, "Re-announced this node over mDNS.");
+                self.announced = want;
+            }
+            Err(error) => tracing::warn!(%error, "Could not re-announce this node."),
+        }
+    }
+}
+
+/// Forwarding loop: mDNS events to peers on the tokio channel, and our
+/// re-announcements.
 fn forward(
     events: mdns_sd::Receiver<ServiceEvent>,
     tx: mpsc::Sender<Peer>,
     mut filter: PeerFilter,
+    mut announce: Announcer,
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::SeqCst) {
+        announce.update();
         let event = match events.recv_timeout(POLL_INTERVAL) {
             Ok(ev) => ev,
             Err(mdns_sd::RecvTimeoutError::Timeout) => continue,
@@ -521,6 +602,7 @@ mod tests {
             node_id: "i".into(),
             cluster: "c".into(),
             version: "1".into(),
+            member: false,
             addr: "198.18.0.12:6675".parse().unwrap(),
         };
         let stop = AtomicBool::new(false);
@@ -566,6 +648,7 @@ mod tests {
             node_id: "id-2".into(),
             cluster: "lab".into(),
             version: "1".into(),
+            member: false,
             addr: "198.18.0.12:6675".parse().unwrap(),
         };
         f.known
@@ -606,6 +689,14 @@ mod tests {
             assert_eq!(p.node_name, "h.2");
             assert_eq!(p.node_id, "0123456789abcdef");
             assert_eq!(p.version, "1");
+            assert!(!p.member, "no member= means not a member");
+            let raw = encode(&[
+                ("cluster".into(), "lab".into()),
+                ("id".into(), "0123456789abcdef".into()),
+                ("member".into(), "1".into()),
+            ]);
+            let p = peer_from_txt("h", &TxtProperties::from(&raw[..]), addr(), "lab").unwrap();
+            assert!(p.member);
             let long = encode(&[
                 ("cluster".into(), "lab".into()),
                 ("id".into(), "x".repeat(200)),

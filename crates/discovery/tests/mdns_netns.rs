@@ -146,6 +146,7 @@ fn expected_peer(name: &str, cluster: &str, addr: Ipv4Addr, port: u16) -> Peer {
         node_id: format!("id-{name}"),
         cluster: cluster.into(),
         version: PROTOCOL_VERSION.into(),
+        member: false,
         addr: SocketAddr::new(addr.into(), port),
     }
 }

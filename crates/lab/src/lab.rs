@@ -301,7 +301,9 @@ impl Lab {
         self.wait_ready(index)
     }
 
-    fn spawn_agent(&mut self, index: usize, bootstrap: bool) -> Result<()> {
+    /// Start the agent of host `index` without waiting for it (many hosts
+    /// started at once: a cold start); [`Lab::wait_agent`] waits.
+    pub fn spawn_agent(&mut self, index: usize, bootstrap: bool) -> Result<()> {
         if self.agent_running(index) {
             let h = self.host(index)?;
             return Err(LabError::AgentRunning {
@@ -317,6 +319,11 @@ impl Lab {
         h.agent_start_time = running.start_time;
         tracing::info!(host = %host.name, pid = running.pid, bootstrap, "Started an agent.");
         self.save()
+    }
+
+    /// Wait until the agent of host `index` has its socket.
+    pub fn wait_agent(&self, index: usize) -> Result<()> {
+        self.wait_ready(index)
     }
 
     fn wait_ready(&self, index: usize) -> Result<()> {

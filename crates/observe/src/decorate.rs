@@ -31,6 +31,7 @@ pub fn failure_reason(error: &DatapathError) -> &'static str {
         DatapathError::Spawn { .. } | DatapathError::Command { .. } => "command",
         DatapathError::Ovsdb { .. } => "ovsdb",
         DatapathError::Unavailable { .. } => "unavailable",
+        DatapathError::RecordLog { .. } => "record_log",
         DatapathError::Many(errors) => errors.first().map_or("many", failure_reason),
     }
 }

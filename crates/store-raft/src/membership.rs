@@ -12,9 +12,10 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use socketplane_store::StoreError;
 
 use crate::error::{chain, Error};
-use crate::shared::Core;
+use crate::shared::{lock, Core};
 use crate::types::NodeId;
 use crate::wire::{JoinRequest, LeaveRequest, WireError};
+use futures::FutureExt;
 
 /// How long a join may take end to end (the new node must catch up).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -22,6 +23,20 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const JOIN_CALL_TIMEOUT: Duration = Duration::from_secs(40);
 /// How long the leader waits for a new node to catch up as a replica.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a node that is no member itself answers a join request with, at
+/// once: the joiner then tries another peer instead of waiting here (on a
+/// cold start most peers it sees are still joiners too).
+const NOT_A_MEMBER: &str = "this node is not a cluster member yet";
+
+/// Raft takes one membership change at a time and refuses the others
+/// ("already undergoing a configuration change"); joins that arrive
+/// together (a cold start of many hosts) queue here instead of failing and
+/// retrying. One store per process, so one queue per process is enough.
+static MEMBERSHIP_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Replicas waiting for [`MEMBERSHIP_CHANGES`]: whoever gets it adds them
+/// all in one change.
+static PENDING_JOINS: std::sync::Mutex<BTreeMap<NodeId, BasicNode>> =
+    std::sync::Mutex::new(BTreeMap::new());
 
 /// Whether this node is in the membership Raft reports (`fallback` until
 /// Raft reported the state it loaded).
@@ -80,6 +95,11 @@ pub(crate) async fn join(core: &Core, seed: SocketAddr) -> Result<(), StoreError
             }
             Ok(Err(WireError::InvalidArgument(e))) => {
                 return Err(StoreError::InvalidArgument(format!("cannot join: {e}")))
+            }
+            Ok(Err(WireError::Unavailable(e))) if e == NOT_A_MEMBER => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot join via {target}: {e}"
+                )))
             }
             Ok(Err(e)) => last_err = e.to_string(),
             Err(Error::Status { status, body, .. }) if status == 401 || status == 409 => {
@@ -155,6 +175,9 @@ pub(crate) async fn serve_join(core: &Core, req: JoinRequest) -> Result<(), Wire
             req.addr
         )));
     }
+    if !is_member(core, false) {
+        return Err(WireError::Unavailable(NOT_A_MEMBER.into()));
+    }
     match core.leader() {
         Some((id, _)) if id == core.id() => {}
         Some((_, addr)) => {
@@ -166,14 +189,29 @@ pub(crate) async fn serve_join(core: &Core, req: JoinRequest) -> Result<(), Wire
         }
         None => return Err(WireError::Unavailable("no leader".into())),
     }
+    let node = BasicNode::new(&req.addr);
+    lock(&PENDING_JOINS).insert(req.node_id, node.clone());
+    let _one_at_a_time = MEMBERSHIP_CHANGES.lock().await;
     let m = core.metrics();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let known = membership.get_node(&req.node_id).map(|n| n.addr.clone());
+    let promote = !voters.contains(&req.node_id) && voters.len() < core.cfg.max_voters;
     if known.as_deref() != Some(req.addr.as_str()) {
-        let add = core
-            .raft
-            .add_learner(req.node_id, BasicNode::new(&req.addr), true);
+        let add = if promote {
+            // A future voter must catch up first.
+            lock(&PENDING_JOINS).remove(&req.node_id);
+            core.raft.add_learner(req.node_id, node, true).boxed()
+        } else {
+            // Every replica waiting here goes in with this one change; each
+            // catches up on its own.
+            let mut batch = std::mem::take(&mut *lock(&PENDING_JOINS));
+            batch.retain(|id, n| membership.get_node(id).map(|k| &k.addr) != Some(&n.addr));
+            batch.insert(req.node_id, node);
+            core.raft
+                .change_membership(ChangeMembers::AddNodes(batch), true)
+                .boxed()
+        };
         match tokio::time::timeout(CATCH_UP_TIMEOUT, add).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(core.write_err(e)),
@@ -183,8 +221,10 @@ pub(crate) async fn serve_join(core: &Core, req: JoinRequest) -> Result<(), Wire
                 ))
             }
         }
+    } else {
+        lock(&PENDING_JOINS).remove(&req.node_id);
     }
-    if !voters.contains(&req.node_id) && voters.len() < core.cfg.max_voters {
+    if promote {
         core.raft
             .change_membership(
                 ChangeMembers::AddVoterIds(BTreeSet::from([req.node_id])),
@@ -223,6 +263,7 @@ pub(crate) async fn serve_leave(core: &Core, req: LeaveRequest) -> Result<(), Wi
 /// Leader upkeep: promote replicas while voters are missing, and replace
 /// voters that have been unreachable for `replace_after`.
 async fn tick(core: &Core, leader_since: Instant) {
+    let _one_at_a_time = MEMBERSHIP_CHANGES.lock().await;
     let m = core.metrics();
     if m.state != ServerState::Leader {
         return;

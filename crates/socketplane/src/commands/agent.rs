@@ -77,7 +77,7 @@ pub struct AgentFlags {
     /// Cluster port: agent-to-agent and Raft traffic.
     #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], defaults::CLUSTER_PORT)))]
     listen: SocketAddr,
-    /// auto, linux or ovs.
+    /// auto, linux or ovs (or record: benchmarks/tests only, plumbs nothing).
     #[arg(long, default_value = defaults::DATAPATH)]
     datapath: String,
     /// `embedded`, `etcd://host:port[,host:port]`, or `etcds://…` for

@@ -1,0 +1,240 @@
+//! A recording datapath for benchmarks and tests (`--datapath record`): it
+//! plumbs nothing, and appends every change an apply makes to a log file,
+//! one line each, so a harness can run a hundred agents on one machine and
+//! still see when each endpoint reached each host. Never for production:
+//! its workloads get no connectivity.
+//!
+//! Log lines: `UNIX_MICROS OP KIND ID`, OP `+` (added), `~` (changed) or
+//! `-` (removed), KIND `L` (local endpoint) or `R` (remote endpoint).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::{
+    ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, MacAddr, Result, Underlay,
+};
+
+/// The overlay MTU it reports (a 1500-byte underlay minus VXLAN).
+const DEFAULT_MTU: u32 = 1450;
+
+/// What one endpoint looked like when it was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Applied {
+    local: bool,
+    network: String,
+    ip: Ipv4Addr,
+    mac: MacAddr,
+    /// The remote host's underlay address (`None` for a local one).
+    host: Option<Ipv4Addr>,
+}
+
+#[derive(Default)]
+struct Recorded {
+    endpoints: HashMap<String, Applied>,
+    log: Option<BufWriter<File>>,
+}
+
+/// See the module documentation.
+pub struct RecordDatapath {
+    underlay: Underlay,
+    log_path: Option<PathBuf>,
+    state: Mutex<Recorded>,
+}
+
+impl RecordDatapath {
+    /// Records to `log` (appended to; `None`: keeps the state only).
+    pub fn new(underlay_ip: Ipv4Addr, log: Option<&Path>) -> Result<RecordDatapath> {
+        let file = match log {
+            Some(path) => Some(BufWriter::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| DatapathError::RecordLog {
+                        path: path.to_path_buf(),
+                        source,
+                    })?,
+            )),
+            None => None,
+        };
+        Ok(RecordDatapath {
+            underlay: Underlay {
+                ip: underlay_ip,
+                default_mtu: DEFAULT_MTU,
+            },
+            log_path: log.map(Path::to_path_buf),
+            state: Mutex::new(Recorded {
+                endpoints: HashMap::new(),
+                log: file,
+            }),
+        })
+    }
+
+    /// How many endpoints (local and remote) are applied now.
+    pub fn applied_endpoints(&self) -> usize {
+        self.lock().endpoints.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, rec: &mut Recorded, lines: &[(char, bool, &str)]) -> Result<()> {
+        let Some(log) = rec.log.as_mut() else {
+            return Ok(());
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        let res = lines
+            .iter()
+            .try_for_each(|(op, local, id)| {
+                writeln!(log, "{now} {op} {} {id}", if *local { 'L' } else { 'R' })
+            })
+            .and_then(|()| log.flush());
+        res.map_err(|source| DatapathError::RecordLog {
+            path: self.log_path.clone().unwrap_or_default(),
+            source,
+        })
+    }
+}
+
+#[async_trait]
+impl Datapath for RecordDatapath {
+    async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
+        let mut next: HashMap<String, Applied> =
+            HashMap::with_capacity(desired.local.len() + desired.remote.len());
+        for e in &desired.local {
+            next.insert(
+                e.id.clone(),
+                Applied {
+                    local: true,
+                    network: e.network.clone(),
+                    ip: e.ip,
+                    mac: e.mac,
+                    host: None,
+                },
+            );
+        }
+        for e in &desired.remote {
+            next.insert(
+                e.id.clone(),
+                Applied {
+                    local: false,
+                    network: e.network.clone(),
+                    ip: e.ip,
+                    mac: e.mac,
+                    host: Some(e.host),
+                },
+            );
+        }
+        let mut rec = self.lock();
+        let mut lines: Vec<(char, bool, &str)> = Vec::new();
+        for (id, a) in &next {
+            match rec.endpoints.get(id) {
+                None => lines.push(('+', a.local, id)),
+                Some(old) if old != a => lines.push(('~', a.local, id)),
+                Some(_) => {}
+            }
+        }
+        let removed: Vec<(String, bool)> = rec
+            .endpoints
+            .iter()
+            .filter(|(id, _)| !next.contains_key(*id))
+            .map(|(id, a)| (id.clone(), a.local))
+            .collect();
+        lines.extend(removed.iter().map(|(id, local)| ('-', *local, id.as_str())));
+        let changes = lines.len();
+        if changes > 0 {
+            self.write(&mut rec, &lines)?;
+        }
+        drop(lines);
+        rec.endpoints = next;
+        Ok(ApplyReport { changes })
+    }
+
+    fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {
+        let short: String = endpoint_id.chars().take(8).collect();
+        EndpointIfnames {
+            host: format!("sprh{short}"),
+            peer: format!("sprp{short}"),
+        }
+    }
+
+    async fn teardown(&self) -> Result<()> {
+        self.apply(&DesiredState::default()).await.map(|_| ())
+    }
+
+    fn underlay(&self) -> Underlay {
+        self.underlay
+    }
+
+    fn name(&self) -> &'static str {
+        "record"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LocalEndpoint, RemoteEndpoint};
+
+    fn remote(id: &str, host: u8) -> RemoteEndpoint {
+        RemoteEndpoint {
+            id: id.into(),
+            network: "web".into(),
+            ip: Ipv4Addr::new(10, 0, 0, host),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            host: Ipv4Addr::new(198, 18, 0, host),
+        }
+    }
+
+    #[tokio::test]
+    async fn it_logs_what_changes_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("record.log");
+        let dp = RecordDatapath::new(Ipv4Addr::new(198, 18, 0, 11), Some(&log)).unwrap();
+        let mut desired = DesiredState {
+            remote: vec![remote("a", 12), remote("b", 13)],
+            local: vec![LocalEndpoint {
+                id: "l".into(),
+                network: "web".into(),
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+                mac: "02:00:00:00:00:02".parse().unwrap(),
+                netns: None,
+                netns_id: None,
+                ifname: "eth0".into(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(dp.apply(&desired).await.unwrap().changes, 3);
+        assert_eq!(dp.apply(&desired).await.unwrap().changes, 0);
+        desired.remote[0].host = Ipv4Addr::new(198, 18, 0, 14);
+        desired.remote.pop();
+        assert_eq!(dp.apply(&desired).await.unwrap().changes, 2);
+        dp.teardown().await.unwrap();
+        assert_eq!(dp.applied_endpoints(), 0);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let ops: Vec<String> = text
+            .lines()
+            .map(|l| l.split(' ').skip(1).collect::<Vec<_>>().join(" "))
+            .collect();
+        let mut first: Vec<&String> = ops[..3].iter().collect();
+        first.sort();
+        assert_eq!(first, ["+ L l", "+ R a", "+ R b"]);
+        let mut second: Vec<&String> = ops[3..5].iter().collect();
+        second.sort();
+        assert_eq!(second, ["- R b", "~ R a"]);
+        let mut last: Vec<&String> = ops[5..].iter().collect();
+        last.sort();
+        assert_eq!(last, ["- L l", "- R a"]);
+    }
+}
