@@ -185,6 +185,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     if let (Some(e), Some(tls)) = (&embedded, standing.client_tls()?) {
         e.set_client_tls(tls);
     }
+    standing.use_store(store.clone());
     tokio::spawn(refresh_revoked(store.clone(), standing.clone()));
     // A full disk under the embedded store refuses writes with a clear
     // message before Raft would stop for good on it.
