@@ -78,6 +78,7 @@ async fn open_store(
     if cfg.store.starts_with("etcd://") || cfg.store.starts_with("etcds://") {
         let opts = socketplane_store::etcd::EtcdOptions {
             tls: etcd_tls(cfg)?,
+            auth: cfg.etcd_auth.clone(),
             ..Default::default()
         };
         let etcd = socketplane_store::etcd::EtcdStore::from_url_with(&cfg.store, opts)

@@ -577,3 +577,81 @@ fn a_weak_secret_withstands_guessing_and_a_rotated_token_retires_the_old_one() {
     t.sp(1, &["network", "create", "rotnet", "10.78.0.0/24"])
         .expect("a member from before the rotation still writes");
 }
+
+#[test]
+fn agents_share_an_etcd_over_tls_that_wants_a_password() {
+    socketplane_testkit::require_privileged!();
+    let name = unique_name('e');
+    let mut config = socketplane_lab::LabConfig::new(&name, 2, BIN);
+    config.store = socketplane_lab::StoreKind::Etcd;
+    config.etcd_secure = true;
+    config.discovery = Discovery::Join;
+    config.agent_args = test_agent_args(LEASE_TTL);
+    config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
+    let t = TestLab {
+        lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
+    };
+    t.wait_for_nodes(0, 2, FORMATION);
+    t.sp(0, &["network", "create", "etlsnet", "10.79.0.0/24"])
+        .unwrap();
+    let nets = t.sp(1, &["network", "list"]).unwrap();
+    assert!(nets.contains("etlsnet"), "{nets}");
+    let dump = t.lab().etcd_dump().expect("etcd dump as root");
+    assert!(
+        dump.keys()
+            .any(|k| k.starts_with("/socketplane/v1/network-names/etlsnet")),
+        "the agents did not write to this etcd: {:?}",
+        dump.keys()
+    );
+
+    // The etcd really wants TLS and a user: plain HTTP and an anonymous
+    // TLS client get nothing.
+    let ca = t.lab().state_dir().join("etcd/certs/ca.pem");
+    let probe = format!(
+        r#"
+import json, ssl, urllib.request
+for url, ctx in [("http://198.18.0.253:2379/v3/kv/range", None),
+                 ("https://198.18.0.253:2379/v3/kv/range", ssl.create_default_context(cafile={ca:?}))]:
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(url, data=b'{{"key":"AA==","range_end":"AA=="}}'), timeout=3, context=ctx)
+        print("answered", url, r.read()[:200])
+    except Exception as e:
+        print("refused", url, type(e).__name__)
+"#
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.lab().outside_netns(),
+            "python3",
+            "-c",
+            &probe,
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.matches("refused").count(), 2, "{out}");
+
+    // The password is in no command line and no log.
+    let password =
+        std::fs::read_to_string(t.lab().state_dir().join("etcd/socketplane.password")).unwrap();
+    assert!(password.len() >= 32);
+    for h in t.lab().hosts() {
+        let pid = h.agent_pid.expect("the agent runs");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(cmdline.contains("--etcd-user socketplane"), "{cmdline}");
+        assert!(cmdline.contains("etcds://"), "{cmdline}");
+        assert!(
+            !cmdline.contains(&password),
+            "the password is on the command line"
+        );
+        let log = std::fs::read_to_string(&h.log).unwrap_or_default();
+        assert!(
+            !log.contains(&password),
+            "the password is in {}'s log",
+            h.name
+        );
+    }
+}
