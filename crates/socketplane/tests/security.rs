@@ -402,7 +402,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    (s.len() % 2 == 0 && s.is_ascii()).then_some(())?;
+    (s.len().is_multiple_of(2) && s.is_ascii()).then_some(())?;
     (0..s.len() / 2)
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
         .collect()
@@ -444,7 +444,7 @@ fn offline_guesses(hello: Hello, words: &[String]) -> Vec<String> {
     for word in words {
         // An HMAC of the secret over the session (the first protocol).
         let v1 = hmac(word.as_bytes(), &[V1_MEMBER_ROLE, &hello.ekm]);
-        if fields.iter().any(|f| *f == v1) {
+        if fields.contains(&v1) {
             found.push(word.clone());
             continue;
         }
@@ -453,7 +453,7 @@ fn offline_guesses(hello: Hello, words: &[String]) -> Vec<String> {
             let (state, _) = pake_start(word, &hello.ekm);
             if let Ok(key) = state.finish(m) {
                 let confirm = hmac(&key, &[MEMBER_ROLE]);
-                if fields.iter().any(|f| *f == confirm) {
+                if fields.contains(&confirm) {
                     found.push(word.clone());
                 }
             }
@@ -461,7 +461,7 @@ fn offline_guesses(hello: Hello, words: &[String]) -> Vec<String> {
     }
     // The one candidate the attacker really tested: its own guess.
     if let Some(Ok(key)) = member_message.map(|m| hello.state.finish(&m)) {
-        if fields.iter().any(|f| *f == hmac(&key, &[MEMBER_ROLE])) {
+        if fields.contains(&hmac(&key, &[MEMBER_ROLE])) {
             found.push("<the online guess>".into());
         }
     }

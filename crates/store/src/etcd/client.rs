@@ -199,7 +199,7 @@ impl Client {
             revision,
             physical: true,
         };
-        match kv.compact(self.request(req.clone()).await?).await {
+        match kv.compact(self.request(req).await?).await {
             Err(s) if self.refused(&s) => kv.compact(self.request(req).await?).await?,
             r => r?,
         };
