@@ -645,6 +645,37 @@ mod tests {
         assert!(open.flags.config(sock).unwrap().open);
     }
 
+    /// The etcd password reaches the agent from its file, never argv or
+    /// a log line, and a file everyone can read is refused.
+    #[test]
+    fn the_etcd_password_comes_from_its_file_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "pw-0123456789\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.to_str().unwrap();
+        let given = parse(&["--etcd-user", "sp", "--etcd-password-file", path]);
+        let args = given.flags.to_args();
+        for flag in ["--etcd-user", "sp", "--etcd-password-file", path] {
+            assert!(args.iter().any(|a| a == flag), "{flag}: {args:?}");
+        }
+        let sock = std::path::Path::new("/tmp/s.sock");
+        let config = given.flags.config(sock).unwrap();
+        let auth = config.etcd_auth.clone().expect("etcd auth");
+        assert_eq!(
+            (auth.user.as_str(), auth.password.as_str()),
+            ("sp", "pw-0123456789")
+        );
+        assert!(!format!("{config:?}").contains("pw-0123456789"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = parse(&["--etcd-user", "sp", "--etcd-password-file", path])
+            .flags
+            .config(sock)
+            .unwrap_err();
+        assert!(err.to_string().contains("readable by everyone"), "{err}");
+    }
+
     #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
