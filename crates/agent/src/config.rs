@@ -1,6 +1,7 @@
 //! The agent's settings (the `socketplane agent` flags), with the defaults
 //! of `socketplane_api::defaults`.
 
+pub use socketplane_store::etcd::EtcdAuth;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub struct AgentConfig {
     pub store: String,
     /// TLS files for an etcd store (`--etcd-ca/--etcd-cert/--etcd-key`).
     pub etcd_tls: EtcdTlsFiles,
+    /// etcd user and password (`--etcd-user`, the password from
+    /// `--etcd-password-file` or `SOCKETPLANE_ETCD_PASSWORD`).
+    pub etcd_auth: Option<EtcdAuth>,
     pub docker_plugin: Option<PathBuf>,
     /// A Docker endpoint no container has for this long is detached.
     pub docker_stale_after: Duration,
@@ -60,6 +64,7 @@ impl Default for AgentConfig {
             datapath: defaults::DATAPATH.into(),
             store: defaults::STORE.into(),
             etcd_tls: Default::default(),
+            etcd_auth: None,
             docker_plugin: None,
             docker_stale_after: Duration::from_secs(defaults::DOCKER_STALE_SECS),
             mdns: true,

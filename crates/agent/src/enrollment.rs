@@ -1,12 +1,20 @@
 //! This node's standing on the cluster port: its trust material (founded,
 //! enrolled, or an `--open` cluster), how a joining node enrolls with a
-//! member (proofs of the secret bound to the TLS session, the member
-//! first, then a certificate for the joiner's own key), and the member's
-//! side of it (`/cluster/v1/enroll/hello`, `/cluster/v1/enroll`).
+//! member (a PAKE bound to the TLS session, the member confirming first,
+//! then a certificate for the joiner's own key), the member's side of it
+//! (`/cluster/v1/enroll/hello`, `/cluster/v1/enroll`, failed attempts
+//! limited per source address), and the rotation of the join secret.
+//!
+//! The hello answers 401 with the member's PAKE message and confirmation
+//! (an HTTP authentication challenge, as in RFC 7804): only a joiner whose
+//! confirmation verifies ever gets a 2xx. The current secret is the one
+//! sealed in the store by the last `cluster token rotate`, or, before any
+//! rotation, the one in this node's trust files.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -17,10 +25,12 @@ use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
+use socketplane_observe::events::{ClusterPortRefused, RefusedReason};
+use socketplane_store::{Compare, Op, Store, Txn};
 use socketplane_trust::{
-    client_proof, enrollment_client_config, server_proof, verify_client_proof, verify_server_proof,
-    ClusterCa, NodeKey, Peer, PortMode, Revoked, Token, Trust, TrustFiles, EKM_LABEL,
-    NODE_SERVER_NAME,
+    enrollment_client_config, member_answer, AttemptLimits, Attempts, ClusterCa, JoinerPake,
+    NodeKey, Peer, PortMode, Revoked, SealedSecret, SessionKey, Token, Trust, TrustFiles,
+    EKM_LABEL, NODE_SERVER_NAME,
 };
 use tokio::sync::watch;
 
@@ -33,11 +43,31 @@ const ENROLL_PATH: &str = "/cluster/v1/enroll";
 const ENROLL_BODY: usize = 16 << 10;
 const ANSWER_BODY: usize = 64 << 10;
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a member keeps a hello's session key for the enroll step.
+const PENDING_FOR: Duration = Duration::from_secs(30);
+const MAX_PENDING: usize = 1024;
+/// The authentication scheme named in the hello's 401.
+const PAKE_SCHEME: &str = "SocketPlane-SPAKE2";
 
-/// A member's proof of the secret for this TLS session.
+/// The joiner's PAKE message.
 #[derive(Serialize, Deserialize)]
 struct Hello {
+    pake: String,
+}
+
+/// The member's PAKE message and its confirmation for this TLS session.
+#[derive(Serialize, Deserialize)]
+struct Challenge {
+    pake: String,
     proof: String,
+}
+
+/// The join secret as the store keeps it (`keys::join_secret`).
+#[derive(Serialize, Deserialize)]
+struct JoinSecretRecord {
+    generation: u64,
+    nonce: String,
+    sealed: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,6 +99,11 @@ pub struct Standing {
     trust: RwLock<Option<Trust>>,
     mode: watch::Sender<PortMode>,
     pub revoked: Revoked,
+    /// Where the rotated secret lives (set once the store is open).
+    store: OnceLock<Arc<dyn Store>>,
+    /// Hellos waiting for their enroll step, by TLS session.
+    pending: Mutex<HashMap<[u8; 32], (SessionKey, Instant)>>,
+    attempts: Attempts,
 }
 
 impl Standing {
@@ -144,7 +179,15 @@ impl Standing {
             trust: RwLock::new(trust),
             mode: watch::channel(mode).0,
             revoked: Revoked::default(),
+            store: OnceLock::new(),
+            pending: Mutex::new(HashMap::new()),
+            attempts: Attempts::new(AttemptLimits::default()),
         }))
+    }
+
+    /// The store that holds the rotated secret.
+    pub fn use_store(&self, store: Arc<dyn Store>) {
+        let _ = self.store.set(store);
     }
 
     pub fn mode(&self) -> watch::Receiver<PortMode> {
@@ -171,12 +214,123 @@ impl Standing {
         !self.open && self.current().is_none()
     }
 
-    /// The full token for other hosts (`cluster token`).
-    pub fn token(&self) -> Option<String> {
-        if self.open {
-            return None;
+    /// The full token for other hosts (`cluster token`): `Ok(None)` for an
+    /// open cluster or a node that has not enrolled yet.
+    pub async fn token(&self) -> std::result::Result<Option<String>, String> {
+        let Some(trust) = self.current().filter(|_| !self.open) else {
+            return Ok(None);
+        };
+        let secret = self.current_secret(&trust).await?;
+        Ok(Some(Token::full(trust.ca.cert_der(), &secret)))
+    }
+
+    /// The secret joiners must prove now: the one sealed in the store by
+    /// the last rotation, else this node's own.
+    async fn current_secret(&self, trust: &Trust) -> std::result::Result<String, String> {
+        let Some(store) = self.store.get() else {
+            return Ok(trust.secret.clone());
+        };
+        let kv = store
+            .get(&socketplane_api::keys::join_secret())
+            .await
+            .map_err(|e| format!("reading the join secret: {e}"))?;
+        let Some(kv) = kv else {
+            return Ok(trust.secret.clone());
+        };
+        let record: JoinSecretRecord = serde_json::from_slice(&kv.value)
+            .map_err(|e| format!("the stored join secret is corrupt: {e}"))?;
+        SealedSecret {
+            generation: record.generation,
+            nonce: record.nonce,
+            sealed: record.sealed,
         }
-        self.current().map(|t| t.token())
+        .open(&trust.ca, &self.cluster)
+        .map_err(|e| e.to_string())
+    }
+
+    /// `cluster token rotate`: a new secret for every member to enroll
+    /// with; the old one stops working at once. Members keep their
+    /// certificates. Returns the new full token.
+    pub async fn rotate(&self) -> socketplane_cluster::Result<String> {
+        use socketplane_cluster::Error as E;
+        if self.open {
+            return Err(E::Conflict(
+                "this cluster was founded with --open: it has no token to rotate".into(),
+            ));
+        }
+        let Some(mut trust) = self.current() else {
+            return Err(E::Unavailable(
+                "this node has not enrolled yet: it cannot rotate the token".into(),
+            ));
+        };
+        let Some(store) = self.store.get() else {
+            return Err(E::Unavailable("the store is not open yet".into()));
+        };
+        let key = socketplane_api::keys::join_secret();
+        let kv = store.get(&key).await.map_err(E::from)?;
+        let (generation, compare) = match &kv {
+            Some(kv) => {
+                let old: JoinSecretRecord = serde_json::from_slice(&kv.value)
+                    .map_err(|e| E::Invalid(format!("the stored join secret is corrupt: {e}")))?;
+                (
+                    old.generation + 1,
+                    Compare::mod_revision(&key, kv.mod_revision),
+                )
+            }
+            None => (1, Compare::absent(&key)),
+        };
+        let secret = Token::generate_secret();
+        let sealed = SealedSecret::seal(&trust.ca, &self.cluster, generation, &secret)
+            .map_err(|e| E::Unavailable(e.to_string()))?;
+        let record = serde_json::to_vec(&JoinSecretRecord {
+            generation,
+            nonce: sealed.nonce,
+            sealed: sealed.sealed,
+        })
+        .map_err(|e| E::Invalid(e.to_string()))?;
+        let done = store
+            .txn(Txn::new().when(compare).then(Op::put(&key, record)))
+            .await
+            .map_err(E::from)?;
+        if !done.succeeded {
+            return Err(E::Conflict(
+                "another member rotated the token at the same time: run `cluster token` to see it"
+                    .into(),
+            ));
+        }
+        // This node's files follow, so the secret there is current too.
+        trust.secret = secret.clone();
+        if let Err(error) = self.files.save(&trust) {
+            tracing::warn!(%error, "Rotated the token, but could not save it in this node's trust files (the store holds it).");
+        }
+        *self.trust.write().unwrap_or_else(|e| e.into_inner()) = Some(trust.clone());
+        tracing::info!(
+            generation,
+            "Rotated the join token: the old one no longer admits hosts."
+        );
+        Ok(Token::full(trust.ca.cert_der(), &secret))
+    }
+
+    /// Keeps a hello's session key for its enroll step.
+    fn remember(&self, ekm: [u8; 32], key: SessionKey) -> bool {
+        let now = Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= MAX_PENDING {
+            pending.retain(|_, (_, at)| now.duration_since(*at) < PENDING_FOR);
+            if pending.len() >= MAX_PENDING {
+                return false;
+            }
+        }
+        pending.insert(ekm, (key, now));
+        true
+    }
+
+    fn take_pending(&self, ekm: &[u8; 32]) -> Option<SessionKey> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .remove(ekm)
+            .filter(|(_, at)| at.elapsed() < PENDING_FOR)
+            .map(|(key, _)| key)
     }
 
     /// Enrolls with `peer`: on success this node has its certificate, the
@@ -245,17 +399,80 @@ fn refuse(status: StatusCode, why: &str) -> Response {
     (status, why.to_string()).into_response()
 }
 
-async fn hello(State(s): State<Arc<Standing>>, Extension(peer): Extension<Peer>) -> Response {
+fn refusal(reason: RefusedReason, peer: SocketAddr) {
+    socketplane_observe::emit(ClusterPortRefused {
+        reason,
+        peer: Some(peer),
+    });
+}
+
+/// The first step: the joiner's PAKE message in, the member's message and
+/// confirmation out, as a 401 challenge. Every hello costs the source one
+/// attempt until its enroll step proves the secret.
+async fn hello(
+    State(s): State<Arc<Standing>>,
+    Extension(peer): Extension<Peer>,
+    body: Bytes,
+) -> Response {
     let (Some(trust), Some(ekm)) = (s.current(), peer.ekm) else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node cannot enroll others",
         );
     };
-    Json(Hello {
-        proof: hex(&server_proof(&trust.secret, &ekm)),
-    })
-    .into_response()
+    if let Err(wait) = s.attempts.begin(peer.addr.ip()) {
+        refusal(RefusedReason::EnrollAttempts, peer.addr);
+        tracing::warn!(peer = %peer.addr, "Too many failed enrollments from this address; refusing it for a while.");
+        let secs = wait.as_secs().max(1);
+        let mut r = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "too many failed enrollment attempts from {}: retry in {secs} s",
+                peer.addr.ip()
+            ),
+        );
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+        return r;
+    }
+    let Some(message) = serde_json::from_slice::<Hello>(&body)
+        .ok()
+        .and_then(|h| unhex(&h.pake))
+    else {
+        return refuse(StatusCode::BAD_REQUEST, "want {\"pake\": <hex>}");
+    };
+    let secret = match s.current_secret(&trust).await {
+        Ok(secret) => secret,
+        Err(why) => {
+            tracing::warn!(%why, "Cannot enroll: the current join secret is unknown.");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the join secret is unavailable",
+            );
+        }
+    };
+    let Ok((reply, proof, key)) = member_answer(&secret, &ekm, &message) else {
+        return refuse(StatusCode::BAD_REQUEST, "bad PAKE message");
+    };
+    if !s.remember(ekm, key) {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many enrollments at once",
+        );
+    }
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        Json(Challenge {
+            pake: hex(&reply),
+            proof: hex(&proof),
+        }),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static(PAKE_SCHEME),
+    );
+    r
 }
 
 async fn enroll(
@@ -273,10 +490,15 @@ async fn enroll(
         return refuse(StatusCode::BAD_REQUEST, "bad enrollment request");
     };
     let proof = unhex(&req.proof).unwrap_or_default();
-    if !verify_client_proof(&trust.secret, &ekm, &proof) {
+    let Some(key) = s.take_pending(&ekm) else {
+        return refuse(StatusCode::FORBIDDEN, "no hello on this connection");
+    };
+    if !key.verify_joiner(&proof) {
+        refusal(RefusedReason::BadToken, peer.addr);
         tracing::warn!(peer = %peer.addr, "A host failed to prove the cluster secret (wrong token); not enrolled.");
         return refuse(StatusCode::FORBIDDEN, "wrong cluster token");
     }
+    s.attempts.succeeded(peer.addr.ip());
     if req.cluster != s.cluster {
         return refuse(
             StatusCode::CONFLICT,
@@ -343,24 +565,32 @@ async fn enroll_with(
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let (status, body) = call(&mut sender, HELLO_PATH, Vec::new()).await?;
-    let hello: Hello = match serde_json::from_slice(&body) {
-        Ok(h) if status.is_success() => h,
+    let (pake, message) = JoinerPake::start(&token.secret, &ekm);
+    let hello = serde_json::to_vec(&Hello {
+        pake: hex(&message),
+    })
+    .map_err(|e| e.to_string())?;
+    let (status, body) = call(&mut sender, HELLO_PATH, hello).await?;
+    let challenge: Challenge = match serde_json::from_slice(&body) {
+        Ok(c) if status == StatusCode::UNAUTHORIZED => c,
         _ => {
             return Err(format!(
-                "the peer refused to prove the cluster secret ({status})"
+                "the peer refused to prove the cluster secret ({status}): {}",
+                String::from_utf8_lossy(&body)
             ))
         }
     };
-    let proof = unhex(&hello.proof).unwrap_or_default();
-    if !verify_server_proof(&token.secret, &ekm, &proof) {
-        return Err("the peer could not prove it knows this token's secret: the token is wrong, or the peer is not a member of this cluster".into());
-    }
+    let key = pake
+        .finish(
+            &unhex(&challenge.pake).unwrap_or_default(),
+            &unhex(&challenge.proof).unwrap_or_default(),
+        )
+        .map_err(|_| "the peer could not prove it knows this token's secret: the token is wrong, or the peer is not a member of this cluster".to_string())?;
     let req = EnrollRequest {
         cluster: cluster.to_string(),
         node_id: node_id.to_string(),
         csr: hex(csr),
-        proof: hex(&client_proof(&token.secret, &ekm)),
+        proof: hex(&key.joiner_confirmation()),
     };
     let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
     let (status, body) = call(&mut sender, ENROLL_PATH, body).await?;

@@ -48,7 +48,9 @@ pub trait Control: Send + Sync + 'static {
         None
     }
     /// The join token other hosts need (`cluster token`).
-    fn token(&self) -> socketplane_cluster::Result<String>;
+    async fn token(&self) -> socketplane_cluster::Result<String>;
+    /// A new join token; the old one stops admitting hosts (`cluster token rotate`).
+    async fn rotate_token(&self) -> socketplane_cluster::Result<String>;
 }
 
 #[derive(Clone)]
@@ -120,6 +122,7 @@ fn router(api: Api) -> Router {
         .route("/v1/cluster/leave", post(cluster_leave))
         .route("/v1/cluster/bind", post(cluster_bind))
         .route("/v1/cluster/token", get(cluster_token))
+        .route("/v1/cluster/token/rotate", post(rotate_token))
         .route("/v1/cluster/nodes/{node}", delete(cluster_remove))
         .route("/v1/networks", get(list_networks).post(create_network))
         .route(
@@ -226,7 +229,13 @@ async fn cluster_bind(State(api): State<Api>, body: Bytes) -> ApiResult<impl Int
 
 async fn cluster_token(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
     Ok(Json(socketplane_api::rest::ClusterToken {
-        token: api.control.token()?,
+        token: api.control.token().await?,
+    }))
+}
+
+async fn rotate_token(State(api): State<Api>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(socketplane_api::rest::ClusterToken {
+        token: api.control.rotate_token().await?,
     }))
 }
 
@@ -457,7 +466,10 @@ mod tests {
                 "test refuses to bind".into(),
             ))
         }
-        fn token(&self) -> socketplane_cluster::Result<String> {
+        async fn token(&self) -> socketplane_cluster::Result<String> {
+            Err(socketplane_cluster::Error::Unavailable("test".into()))
+        }
+        async fn rotate_token(&self) -> socketplane_cluster::Result<String> {
             Err(socketplane_cluster::Error::Unavailable("test".into()))
         }
     }

@@ -383,8 +383,17 @@ impl Control for Node {
         Ok(())
     }
 
-    fn token(&self) -> socketplane_cluster::Result<String> {
-        self.standing.token().ok_or_else(|| {
+    async fn rotate_token(&self) -> socketplane_cluster::Result<String> {
+        self.standing.rotate().await
+    }
+
+    async fn token(&self) -> socketplane_cluster::Result<String> {
+        let token = self
+            .standing
+            .token()
+            .await
+            .map_err(ClusterError::Unavailable)?;
+        token.ok_or_else(|| {
             if self.open_cluster {
                 ClusterError::Conflict(
                     "this cluster was founded with --open: it has no token, and any host may join"

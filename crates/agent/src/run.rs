@@ -78,6 +78,7 @@ async fn open_store(
     if cfg.store.starts_with("etcd://") || cfg.store.starts_with("etcds://") {
         let opts = socketplane_store::etcd::EtcdOptions {
             tls: etcd_tls(cfg)?,
+            auth: cfg.etcd_auth.clone(),
             ..Default::default()
         };
         let etcd = socketplane_store::etcd::EtcdStore::from_url_with(&cfg.store, opts)
@@ -185,6 +186,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
     if let (Some(e), Some(tls)) = (&embedded, standing.client_tls()?) {
         e.set_client_tls(tls);
     }
+    standing.use_store(store.clone());
     tokio::spawn(refresh_revoked(store.clone(), standing.clone()));
     // A full disk under the embedded store refuses writes with a clear
     // message before Raft would stop for good on it.

@@ -31,6 +31,12 @@ pub fn dead_since(id: &str) -> String {
     format!("{PREFIX}dead-since/{id}")
 }
 
+/// The join secret after `cluster token rotate`, sealed under a key of the
+/// cluster CA (only members can open it); absent until the first rotation.
+pub fn join_secret() -> String {
+    format!("{PREFIX}trust/join-secret")
+}
+
 /// A node removed by `cluster remove` (value: unix seconds): it may not
 /// register again under this id.
 pub fn removed(id: &str) -> String {

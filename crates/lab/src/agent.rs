@@ -73,6 +73,9 @@ pub(crate) fn argv(config: &LabConfig, host: &HostInfo, bootstrap: bool) -> Vec<
     if let Some(url) = config.etcd_url() {
         argv.push("--store".into());
         argv.push(url);
+        if config.etcd_secure {
+            argv.extend(crate::etcd::secure_agent_args(&config.state_dir));
+        }
     }
     if config.discovery != Discovery::Mdns {
         argv.push("--no-mdns".into());

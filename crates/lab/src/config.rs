@@ -108,6 +108,11 @@ pub struct LabConfig {
     /// subnets: such labs use [`Discovery::Join`].
     #[serde(default)]
     pub second_subnet_from: Option<usize>,
+    /// With [`StoreKind::Etcd`]: etcd serves clients only over TLS (a CA
+    /// the lab makes) and with `auth enable`; the agents get `etcds://`,
+    /// `--etcd-ca`, `--etcd-user` and `--etcd-password-file`.
+    #[serde(default)]
+    pub etcd_secure: bool,
 }
 
 impl LabConfig {
@@ -125,6 +130,7 @@ impl LabConfig {
             discovery: Discovery::Mdns,
             token: Some(random_token()),
             second_subnet_from: None,
+            etcd_secure: false,
         }
     }
 
@@ -138,9 +144,11 @@ impl LabConfig {
         self.datapath == "ovs"
     }
 
-    /// `etcd://IP:PORT` of the lab's etcd, when it runs one.
+    /// `etcd://IP:PORT` (`etcds://` when secure) of the lab's etcd, when
+    /// it runs one.
     pub fn etcd_url(&self) -> Option<String> {
-        (self.store == StoreKind::Etcd).then(|| format!("etcd://{ETCD_IP}:{ETCD_CLIENT_PORT}"))
+        let scheme = if self.etcd_secure { "etcds" } else { "etcd" };
+        (self.store == StoreKind::Etcd).then(|| format!("{scheme}://{ETCD_IP}:{ETCD_CLIENT_PORT}"))
     }
 
     pub(crate) fn validate(&self) -> Result<()> {

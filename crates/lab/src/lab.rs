@@ -98,7 +98,12 @@ impl Lab {
             let ns = self.etcd_netns();
             self.add_netns(&ns)?;
             topology::build_etcd_host(&sw, &ns, self.config.uses_ovs())?;
-            etcd::start(&ns, &self.config.state_dir, self.timeouts.ready)?;
+            etcd::start(
+                &ns,
+                &self.config.state_dir,
+                self.config.etcd_secure,
+                self.timeouts.ready,
+            )?;
         }
         for index in 0..hosts {
             self.create_host(index)?;
@@ -212,7 +217,11 @@ impl Lab {
         if self.config.store != StoreKind::Etcd {
             return Err(LabError::InvalidConfig("this lab runs no etcd".into()));
         }
-        etcd::dump(&self.etcd_netns())
+        etcd::dump(
+            &self.etcd_netns(),
+            &self.config.state_dir,
+            self.config.etcd_secure,
+        )
     }
 
     /// Add a host later (the next index), start its agent without

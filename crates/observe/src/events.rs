@@ -277,6 +277,8 @@ pub enum RefusedReason {
     Limit,
     /// A node removed with `cluster remove`.
     Removed,
+    /// Too many failed enrollments from one source address.
+    EnrollAttempts,
     Other,
 }
 
@@ -288,6 +290,7 @@ impl RefusedReason {
             RefusedReason::WrongCluster => "wrong_cluster",
             RefusedReason::Limit => "limit",
             RefusedReason::Removed => "removed",
+            RefusedReason::EnrollAttempts => "enroll_attempts",
             RefusedReason::Other => "other",
         }
     }

@@ -26,6 +26,7 @@ const ROUTES: &[&str] = &[
     "/raft/v1/read_index",
     "/cluster/v1/info",
     "/cluster/v1/enroll",
+    "/cluster/v1/enroll/hello",
 ];
 
 /// Forged bodies: a delete of everything, a join, a leave of node 1, a vote
@@ -137,25 +138,6 @@ fn an_outsider_without_credentials_gets_nothing() {
             assert!(!code.starts_with('2'), "{route} over {how} answered {code}");
         }
     }
-    // The member's proof is all the enrollment's first step gives.
-    let hello = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "curl",
-            "-sk",
-            "--max-time",
-            "5",
-            "-X",
-            "POST",
-        ])
-        .arg(format!("https://{MEMBER}/cluster/v1/enroll/hello"))
-        .output()
-        .unwrap();
-    let hello: serde_json::Value = serde_json::from_slice(&hello.stdout).expect("hello is JSON");
-    assert_eq!(hello.as_object().map(|o| o.len()), Some(1), "{hello}");
-
     // The forged calls changed nothing, and the member counted them.
     let after = state(&t);
     assert_eq!(before, after, "the forged calls changed the cluster state");
@@ -332,4 +314,344 @@ fn a_cluster_founded_without_token_admits_only_its_token() {
     t.lab_mut().set_token(Some(token)).unwrap();
     t.add_host();
     t.wait_for_nodes(0, 2, FORMATION);
+}
+
+/// One enrollment hello as an attacker on the underlay sends it: TLS to the
+/// member (it pins nothing), a PAKE message made with `guess`, and what
+/// comes back, with the session's exported keying material.
+struct Hello {
+    status: u16,
+    body: Vec<u8>,
+    ekm: [u8; 32],
+    /// The attacker's own PAKE state for `guess`.
+    state: spake2::Spake2<spake2::Ed25519Group>,
+}
+
+/// The enrollment identities and labels, as the attacker reads them in the
+/// source.
+const JOINER_ID: &[u8] = b"socketplane joiner\0";
+const MEMBER_ID: &[u8] = b"socketplane member\0";
+const MEMBER_ROLE: &[u8] = b"socketplane enroll: the member knows the secret";
+/// The first enrollment's proof: an HMAC of the secret over this label and
+/// the session.
+const V1_MEMBER_ROLE: &[u8] = b"socketplane enroll: member proves the secret\0";
+
+fn pake_start(guess: &str, ekm: &[u8]) -> (spake2::Spake2<spake2::Ed25519Group>, Vec<u8>) {
+    spake2::Spake2::<spake2::Ed25519Group>::start_a(
+        &spake2::Password::new(guess),
+        &spake2::Identity::new(&[JOINER_ID, ekm].concat()),
+        &spake2::Identity::new(&[MEMBER_ID, ekm].concat()),
+    )
+}
+
+fn attacker_hello(ns: &str, guess: &str) -> Hello {
+    let guess = guess.to_string();
+    socketplane_testkit::netns::in_ns(ns, move || {
+        use std::io::{Read, Write};
+        socketplane_trust::install_crypto_provider();
+        let config =
+            std::sync::Arc::new(socketplane_trust::enrollment_client_config(None).unwrap());
+        let name = rustls::pki_types::ServerName::try_from("socketplane-node").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let tcp = std::net::TcpStream::connect(MEMBER).expect("connect to the member");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+        }
+        let mut ekm = [0u8; 32];
+        tls.conn
+            .export_keying_material(&mut ekm, socketplane_trust::EKM_LABEL, None)
+            .unwrap();
+        let (state, message) = pake_start(&guess, &ekm);
+        let body = serde_json::json!({ "pake": hex(&message) }).to_string();
+        let request = format!(
+            "POST /cluster/v1/enroll/hello HTTP/1.1\r\nhost: socketplane-node\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = tls.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.as_bytes().to_vec())
+            .unwrap_or_default();
+        Hello {
+            status,
+            body,
+            ekm,
+            state,
+        }
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (s.len().is_multiple_of(2) && s.is_ascii()).then_some(())?;
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    ring::hmac::sign(&key, &parts.concat()).as_ref().to_vec()
+}
+
+/// A dictionary of weak secrets, with `secret` among them.
+fn dictionary(secret: &str) -> Vec<String> {
+    let mut words: Vec<String> = ["spring", "summer", "autumn", "winter", "cluster", "admin"]
+        .iter()
+        .flat_map(|w| (2000..2040).map(move |y| format!("{w}-{y}")))
+        .collect();
+    if !words.iter().any(|w| w == secret) {
+        words.insert(words.len() / 2, secret.to_string());
+    }
+    words
+}
+
+/// Every test an attacker can run offline on one recorded hello: the
+/// candidates that explain it.
+fn offline_guesses(hello: Hello, words: &[String]) -> Vec<String> {
+    let fields: Vec<Vec<u8>> = serde_json::from_slice::<serde_json::Value>(&hello.body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .map(|o| {
+            o.values()
+                .filter_map(|v| v.as_str().and_then(unhex))
+                .collect()
+        })
+        .unwrap_or_default();
+    let member_message = serde_json::from_slice::<serde_json::Value>(&hello.body)
+        .ok()
+        .and_then(|v| v["pake"].as_str().and_then(unhex));
+    let mut found = Vec::new();
+    for word in words {
+        // An HMAC of the secret over the session (the first protocol).
+        let v1 = hmac(word.as_bytes(), &[V1_MEMBER_ROLE, &hello.ekm]);
+        if fields.contains(&v1) {
+            found.push(word.clone());
+            continue;
+        }
+        // The PAKE as if the attacker had sent this candidate.
+        if let Some(m) = &member_message {
+            let (state, _) = pake_start(word, &hello.ekm);
+            if let Ok(key) = state.finish(m) {
+                let confirm = hmac(&key, &[MEMBER_ROLE]);
+                if fields.contains(&confirm) {
+                    found.push(word.clone());
+                }
+            }
+        }
+    }
+    // The one candidate the attacker really tested: its own guess.
+    if let Some(Ok(key)) = member_message.map(|m| hello.state.finish(&m)) {
+        if fields.contains(&hmac(&key, &[MEMBER_ROLE])) {
+            found.push("<the online guess>".into());
+        }
+    }
+    found
+}
+
+#[test]
+fn a_weak_secret_withstands_guessing_and_a_rotated_token_retires_the_old_one() {
+    socketplane_testkit::require_privileged!();
+    const WEAK: &str = "winter-2026";
+    let name = unique_name('w');
+    let mut config = socketplane_lab::LabConfig::new(&name, 1, BIN);
+    config.token = Some(WEAK.into());
+    config.discovery = Discovery::Join;
+    config.agent_args = test_agent_args(LEASE_TTL);
+    config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
+    let mut t = TestLab {
+        lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
+    };
+    t.wait_for_nodes(0, 1, FORMATION);
+    let outside = t.lab().outside_netns();
+
+    // Offline: one recorded exchange, a dictionary that holds the secret.
+    let words = dictionary(WEAK);
+    let hello = attacker_hello(&outside, "summer-2001");
+    let status = hello.status;
+    let found = offline_guesses(hello, &words);
+    assert!(
+        found.is_empty(),
+        "an offline guess over {} words found the secret: {found:?}",
+        words.len()
+    );
+    assert!(
+        !(200..300).contains(&status),
+        "the hello answered {status} to an outsider"
+    );
+
+    // Online: each guess costs a hello, and failures are limited per source.
+    let mut statuses = Vec::new();
+    let mut refusal = String::new();
+    for word in words.iter().take(10) {
+        let h = attacker_hello(&outside, word);
+        statuses.push(h.status);
+        if h.status == 429 {
+            refusal = String::from_utf8_lossy(&h.body).to_string();
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&429),
+        "online guessing was not limited: {statuses:?}"
+    );
+    assert!(
+        statuses.len() <= 6,
+        "{} hellos before the limit: {statuses:?}",
+        statuses.len()
+    );
+    assert!(
+        refusal.contains("too many failed enrollment attempts"),
+        "{refusal}"
+    );
+    let limited = metric(
+        &t,
+        0,
+        "socketplane_cluster_port_refused_total{reason=\"enroll_attempts\"}",
+    );
+    assert!(limited >= 1.0, "the limit is not counted: {limited}");
+
+    // A host with the weak secret, from its own address, still joins.
+    t.add_host();
+    t.wait_for_nodes(0, 2, FORMATION);
+
+    // Rotation: the new token admits, the old one no longer does, members
+    // stay members and all of them give the new token.
+    let old = t.sp(0, &["cluster", "token"]).unwrap().trim().to_string();
+    let new = t
+        .sp(0, &["cluster", "token", "rotate"])
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(new.starts_with("SPT1-") && new != old, "{new}");
+    assert!(!new.contains(WEAK), "{new}");
+    assert_eq!(t.sp(1, &["cluster", "token"]).unwrap().trim(), new);
+    let new_secret = new.rsplit('-').next().unwrap().to_string();
+    let dump = store_dump(&t.lab().hosts()[1].socket);
+    assert!(
+        dump.contains_key("/socketplane/v1/trust/join-secret"),
+        "{:?}",
+        dump.keys()
+    );
+    assert!(
+        !dump.values().any(|v| v.contains(&new_secret)),
+        "the store shows the new secret"
+    );
+
+    t.lab_mut().set_token(Some(old)).unwrap();
+    let stale = t.lab_mut().add_host().expect("add host").index;
+    assert!(
+        wait_log(&t, stale, "could not prove it knows this token"),
+        "the old token's host does not say why it is refused:\n{}",
+        t.agent_logs()
+    );
+    assert_eq!(t.status(0).unwrap().nodes.len(), 2, "the old token got in");
+    t.lab_mut()
+        .stop_agent(stale, socketplane_lab::Signal::SIGTERM)
+        .unwrap();
+
+    t.lab_mut().set_token(Some(new)).unwrap();
+    t.add_host();
+    let status = t.wait_for_nodes(0, 3, FORMATION);
+    assert!(status.nodes.iter().all(|n| n.alive), "{status:?}");
+    t.sp(1, &["network", "create", "rotnet", "10.78.0.0/24"])
+        .expect("a member from before the rotation still writes");
+}
+
+#[test]
+fn agents_share_an_etcd_over_tls_that_wants_a_password() {
+    socketplane_testkit::require_privileged!();
+    let name = unique_name('e');
+    let mut config = socketplane_lab::LabConfig::new(&name, 2, BIN);
+    config.store = socketplane_lab::StoreKind::Etcd;
+    config.etcd_secure = true;
+    config.discovery = Discovery::Join;
+    config.agent_args = test_agent_args(LEASE_TTL);
+    config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
+    let t = TestLab {
+        lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
+    };
+    t.wait_for_nodes(0, 2, FORMATION);
+    t.sp(0, &["network", "create", "etlsnet", "10.79.0.0/24"])
+        .unwrap();
+    let nets = t.sp(1, &["network", "list"]).unwrap();
+    assert!(nets.contains("etlsnet"), "{nets}");
+    let dump = t.lab().etcd_dump().expect("etcd dump as root");
+    assert!(
+        dump.keys()
+            .any(|k| k.starts_with("/socketplane/v1/network-names/etlsnet")),
+        "the agents did not write to this etcd: {:?}",
+        dump.keys()
+    );
+
+    // The etcd really wants TLS and a user: plain HTTP and an anonymous
+    // TLS client get nothing.
+    let ca = t.lab().state_dir().join("etcd/certs/ca.pem");
+    let probe = format!(
+        r#"
+import json, ssl, urllib.request
+for url, ctx in [("http://198.18.0.253:2379/v3/kv/range", None),
+                 ("https://198.18.0.253:2379/v3/kv/range", ssl.create_default_context(cafile={ca:?}))]:
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(url, data=b'{{"key":"AA==","range_end":"AA=="}}'), timeout=3, context=ctx)
+        print("answered", url, r.read()[:200])
+    except Exception as e:
+        print("refused", url, type(e).__name__)
+"#
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.lab().outside_netns(),
+            "python3",
+            "-c",
+            &probe,
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.matches("refused").count(), 2, "{out}");
+
+    // The password is in no command line and no log.
+    let password =
+        std::fs::read_to_string(t.lab().state_dir().join("etcd/socketplane.password")).unwrap();
+    assert!(password.len() >= 32);
+    for h in t.lab().hosts() {
+        let pid = h.agent_pid.expect("the agent runs");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(cmdline.contains("--etcd-user socketplane"), "{cmdline}");
+        assert!(cmdline.contains("etcds://"), "{cmdline}");
+        assert!(
+            !cmdline.contains(&password),
+            "the password is on the command line"
+        );
+        let log = std::fs::read_to_string(&h.log).unwrap_or_default();
+        assert!(
+            !log.contains(&password),
+            "the password is in {}'s log",
+            h.name
+        );
+    }
 }

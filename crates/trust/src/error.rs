@@ -13,6 +13,10 @@ pub enum TrustError {
     },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("enrollment proof: {0}")]
+    Proof(String),
+    #[error("the sealed join secret: {0}")]
+    Sealed(String),
     #[error("the peer certificate is invalid: {0}")]
     PeerCertificate(String),
     #[error("{what} {}", path.display())]

@@ -93,6 +93,14 @@ pub struct AgentFlags {
     /// The key of --etcd-cert (PEM).
     #[arg(long, requires = "etcd_cert")]
     etcd_key: Option<PathBuf>,
+    /// etcd user, for an etcd with `auth enable`; its password comes from
+    /// --etcd-password-file or the environment (SOCKETPLANE_ETCD_PASSWORD),
+    /// never from the command line.
+    #[arg(long)]
+    etcd_user: Option<String>,
+    /// A file (not readable by others) that holds the --etcd-user's password.
+    #[arg(long, requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
     /// Docker plugin socket, or `off`.
     #[arg(long, default_value = defaults::DOCKER_PLUGIN)]
     docker_plugin: String,
@@ -212,12 +220,54 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
+/// The environment variable that may hold the etcd password.
+const ETCD_PASSWORD_ENV: &str = "SOCKETPLANE_ETCD_PASSWORD";
+
 impl AgentFlags {
+    /// `--etcd-user` and its password, from the file or the environment.
+    fn etcd_auth(&self) -> anyhow::Result<Option<socketplane_agent::config::EtcdAuth>> {
+        let from_env = std::env::var(ETCD_PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty());
+        let Some(user) = &self.etcd_user else {
+            if from_env.is_some() {
+                bail!("{ETCD_PASSWORD_ENV} is set but --etcd-user is not");
+            }
+            return Ok(None);
+        };
+        let password = match (&self.etcd_password_file, from_env) {
+            (Some(path), _) => {
+                use std::os::unix::fs::PermissionsExt;
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| anyhow::anyhow!("--etcd-password-file {}: {e}", path.display()))?;
+                if meta.permissions().mode() & 0o004 != 0 {
+                    bail!(
+                        "--etcd-password-file {} is readable by everyone: chmod 600 it",
+                        path.display()
+                    );
+                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--etcd-password-file {}: {e}", path.display()))?;
+                text.trim_end_matches(['\n', '\r']).to_string()
+            }
+            (None, Some(p)) => p,
+            (None, None) => bail!(
+                "--etcd-user needs a password: --etcd-password-file FILE or {ETCD_PASSWORD_ENV}"
+            ),
+        };
+        Ok(Some(socketplane_agent::config::EtcdAuth {
+            user: user.clone(),
+            password,
+        }))
+    }
+
     fn config(&self, socket: &Path) -> anyhow::Result<AgentConfig> {
         if self.lease_ttl < 2 {
             bail!("--lease-ttl must be at least 2 seconds");
         }
+        let etcd_auth = self.etcd_auth()?;
         Ok(AgentConfig {
+            etcd_auth,
             bootstrap: self.bootstrap,
             iface: self.iface.clone(),
             join: self.join.clone(),
@@ -310,10 +360,14 @@ impl AgentFlags {
         if let Some(b) = &self.ovs_bridge {
             a.extend(["--ovs-bridge".into(), b.clone()]);
         }
+        if let Some(user) = &self.etcd_user {
+            a.extend(["--etcd-user".into(), user.clone()]);
+        }
         for (flag, path) in [
             ("--etcd-ca", &self.etcd_ca),
             ("--etcd-cert", &self.etcd_cert),
             ("--etcd-key", &self.etcd_key),
+            ("--etcd-password-file", &self.etcd_password_file),
         ] {
             if let Some(p) = path {
                 a.extend([flag.into(), p.display().to_string()]);
@@ -326,9 +380,13 @@ impl AgentFlags {
 impl AgentFlags {
     /// The environment a background agent gets beside [`Self::to_args`].
     fn to_env(&self) -> Vec<(&'static str, String)> {
+        let password = std::env::var(ETCD_PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty() && self.etcd_user.is_some());
         self.token
             .iter()
             .map(|t| ("SOCKETPLANE_TOKEN", t.clone()))
+            .chain(password.map(|p| (ETCD_PASSWORD_ENV, p)))
             .collect()
     }
 }
@@ -585,6 +643,37 @@ mod tests {
         let open = parse(&["--open"]);
         assert!(open.flags.to_args().contains(&"--open".to_string()));
         assert!(open.flags.config(sock).unwrap().open);
+    }
+
+    /// The etcd password reaches the agent from its file, never argv or
+    /// a log line, and a file everyone can read is refused.
+    #[test]
+    fn the_etcd_password_comes_from_its_file_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "pw-0123456789\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.to_str().unwrap();
+        let given = parse(&["--etcd-user", "sp", "--etcd-password-file", path]);
+        let args = given.flags.to_args();
+        for flag in ["--etcd-user", "sp", "--etcd-password-file", path] {
+            assert!(args.iter().any(|a| a == flag), "{flag}: {args:?}");
+        }
+        let sock = std::path::Path::new("/tmp/s.sock");
+        let config = given.flags.config(sock).unwrap();
+        let auth = config.etcd_auth.clone().expect("etcd auth");
+        assert_eq!(
+            (auth.user.as_str(), auth.password.as_str()),
+            ("sp", "pw-0123456789")
+        );
+        assert!(!format!("{config:?}").contains("pw-0123456789"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = parse(&["--etcd-user", "sp", "--etcd-password-file", path])
+            .flags
+            .config(sock)
+            .unwrap_err();
+        assert!(err.to_string().contains("readable by everyone"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,17 @@ pub enum ClusterCmd {
     /// Show every node, its liveness and store role, and the store's health.
     Status,
     /// Print the token other hosts join with (`SOCKETPLANE_TOKEN=… socketplane agent start`).
-    Token,
+    Token {
+        #[command(subcommand)]
+        action: Option<TokenCmd>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Make a new token and print it: the old one admits no more hosts;
+    /// members stay members.
+    Rotate,
 }
 
 impl ClusterCmd {
@@ -81,8 +91,15 @@ impl ClusterCmd {
                     );
                 }
             }
-            ClusterCmd::Token => {
-                let token: ClusterToken = client.get("/v1/cluster/token").await?;
+            ClusterCmd::Token { action } => {
+                let token: ClusterToken = match action {
+                    None => client.get("/v1/cluster/token").await?,
+                    Some(TokenCmd::Rotate) => {
+                        client
+                            .post("/v1/cluster/token/rotate", &serde_json::json!({}))
+                            .await?
+                    }
+                };
                 if ctx.json() {
                     return json(&token);
                 }

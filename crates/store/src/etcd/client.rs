@@ -2,7 +2,11 @@
 //! one balanced tonic channel, and just the calls [`super::EtcdStore`] makes.
 //! Every request carries etcd's `hasleader` metadata, so a member cut off
 //! from its leader refuses instead of serving stale data or stalled watches.
+//! With a user and password (etcd's `auth enable`), every request also
+//! carries an auth token from `Authenticate`, renewed when etcd says it is
+//! no longer valid.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -12,6 +16,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Request, Status, Streaming};
 
 use super::pb::etcdserverpb as rpc;
+use rpc::auth_client::AuthClient;
 use rpc::cluster_client::ClusterClient;
 use rpc::kv_client::KvClient;
 use rpc::lease_client::LeaseClient;
@@ -25,6 +30,8 @@ pub(crate) struct ConnectOptions {
     pub request_timeout: Duration,
     /// TLS for every endpoint (they become `https://`).
     pub tls: Option<super::EtcdTls>,
+    /// etcd user and password.
+    pub auth: Option<super::EtcdAuth>,
 }
 
 /// The host part of `scheme://host:port`, `host:port` or `[v6]:port`.
@@ -39,6 +46,18 @@ fn host_of(endpoint: &str) -> &str {
 #[derive(Clone)]
 pub(crate) struct Client {
     channel: Channel,
+    auth: Option<Arc<Auth>>,
+}
+
+/// The credentials and the current auth token.
+struct Auth {
+    credentials: super::EtcdAuth,
+    token: RwLock<Option<MetadataValue<tonic::metadata::Ascii>>>,
+}
+
+/// etcd's answers when a token has expired or was never valid.
+fn token_refused(status: &Status) -> bool {
+    status.code() == tonic::Code::Unauthenticated || status.message().contains("invalid auth token")
 }
 
 /// An open watch: the response stream, and the request sender that keeps
@@ -92,17 +111,86 @@ impl Client {
         }
         Ok(Client {
             channel: Channel::balance_list(list.into_iter()),
+            auth: opts.auth.clone().map(|credentials| {
+                Arc::new(Auth {
+                    credentials,
+                    token: RwLock::new(None),
+                })
+            }),
         })
+    }
+
+    /// The auth token, from `Authenticate` when there is none yet.
+    async fn token(&self) -> Result<Option<MetadataValue<tonic::metadata::Ascii>>, Status> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        if let Some(t) = auth.token.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(Some(t));
+        }
+        let mut client = AuthClient::new(self.channel.clone());
+        let resp = client
+            .authenticate(rpc::AuthenticateRequest {
+                name: auth.credentials.user.clone(),
+                password: auth.credentials.password.clone(),
+            })
+            .await
+            .map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!(
+                        "etcd refused user {:?}: {}",
+                        auth.credentials.user,
+                        s.message()
+                    ),
+                )
+            })?
+            .into_inner();
+        let token = MetadataValue::try_from(resp.token.as_str())
+            .map_err(|_| Status::internal("etcd sent an auth token that is not ASCII"))?;
+        *auth.token.write().unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        Ok(Some(token))
+    }
+
+    /// `msg` as a request with `hasleader` and, with auth, the token.
+    async fn request<T>(&self, msg: T) -> Result<Request<T>, Status> {
+        let mut req = with_leader(msg);
+        if let Some(token) = self.token().await? {
+            req.metadata_mut().insert("token", token);
+        }
+        Ok(req)
+    }
+
+    /// Forgets a token etcd refused, so the next request authenticates
+    /// again; says whether to retry.
+    fn refused(&self, status: &Status) -> bool {
+        match &self.auth {
+            Some(auth) if token_refused(status) => {
+                *auth.token.write().unwrap_or_else(|e| e.into_inner()) = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub async fn range(&self, req: rpc::RangeRequest) -> Result<rpc::RangeResponse, Status> {
         let mut kv = KvClient::new(self.channel.clone());
-        Ok(kv.range(with_leader(req)).await?.into_inner())
+        match kv.range(self.request(req.clone()).await?).await {
+            Err(s) if self.refused(&s) => {
+                Ok(kv.range(self.request(req).await?).await?.into_inner())
+            }
+            r => Ok(r?.into_inner()),
+        }
     }
 
     pub async fn txn(&self, req: rpc::TxnRequest) -> Result<rpc::TxnResponse, Status> {
         let mut kv = KvClient::new(self.channel.clone());
-        Ok(kv.txn(with_leader(req)).await?.into_inner())
+        // An auth refusal comes before etcd applies anything: a retry
+        // cannot apply the transaction twice.
+        match kv.txn(self.request(req.clone()).await?).await {
+            Err(s) if self.refused(&s) => Ok(kv.txn(self.request(req).await?).await?.into_inner()),
+            r => Ok(r?.into_inner()),
+        }
     }
 
     pub async fn compact(&self, revision: i64) -> Result<(), Status> {
@@ -111,7 +199,10 @@ impl Client {
             revision,
             physical: true,
         };
-        kv.compact(with_leader(req)).await?;
+        match kv.compact(self.request(req).await?).await {
+            Err(s) if self.refused(&s) => kv.compact(self.request(req).await?).await?,
+            r => r?,
+        };
         Ok(())
     }
 
@@ -121,7 +212,11 @@ impl Client {
             ttl: ttl_secs,
             id: 0,
         };
-        let resp = lease.lease_grant(with_leader(req)).await?.into_inner();
+        let resp = match lease.lease_grant(self.request(req).await?).await {
+            Err(s) if self.refused(&s) => lease.lease_grant(self.request(req).await?).await?,
+            r => r?,
+        }
+        .into_inner();
         if !resp.error.is_empty() {
             return Err(Status::unknown(resp.error));
         }
@@ -130,9 +225,11 @@ impl Client {
 
     pub async fn lease_revoke(&self, id: i64) -> Result<(), Status> {
         let mut lease = LeaseClient::new(self.channel.clone());
-        lease
-            .lease_revoke(with_leader(rpc::LeaseRevokeRequest { id }))
-            .await?;
+        let req = rpc::LeaseRevokeRequest { id };
+        match lease.lease_revoke(self.request(req).await?).await {
+            Err(s) if self.refused(&s) => lease.lease_revoke(self.request(req).await?).await?,
+            r => r?,
+        };
         Ok(())
     }
 
@@ -145,8 +242,11 @@ impl Client {
             .await
             .map_err(|_| Status::internal("keep-alive request channel closed"))?;
         let mut responses = lease
-            .lease_keep_alive(with_leader(ReceiverStream::new(rx)))
-            .await?
+            .lease_keep_alive(self.request(ReceiverStream::new(rx)).await?)
+            .await
+            .inspect_err(|s| {
+                self.refused(s);
+            })?
             .into_inner();
         let resp = responses
             .message()
@@ -167,8 +267,11 @@ impl Client {
             .await
             .map_err(|_| Status::internal("watch request channel closed"))?;
         let responses = watch
-            .watch(with_leader(ReceiverStream::new(rx)))
-            .await?
+            .watch(self.request(ReceiverStream::new(rx)).await?)
+            .await
+            .inspect_err(|s| {
+                self.refused(s);
+            })?
             .into_inner();
         Ok(Watch {
             responses,
@@ -178,9 +281,13 @@ impl Client {
 
     pub async fn status(&self) -> Result<rpc::StatusResponse, Status> {
         let mut m = MaintenanceClient::new(self.channel.clone());
-        Ok(m.status(with_leader(rpc::StatusRequest {}))
-            .await?
-            .into_inner())
+        match m.status(self.request(rpc::StatusRequest {}).await?).await {
+            Err(s) if self.refused(&s) => Ok(m
+                .status(self.request(rpc::StatusRequest {}).await?)
+                .await?
+                .into_inner()),
+            r => Ok(r?.into_inner()),
+        }
     }
 
     pub async fn member_list(&self) -> Result<rpc::MemberListResponse, Status> {
@@ -188,7 +295,12 @@ impl Client {
         let req = rpc::MemberListRequest {
             linearizable: false,
         };
-        Ok(c.member_list(with_leader(req)).await?.into_inner())
+        match c.member_list(self.request(req).await?).await {
+            Err(s) if self.refused(&s) => {
+                Ok(c.member_list(self.request(req).await?).await?.into_inner())
+            }
+            r => Ok(r?.into_inner()),
+        }
     }
 }
 

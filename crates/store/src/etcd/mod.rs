@@ -54,6 +54,24 @@ pub struct EtcdOptions {
     pub watch_retry: Duration,
     /// TLS to etcd; `None`: plain HTTP/2.
     pub tls: Option<EtcdTls>,
+    /// User and password, for an etcd with `auth enable`.
+    pub auth: Option<EtcdAuth>,
+}
+
+/// An etcd user and its password.
+#[derive(Clone)]
+pub struct EtcdAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("EtcdAuth")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// TLS to etcd: the CA that signed the members' server certificates and,
@@ -115,6 +133,7 @@ impl Default for EtcdOptions {
             request_timeout: Duration::from_secs(10),
             watch_retry: Duration::from_secs(60),
             tls: None,
+            auth: None,
         }
     }
 }
@@ -223,6 +242,7 @@ impl EtcdStore {
             connect_timeout: opts.connect_timeout,
             request_timeout: opts.request_timeout,
             tls: opts.tls.clone(),
+            auth: opts.auth.clone(),
         };
         let client = Client::new(endpoints, &copts).map_err(StoreError::InvalidArgument)?;
         Ok(EtcdStore {
