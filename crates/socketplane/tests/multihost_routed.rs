@@ -273,20 +273,26 @@ fn routed_network_on_one_subnet_routes_without_encapsulation() {
         &["ip", "monitor", "route"],
         dir.join("monitor.txt"),
     );
-    // The monitor is ready once it reports a probe route.
-    netns::exec(
-        &hosts[1].netns,
-        &["ip", "route", "add", "198.18.0.199/32", "dev", "eth0"],
-    )
-    .expect("probe route");
-    assert!(wait_until(Duration::from_secs(5), || mon
-        .text()
-        .contains("198.18.0.199")));
-    netns::exec(
-        &hosts[1].netns,
-        &["ip", "route", "del", "198.18.0.199/32", "dev", "eth0"],
-    )
-    .expect("remove the probe");
+    // The monitor is ready once it reports a probe route; a probe made
+    // before it subscribed goes unseen, so probe again until one is seen.
+    let probe = |op: &str| {
+        netns::exec(
+            &hosts[1].netns,
+            &["ip", "route", op, "198.18.0.199/32", "dev", "eth0"],
+        )
+        .map(drop)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            probe("add").expect("probe route");
+            let seen = wait_until(Duration::from_millis(500), || {
+                mon.text().contains("198.18.0.199")
+            });
+            probe("del").expect("remove the probe");
+            seen
+        }),
+        "ip monitor route never reported the probe route"
+    );
     t.lab_mut()
         .stop_agent(1, socketplane_lab::Signal::SIGKILL)
         .expect("kill -9");
