@@ -62,8 +62,10 @@ async fn main() {
             subnet: "10.90.0.0/16".parse().expect("subnet"),
             gateway: Ipv4Addr::new(10, 90, 0, 1),
             mtu: None,
+            mode: Default::default(),
         }],
         local: Vec::new(),
+        routers: Vec::new(),
         remote: (0..n).map(remote).collect(),
         peers: (0..REMOTE_HOSTS)
             .map(|h| Ipv4Addr::new(198, 18, 6, (h + 2) as u8))
