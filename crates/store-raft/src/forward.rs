@@ -77,20 +77,33 @@ pub(crate) async fn execute(
         let index = core.sm.lock().last_applied.map_or(0, |l| l.index);
         return Ok((kv::Response::Done, index));
     }
-    if let ClientRequest::Txn(txn) = &req {
-        // The leader's state is the freshest: a compare its sender could not
-        // refute (it was behind) may fail here without a log entry.
-        if let Some((r, index)) = refuted(core, txn) {
-            return Ok((kv::Response::Txn(r), index));
-        }
-        if await_writers(core, txn).await {
-            if let Some((r, index)) = refuted(core, txn) {
+    let rx = match req {
+        ClientRequest::Txn(txn) => {
+            // The leader's state is the freshest: a compare its sender could
+            // not refute (it was behind) may fail here without a log entry.
+            if let Some((r, index)) = refuted(core, &txn) {
                 return Ok((kv::Response::Txn(r), index));
             }
+            match enqueue(core, Command::Txn(txn), true) {
+                Ok(rx) => rx,
+                Err((Command::Txn(txn), writer)) => {
+                    await_answered(core, writer).await;
+                    if let Some((r, index)) = refuted(core, &txn) {
+                        return Ok((kv::Response::Txn(r), index));
+                    }
+                    // The writer failed or left the compare holding: propose
+                    // (without waiting again, so later writers cannot starve it).
+                    enqueue(core, Command::Txn(txn), false).map_err(|_| no_queue())?
+                }
+                Err(_) => return Err(no_queue()),
+            }
         }
-    }
-    let cmd = leases.command(core, req).await?;
-    let (outcome, index) = propose(core, cmd).await?;
+        req => {
+            let cmd = leases.command(core, req).await?;
+            enqueue(core, cmd, false).map_err(|_| no_queue())?
+        }
+    };
+    let (outcome, index) = answer(rx).await?;
     outcome.map(|r| (r, index)).map_err(WireError::from)
 }
 
@@ -117,50 +130,45 @@ fn writes_of(cmd: &Command) -> Vec<String> {
     keys
 }
 
-/// Waits until every unanswered proposal that may write a key `txn`
-/// compares on (at a revision `refuted` could rule out) has been
-/// answered, i.e. applied here; false if there was none.
+/// The keys `txn` compares at a revision `refuted` could rule out.
+fn refutable_keys(cmd: &Command) -> impl Iterator<Item = &str> {
+    let compares = match cmd {
+        Command::Txn(txn) => txn.compares.as_slice(),
+        _ => &[],
+    };
+    compares
+        .iter()
+        .filter(|c| c.mod_revision > 0)
+        .map(|c| c.key.as_str())
+}
+
+/// Where a queued command's outcome arrives.
+type AnswerRx = oneshot::Receiver<Result<(Outcome, u64), WireError>>;
+
+/// Queues `cmd` for the next proposal (group commit, see
+/// [`drive_proposals`]). With `defer`, a transaction comparing a key that
+/// an unanswered proposal may write is not queued: it comes back with that
+/// proposal's sequence number, to wait for it ([`await_answered`]).
 ///
 /// Under contention the losers of a compare-and-set race arrive while the
 /// winner's write is in flight: their compares still hold on the applied
 /// state, but will not once it is applied. Waiting for it (no longer than
 /// the proposal they would have joined takes) lets `refuted` fail them
 /// without a log entry, and keeps the pipeline free for writes that can
-/// succeed. Waiting decides nothing by itself: a winner that failed or
+/// succeed. Waiting decides nothing by itself: a writer that failed or
 /// was never committed leaves the compare holding, and the txn is
-/// proposed as before. Only the proposals already unanswered on arrival
-/// are waited for, so a stream of later writes cannot starve it.
-async fn await_writers(core: &Core, txn: &Txn) -> bool {
-    let compared = txn
-        .compares
-        .iter()
-        .filter(|c| c.mod_revision > 0)
-        .map(|c| c.key.as_str());
-    let Some(seq) = lock(&core.proposals).last_writer(compared) else {
-        return false;
-    };
-    loop {
-        // Registered before the check: a wake-up in between is not lost.
-        let answered = core.answered.notified();
-        if lock(&core.proposals).answered_up_to(seq) {
-            return true;
-        }
-        answered.await;
-    }
-}
-
-/// Proposes `cmd` and waits for its outcome (group commit).
-///
-/// openraft 0.9 appends each proposal on its own and waits for its flush
-/// before it takes the next, so concurrent proposals would cost one log
-/// entry, one fsync on every node and one replication round each. Instead
-/// the commands that arrive while proposals are in flight are proposed
-/// together as one `Command::Batch` entry: one fsync per node for all.
-async fn propose(core: &Arc<Core>, cmd: Command) -> Result<(Outcome, u64), WireError> {
+/// proposed as before. The check and the queueing happen under one lock,
+/// so of the transactions racing on one key only the first is queued.
+fn enqueue(core: &Arc<Core>, cmd: Command, defer: bool) -> Result<AnswerRx, (Command, u64)> {
     let (tx, rx) = oneshot::channel();
     let writes = writes_of(&cmd);
     let drive = {
         let mut q = lock(&core.proposals);
+        if defer {
+            if let Some(writer) = q.last_writer(refutable_keys(&cmd)) {
+                return Err((cmd, writer));
+            }
+        }
         let seq = q.next_seq;
         q.next_seq += 1;
         q.pending.insert(seq);
@@ -182,6 +190,28 @@ async fn propose(core: &Arc<Core>, cmd: Command) -> Result<(Outcome, u64), WireE
     if drive {
         tokio::spawn(drive_proposals(core.clone()));
     }
+    Ok(rx)
+}
+
+/// Waits until every proposal queued up to `seq` has been answered (and
+/// so, if it succeeded, applied here).
+async fn await_answered(core: &Core, seq: u64) {
+    loop {
+        // Registered before the check: a wake-up in between is not lost.
+        let answered = core.answered.notified();
+        if lock(&core.proposals).answered_up_to(seq) {
+            return;
+        }
+        answered.await;
+    }
+}
+
+fn no_queue() -> WireError {
+    WireError::Unavailable("proposal not queued".into())
+}
+
+/// A queued command's outcome and the index of its log entry.
+async fn answer(rx: AnswerRx) -> Result<(Outcome, u64), WireError> {
     rx.await.unwrap_or_else(|_| {
         Err(WireError::Unavailable(
             "proposal dropped; outcome unknown".into(),
@@ -190,6 +220,12 @@ async fn propose(core: &Arc<Core>, cmd: Command) -> Result<(Outcome, u64), WireE
 }
 
 /// Proposes what is waiting, batch after batch, until nothing is.
+///
+/// openraft 0.9 appends each proposal on its own and waits for its flush
+/// before it takes the next, so concurrent proposals would cost one log
+/// entry, one fsync on every node and one replication round each. Instead
+/// the commands that arrive while proposals are in flight are proposed
+/// together as one `Command::Batch` entry: one fsync per node for all.
 async fn drive_proposals(core: Arc<Core>) {
     loop {
         let mut batch: Vec<Queued> = {

@@ -77,6 +77,8 @@ mod membership;
 mod network;
 mod node;
 mod reads;
+#[cfg(test)]
+mod refute_proptest;
 mod shared;
 mod sm;
 mod storage;
