@@ -205,7 +205,9 @@ fn summarize(rows: &[Row]) -> Summary {
 }
 
 fn leader_stats(nodes: &[Arc<EmbeddedStore>]) -> LogWriteStats {
-    let leader = nodes.iter().find(|n| n.progress().leader == Some(n.node_id()));
+    let leader = nodes
+        .iter()
+        .find(|n| n.progress().leader == Some(n.node_id()));
     leader.map(|n| n.log_write_stats()).unwrap_or_default()
 }
 
@@ -319,7 +321,11 @@ async fn main() {
                 s.p99_ms,
                 s.conflicts_per_op,
                 s.errors,
-                if s.consistent { "" } else { " COUNTER INCONSISTENT" }
+                if s.consistent {
+                    ""
+                } else {
+                    " COUNTER INCONSISTENT"
+                }
             );
         }
     }

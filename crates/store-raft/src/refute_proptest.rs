@@ -11,26 +11,30 @@ use crate::forward::refutes;
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
 
-fn compare() -> impl Strategy<Value = Compare> {
-    (0..KEYS.len(), 0i64..12).prop_map(|(k, r)| Compare::mod_revision(KEYS[k], r))
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    (0..KEYS.len(), any::<bool>()).prop_map(|(k, put)| {
-        if put {
-            Op::put(KEYS[k], b"v".to_vec())
-        } else {
-            Op::delete(KEYS[k])
-        }
-    })
-}
-
+/// A valid transaction: at most one compare and one op per key.
 fn txn() -> impl Strategy<Value = Txn> {
     (
-        proptest::collection::vec(compare(), 0..3),
-        proptest::collection::vec(op(), 1..3),
+        proptest::collection::vec(proptest::option::of(0i64..12), KEYS.len()),
+        proptest::collection::vec(proptest::option::of(any::<bool>()), KEYS.len()),
     )
-        .prop_map(|(compares, ops)| Txn { compares, ops })
+        .prop_map(|(compares, ops)| Txn {
+            compares: KEYS
+                .iter()
+                .zip(compares)
+                .filter_map(|(k, r)| Some(Compare::mod_revision(*k, r?)))
+                .collect(),
+            ops: KEYS
+                .iter()
+                .zip(ops)
+                .filter_map(|(k, put)| {
+                    Some(if put? {
+                        Op::put(*k, b"v".to_vec())
+                    } else {
+                        Op::delete(*k)
+                    })
+                })
+                .collect(),
+        })
 }
 
 proptest! {
