@@ -78,24 +78,28 @@ pub(crate) async fn execute(
         return Ok((kv::Response::Done, index));
     }
     let rx = match req {
-        ClientRequest::Txn(txn) => {
-            // The leader's state is the freshest: a compare its sender could
-            // not refute (it was behind) may fail here without a log entry.
-            if let Some((r, index)) = refuted(core, &txn) {
-                return Ok((kv::Response::Txn(r), index));
-            }
-            match enqueue(core, Command::Txn(txn), true) {
-                Ok(rx) => rx,
-                Err((Command::Txn(txn), writer)) => {
-                    await_answered(core, writer).await;
-                    if let Some((r, index)) = refuted(core, &txn) {
-                        return Ok((kv::Response::Txn(r), index));
-                    }
-                    // The writer failed or left the compare holding: propose
-                    // (without waiting again, so later writers cannot starve it).
-                    enqueue(core, Command::Txn(txn), false).map_err(|_| no_queue())?
+        ClientRequest::Txn(mut txn) => {
+            let mut waits = 0;
+            loop {
+                // The leader's state is the freshest: a compare its sender
+                // could not refute (it was behind) may fail here without a
+                // log entry.
+                if let Some((r, index)) = refuted(core, &txn) {
+                    return Ok((kv::Response::Txn(r), index));
                 }
-                Err(_) => return Err(no_queue()),
+                // Deferred again while another writer of a compared key is
+                // unanswered (the last one may have lost its own race), a
+                // bounded number of times so a stream of writers cannot
+                // starve it.
+                match enqueue(core, Command::Txn(txn), waits < MAX_DEFERRALS) {
+                    Ok(rx) => break rx,
+                    Err((Command::Txn(t), writer)) => {
+                        txn = t;
+                        await_answered(core, writer).await;
+                        waits += 1;
+                    }
+                    Err(_) => return Err(no_queue()),
+                }
             }
         }
         req => {
@@ -111,6 +115,8 @@ pub(crate) async fn execute(
 const MAX_IN_FLIGHT: usize = 2;
 /// Commands in one batch entry at most.
 const MAX_BATCH: usize = 512;
+/// How often a transaction waits for other writers of its keys at most.
+const MAX_DEFERRALS: usize = 8;
 
 /// The keys `cmd` writes if it succeeds (only transactions are tracked:
 /// a missed writer only costs a log entry, never a wrong answer).
@@ -157,8 +163,9 @@ type AnswerRx = oneshot::Receiver<Result<(Outcome, u64), WireError>>;
 /// without a log entry, and keeps the pipeline free for writes that can
 /// succeed. Waiting decides nothing by itself: a writer that failed or
 /// was never committed leaves the compare holding, and the txn is
-/// proposed as before. The check and the queueing happen under one lock,
-/// so of the transactions racing on one key only the first is queued.
+/// proposed as before (or waits for the next writer). The check and the
+/// queueing happen under one lock, so of the transactions racing on one
+/// key only the first is queued.
 fn enqueue(core: &Arc<Core>, cmd: Command, defer: bool) -> Result<AnswerRx, (Command, u64)> {
     let (tx, rx) = oneshot::channel();
     let writes = writes_of(&cmd);
