@@ -171,13 +171,7 @@ impl Core {
                 // Just elected, no quorum acknowledgement yet (a loaded
                 // machine elects often): judged like a follower, by its
                 // last contact with a leader (it won a majority's votes).
-                None if lock(&self.leader_seen)
-                    .unwrap_or(self.started)
-                    .elapsed()
-                    < window =>
-                {
-                    None
-                }
+                None if lock(&self.leader_seen).unwrap_or(self.started).elapsed() < window => None,
                 _ => Some(format!(
                     "this node leads, but no majority of the {voters} voters has answered for {}",
                     quiet.map_or("ever".to_string(), |q| format!("{:.1} s", q.as_secs_f64()))
