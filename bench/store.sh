@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages etcd-server protobuf-compiler
-cargo build --release --locked -p socketplane --example bench_store
+cargo build --release --locked -p socketplane-store-raft --example bench_store
 exec ./target/release/examples/bench_store "${1:-2000}"

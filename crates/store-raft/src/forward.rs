@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use socketplane_store::kv::{self, Command};
-use socketplane_store::{StoreError, Txn, TxnResult};
+use socketplane_store::kv::{self, Command, KvState};
+use socketplane_store::{Op, StoreError, Txn, TxnResult};
 use tokio::sync::oneshot;
 
 use crate::error::Error;
 use crate::leases::Leases;
-use crate::shared::{lock, Core, ProposalReply};
+use crate::shared::{lock, Core, Queued};
 use crate::types::Outcome;
 use crate::wire::{ClientRequest, ForwardResult, WireError};
 
@@ -34,10 +34,7 @@ use crate::wire::{ClientRequest, ForwardResult, WireError};
 /// through the log, where the leader evaluates them in order.
 pub(crate) fn refuted(core: &Core, txn: &Txn) -> Option<(TxnResult, u64)> {
     let g = core.sm.lock();
-    let refuted = txn.compares.iter().any(|c| {
-        c.mod_revision > 0 && g.state.get(&c.key).map_or(0, |kv| kv.mod_revision) > c.mod_revision
-    });
-    refuted.then(|| {
+    refutes(&g.state, txn).then(|| {
         (
             TxnResult {
                 succeeded: false,
@@ -45,6 +42,14 @@ pub(crate) fn refuted(core: &Core, txn: &Txn) -> Option<(TxnResult, u64)> {
             },
             g.last_applied.map_or(0, |l| l.index),
         )
+    })
+}
+
+/// Whether `state` shows a compare of `txn` can never hold again: a key
+/// compared at a revision `r > 0` was since written at a higher one.
+pub(crate) fn refutes(state: &KvState, txn: &Txn) -> bool {
+    txn.compares.iter().any(|c| {
+        c.mod_revision > 0 && state.get(&c.key).map_or(0, |kv| kv.mod_revision) > c.mod_revision
     })
 }
 
@@ -72,15 +77,37 @@ pub(crate) async fn execute(
         let index = core.sm.lock().last_applied.map_or(0, |l| l.index);
         return Ok((kv::Response::Done, index));
     }
-    if let ClientRequest::Txn(txn) = &req {
-        // The leader's state is the freshest: a compare its sender could not
-        // refute (it was behind) may fail here without a log entry.
-        if let Some((r, index)) = refuted(core, txn) {
-            return Ok((kv::Response::Txn(r), index));
+    let rx = match req {
+        ClientRequest::Txn(mut txn) => {
+            let mut waits = 0;
+            loop {
+                // The leader's state is the freshest: a compare its sender
+                // could not refute (it was behind) may fail here without a
+                // log entry.
+                if let Some((r, index)) = refuted(core, &txn) {
+                    return Ok((kv::Response::Txn(r), index));
+                }
+                // Deferred again while another writer of a compared key is
+                // unanswered (the last one may have lost its own race), a
+                // bounded number of times so a stream of writers cannot
+                // starve it.
+                match enqueue(core, Command::Txn(txn), waits < MAX_DEFERRALS) {
+                    Ok(rx) => break rx,
+                    Err((Command::Txn(t), writer)) => {
+                        txn = t;
+                        await_answered(core, writer).await;
+                        waits += 1;
+                    }
+                    Err(_) => return Err(no_queue()),
+                }
+            }
         }
-    }
-    let cmd = leases.command(core, req).await?;
-    let (outcome, index) = propose(core, cmd).await?;
+        req => {
+            let cmd = leases.command(core, req).await?;
+            enqueue(core, cmd, false).map_err(|_| no_queue())?
+        }
+    };
+    let (outcome, index) = answer(rx).await?;
     outcome.map(|r| (r, index)).map_err(WireError::from)
 }
 
@@ -88,19 +115,79 @@ pub(crate) async fn execute(
 const MAX_IN_FLIGHT: usize = 2;
 /// Commands in one batch entry at most.
 const MAX_BATCH: usize = 512;
+/// How often a transaction waits for other writers of its keys at most.
+const MAX_DEFERRALS: usize = 8;
 
-/// Proposes `cmd` and waits for its outcome (group commit).
+/// The keys `cmd` writes if it succeeds (only transactions are tracked:
+/// a missed writer only costs a log entry, never a wrong answer).
+fn writes_of(cmd: &Command) -> Vec<String> {
+    let Command::Txn(txn) = cmd else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = txn
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, .. } | Op::Delete { key } => key.clone(),
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The keys `txn` compares at a revision `refuted` could rule out.
+fn refutable_keys(cmd: &Command) -> impl Iterator<Item = &str> {
+    let compares = match cmd {
+        Command::Txn(txn) => txn.compares.as_slice(),
+        _ => &[],
+    };
+    compares
+        .iter()
+        .filter(|c| c.mod_revision > 0)
+        .map(|c| c.key.as_str())
+}
+
+/// Where a queued command's outcome arrives.
+type AnswerRx = oneshot::Receiver<Result<(Outcome, u64), WireError>>;
+
+/// Queues `cmd` for the next proposal (group commit, see
+/// [`drive_proposals`]). With `defer`, a transaction comparing a key that
+/// an unanswered proposal may write is not queued: it comes back with that
+/// proposal's sequence number, to wait for it ([`await_answered`]).
 ///
-/// openraft 0.9 appends each proposal on its own and waits for its flush
-/// before it takes the next, so concurrent proposals would cost one log
-/// entry, one fsync on every node and one replication round each. Instead
-/// the commands that arrive while proposals are in flight are proposed
-/// together as one `Command::Batch` entry: one fsync per node for all.
-async fn propose(core: &Arc<Core>, cmd: Command) -> Result<(Outcome, u64), WireError> {
+/// Under contention the losers of a compare-and-set race arrive while the
+/// winner's write is in flight: their compares still hold on the applied
+/// state, but will not once it is applied. Waiting for it (no longer than
+/// the proposal they would have joined takes) lets `refuted` fail them
+/// without a log entry, and keeps the pipeline free for writes that can
+/// succeed. Waiting decides nothing by itself: a writer that failed or
+/// was never committed leaves the compare holding, and the txn is
+/// proposed as before (or waits for the next writer). The check and the
+/// queueing happen under one lock, so of the transactions racing on one
+/// key only the first is queued.
+fn enqueue(core: &Arc<Core>, cmd: Command, defer: bool) -> Result<AnswerRx, (Command, u64)> {
     let (tx, rx) = oneshot::channel();
+    let writes = writes_of(&cmd);
     let drive = {
         let mut q = lock(&core.proposals);
-        q.waiting.push((cmd, tx));
+        if defer {
+            if let Some(writer) = q.last_writer(refutable_keys(&cmd)) {
+                return Err((cmd, writer));
+            }
+        }
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.pending.insert(seq);
+        for k in &writes {
+            q.writers.insert(k.clone(), seq);
+        }
+        q.waiting.push(Queued {
+            cmd,
+            reply: tx,
+            seq,
+            writes,
+        });
         let drive = q.in_flight < MAX_IN_FLIGHT;
         if drive {
             q.in_flight += 1;
@@ -110,6 +197,28 @@ async fn propose(core: &Arc<Core>, cmd: Command) -> Result<(Outcome, u64), WireE
     if drive {
         tokio::spawn(drive_proposals(core.clone()));
     }
+    Ok(rx)
+}
+
+/// Waits until every proposal queued up to `seq` has been answered (and
+/// so, if it succeeded, applied here).
+async fn await_answered(core: &Core, seq: u64) {
+    loop {
+        // Registered before the check: a wake-up in between is not lost.
+        let answered = core.answered.notified();
+        if lock(&core.proposals).answered_up_to(seq) {
+            return;
+        }
+        answered.await;
+    }
+}
+
+fn no_queue() -> WireError {
+    WireError::Unavailable("proposal not queued".into())
+}
+
+/// A queued command's outcome and the index of its log entry.
+async fn answer(rx: AnswerRx) -> Result<(Outcome, u64), WireError> {
     rx.await.unwrap_or_else(|_| {
         Err(WireError::Unavailable(
             "proposal dropped; outcome unknown".into(),
@@ -118,9 +227,15 @@ async fn propose(core: &Arc<Core>, cmd: Command) -> Result<(Outcome, u64), WireE
 }
 
 /// Proposes what is waiting, batch after batch, until nothing is.
+///
+/// openraft 0.9 appends each proposal on its own and waits for its flush
+/// before it takes the next, so concurrent proposals would cost one log
+/// entry, one fsync on every node and one replication round each. Instead
+/// the commands that arrive while proposals are in flight are proposed
+/// together as one `Command::Batch` entry: one fsync per node for all.
 async fn drive_proposals(core: Arc<Core>) {
     loop {
-        let mut batch: Vec<(Command, ProposalReply)> = {
+        let mut batch: Vec<Queued> = {
             let mut q = lock(&core.proposals);
             if q.waiting.is_empty() {
                 q.in_flight -= 1;
@@ -129,8 +244,15 @@ async fn drive_proposals(core: Arc<Core>) {
             let n = q.waiting.len().min(MAX_BATCH);
             q.waiting.drain(..n).collect()
         };
+        let mut done = Vec::with_capacity(batch.len());
         if batch.len() == 1 {
-            let Some((cmd, reply)) = batch.pop() else {
+            let Some(Queued {
+                cmd,
+                reply,
+                seq,
+                writes,
+            }) = batch.pop()
+            else {
                 continue;
             };
             let res = core
@@ -140,33 +262,47 @@ async fn drive_proposals(core: Arc<Core>) {
                 .map(|r| (r.data.single(), r.log_id.index))
                 .map_err(|e| core.write_err(e));
             let _ = reply.send(res);
-            continue;
+            done.push((seq, writes));
+        } else {
+            let mut cmds = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            for q in batch {
+                cmds.push(q.cmd);
+                replies.push(q.reply);
+                done.push((q.seq, q.writes));
+            }
+            match core.raft.client_write(Command::Batch(cmds)).await {
+                Ok(r) if r.data.0.len() == replies.len() => {
+                    let index = r.log_id.index;
+                    for (outcome, reply) in r.data.0.into_iter().zip(replies) {
+                        let _ = reply.send(Ok((outcome, index)));
+                    }
+                }
+                Ok(r) => {
+                    let e = WireError::Unavailable(format!(
+                        "batch of {} commands answered {} outcomes",
+                        replies.len(),
+                        r.data.0.len()
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    let e = core.write_err(e);
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
         }
-        let (cmds, replies): (Vec<Command>, Vec<ProposalReply>) = batch.into_iter().unzip();
-        match core.raft.client_write(Command::Batch(cmds)).await {
-            Ok(r) if r.data.0.len() == replies.len() => {
-                let index = r.log_id.index;
-                for (outcome, reply) in r.data.0.into_iter().zip(replies) {
-                    let _ = reply.send(Ok((outcome, index)));
-                }
-            }
-            Ok(r) => {
-                let e = WireError::Unavailable(format!(
-                    "batch of {} commands answered {} outcomes",
-                    replies.len(),
-                    r.data.0.len()
-                ));
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-            Err(e) => {
-                let e = core.write_err(e);
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
+        {
+            let mut q = lock(&core.proposals);
+            for (seq, writes) in &done {
+                q.answered(*seq, writes);
             }
         }
+        core.answered.notify_waiters();
     }
 }
 

@@ -33,7 +33,10 @@
 //!   commit with fsync). Writes that arrive while others are in flight are
 //!   proposed together as one log entry (group commit: one fsync per node
 //!   for the batch). A compare that the applied state already refutes
-//!   fails without a log entry (see `forward::refuted`).
+//!   fails without a log entry (see `forward::refuted`); on the leader, a
+//!   compare on a key that an unanswered proposal may write first waits
+//!   for that proposal, so the losers of a compare-and-set race fail
+//!   without a log entry too (see `forward::enqueue`).
 //! - A write whose outcome cannot be known (the leader died mid-request, no
 //!   quorum within `request_timeout`) fails with `Unavailable`; it may still
 //!   have been applied. Writes refused before being proposed are retried
@@ -77,6 +80,8 @@ mod membership;
 mod network;
 mod node;
 mod reads;
+#[cfg(test)]
+mod refute_proptest;
 mod shared;
 mod sm;
 mod storage;

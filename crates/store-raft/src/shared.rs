@@ -1,6 +1,7 @@
 //! What every part of a node shares: its configuration, the Raft handle,
 //! the state machine, the peer client, and who the leader is.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,12 +19,51 @@ use socketplane_store::kv::Command;
 /// Where a proposal's outcome goes, with the index of its log entry.
 pub(crate) type ProposalReply = tokio::sync::oneshot::Sender<Result<(Outcome, u64), WireError>>;
 
-/// Commands waiting to be proposed together (see `forward::propose`).
+/// A command waiting to be proposed, with what it may write.
+pub(crate) struct Queued {
+    pub cmd: Command,
+    pub reply: ProposalReply,
+    /// Its place in arrival order (see [`Proposals::pending`]).
+    pub seq: u64,
+    /// The keys its ops write if it succeeds.
+    pub writes: Vec<String>,
+}
+
+/// Commands waiting to be proposed together (see `forward::propose`), and
+/// which keys the unanswered ones may write (see `forward::await_writers`).
 #[derive(Default)]
 pub(crate) struct Proposals {
     /// Proposals in flight.
     pub in_flight: usize,
-    pub waiting: Vec<(Command, ProposalReply)>,
+    pub waiting: Vec<Queued>,
+    /// Sequence number of the next command queued.
+    pub next_seq: u64,
+    /// Commands queued or in flight, not answered yet.
+    pub pending: BTreeSet<u64>,
+    /// Per key, the last unanswered command that may write it.
+    pub writers: HashMap<String, u64>,
+}
+
+impl Proposals {
+    /// The last unanswered command that may write one of `keys`.
+    pub fn last_writer<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Option<u64> {
+        keys.filter_map(|k| self.writers.get(k).copied()).max()
+    }
+
+    /// Whether every command up to `seq` has been answered.
+    pub fn answered_up_to(&self, seq: u64) -> bool {
+        self.pending.first().is_none_or(|&first| first > seq)
+    }
+
+    /// Forgets an answered command.
+    pub fn answered(&mut self, seq: u64, writes: &[String]) {
+        self.pending.remove(&seq);
+        for k in writes {
+            if self.writers.get(k) == Some(&seq) {
+                self.writers.remove(k);
+            }
+        }
+    }
 }
 
 pub(crate) struct Core {
@@ -37,6 +77,8 @@ pub(crate) struct Core {
     /// When this node started: "never heard from a leader" counts from here.
     started: Instant,
     pub proposals: Mutex<Proposals>,
+    /// Woken whenever proposals were answered.
+    pub answered: tokio::sync::Notify,
 }
 
 /// Locks a mutex whose data stays usable after a panic elsewhere.
@@ -55,6 +97,7 @@ impl Core {
             leader_seen: Mutex::new(None),
             started: Instant::now(),
             proposals: Mutex::new(Proposals::default()),
+            answered: tokio::sync::Notify::new(),
         }
     }
 
@@ -125,6 +168,10 @@ impl Core {
                     *lock(&self.leader_seen) = Some(Instant::now());
                     None
                 }
+                // Just elected, no quorum acknowledgement yet (a loaded
+                // machine elects often): judged like a follower, by its
+                // last contact with a leader (it won a majority's votes).
+                None if lock(&self.leader_seen).unwrap_or(self.started).elapsed() < window => None,
                 _ => Some(format!(
                     "this node leads, but no majority of the {voters} voters has answered for {}",
                     quiet.map_or("ever".to_string(), |q| format!("{:.1} s", q.as_secs_f64()))
