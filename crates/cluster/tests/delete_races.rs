@@ -116,6 +116,7 @@ fn web() -> CreateNetwork {
         subnet: "10.9.0.0/24".into(),
         gateway: None,
         mtu: None,
+        mode: Default::default(),
     }
 }
 
