@@ -72,6 +72,7 @@
 //! shutdown) ← `store_api` (the `Store` trait), `http` (the routes).
 
 mod config;
+mod elect;
 mod error;
 mod forward;
 mod http;

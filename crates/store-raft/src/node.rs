@@ -9,6 +9,7 @@ use socketplane_store::{Revision, StoreError};
 use tokio::task::JoinHandle;
 
 use crate::config::EmbeddedConfig;
+use crate::elect;
 use crate::error::Error;
 use crate::leases::{self, Leases};
 use crate::membership;
@@ -108,7 +109,8 @@ impl EmbeddedStore {
             Arc::downgrade(&store.leases),
         ));
         let upkeep = tokio::spawn(membership::upkeep_loop(Arc::downgrade(&store.core)));
-        lock(&store.tasks).extend([expiry, upkeep]);
+        let watchdog = tokio::spawn(elect::watchdog_loop(Arc::downgrade(&store.core)));
+        lock(&store.tasks).extend([expiry, upkeep, watchdog]);
         Ok(store)
     }
 

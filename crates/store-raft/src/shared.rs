@@ -141,6 +141,11 @@ impl Core {
         *lock(&self.leader_seen) = Some(Instant::now());
     }
 
+    /// When a leader last reached this node (or it last led a majority).
+    pub fn leader_seen(&self) -> Option<Instant> {
+        *lock(&self.leader_seen)
+    }
+
     /// Whether the leader reached this node within `window`.
     pub fn leader_seen_within(&self, window: Duration) -> bool {
         lock(&self.leader_seen).is_some_and(|t| t.elapsed() < window)

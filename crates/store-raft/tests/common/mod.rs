@@ -77,26 +77,14 @@ impl Node {
 
     pub async fn start_with(cfg: EmbeddedConfig, l: TcpListener) -> Node {
         let store = EmbeddedStore::open(cfg.clone()).await.expect("open store");
-        let router = store.router();
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let l = l.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(l, router)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let server = serve(&store, l);
         Node {
             id: cfg.node_id,
             addr: cfg.advertise,
             dir: cfg.data_dir.clone(),
             cfg,
             store,
-            server: Some((tx, server)),
+            server: Some(server),
         }
     }
 
@@ -123,6 +111,14 @@ impl Node {
         }
     }
 
+    /// Serves the running store again on its address (after
+    /// [`stop_listener`](Self::stop_listener)).
+    pub async fn start_listener(&mut self) {
+        assert!(self.server.is_none(), "listener still running");
+        let l = listener(Some(self.addr)).await;
+        self.server = Some(serve(&self.store, l));
+    }
+
     /// Restarts a stopped node from its data dir on the same address.
     pub async fn restart(&mut self) {
         assert!(self.server.is_none(), "node still running");
@@ -130,6 +126,24 @@ impl Node {
         let n = Self::start_with(self.cfg.clone(), l).await;
         *self = n;
     }
+}
+
+/// Serves a store's routes on `l` until the sender fires.
+fn serve(store: &Arc<EmbeddedStore>, l: TcpListener) -> (oneshot::Sender<()>, JoinHandle<()>) {
+    let router = store.router();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let l = l.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let _ = axum::serve(l, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (tx, server)
 }
 
 impl Drop for Node {
