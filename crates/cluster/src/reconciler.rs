@@ -341,8 +341,15 @@ impl Reconciler {
                             .as_ref()
                             .is_none_or(|p| !workload_ns_gone(p, e.netns_id))
                     });
-                    if let Err(error) = datapath.apply(&desired).await {
-                        tracing::warn!(%error, "Fencing: the datapath apply reported errors.");
+                    let started = Instant::now();
+                    match datapath.apply(&desired).await {
+                        Ok(_) => tracing::info!(
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "Fenced: this host's workloads are off the wire."
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%error, "Fencing: the datapath apply reported errors.")
+                        }
                     }
                 } else if !cut && fenced {
                     unfence.notify_one();

@@ -25,9 +25,11 @@ const CYCLES: usize = 5;
 /// The labs' reclaim grace here: the cut-off host fences 3 s + half of it
 /// after its last renewal, nobody reclaims before 3 s + all of it.
 const RECLAIM_AFTER: &str = "10s";
-/// How long a host stays cut off: past its lease and fence margin (8 s),
-/// so it fences, and healed before its grace ends (13 s).
-const CUT_FOR: Duration = Duration::from_secs(9);
+/// How long a host stays cut off: past its lease and fence margin (8 s
+/// after its last renewal, which was up to a second before the cut), so it
+/// fences, with time for that fence to be applied on a loaded machine; and
+/// healed well before anyone may reclaim (13 s after that renewal).
+const CUT_FOR: Duration = Duration::from_secs(10);
 /// How long a cut-off host may take to refuse an attach.
 const REFUSE_WITHIN: Duration = Duration::from_secs(5);
 /// How long the cluster may take to converge after healing.
@@ -308,6 +310,10 @@ fn faults_never_put_an_address_on_two_workloads() {
                     let fenced = wait_until(CUT_FOR.saturating_sub(cut_at.elapsed()), || {
                         no_carrier(t, fenced_workload)
                     });
+                    eprintln!(
+                        "cycle {cycle}: fenced {fenced} {:?} after the cut",
+                        cut_at.elapsed()
+                    );
                     let cut_status = t.status(cut_host);
                     std::thread::sleep(CUT_FOR.saturating_sub(cut_at.elapsed()));
                     drop(cut);
