@@ -128,6 +128,8 @@ impl EmbeddedConfig {
             max_in_snapshot_log_to_keep: (t.snapshot_every / 4).max(10),
             purge_batch_size: 64,
             max_payload_entries: 500,
+            // Elections are started by `elect.rs`, after a pre-vote.
+            enable_elect: false,
             ..Default::default()
         };
         config

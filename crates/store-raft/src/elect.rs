@@ -1,51 +1,99 @@
-//! An election watchdog: a voter that has heard from no leader for longer
-//! than openraft's own election timer allows starts an election itself.
+//! Elections, with a pre-vote: openraft's own election timer is off
+//! (`enable_elect: false`) and a voter that has heard from no leader for an
+//! election timeout first asks the other voters whether they would vote for
+//! it; it campaigns only with a majority's yes.
 //!
-//! Why: openraft 0.9 adds `2 × election_timeout_max` to a node's election
-//! timer once one of its vote requests was refused by a node with a longer
-//! log, and clears that flag only when the node next campaigns. A node cut
-//! off and healed is refused that way, and keeps the flag through later
-//! healthy months. After every voter has been cut off once, a leader loss
-//! leaves all of them waiting the longer timer (about 8 s here instead of
-//! 3-4 s), and a cluster is without a leader for that long. The watchdog
-//! bounds that wait; it campaigns only where openraft's normal timer
-//! (leader lease plus election timeout) has run out.
+//! Why, from the fault suite:
+//! - A node cut off from the majority campaigned again and again, raising
+//!   its term. Once healed, its higher term made the healthy leader step
+//!   down, and the whole cluster was without a leader (and every host
+//!   without lease renewals) for another election: a healed host could
+//!   then be reclaimed before it got its lease back. With the pre-vote a
+//!   cut-off node gets no majority, never raises its term, and simply
+//!   follows the leader again once healed.
+//! - openraft 0.9 adds `2 × election_timeout_max` to a node's timer for
+//!   good once a node with a longer log refused it a vote (every healed
+//!   node is refused that way); with every voter so marked, a leader loss
+//!   left the cluster leaderless for twice the normal time. This timer
+//!   has no such mark.
 
 use std::hash::BuildHasher;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
 use openraft::ServerState;
 
 use crate::shared::Core;
+use crate::wire::{PreVoteRequest, PreVoteResponse};
 
-/// How long a follower waits without a leader before it campaigns: past
-/// the longest normal timer (the leader lease, `election_max`, plus an
-/// election timeout, at most `election_max`), plus a random part of up to
-/// `election_min`, so voters do not campaign in lockstep.
+/// How long after its last contact with a leader a voter tries: the leader
+/// lease (`election_max`: a leader's followers refuse votes that long)
+/// plus a random election timeout in `[election_min, election_max)`, so
+/// voters do not try in lockstep.
 fn patience(core: &Core, attempt: u64) -> Duration {
     let t = &core.cfg.timing;
-    let spread = u64::try_from(t.election_min.as_millis())
+    let spread = u64::try_from(t.election_max.saturating_sub(t.election_min).as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
     let random = std::collections::hash_map::RandomState::new().hash_one((core.id(), attempt));
-    t.election_max * 2 + Duration::from_millis(random % spread)
+    t.election_max + t.election_min + Duration::from_millis(random % spread)
 }
 
-pub(crate) async fn watchdog_loop(core: Weak<Core>) {
-    let period = match core.upgrade() {
-        Some(c) => c.cfg.timing.heartbeat.max(Duration::from_millis(50)),
+/// Whether this node would vote for a candidate with `req`'s log now: it
+/// hears from no leader (nor leads a majority) within the leader lease,
+/// and the candidate's log is at least as long as its own.
+pub(crate) fn answer_pre_vote(core: &Core, req: &PreVoteRequest) -> PreVoteResponse {
+    let lease = core.cfg.timing.election_max;
+    let m = core.metrics();
+    let leading = m.state == ServerState::Leader
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| Duration::from_millis(ms) < lease);
+    let following = m.state != ServerState::Leader && core.leader_seen_within(lease);
+    let log_ok = req.last_log >= core.log.last_log_id();
+    PreVoteResponse {
+        granted: !leading && !following && log_ok,
+    }
+}
+
+/// Asks the other voters; true if a majority (this node included) says
+/// yes.
+async fn pre_vote(core: &Core) -> bool {
+    let m = core.metrics();
+    let membership = m.membership_config.membership().clone();
+    let voters: Vec<_> = membership.voter_ids().collect();
+    let others: Vec<String> = voters
+        .iter()
+        .filter(|v| **v != core.id())
+        .filter_map(|v| membership.get_node(v).map(|n| n.addr.clone()))
+        .collect();
+    let req = PreVoteRequest {
+        last_log: core.log.last_log_id(),
+    };
+    let ttl = core.cfg.timing.election_min;
+    let asks = others.iter().map(|addr| {
+        let req = &req;
+        async move {
+            let r: Result<PreVoteResponse, _> =
+                core.net.post(addr, "/raft/v1/prevote", req, ttl).await;
+            r.is_ok_and(|r| r.granted)
+        }
+    });
+    let yes = 1 + join_all(asks).await.into_iter().filter(|g| *g).count();
+    yes * 2 > voters.len()
+}
+
+pub(crate) async fn election_loop(core: Weak<Core>) {
+    let (period, mut next_try) = match core.upgrade() {
+        Some(c) => (
+            c.cfg.timing.heartbeat.max(Duration::from_millis(20)) / 2,
+            Instant::now() + patience(&c, 0),
+        ),
         None => return,
     };
     let mut iv = tokio::time::interval(period);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut attempt = 0u64;
-    // The last time this node heard from a leader or campaigned.
-    let mut quiet_since = Instant::now();
-    let mut wait = match core.upgrade() {
-        Some(c) => patience(&c, attempt),
-        None => return,
-    };
     loop {
         iv.tick().await;
         let Some(core) = core.upgrade() else { return };
@@ -53,32 +101,28 @@ pub(crate) async fn watchdog_loop(core: Weak<Core>) {
             return;
         }
         let m = core.metrics();
-        let voter = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == core.id());
+        let membership = m.membership_config.membership();
+        let voter = membership.voter_ids().any(|v| v == core.id());
+        if m.state == ServerState::Leader || !voter {
+            next_try = Instant::now() + patience(&core, attempt);
+            continue;
+        }
         if let Some(seen) = core.leader_seen() {
-            quiet_since = quiet_since.max(seen);
+            next_try = next_try.max(seen + patience(&core, attempt));
         }
-        if m.state != ServerState::Follower || !voter {
-            // Leading, campaigning (openraft's own timer works) or not a
-            // voter: nothing to bound.
-            quiet_since = Instant::now();
+        if Instant::now() < next_try {
             continue;
         }
-        if quiet_since.elapsed() < wait {
+        attempt += 1;
+        next_try = Instant::now() + patience(&core, attempt);
+        let sole = membership.voter_ids().count() == 1;
+        if !sole && !pre_vote(&core).await {
+            tracing::debug!("No majority would vote for this node; not campaigning.");
             continue;
         }
-        tracing::info!(
-            quiet_ms = quiet_since.elapsed().as_millis() as u64,
-            "No leader for longer than the election timer: campaigning."
-        );
+        tracing::info!(term = m.current_term, "No leader: campaigning.");
         if let Err(error) = core.raft.trigger().elect().await {
             tracing::warn!(%error, "Could not start an election.");
         }
-        attempt += 1;
-        wait = patience(&core, attempt);
-        quiet_since = Instant::now();
     }
 }

@@ -355,13 +355,26 @@ pub(crate) async fn submit(
                     Err(e) => return Err(e.into()),
                 }
             }
-            Some((_, addr)) => {
-                let res: Result<ForwardResult, Error> = tokio::select! {
-                    r = core.net.post(&addr, "/raft/v1/forward", &req, timeout) => r,
+            Some((leader, addr)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(StoreError::Unavailable(last));
+                }
+                let res: Option<Result<ForwardResult, Error>> = tokio::select! {
+                    r = core.net.post(&addr, "/raft/v1/forward", &req, left) => Some(r),
                     why = core.until_no_quorum() => return Err(no_quorum(&why, true)),
+                    // A new leader took over: the old one, cut off, would
+                    // hold the request until the timeout.
+                    () = core.until_leader_is_not(leader) => None,
                 };
                 match res {
-                    Ok(Ok((r, index))) => {
+                    None if idempotent => last = format!("the leader changed from {addr}"),
+                    None => {
+                        return Err(StoreError::Unavailable(format!(
+                            "the leader changed from {addr} during the request; outcome unknown"
+                        )))
+                    }
+                    Some(Ok(Ok((r, index)))) => {
                         // Read your writes: wait until this node applied it
                         // too (the write succeeded either way).
                         let left = deadline.saturating_duration_since(Instant::now());
@@ -372,16 +385,18 @@ pub(crate) async fn submit(
                             .await;
                         return Ok(r);
                     }
-                    Ok(Err(WireError::NotLeader { .. })) => {
+                    Some(Ok(Err(WireError::NotLeader { .. }))) => {
                         last = format!("{addr} is not the leader")
                     }
-                    Ok(Err(WireError::Unavailable(e))) if idempotent => last = e,
-                    Ok(Err(e)) => return Err(e.into()),
+                    Some(Ok(Err(WireError::Unavailable(e)))) if idempotent => last = e,
+                    Some(Ok(Err(e))) => return Err(e.into()),
                     // Refused before anything was proposed: retry.
-                    Err(e @ Error::Connect { .. }) => last = crate::error::chain(&e),
-                    Err(e @ Error::Status { status: 503, .. }) => last = crate::error::chain(&e),
-                    Err(e) if idempotent => last = crate::error::chain(&e),
-                    Err(e) => {
+                    Some(Err(e @ Error::Connect { .. })) => last = crate::error::chain(&e),
+                    Some(Err(e @ Error::Status { status: 503, .. })) => {
+                        last = crate::error::chain(&e)
+                    }
+                    Some(Err(e)) if idempotent => last = crate::error::chain(&e),
+                    Some(Err(e)) => {
                         return Err(StoreError::Unavailable(format!(
                             "leader failed during the request, outcome unknown: {}",
                             crate::error::chain(&e)

@@ -17,12 +17,14 @@ use openraft::Snapshot;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::elect;
 use crate::forward;
 use crate::membership;
 use crate::node::EmbeddedStore;
 use crate::types::{NodeId, TypeConfig};
 use crate::wire::{
-    decode_snapshot, ClientRequest, JoinRequest, LeaveRequest, WireError, CLUSTER_HEADER,
+    decode_snapshot, ClientRequest, JoinRequest, LeaveRequest, PreVoteRequest, WireError,
+    CLUSTER_HEADER,
 };
 
 /// The largest body of any route but the snapshot (append batches are at
@@ -50,6 +52,15 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
 async fn auth(State(s): S, headers: HeaderMap, req: HttpRequest, next: Next) -> HttpResponse {
     if s.core.is_stopped() {
         return (StatusCode::SERVICE_UNAVAILABLE, "store node is shut down").into_response();
+    }
+    if s.core
+        .net
+        .isolated
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        // Test fault: like a host behind a partition that drops packets,
+        // the caller hears nothing until it gives up.
+        return std::future::pending().await;
     }
     if let Some(c) = headers.get(CLUSTER_HEADER) {
         if c.as_bytes() != s.core.cfg.cluster.as_bytes() {
@@ -82,6 +93,14 @@ async fn vote(State(s): S, body: Bytes) -> HttpResponse {
         Err(e) => return e,
     };
     json(&s.core.raft.vote(req).await)
+}
+
+async fn pre_vote(State(s): S, body: Bytes) -> HttpResponse {
+    let req: PreVoteRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    json(&elect::answer_pre_vote(&s.core, &req))
 }
 
 async fn snapshot(State(s): S, body: Bytes) -> HttpResponse {
@@ -143,6 +162,7 @@ impl EmbeddedStore {
         Router::new()
             .route("/raft/v1/append", post(append).layer(limit(MAX_BODY)))
             .route("/raft/v1/vote", post(vote).layer(limit(SMALL_BODY)))
+            .route("/raft/v1/prevote", post(pre_vote).layer(limit(SMALL_BODY)))
             .route(
                 "/raft/v1/snapshot",
                 post(snapshot).layer(limit(MAX_SNAPSHOT_BODY)),

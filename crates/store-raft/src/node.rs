@@ -75,14 +75,14 @@ impl EmbeddedStore {
         };
         let net = NetCore::new(cfg.tls.clone(), cfg.cluster.clone());
         let network = Network { core: net.clone() };
-        let raft = match Raft::new(cfg.node_id, config, network, log, state_machine).await {
+        let raft = match Raft::new(cfg.node_id, config, network, log.clone(), state_machine).await {
             Ok(r) => r,
             Err(e) => {
                 writer.stop();
                 return Err(Error::RaftStart(e));
             }
         };
-        let core = Arc::new(Core::new(cfg, raft, sm, net));
+        let core = Arc::new(Core::new(cfg, raft, sm, net, log));
         let store = Arc::new(EmbeddedStore {
             core,
             reads: Arc::new(Reads::default()),
@@ -109,8 +109,8 @@ impl EmbeddedStore {
             Arc::downgrade(&store.leases),
         ));
         let upkeep = tokio::spawn(membership::upkeep_loop(Arc::downgrade(&store.core)));
-        let watchdog = tokio::spawn(elect::watchdog_loop(Arc::downgrade(&store.core)));
-        lock(&store.tasks).extend([expiry, upkeep, watchdog]);
+        let elections = tokio::spawn(elect::election_loop(Arc::downgrade(&store.core)));
+        lock(&store.tasks).extend([expiry, upkeep, elections]);
         Ok(store)
     }
 
@@ -164,7 +164,8 @@ impl EmbeddedStore {
     }
 
     /// Fault injection for tests: while set, this node sends nothing to its
-    /// peers (stop its listener too for a full partition).
+    /// peers and answers none of their requests (they hang, as behind a
+    /// partition that drops packets).
     #[doc(hidden)]
     pub fn set_isolated(&self, isolated: bool) {
         self.core

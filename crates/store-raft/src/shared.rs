@@ -12,6 +12,7 @@ use openraft::{BasicNode, RaftMetrics};
 use crate::config::EmbeddedConfig;
 use crate::network::NetCore;
 use crate::sm::SmShared;
+use crate::storage::LogStore;
 use crate::types::{NodeId, Outcome, Raft};
 use crate::wire::WireError;
 use socketplane_store::kv::Command;
@@ -71,6 +72,8 @@ pub(crate) struct Core {
     pub raft: Raft,
     pub sm: Arc<SmShared>,
     pub net: Arc<NetCore>,
+    /// This node's log (for its last entry, see `elect.rs`).
+    pub log: LogStore,
     stopped: AtomicBool,
     /// Last time the leader sent us anything (follower-side health).
     leader_seen: Mutex<Option<Instant>>,
@@ -87,12 +90,19 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Core {
-    pub fn new(cfg: EmbeddedConfig, raft: Raft, sm: Arc<SmShared>, net: Arc<NetCore>) -> Self {
+    pub fn new(
+        cfg: EmbeddedConfig,
+        raft: Raft,
+        sm: Arc<SmShared>,
+        net: Arc<NetCore>,
+        log: LogStore,
+    ) -> Self {
         Self {
             cfg,
             raft,
             sm,
             net,
+            log,
             stopped: AtomicBool::new(false),
             leader_seen: Mutex::new(None),
             started: Instant::now(),
@@ -202,6 +212,21 @@ impl Core {
                 return why;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Resolves once this node no longer knows `id` as the leader (a vote
+    /// for a candidate, a new leader, or Raft shut down): raced against a
+    /// request forwarded to `id`, which a leader cut off never answers.
+    pub async fn until_leader_is_not(&self, id: NodeId) {
+        let mut rx = self.raft.metrics();
+        loop {
+            if rx.borrow_and_update().current_leader != Some(id) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
         }
     }
 

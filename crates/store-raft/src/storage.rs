@@ -416,6 +416,16 @@ impl LogStore {
         }
     }
 
+    /// The id of the last entry this node holds (or last purged).
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let g = self.lock();
+        g.entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(g.last_purged)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LogMem> {
         self.mem.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -447,16 +457,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let g = self.lock();
-        let last = g
-            .entries
-            .values()
-            .next_back()
-            .map(|e| *e.get_log_id())
-            .or(g.last_purged);
+        let last_purged_log_id = self.lock().last_purged;
         Ok(LogState {
-            last_purged_log_id: g.last_purged,
-            last_log_id: last,
+            last_purged_log_id,
+            last_log_id: self.last_log_id(),
         })
     }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use socketplane_store::{kv, LeaseId, Txn};
 
-use crate::types::{NodeId, Rejected, SnapshotMeta, Vote};
+use crate::types::{LogId, NodeId, Rejected, SnapshotMeta, Vote};
 
 /// Carries the caller's cluster name; a mismatch gets 409.
 pub(crate) const CLUSTER_HEADER: &str = "x-socketplane-cluster";
@@ -74,6 +74,20 @@ pub(crate) struct JoinRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LeaveRequest {
     pub node_id: NodeId,
+}
+
+/// "Would you vote for me?", asked before a node campaigns (see
+/// `elect.rs`): its last log entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PreVoteRequest {
+    pub last_log: Option<LogId>,
+}
+
+/// The answer: granted unless the asked node hears from a leader or holds
+/// a longer log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PreVoteResponse {
+    pub granted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

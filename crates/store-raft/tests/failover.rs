@@ -133,3 +133,95 @@ async fn failover_stays_prompt_after_every_voter_was_cut_off_once() {
         n.stop().await;
     }
 }
+
+/// A follower's request forwarded to a leader that is then cut off (it
+/// never answers) goes to the new leader once there is one, instead of
+/// waiting out the request timeout: a host's lease renewals must not stall
+/// for 10 s while its majority has a leader again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_forwarded_to_a_cut_off_leader_moves_to_the_new_one() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, "moves", dir.path(), |c| {
+        c.timing = timing();
+        c.timing.request_timeout = Duration::from_secs(10);
+    })
+    .await;
+    wait_for("3 voters", Duration::from_secs(30), || {
+        let n = &nodes[0];
+        async move { voters(n).await.len() == 3 }
+    })
+    .await;
+    let all = [0, 1, 2];
+    let leader = agreed_leader(&nodes, &all, Duration::from_secs(10)).await;
+    let li = nodes.iter().position(|n| n.id == leader).unwrap();
+    let fi = (li + 1) % 3;
+    let follower = nodes[fi].dyn_store();
+    let lease = follower.lease_grant(Duration::from_secs(30)).await.unwrap();
+    // Cut off, but still listening: what is sent to it hangs.
+    nodes[li].store.set_isolated(true);
+    let started = Instant::now();
+    follower
+        .lease_keep_alive(lease)
+        .await
+        .expect("the keep-alive reaches the new leader");
+    let took = started.elapsed();
+    eprintln!("keep-alive answered after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the keep-alive waited {took:?} on the cut-off leader"
+    );
+    nodes[li].store.set_isolated(false);
+    for n in &mut nodes {
+        n.stop().await;
+    }
+}
+
+/// A follower cut off for several election timeouts does not campaign (a
+/// majority would not vote for it), so once healed it follows the leader
+/// it had: no term change, no leader change, no leaderless gap for the
+/// healthy majority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_follower_does_not_depose_the_leader() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(3, "healed", dir.path(), |c| c.timing = timing()).await;
+    wait_for("3 voters", Duration::from_secs(30), || {
+        let n = &nodes[0];
+        async move { voters(n).await.len() == 3 }
+    })
+    .await;
+    let all = [0, 1, 2];
+    let leader = agreed_leader(&nodes, &all, Duration::from_secs(10)).await;
+    let li = nodes.iter().position(|n| n.id == leader).unwrap();
+    let term = nodes[li].store.progress().term;
+    let fi = (li + 1) % 3;
+    cut(&mut nodes[fi]).await;
+    // Several of its election timeouts (at most 1.6 s each here).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        nodes[fi].store.progress().term,
+        term,
+        "the cut-off follower raised its term"
+    );
+    heal(&mut nodes[fi]).await;
+    agreed_leader(&nodes, &all, Duration::from_secs(10)).await;
+    let n = &nodes[fi];
+    wait_for(
+        "the healed node to follow",
+        Duration::from_secs(10),
+        || async move { n.store.progress().leader == Some(leader) },
+    )
+    .await;
+    for n in &nodes {
+        let p = n.store.progress();
+        assert_eq!(
+            (p.leader, p.term),
+            (Some(leader), term),
+            "the leader or the term changed after the heal"
+        );
+    }
+    for n in &mut nodes {
+        n.stop().await;
+    }
+}
