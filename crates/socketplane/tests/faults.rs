@@ -656,14 +656,13 @@ fn faults_never_put_an_address_on_two_workloads() {
         live_dups = live.values().filter(|v| v.len() > 1).count();
         lost = acked
             .iter()
-            .filter(|a| {
+            .filter_map(|a| {
                 let in_store = eps
                     .iter()
                     .any(|e| e.endpoint.id == a.id && e.endpoint.ip == a.ip);
                 let on_wire = live.get(&a.ip).is_some_and(|v| v.contains(&a.workload));
-                !(in_store && on_wire)
+                (!(in_store && on_wire)).then(|| (a.clone(), in_store, on_wire))
             })
-            .cloned()
             .collect();
         lost.is_empty() && store_dups == 0 && live_dups == 0
     });
@@ -676,7 +675,11 @@ fn faults_never_put_an_address_on_two_workloads() {
         suite.elapsed()
     );
     assert_eq!(store_dups + live_dups, 0, "duplicates\n{}", t.agent_logs());
-    assert!(lost.is_empty(), "lost: {lost:?}\n{}", t.agent_logs());
+    assert!(
+        lost.is_empty(),
+        "lost (endpoint, in the store, on the wire): {lost:?}\n{}",
+        t.agent_logs()
+    );
     assert!(settled);
     // Every host can attach afterwards.
     for host in 0..3 {

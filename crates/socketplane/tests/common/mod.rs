@@ -105,6 +105,13 @@ pub fn test_agent_args(lease: Duration) -> Vec<String> {
     ]
 }
 
+/// Log lines that repeat per RPC while a peer is unreachable.
+const NOISE: &[&str] = &[
+    "openraft::replication",
+    "replication_handler",
+    "A message will be ignored because vote changed",
+];
+
 impl TestLab {
     pub fn start(tag: char, hosts: usize) -> TestLab {
         Self::start_with(tag, hosts, "linux")
@@ -364,7 +371,14 @@ impl TestLab {
         for h in self.lab().hosts() {
             let log = std::fs::read_to_string(&h.log)
                 .unwrap_or_else(|e| format!("(cannot read {}: {e})", h.log.display()));
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            // Without openraft's per-RPC retry noise, which would push
+            // the agent's own story out of the tail.
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .filter(|l| !NOISE.iter().any(|n| l.contains(n)))
+                .take(50)
+                .collect();
             s.push_str(&format!("--- {} agent log (last lines) ---\n", h.name));
             for l in tail.into_iter().rev() {
                 s.push_str(l);
