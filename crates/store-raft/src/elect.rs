@@ -17,6 +17,7 @@
 //!   left the cluster leaderless for twice the normal time. This timer
 //!   has no such mark.
 
+use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -29,15 +30,21 @@ use crate::wire::{PreVoteRequest, PreVoteResponse};
 
 /// How long after its last contact with a leader a voter tries: the leader
 /// lease (`election_max`: a leader's followers refuse votes that long)
-/// plus a random election timeout in `[election_min, election_max)`, so
-/// voters do not try in lockstep.
-fn patience(core: &Core, attempt: u64) -> Duration {
+/// plus an election timeout.
+fn patience(core: &Core, seed: &RandomState, attempt: u64) -> Duration {
+    core.cfg.timing.election_max + election_timeout(core, seed, attempt)
+}
+
+/// A random time in `[election_min, election_max)`, so voters do not try
+/// in lockstep; also the wait before the next try after one that won no
+/// leadership (a split vote): the leases it waited for are over already.
+fn election_timeout(core: &Core, seed: &RandomState, attempt: u64) -> Duration {
     let t = &core.cfg.timing;
     let spread = u64::try_from(t.election_max.saturating_sub(t.election_min).as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
-    let random = std::collections::hash_map::RandomState::new().hash_one((core.id(), attempt));
-    t.election_max + t.election_min + Duration::from_millis(random % spread)
+    let random = seed.hash_one((core.id(), attempt));
+    t.election_min + Duration::from_millis(random % spread)
 }
 
 /// Whether this node would vote for a candidate with `req`'s log now: it
@@ -84,16 +91,20 @@ async fn pre_vote(core: &Core) -> bool {
 }
 
 pub(crate) async fn election_loop(core: Weak<Core>) {
+    // One random sequence per node: a timer drawn once per reset (new
+    // leader contact, new try), not again on every tick.
+    let seed = RandomState::new();
     let (period, mut next_try) = match core.upgrade() {
         Some(c) => (
-            c.cfg.timing.heartbeat.max(Duration::from_millis(20)) / 2,
-            Instant::now() + patience(&c, 0),
+            c.cfg.timing.heartbeat.max(Duration::from_millis(20)),
+            Instant::now() + patience(&c, &seed, 0),
         ),
         None => return,
     };
     let mut iv = tokio::time::interval(period);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut attempt = 0u64;
+    let mut last_seen = None;
     loop {
         iv.tick().await;
         let Some(core) = core.upgrade() else { return };
@@ -104,17 +115,21 @@ pub(crate) async fn election_loop(core: Weak<Core>) {
         let membership = m.membership_config.membership();
         let voter = membership.voter_ids().any(|v| v == core.id());
         if m.state == ServerState::Leader || !voter {
-            next_try = Instant::now() + patience(&core, attempt);
+            next_try = Instant::now() + patience(&core, &seed, attempt);
             continue;
         }
         if let Some(seen) = core.leader_seen() {
-            next_try = next_try.max(seen + patience(&core, attempt));
+            if last_seen.is_none_or(|l| seen > l) {
+                last_seen = Some(seen);
+                attempt += 1;
+                next_try = seen + patience(&core, &seed, attempt);
+            }
         }
         if Instant::now() < next_try {
             continue;
         }
         attempt += 1;
-        next_try = Instant::now() + patience(&core, attempt);
+        next_try = Instant::now() + election_timeout(&core, &seed, attempt);
         let sole = membership.voter_ids().count() == 1;
         if !sole && !pre_vote(&core).await {
             tracing::debug!("No majority would vote for this node; not campaigning.");
