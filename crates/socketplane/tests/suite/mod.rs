@@ -42,7 +42,7 @@ use socketplane_api::rest::{EndpointInfo, NetworkInfo};
 use socketplane_lab::StoreKind;
 use socketplane_testkit::{netns, require_privileged, zeroconf};
 
-mod stream;
+pub mod stream;
 use stream::{PingStream, Timeline};
 
 /// How long other hosts may take to apply a change (a new or removed

@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn lost_packets_are_named_with_their_times() {
         let text = "PING 10.2.0.3 (10.2.0.3) 56(84) bytes of data.\n\
-            [100.010000] 64 bytes from 10.2.0.3: icmp_seq=1 ttl=64 time=0.5 ms\n\
+            [100.010500] 64 bytes from 10.2.0.3: icmp_seq=1 ttl=64 time=0.5 ms\n\
             [100.030000] no answer yet for icmp_seq=2\n\
             [100.031000] 64 bytes from 10.2.0.3: icmp_seq=3 ttl=64 time=1.0 ms\n\
             [100.041000] 64 bytes from 10.2.0.3: icmp_seq=3 ttl=64 time=1.0 ms (DUP!)\n";
