@@ -1044,6 +1044,46 @@ pub fn traffic_into_a_host_survives_link_churn_there(m: Mode) {
     );
 }
 
+/// With the userspace Open vSwitch datapath, what is wrong with the hosts'
+/// tunnel neighbours (empty: every host's ovs-vswitchd holds every other
+/// host's underlay address with the MAC of its `br-phy`). A packet to a
+/// host missing there is dropped while ovs-vswitchd ARPs; one sent to
+/// another MAC of that host (its uplink's) is refused by its stack.
+fn tunnel_neighbour_problems(t: &TestLab) -> Vec<String> {
+    let hosts = t.lab().hosts();
+    let bridge_mac = |ns: &str| {
+        let l = common::ip_json(ns, &["-j", "link", "show", "br-phy"]);
+        l[0]["address"].as_str().unwrap_or_default().to_string()
+    };
+    let macs: Vec<String> = hosts.iter().map(|h| bridge_mac(&h.netns)).collect();
+    let mut problems = Vec::new();
+    for h in hosts {
+        let ovs = socketplane_lab::ovs::attach(&h.netns, h.dir());
+        let table = ovs
+            .appctl(&["tnl/neigh/show"])
+            .unwrap_or_else(|e| panic!("tnl/neigh/show on {}: {e}", h.name));
+        for (other, mac) in hosts.iter().zip(&macs) {
+            if other.name == h.name {
+                continue;
+            }
+            let ip = other.underlay_ip.to_string();
+            let entry = table.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(ip.as_str())).then(|| w.next().unwrap_or_default().to_string())
+            });
+            match entry {
+                Some(m) if &m == mac => {}
+                Some(m) => problems.push(format!(
+                    "{} has {} at {m}, not at its br-phy's {mac}",
+                    h.name, other.name
+                )),
+                None => problems.push(format!("{} has no tunnel neighbour {}", h.name, other.name)),
+            }
+        }
+    }
+    problems
+}
+
 /// Continuous traffic across an agent's `kill -9` and restart, first of a
 /// follower's host, then of the store leader's host: not one packet of a
 /// 100/s stream from and to the killed host's workload may be lost, and
@@ -1064,6 +1104,16 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
     let mut t = TestLab::start_mode_with_args('f', 3, m, args);
     t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
         .expect("create web");
+    if t.lab().config().uses_ovs() {
+        // Before any workload sends: the streams' first packets must not
+        // find a tunnel neighbour missing or wrong.
+        let mut problems = Vec::new();
+        let ready = wait_until(PROPAGATION, || {
+            problems = tunnel_neighbour_problems(&t);
+            problems.is_empty()
+        });
+        assert!(ready, "tunnel neighbours not resolved: {problems:?}");
+    }
     let ws: Vec<EndpointInfo> = (0..3)
         .map(|h| t.workload(h, &format!("w{h}"), "web"))
         .collect();
