@@ -18,6 +18,11 @@
 //! Open vSwitch per lab host, is in the crate's README ("Open vSwitch
 //! datapath: operator setup").
 //!
+//! With `netdev`, ovs-vswitchd resolves tunnel next hops itself, in a
+//! neighbour table of its own: the datapath has it resolve every member
+//! ahead of traffic, and keeps the kernel from answering ARP on the
+//! underlay bridge's uplinks (see `warm_up_tunnels`, `ensure_quiet_uplinks`).
+//!
 //! The gateway never crosses the tunnel (see `flows.rs`). The host ends of
 //! the veths are not bridge ports, so the host's own stack sees their frames
 //! too: they are set to answer no ARP (`arp_ignore=8`), else the host would
@@ -954,20 +959,19 @@ impl Datapath for OvsDatapath {
         let flows = match self.flow_nets(&plans, ported, &ofports) {
             Ok(nets) => {
                 let tunnel = nets.1;
-                match self.ensure_flows(nets, &members, &mut cache).await {
-                    Ok(n) => self
-                        .warm_up_tunnels(tunnel, &members, &mut cache)
-                        .await
-                        .map(|w| n + w),
-                    Err(e) => Err(e),
-                }
+                let installed = self.ensure_flows(nets, &members, &mut cache).await;
+                installed.map(|n| (n, tunnel))
             }
             Err(e) => Err(e),
         };
         if flows.is_err() {
             cache.flows_hash = None;
         }
-        tally.add(flows);
+        let tunnel = flows.as_ref().ok().map(|(_, t)| *t);
+        tally.add(flows.map(|(n, _)| n));
+        if let Some(tunnel) = tunnel {
+            tally.add(self.warm_up_tunnels(tunnel, &members, &mut cache).await);
+        }
         if !plans.is_empty() {
             tally.add(ensure_ip_forward());
         }
