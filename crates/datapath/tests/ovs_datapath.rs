@@ -75,7 +75,13 @@ fn ovsdb_and_vswitchd_restarts_resync() {
     // Detach wa3, so that the resync below has something to restore.
     let mut d0: DesiredState = t.desired[0].clone();
     d0.local.retain(|e| e.id != "wa3");
+    // An operator who left the uplink answering ARP: the datapath quiets it
+    // (else peers may tunnel to the uplink's MAC, which drops).
+    let arp_ignore = "net.ipv4.conf.eth0.arp_ignore";
+    t.lab
+        .exec(&o.ns, &["sysctl", "-qw", &format!("{arp_ignore}=0")]);
     assert!(fresh.apply(&d0).changes > 0);
+    assert_eq!(t.lab.exec(&o.ns, &["sysctl", "-n", arp_ignore]).trim(), "8");
     let host = socketplane_datapath::ovs::VETHS.host("wa3");
     assert!(!o.vsctl(&["list-ports", DEFAULT_BRIDGE]).contains(&host));
 
@@ -107,6 +113,22 @@ fn ovsdb_and_vswitchd_restarts_resync() {
     o.stop_vswitchd();
     o.start_vswitchd();
     assert!(fresh.apply(&t.desired[0]).changes > 0);
+    // The new ovs-vswitchd knows no tunnel neighbour: the apply had it
+    // resolve the other host before any packet needs it.
+    let other = t.dp[1].underlay_ip.to_string();
+    let resolved = socketplane_testkit::wait_until_every(
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+        || {
+            o.appctl(&["tnl/neigh/show"])
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(other.as_str()))
+        },
+    );
+    assert!(
+        resolved,
+        "{other} not resolved after an ovs-vswitchd restart"
+    );
     assert_eq!(
         o.flows(),
         before,

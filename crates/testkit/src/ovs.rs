@@ -269,12 +269,21 @@ impl Ovs {
     /// The userspace tunnelling setup: a `netdev` bridge `bridge` with
     /// `iface` as its port, and `iface`'s IPv4 address moved onto the
     /// bridge (up). Returns that address (`a.b.c.d/len`).
+    ///
+    /// The kernel still sees every frame of `iface` (ovs-vswitchd reads it
+    /// with a packet socket), so first it is told never to answer ARP
+    /// there (`arp_ignore=8`): else it answers for the address on the
+    /// bridge with `iface`'s MAC too, a peer's ovs-vswitchd may take that
+    /// one as this host's tunnel neighbour, and tunnel packets sent to it
+    /// are refused by this host's stack instead of decapsulated.
     pub fn move_underlay(&self, iface: &str, bridge: &str) -> Result<String> {
         let addrs = cmd::ip_json(Some(&self.ns), &["-4", "addr", "show", "dev", iface])?;
         let cidr = first_cidr(&addrs).ok_or_else(|| KitError::Output {
             cmd: format!("ip -j -n {} -4 addr show dev {iface}", self.ns),
             detail: format!("{iface} has no IPv4 address: {addrs}"),
         })?;
+        let quiet = format!("net.ipv4.conf.{iface}.arp_ignore=8");
+        netns::exec(&self.ns, &["sysctl", "-qw", &quiet])?;
         self.vsctl(&[
             "add-br",
             bridge,

@@ -85,6 +85,12 @@ fn per_host_open_vswitch_starts_moves_the_underlay_and_stops() {
     assert!(ovs.db_socket().exists());
     let cidr = ovs.move_underlay("eth0", "br-phy").unwrap();
     assert_eq!(cidr, "198.18.0.1/24");
+    let quiet = netns::exec(&a, &["sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore"]).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stdout).trim(),
+        "8",
+        "the uplink's kernel still answers ARP for the bridge's address"
+    );
     assert!(ovs
         .vsctl(&["list-ports", "br-phy"])
         .unwrap()

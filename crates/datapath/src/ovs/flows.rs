@@ -231,6 +231,25 @@ pub(crate) fn render(nets: &[FlowNet], tunnel_ofport: i64, members: &[Ipv4Addr])
         .collect()
 }
 
+/// A packet-out (`ovs-ofctl packet-out` syntax) that sends one throwaway
+/// frame through the tunnel to each of `hosts`, under VNI 0, which no
+/// network has (so every receiver drops it in table 0). Its only purpose
+/// is the userspace datapath's next-hop lookup: a host it has no
+/// tunnel neighbour (underlay MAC) for yet is ARPed, and the answer is
+/// learned before any workload's packet needs it (the packet that finds
+/// no neighbour is dropped while ovs-vswitchd asks).
+pub(crate) fn tunnel_warm_up(tunnel_ofport: i64, hosts: &[Ipv4Addr]) -> String {
+    // Broadcast destination, a source no endpoint has (02:53 + 0.0.0.0),
+    // IEEE local experimental ethertype 0x88b5, zero payload: 60 bytes.
+    let mut frame = String::from("ffffffffffff02530000000088b5");
+    frame.push_str(&"00".repeat(46));
+    let mut actions = String::from("set_field:0->tun_id");
+    for h in hosts {
+        let _ = write!(actions, ",set_field:{h}->tun_dst,output:{tunnel_ofport}");
+    }
+    format!("in_port=CONTROLLER,packet={frame},actions={actions}")
+}
+
 fn cookie(flow: &str) -> u64 {
     // Keep clear of 0 (the cookie of flows not made by us).
     fnv1a(flow.as_bytes()) | 1
@@ -295,6 +314,28 @@ mod tests {
                 },
             ],
         }]
+    }
+
+    #[test]
+    fn tunnel_warm_up_reaches_each_host_under_no_network() {
+        let hosts = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)];
+        let p = tunnel_warm_up(7, &hosts);
+        assert!(
+            p.starts_with("in_port=CONTROLLER,packet=ffffffffffff"),
+            "{p}"
+        );
+        let frame = p
+            .split("packet=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        assert_eq!(frame.len(), 120, "a 60-byte frame: {frame}");
+        assert!(p.ends_with(
+            "actions=set_field:0->tun_id,set_field:198.18.0.2->tun_dst,output:7,\
+             set_field:198.18.0.3->tun_dst,output:7"
+        ));
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //! Open vSwitch per lab host, is in the crate's README ("Open vSwitch
 //! datapath: operator setup").
 //!
+//! With `netdev`, ovs-vswitchd resolves tunnel next hops itself, in a
+//! neighbour table of its own: the datapath has it resolve every member
+//! ahead of traffic, and keeps the kernel from answering ARP on the
+//! underlay bridge's uplinks (see `warm_up_tunnels`, `ensure_quiet_uplinks`).
+//!
 //! The gateway never crosses the tunnel (see `flows.rs`). The host ends of
 //! the veths are not bridge ports, so the host's own stack sees their frames
 //! too: they are set to answer no ARP (`arp_ignore=8`), else the host would
@@ -49,7 +54,7 @@ use self::flows::{FlowLocal, FlowNet, FlowRemote};
 use crate::command;
 use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, DEFAULT_FIREWALL_TABLE};
 use crate::kernel::nl;
-use crate::kernel::sysctl::ensure_ip_forward;
+use crate::kernel::sysctl::{self, ensure_ip_forward};
 use crate::kernel::underlay;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
 use crate::names::VethNames;
@@ -81,6 +86,9 @@ pub const PEER_PREFIX: &str = "spq";
 const PORT_WAIT: Duration = Duration::from_secs(10);
 /// How often unchanged flows are compared with the bridge's table anyway.
 pub const FLOW_RECHECK: Duration = Duration::from_secs(30);
+/// How often every member's tunnel neighbour is resolved again (userspace
+/// datapath): well within ovs-vswitchd's aging of unused entries (15 min).
+pub const TUNNEL_WARM_UP: Duration = Duration::from_secs(300);
 
 /// How the OVS datapath binds to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +150,12 @@ struct Cache {
     flows_checked: Option<(Instant, Option<u32>)>,
     endpoints: EndpointCache,
     firewall: FirewallCheck,
+    /// Members whose tunnel neighbour was resolved (see [`flows::tunnel_warm_up`]),
+    /// under which ovs-vswitchd process, and since when all of them.
+    warmed: HashSet<Ipv4Addr>,
+    warmed_under: Option<(Instant, Option<u32>)>,
+    /// Uplinks already kept from answering ARP (see `ensure_quiet_uplinks`).
+    quiet_uplinks: HashSet<String>,
 }
 
 /// What a port on the bridge must look like.
@@ -186,6 +200,8 @@ pub struct OvsDatapath {
     rundir: PathBuf,
     datapath_type: String,
     underlay: Underlay,
+    /// The interface holding the underlay address (see [`OvsConfig`]).
+    underlay_iface: String,
     firewall: Firewall,
     cache: Mutex<Cache>,
     /// See [`Datapath::set_fenced`].
@@ -326,6 +342,7 @@ impl OvsDatapath {
             rundir,
             datapath_type: datapath_type.into(),
             underlay,
+            underlay_iface: cfg.underlay_iface,
             firewall: Firewall::new(DEFAULT_FIREWALL_TABLE).with_switch_ports(VETH_PREFIX),
         })
     }
@@ -805,6 +822,88 @@ impl OvsDatapath {
         cache.flows_hash = Some(hash);
         Ok(1)
     }
+
+    /// Userspace datapath: has ovs-vswitchd resolve the underlay MAC of
+    /// every member it may tunnel to before a workload's packet needs it.
+    /// It keeps its own neighbour table for tunnels, learned from ARP
+    /// answers to its own (or this host's) requests; a packet to a member
+    /// missing there is dropped while it asks. Sent for members not warmed
+    /// yet, and for all every [`TUNNEL_WARM_UP`] or after a restart of
+    /// ovs-vswitchd. Writes nothing, so it counts no change.
+    async fn warm_up_tunnels(
+        &self,
+        tunnel: i64,
+        members: &[Ipv4Addr],
+        cache: &mut Cache,
+    ) -> Result<usize> {
+        if self.datapath_type != "netdev" {
+            return Ok(0);
+        }
+        let pid = read_pid(&self.rundir.join("ovs-vswitchd.pid"));
+        let all_again = cache
+            .warmed_under
+            .is_none_or(|(t, p)| t.elapsed() >= TUNNEL_WARM_UP || p != pid);
+        if all_again {
+            cache.warmed.clear();
+        }
+        let todo: Vec<Ipv4Addr> = members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.underlay.ip && !cache.warmed.contains(m))
+            .collect();
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        let packet = flows::tunnel_warm_up(tunnel, &todo);
+        debug!(members = ?todo, "Resolving tunnel neighbours.");
+        self.ofctl(&["packet-out", &self.ofctl_target(), &packet], None)
+            .await?;
+        if all_again {
+            cache.warmed_under = Some((Instant::now(), pid));
+        }
+        cache.warmed.extend(todo);
+        Ok(0)
+    }
+
+    /// Userspace datapath: the kernel must not answer ARP on the other
+    /// ports of the underlay's OVS bridge (the uplinks, e.g. `eth0`). It
+    /// sees their frames too, and by default answers for the underlay
+    /// address with the uplink's MAC; a peer's ovs-vswitchd that learns
+    /// that MAC tunnels to it, and the packets it sends there are not
+    /// taken as tunnel traffic but refused by this host's stack (ICMP port
+    /// unreachable). Each such uplink gets `arp_ignore=8`; returns writes.
+    fn ensure_quiet_uplinks(&self, snap: &Snapshot, cache: &mut Cache) -> Result<usize> {
+        if self.datapath_type != "netdev" {
+            return Ok(0);
+        }
+        let has_underlay = |b: &str| {
+            snap.bridge_ports(b)
+                .iter()
+                .any(|(p, _)| p.name == self.underlay_iface)
+        };
+        let Some(bridge) = snap.bridges().into_iter().find(|b| has_underlay(&b.name)) else {
+            return Ok(0);
+        };
+        let mut changes = 0;
+        for (_, ifaces) in snap.bridge_ports(&bridge.name) {
+            for i in ifaces {
+                let kernel_port = i.kind.is_empty() || i.kind == "system";
+                if !kernel_port
+                    || cache.quiet_uplinks.contains(&i.name)
+                    || !Path::new(&format!("/proc/sys/net/ipv4/conf/{}", i.name)).exists()
+                {
+                    continue;
+                }
+                let n = sysctl::ensure_no_arp_replies(&i.name)?;
+                if n > 0 {
+                    info!(uplink = %i.name, "The kernel no longer answers ARP on this uplink of the underlay bridge (arp_ignore=8).");
+                }
+                cache.quiet_uplinks.insert(i.name.clone());
+                changes += n;
+            }
+        }
+        Ok(changes)
+    }
 }
 
 #[async_trait]
@@ -855,17 +954,24 @@ impl Datapath for OvsDatapath {
         // Ports whose device failed are reported; flows need all of them.
         let ofports = self.ofports(&want).await?;
         tally.add(self.ensure_gateways(&plans).await);
+        tally.add(self.ensure_quiet_uplinks(&self.db.snapshot(), &mut cache));
+        let members = members(desired, self.underlay.ip);
         let flows = match self.flow_nets(&plans, ported, &ofports) {
             Ok(nets) => {
-                let members = members(desired, self.underlay.ip);
-                self.ensure_flows(nets, &members, &mut cache).await
+                let tunnel = nets.1;
+                let installed = self.ensure_flows(nets, &members, &mut cache).await;
+                installed.map(|n| (n, tunnel))
             }
             Err(e) => Err(e),
         };
         if flows.is_err() {
             cache.flows_hash = None;
         }
-        tally.add(flows);
+        let tunnel = flows.as_ref().ok().map(|(_, t)| *t);
+        tally.add(flows.map(|(n, _)| n));
+        if let Some(tunnel) = tunnel {
+            tally.add(self.warm_up_tunnels(tunnel, &members, &mut cache).await);
+        }
         if !plans.is_empty() {
             tally.add(ensure_ip_forward());
         }

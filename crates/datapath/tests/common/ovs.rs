@@ -58,6 +58,10 @@ impl Ovs {
         self.kit.ofctl(args).unwrap()
     }
 
+    pub fn appctl(&self, args: &[&str]) -> String {
+        self.kit.appctl(args).unwrap()
+    }
+
     /// The integration bridge's OpenFlow target.
     pub fn target(&self) -> String {
         self.kit.mgmt_target(DEFAULT_BRIDGE)

@@ -42,6 +42,9 @@ use socketplane_api::rest::{EndpointInfo, NetworkInfo};
 use socketplane_lab::StoreKind;
 use socketplane_testkit::{netns, require_privileged, zeroconf};
 
+pub mod stream;
+use stream::{PingStream, Timeline};
+
 /// How long other hosts may take to apply a change (a new or removed
 /// endpoint or network) they learn through the watch. Measured here: well
 /// under a second.
@@ -979,12 +982,6 @@ pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
 /// than its outages, which outlast the lease ([`LEASE_TTL`]) on purpose.
 const OUTAGE_RECLAIM_AFTER: &str = "120s";
 
-/// A ping stream at 100 packets/s from a workload, counted by ping itself.
-struct PingStream {
-    child: Option<std::process::Child>,
-    count: u32,
-}
-
 /// Packets per stream, at 10 ms: longer than a kill-and-restart round (an
 /// outage of lease + 1 s, then about 1 s to converge: 5-6 s for a
 /// follower; the leader's adds a store election: 8-9 s here).
@@ -994,77 +991,6 @@ fn stream_packets(role: &str) -> u32 {
         _ => 1000,
     }
 }
-const STREAM_INTERVAL: &str = "0.01";
-
-impl PingStream {
-    fn start(t: &TestLab, from: &str, to: Ipv4Addr, packets: u32) -> PingStream {
-        let ns = t.lab().workload(from).expect("workload").netns.clone();
-        let count = packets.to_string();
-        let child = netns::command(
-            &ns,
-            &[
-                "ping",
-                "-n",
-                "-q",
-                "-i",
-                STREAM_INTERVAL,
-                "-c",
-                &count,
-                "-W",
-                "1",
-                &to.to_string(),
-            ],
-        )
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start ping");
-        PingStream {
-            child: Some(child),
-            count: packets,
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().expect("ping status").is_none())
-    }
-
-    /// Waits for the stream to end: (sent, received).
-    fn finish(mut self) -> (u32, u32) {
-        let child = self.child.take().expect("a running stream");
-        let out = child.wait_with_output().expect("ping output");
-        let text = String::from_utf8_lossy(&out.stdout);
-        // "1200 packets transmitted, 1200 received, ..."
-        let line = text
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no ping summary: {text} {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            });
-        let nums: Vec<u32> = line
-            .split(|c: char| !c.is_ascii_digit())
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        assert_eq!(nums[0], self.count, "{line}");
-        (nums[0], nums[1])
-    }
-}
-
-impl Drop for PingStream {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Traffic into a host survives link changes on that host: veths come and
 /// go there (as when containers start and stop) and its agent attaches and
 /// detaches endpoints, while a 100/s stream from another host's workload
@@ -1081,6 +1007,7 @@ pub fn traffic_into_a_host_survives_link_churn_there(m: Mode) {
     let stream = PingStream::start(&t, "w0", w1.endpoint.ip, 600);
     let ns = t.lab().hosts()[1].netns.clone();
     let mut churned = 0;
+    let mut timeline = Timeline::default();
     for i in 0..120 {
         let (a, b) = (format!("spzc{i}"), format!("spzd{i}"));
         let link = |args: &[&str]| netns::exec(&ns, args).map(drop);
@@ -1091,24 +1018,70 @@ pub fn traffic_into_a_host_survives_link_churn_there(m: Mode) {
         churned += 1;
         if i % 40 == 0 {
             let name = format!("c{i}");
+            timeline.mark(format!("attach {name}"));
             let e = t.workload(1, &name, "web");
             let netns_path = e.endpoint.netns.clone().expect("netns");
+            timeline.mark(format!("detach {name}"));
             t.sp(
                 1,
                 &["endpoint", "detach", "--netns", &netns_path, "-n", "web"],
             )
             .expect("detach");
+            timeline.mark(format!("detached {name}"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (sent, received) = stream.finish();
+    timeline.mark("churn done");
+    let r = stream.finish();
+    let (sent, received) = (r.sent, r.received);
     eprintln!("{churned} veth pairs came and went: {received}/{sent} pings");
     assert_eq!(
         received,
         sent,
-        "{} packets into the churning host lost",
-        sent - received
+        "{} packets into the churning host lost\n{}",
+        sent - received,
+        r.report(&timeline)
     );
+}
+
+/// With the userspace Open vSwitch datapath, what is wrong with the hosts'
+/// tunnel neighbours (empty: every host's ovs-vswitchd holds every other
+/// host's underlay address with the MAC of its `br-phy`). A packet to a
+/// host missing there is dropped while ovs-vswitchd ARPs; one sent to
+/// another MAC of that host (its uplink's) is refused by its stack.
+fn tunnel_neighbour_problems(t: &TestLab) -> Vec<String> {
+    let hosts = t.lab().hosts();
+    let bridge_mac = |ns: &str| {
+        let l = common::ip_json(ns, &["-j", "link", "show", "br-phy"]);
+        l[0]["address"].as_str().unwrap_or_default().to_string()
+    };
+    let macs: Vec<String> = hosts.iter().map(|h| bridge_mac(&h.netns)).collect();
+    let mut problems = Vec::new();
+    for h in hosts {
+        let ovs = socketplane_lab::ovs::attach(&h.netns, h.dir());
+        let table = ovs
+            .appctl(&["tnl/neigh/show"])
+            .unwrap_or_else(|e| panic!("tnl/neigh/show on {}: {e}", h.name));
+        for (other, mac) in hosts.iter().zip(&macs) {
+            if other.name == h.name {
+                continue;
+            }
+            let ip = other.underlay_ip.to_string();
+            let entry = table.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(ip.as_str())).then(|| w.next().unwrap_or_default().to_string())
+            });
+            match entry {
+                Some(m) if &m == mac => {}
+                Some(m) => problems.push(format!(
+                    "{} has {} at {m}, not at its br-phy's {mac}",
+                    h.name, other.name
+                )),
+                None => problems.push(format!("{} has no tunnel neighbour {}", h.name, other.name)),
+            }
+        }
+    }
+    problems
 }
 
 /// Continuous traffic across an agent's `kill -9` and restart, first of a
@@ -1131,6 +1104,16 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
     let mut t = TestLab::start_mode_with_args('f', 3, m, args);
     t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
         .expect("create web");
+    if t.lab().config().uses_ovs() {
+        // Before any workload sends: the streams' first packets must not
+        // find a tunnel neighbour missing or wrong.
+        let mut problems = Vec::new();
+        let ready = wait_until(PROPAGATION, || {
+            problems = tunnel_neighbour_problems(&t);
+            problems.is_empty()
+        });
+        assert!(ready, "tunnel neighbours not resolved: {problems:?}");
+    }
     let ws: Vec<EndpointInfo> = (0..3)
         .map(|h| t.workload(h, &format!("w{h}"), "web"))
         .collect();
@@ -1161,6 +1144,7 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             "host index {victim} never learned {gone_name}'s MAC"
         );
         let packets = stream_packets(role);
+        let mut timeline = Timeline::default();
         let mut outbound =
             PingStream::start(&t, &format!("w{victim}"), ws[peer].endpoint.ip, packets);
         let mut inbound =
@@ -1171,6 +1155,7 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             .stop_agent(victim, socketplane_lab::Signal::SIGKILL)
             .expect("kill -9");
         let killed = Instant::now();
+        timeline.mark(format!("{role}'s agent killed"));
         // Detach elsewhere; with the leader's agent gone, the store first
         // elects a new leader, so retry for a while.
         let netns_path = gone.endpoint.netns.clone().unwrap();
@@ -1186,6 +1171,7 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             "detach during the {role}'s outage failed\n{}",
             t.agent_logs()
         );
+        timeline.mark(format!("{gone_name} detached on the peer"));
         eprintln!(
             "{role}: detached elsewhere {:?} after the kill",
             killed.elapsed()
@@ -1196,6 +1182,7 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             t.status(peer)
                 .is_some_and(|st| st.nodes.iter().any(|n| n.name == victim_name && !n.alive))
         });
+        timeline.mark(format!("{victim_name} seen dead"));
         assert!(
             seen_dead,
             "{role}: {victim_name} still alive {:?} after its agent's kill (lease {lease:?})",
@@ -1215,6 +1202,7 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
                 &ws[victim].endpoint.ip.to_string(),
             ],
         );
+        timeline.mark("address take refused");
         assert!(
             taken.is_err(),
             "{role}: the dead-but-not-reclaimed host's address {} was handed out again",
@@ -1234,11 +1222,14 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             outage > lease,
             "outage {outage:?} shorter than the lease ({lease:?}): it proves less than it says"
         );
+        timeline.mark(format!("{role}'s agent restarting"));
         t.lab_mut()
             .start_agent(victim, false)
             .expect("restart agent");
+        timeline.mark(format!("{role}'s agent answers"));
         eprintln!("{role} agent down for {:?}", killed.elapsed());
         t.wait_for_nodes(peer, 3, FORMATION);
+        timeline.mark("3 nodes again");
         let converged = wait_until(PROPAGATION, || {
             let f = t.forwarding_state(victim);
             !f.contains(&gone_mac) && f.contains(&ws[peer].endpoint.mac.to_string())
@@ -1248,6 +1239,7 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             "{role} host did not converge after its restart\n{}",
             t.agent_logs()
         );
+        timeline.mark(format!("{role}'s host converged"));
         eprintln!("{role} round done {:?} after the kill", killed.elapsed());
         // Its workload's endpoint survived the outage, unchanged.
         let still: Vec<EndpointInfo> = t.sp_json(peer, &["endpoint", "list"]);
@@ -1264,13 +1256,18 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
             "the streams ended before the round did: it was not covered"
         );
         for (dir, s) in [("from", outbound), ("to", inbound)] {
-            let (sent, received) = s.finish();
+            let r = s.finish();
+            let (sent, received) = (r.sent, r.received);
             eprintln!("{role}: stream {dir} the killed host: {received}/{sent}");
+            if dir == "from" {
+                eprint!("{}", r.report(&timeline));
+            }
             assert_eq!(
                 received,
                 sent,
-                "{role}: {} packets {dir} the killed host's workload lost",
-                sent - received
+                "{role}: {} packets {dir} the killed host's workload lost\n{}",
+                sent - received,
+                r.report(&timeline)
             );
         }
         if role == "follower" {
