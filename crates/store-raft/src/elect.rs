@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 
-use crate::shared::Core;
+use crate::shared::{Core, Ticker};
 
 /// How long a follower waits without a leader before it campaigns: past
 /// the longest normal timer (the leader lease, `election_max`, plus an
@@ -33,12 +33,11 @@ fn patience(core: &Core, attempt: u64) -> Duration {
 }
 
 pub(crate) async fn watchdog_loop(core: Weak<Core>) {
-    let period = match core.upgrade() {
-        Some(c) => c.cfg.timing.heartbeat.max(Duration::from_millis(50)),
-        None => return,
+    let Some(mut ticks) = Ticker::every(&core, |c| {
+        c.cfg.timing.heartbeat.max(Duration::from_millis(50))
+    }) else {
+        return;
     };
-    let mut iv = tokio::time::interval(period);
-    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut attempt = 0u64;
     // The last time this node heard from a leader or campaigned.
     let mut quiet_since = Instant::now();
@@ -47,11 +46,9 @@ pub(crate) async fn watchdog_loop(core: Weak<Core>) {
         None => return,
     };
     loop {
-        iv.tick().await;
-        let Some(core) = core.upgrade() else { return };
-        if core.is_stopped() {
+        let Some(core) = ticks.tick().await else {
             return;
-        }
+        };
         let m = core.metrics();
         let voter = m
             .membership_config
