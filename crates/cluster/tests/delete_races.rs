@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socketplane_api::keys;
-use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
-use socketplane_api::NodeRecord;
+use socketplane_cluster::testing::{attach_web, register, web};
 use socketplane_cluster::Cluster;
 use socketplane_store::mem::MemStore;
 use socketplane_store::{
@@ -94,37 +93,8 @@ impl Store for Racy {
 
 async fn node(store: Arc<dyn Store>, id: &str) -> Arc<Cluster> {
     let c = Cluster::new(store, id.into(), "c".into());
-    c.register(
-        &NodeRecord {
-            id: id.into(),
-            name: format!("host-{id}"),
-            addr: "198.18.0.9".parse().unwrap(),
-            cluster_port: 1,
-            datapath: "linux".into(),
-            version: "0".into(),
-        },
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    register(&c, id).await;
     Arc::new(c)
-}
-
-fn web() -> CreateNetwork {
-    CreateNetwork {
-        name: "web".into(),
-        subnet: "10.9.0.0/24".into(),
-        gateway: None,
-        mtu: None,
-        mode: Default::default(),
-    }
-}
-
-fn attach_web() -> AttachEndpoint {
-    AttachEndpoint {
-        network: "web".into(),
-        ..Default::default()
-    }
 }
 
 /// Every key whose name or value mentions network `id` (the networks
