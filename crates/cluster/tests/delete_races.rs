@@ -8,16 +8,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use socketplane_api::keys;
 use socketplane_cluster::testing::{attach_web, register, web};
 use socketplane_cluster::Cluster;
 use socketplane_store::mem::MemStore;
-use socketplane_store::{
-    KeyValue, LeaseId, Listing, Op, Result, Revision, Store, StoreStatus, Txn, TxnResult,
-    WatchStream,
-};
+use socketplane_store::{Layer, Layered, Listing, Op, Result, Store, Txn, TxnResult};
 use tokio::sync::Mutex;
 
 type Racing = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -30,14 +26,22 @@ enum Moment {
     BeforeBlockClaim,
 }
 
-/// A store that runs `racing` once, at `moment`, inside a call made
-/// through it.
+/// A store (as [`Layered`]) that runs `racing` once, at `moment`, inside
+/// a call made through it.
 struct Racy {
     inner: Arc<dyn Store>,
     hook: Mutex<Option<(Moment, Racing)>>,
 }
 
 impl Racy {
+    /// A racy store over `inner`, with no racing writes yet.
+    fn over(inner: &Arc<dyn Store>) -> Arc<Layered<Racy>> {
+        Arc::new(Layered(Racy {
+            inner: inner.clone(),
+            hook: Mutex::new(None),
+        }))
+    }
+
     async fn fire_if(&self, now: impl Fn(&Moment) -> bool) {
         let racing = {
             let mut hook = self.hook.lock().await;
@@ -53,9 +57,9 @@ impl Racy {
 }
 
 #[async_trait::async_trait]
-impl Store for Racy {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        self.inner.get(key).await
+impl Layer for Racy {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
     async fn list(&self, prefix: &str) -> Result<Listing> {
         let listing = self.inner.list(prefix).await?;
@@ -73,21 +77,6 @@ impl Store for Racy {
                 .await;
         }
         self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
-        self.inner.lease_keep_alive(lease).await
-    }
-    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(lease).await
-    }
-    async fn status(&self) -> Result<StoreStatus> {
-        self.inner.status().await
     }
 }
 
@@ -117,10 +106,7 @@ async fn left_of(store: &Arc<dyn Store>, id: &str) -> Vec<String> {
 #[tokio::test]
 async fn writes_between_a_deletes_listing_and_its_commit_are_swept() {
     let inner: Arc<dyn Store> = Arc::new(MemStore::new());
-    let racy = Arc::new(Racy {
-        inner: inner.clone(),
-        hook: Mutex::new(None),
-    });
+    let racy = Racy::over(&inner);
     let deleter = node(racy.clone(), "a").await;
     let attacher = node(inner.clone(), "b").await;
     let net = deleter.create_network(&web()).await.unwrap();
@@ -147,10 +133,7 @@ async fn writes_between_a_deletes_listing_and_its_commit_are_swept() {
 #[tokio::test]
 async fn a_block_claim_racing_the_delete_leaves_nothing() {
     let inner: Arc<dyn Store> = Arc::new(MemStore::new());
-    let racy = Arc::new(Racy {
-        inner: inner.clone(),
-        hook: Mutex::new(None),
-    });
+    let racy = Racy::over(&inner);
     let attacher = node(racy.clone(), "b").await;
     let deleter = node(inner.clone(), "a").await;
     let net = deleter.create_network(&web()).await.unwrap();
