@@ -9,10 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use socketplane_store::{
-    KeyValue, LeaseId, Listing, Result, Revision, Store, StoreError, StoreStatus, Txn, TxnResult,
-    WatchStream,
-};
+use socketplane_store::{Layer, Layered, LeaseId, Result, Store, StoreError, Txn, TxnResult};
 
 /// Writes are refused below this much free space: room for the log
 /// entries and file growth of writes already in flight.
@@ -27,11 +24,11 @@ pub struct DiskGuard {
 
 impl DiskGuard {
     pub fn wrap(inner: Arc<dyn Store>, dir: &Path) -> Arc<dyn Store> {
-        Arc::new(DiskGuard {
+        Arc::new(Layered(DiskGuard {
             inner,
             dir: dir.to_path_buf(),
             min_free: MIN_FREE_BYTES,
-        })
+        }))
     }
 
     /// Free bytes for an unprivileged writer under `dir`.
@@ -59,32 +56,17 @@ fn full(dir: &Path, free: u64, min_free: u64) -> StoreError {
 }
 
 #[async_trait]
-impl Store for DiskGuard {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Listing> {
-        self.inner.list(prefix).await
+impl Layer for DiskGuard {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
         self.check()?;
         self.inner.txn(txn).await
     }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
-        self.inner.watch(prefix, from).await
-    }
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
         self.check()?;
         self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
-        self.inner.lease_keep_alive(lease).await
-    }
-    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(lease).await
-    }
-    async fn status(&self) -> Result<StoreStatus> {
-        self.inner.status().await
     }
 }
 

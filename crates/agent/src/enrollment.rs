@@ -406,6 +406,15 @@ fn refusal(reason: RefusedReason, peer: SocketAddr) {
     });
 }
 
+/// Both steps' answer when this node has no trust to enroll others with,
+/// or the connection no exported keying material to bind the steps to.
+fn cannot_enroll() -> Response {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this node cannot enroll others",
+    )
+}
+
 /// The first step: the joiner's PAKE message in, the member's message and
 /// confirmation out, as a 401 challenge. Every hello costs the source one
 /// attempt until its enroll step proves the secret.
@@ -415,10 +424,7 @@ async fn hello(
     body: Bytes,
 ) -> Response {
     let (Some(trust), Some(ekm)) = (s.current(), peer.ekm) else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node cannot enroll others",
-        );
+        return cannot_enroll();
     };
     if let Err(wait) = s.attempts.begin(peer.addr.ip()) {
         refusal(RefusedReason::EnrollAttempts, peer.addr);
@@ -481,10 +487,7 @@ async fn enroll(
     body: Bytes,
 ) -> Response {
     let (Some(trust), Some(ekm)) = (s.current(), peer.ekm) else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node cannot enroll others",
-        );
+        return cannot_enroll();
     };
     let Ok(req) = serde_json::from_slice::<EnrollRequest>(&body) else {
         return refuse(StatusCode::BAD_REQUEST, "bad enrollment request");

@@ -351,16 +351,15 @@ pub(crate) fn workload_ns_gone(path: &std::path::Path, pinned: Option<NetnsId>) 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
-    use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
-    use socketplane_api::NodeRecord;
+    use socketplane_api::rest::AttachEndpoint;
     use socketplane_store::mem::MemStore;
     use socketplane_store::Store;
 
     use proptest::prelude::*;
 
     use super::*;
+    use crate::testing::{register, web};
 
     #[test]
     fn request_ids_map_to_stable_distinct_endpoint_ids() {
@@ -375,25 +374,8 @@ mod tests {
     async fn a_cni_attachment_is_keyed_by_container_and_ifname() {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());
         let c = Cluster::new(store, "a".into(), "c".into());
-        let node = NodeRecord {
-            id: "a".into(),
-            name: "host-a".into(),
-            addr: "198.18.0.9".parse().unwrap(),
-            cluster_port: 1,
-            datapath: "linux".into(),
-            version: "0".into(),
-        };
-        c.register(&node, Duration::from_secs(60)).await.unwrap();
-        let net = c
-            .create_network(&CreateNetwork {
-                name: "web".into(),
-                subnet: "10.9.0.0/24".into(),
-                gateway: None,
-                mtu: None,
-                mode: Default::default(),
-            })
-            .await
-            .unwrap();
+        register(&c, "a").await;
+        let net = c.create_network(&web()).await.unwrap();
         let req = AttachEndpoint {
             network: "web".into(),
             container_id: Some("abc".into()),

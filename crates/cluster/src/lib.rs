@@ -13,6 +13,7 @@
 //!   and what the loop publishes; `fence`: when a cut-off node takes its
 //!   workloads off the wire
 //! - [`error`]: [`Error`] and its [`ErrorKind`]
+//! - `testing` (feature `test-support`): nodes for tests
 
 pub mod alloc;
 pub mod cluster;
@@ -28,6 +29,8 @@ pub mod reclaim;
 pub mod reconciler;
 mod records;
 pub mod reservations;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 pub mod view;
 
 pub use cluster::Cluster;

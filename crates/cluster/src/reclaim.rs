@@ -127,49 +127,28 @@ impl Cluster {
 mod tests {
     use std::sync::Arc;
 
-    use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
-    use socketplane_api::NodeRecord;
     use socketplane_store::mem::MemStore;
     use socketplane_store::Store;
 
     use super::*;
+    use crate::testing::{attach_web, node_record, register, web};
 
-    fn record(id: &str) -> NodeRecord {
-        NodeRecord {
-            id: id.into(),
-            name: format!("host-{id}"),
-            addr: "198.18.0.9".parse().unwrap(),
-            cluster_port: 1,
-            datapath: "linux".into(),
-            version: "0".into(),
-        }
+    /// Backdates node `id`'s death to longer ago than the tests' grace of
+    /// an hour.
+    async fn dead_for_over_an_hour(store: &Arc<dyn Store>, id: &str) {
+        let long_ago = unix_now() - 3601;
+        store
+            .put(&keys::dead_since(id), long_ago.to_string().into_bytes())
+            .await
+            .unwrap();
     }
 
     /// Node "b" with one endpoint; returns its lease.
     async fn node_with_endpoint(store: &Arc<dyn Store>) -> (Cluster, socketplane_store::LeaseId) {
         let b = Cluster::new(store.clone(), "b".into(), "c".into());
-        let lease = b
-            .register(&record("b"), Duration::from_secs(60))
-            .await
-            .unwrap();
-        b.create_network(&CreateNetwork {
-            name: "web".into(),
-            subnet: "10.9.0.0/24".into(),
-            gateway: None,
-            mtu: None,
-            mode: Default::default(),
-        })
-        .await
-        .unwrap();
-        let req = AttachEndpoint {
-            network: "web".into(),
-            netns: None,
-            name: None,
-            ifname: None,
-            ip: None,
-            container_id: None,
-            ..Default::default()
-        };
+        let lease = register(&b, "b").await;
+        b.create_network(&web()).await.unwrap();
+        let req = attach_web();
         b.attach(&req, None).await.unwrap();
         (b, lease)
     }
@@ -190,11 +169,7 @@ mod tests {
         // A second pass keeps the first time seen dead.
         assert_eq!(since.mod_revision, since.create_revision);
         // Dead for longer than the grace: reclaimed.
-        let long_ago = unix_now() - 3601;
-        store
-            .put(&keys::dead_since("b"), long_ago.to_string().into_bytes())
-            .await
-            .unwrap();
+        dead_for_over_an_hour(&store, "b").await;
         assert_eq!(
             a.reclaim_if_due("b").await.unwrap(),
             ReclaimStep::Reclaimed(1)
@@ -211,9 +186,7 @@ mod tests {
         let reserved = b.reserve_address("web", None).await.unwrap();
         let a = Cluster::new(store.clone(), "a".into(), "c".into())
             .with_reclaim_after(Some(Duration::from_secs(3600)));
-        a.register(&record("a"), Duration::from_secs(60))
-            .await
-            .unwrap();
+        register(&a, "a").await;
         store.lease_revoke(lease).await.unwrap();
         assert_eq!(a.reclaim_if_due("b").await.unwrap(), ReclaimStep::Waiting);
         let refused = a.reserve_address("web", Some(reserved)).await;
@@ -221,11 +194,7 @@ mod tests {
             matches!(refused, Err(crate::Error::Conflict(_))),
             "within the grace the reservation holds: {refused:?}"
         );
-        let long_ago = unix_now() - 3601;
-        store
-            .put(&keys::dead_since("b"), long_ago.to_string().into_bytes())
-            .await
-            .unwrap();
+        dead_for_over_an_hour(&store, "b").await;
         assert_eq!(
             a.reclaim_if_due("b").await.unwrap(),
             ReclaimStep::Reclaimed(1)
@@ -246,9 +215,7 @@ mod tests {
         let (b, lease) = node_with_endpoint(&store).await;
         let reserved = b.reserve_address("web", None).await.unwrap();
         let a = Cluster::new(store.clone(), "a".into(), "c".into()).with_reclaim_after(None);
-        a.register(&record("a"), Duration::from_secs(60))
-            .await
-            .unwrap();
+        register(&a, "a").await;
         store.lease_revoke(lease).await.unwrap();
         a.remove_node("host-b").await.unwrap();
         assert_eq!(
@@ -279,9 +246,7 @@ mod tests {
         store.lease_revoke(lease).await.unwrap();
         a.reclaim_if_due("b").await.unwrap();
         assert!(store.get(&keys::dead_since("b")).await.unwrap().is_some());
-        b.register(&record("b"), Duration::from_secs(60))
-            .await
-            .unwrap();
+        register(&b, "b").await;
         assert!(store.get(&keys::dead_since("b")).await.unwrap().is_none());
     }
 
@@ -299,7 +264,7 @@ mod tests {
         let removed = a.remove_node("host-b").await.unwrap();
         assert_eq!((removed.id.as_str(), removed.endpoints), ("b", 1));
         assert!(b.list_endpoints().await.unwrap().is_empty());
-        let again = b.register(&record("b"), Duration::from_secs(60)).await;
+        let again = b.register(&node_record("b"), Duration::from_secs(60)).await;
         assert!(
             matches!(again, Err(crate::Error::Conflict(_))),
             "a removed node must not rejoin silently: {again:?}"
@@ -312,24 +277,14 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());
         let (b, lease) = node_with_endpoint(&store).await;
         store.lease_revoke(lease).await.unwrap();
-        let req = AttachEndpoint {
-            network: "web".into(),
-            netns: None,
-            name: None,
-            ifname: None,
-            ip: None,
-            container_id: None,
-            ..Default::default()
-        };
+        let req = attach_web();
         let refused = b.attach(&req, None).await;
         assert!(
             matches!(&refused, Err(crate::Error::Unavailable(m)) if m.contains("lease")),
             "{refused:?}"
         );
         assert!(b.reserve_address("web", None).await.is_err());
-        b.register(&record("b"), Duration::from_secs(60))
-            .await
-            .unwrap();
+        register(&b, "b").await;
         b.attach(&req, None).await.unwrap();
     }
 }

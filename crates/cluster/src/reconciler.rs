@@ -429,7 +429,7 @@ mod tests {
     use std::sync::Mutex;
 
     use async_trait::async_trait;
-    use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
+    use socketplane_api::rest::AttachEndpoint;
     use socketplane_api::NodeRecord;
     use socketplane_datapath::{
         ApplyReport, DatapathError, DesiredState, EndpointIfnames, Underlay,
@@ -437,6 +437,7 @@ mod tests {
     use socketplane_store::mem::MemStore;
 
     use super::*;
+    use crate::testing::{node_record, web};
 
     /// A datapath that cannot plumb the endpoints in `broken`.
     #[derive(Default)]
@@ -503,27 +504,14 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());
         let cluster = Arc::new(Cluster::new(store, "a".into(), "c".into()));
         let record = NodeRecord {
-            id: "a".into(),
-            name: "host-a".into(),
-            addr: "198.18.0.9".parse().unwrap(),
-            cluster_port: 1,
             datapath: "picky".into(),
-            version: "0".into(),
+            ..node_record("a")
         };
         cluster
             .register(&record, Duration::from_secs(60))
             .await
             .unwrap();
-        cluster
-            .create_network(&CreateNetwork {
-                name: "web".into(),
-                subnet: "10.9.0.0/24".into(),
-                gateway: None,
-                mtu: None,
-                mode: Default::default(),
-            })
-            .await
-            .unwrap();
+        cluster.create_network(&web()).await.unwrap();
         let datapath = Arc::new(Picky::default());
         let (reconciler, handle) = Reconciler::new(cluster.clone(), datapath.clone());
         cluster.set_ready(handle.clone());

@@ -8,17 +8,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use socketplane_api::keys;
-use socketplane_api::rest::{AttachEndpoint, CreateNetwork};
-use socketplane_api::NodeRecord;
+use socketplane_cluster::testing::{attach_web, register, web};
 use socketplane_cluster::Cluster;
 use socketplane_store::mem::MemStore;
-use socketplane_store::{
-    KeyValue, LeaseId, Listing, Op, Result, Revision, Store, StoreStatus, Txn, TxnResult,
-    WatchStream,
-};
+use socketplane_store::{Layer, Layered, Listing, Op, Result, Store, Txn, TxnResult};
 use tokio::sync::Mutex;
 
 type Racing = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -31,14 +26,22 @@ enum Moment {
     BeforeBlockClaim,
 }
 
-/// A store that runs `racing` once, at `moment`, inside a call made
-/// through it.
+/// A store (as [`Layered`]) that runs `racing` once, at `moment`, inside
+/// a call made through it.
 struct Racy {
     inner: Arc<dyn Store>,
     hook: Mutex<Option<(Moment, Racing)>>,
 }
 
 impl Racy {
+    /// A racy store over `inner`, with no racing writes yet.
+    fn over(inner: &Arc<dyn Store>) -> Arc<Layered<Racy>> {
+        Arc::new(Layered(Racy {
+            inner: inner.clone(),
+            hook: Mutex::new(None),
+        }))
+    }
+
     async fn fire_if(&self, now: impl Fn(&Moment) -> bool) {
         let racing = {
             let mut hook = self.hook.lock().await;
@@ -54,9 +57,9 @@ impl Racy {
 }
 
 #[async_trait::async_trait]
-impl Store for Racy {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        self.inner.get(key).await
+impl Layer for Racy {
+    fn inner(&self) -> &dyn Store {
+        &*self.inner
     }
     async fn list(&self, prefix: &str) -> Result<Listing> {
         let listing = self.inner.list(prefix).await?;
@@ -75,56 +78,12 @@ impl Store for Racy {
         }
         self.inner.txn(txn).await
     }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
-        self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<()> {
-        self.inner.lease_keep_alive(lease).await
-    }
-    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(lease).await
-    }
-    async fn status(&self) -> Result<StoreStatus> {
-        self.inner.status().await
-    }
 }
 
 async fn node(store: Arc<dyn Store>, id: &str) -> Arc<Cluster> {
     let c = Cluster::new(store, id.into(), "c".into());
-    c.register(
-        &NodeRecord {
-            id: id.into(),
-            name: format!("host-{id}"),
-            addr: "198.18.0.9".parse().unwrap(),
-            cluster_port: 1,
-            datapath: "linux".into(),
-            version: "0".into(),
-        },
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    register(&c, id).await;
     Arc::new(c)
-}
-
-fn web() -> CreateNetwork {
-    CreateNetwork {
-        name: "web".into(),
-        subnet: "10.9.0.0/24".into(),
-        gateway: None,
-        mtu: None,
-        mode: Default::default(),
-    }
-}
-
-fn attach_web() -> AttachEndpoint {
-    AttachEndpoint {
-        network: "web".into(),
-        ..Default::default()
-    }
 }
 
 /// Every key whose name or value mentions network `id` (the networks
@@ -147,10 +106,7 @@ async fn left_of(store: &Arc<dyn Store>, id: &str) -> Vec<String> {
 #[tokio::test]
 async fn writes_between_a_deletes_listing_and_its_commit_are_swept() {
     let inner: Arc<dyn Store> = Arc::new(MemStore::new());
-    let racy = Arc::new(Racy {
-        inner: inner.clone(),
-        hook: Mutex::new(None),
-    });
+    let racy = Racy::over(&inner);
     let deleter = node(racy.clone(), "a").await;
     let attacher = node(inner.clone(), "b").await;
     let net = deleter.create_network(&web()).await.unwrap();
@@ -177,10 +133,7 @@ async fn writes_between_a_deletes_listing_and_its_commit_are_swept() {
 #[tokio::test]
 async fn a_block_claim_racing_the_delete_leaves_nothing() {
     let inner: Arc<dyn Store> = Arc::new(MemStore::new());
-    let racy = Arc::new(Racy {
-        inner: inner.clone(),
-        hook: Mutex::new(None),
-    });
+    let racy = Racy::over(&inner);
     let attacher = node(racy.clone(), "b").await;
     let deleter = node(inner.clone(), "a").await;
     let net = deleter.create_network(&web()).await.unwrap();

@@ -18,20 +18,38 @@ fn endpoints(t: &TestLab, host: usize) -> Vec<EndpointRecord> {
     t.sp_json(host, &["endpoint", "list"])
 }
 
-/// The CLI on host 1 (index 0) talking to the test's dockerd.
-fn sp_docker(t: &TestLab, d: &Dockerd, args: &[&str]) -> Result<String, String> {
+/// The CLI on lab host index `host` talking to that host's dockerd `d`.
+fn sp_docker(t: &TestLab, host: usize, d: &Dockerd, args: &[&str]) -> Result<String, String> {
     let mut argv = vec![
         "env".to_string(),
         format!("DOCKER_HOST={}", d.host),
         common::BIN.to_string(),
     ];
     argv.extend(args.iter().map(|s| s.to_string()));
-    let out = t.lab().exec(0, &argv).expect("lab exec");
+    let out = t.lab().exec(host, &argv).expect("lab exec");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// `docker network create` of network `name` on our plugin (network and
+/// IPAM driver both), with `options` (such as `--subnet`).
+fn our_network<'a>(drv: &'a str, name: &'a str, options: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["network", "create", "-d", drv, "--ipam-driver", drv];
+    argv.extend(options);
+    argv.push(name);
+    argv
+}
+
+/// `docker run -d` of a container `name` that sleeps on `network`, with
+/// `extra` options.
+fn sleeper<'a>(name: &'a str, network: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec!["run", "-d", "--name", name, "--network", network];
+    argv.extend(extra);
+    argv.extend([IMAGE, "sleep", "1000"]);
+    argv
 }
 
 fn has_ip(t: &TestLab, ip: &str) -> bool {
@@ -46,43 +64,13 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     let (d, agent) = (&dh.d, &dh.agent);
     let drv = agent.driver.as_str();
 
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
+    d.ok(&our_network(
         drv,
-        "--ipam-driver",
-        drv,
-        "--subnet",
-        "10.30.0.0/24",
-        "-o",
-        "name=blue",
         "blue",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c1",
-        "--network",
-        "blue",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c2",
-        "--network",
-        "blue",
-        "--ip",
-        "10.30.0.50",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+        &["--subnet", "10.30.0.0/24", "-o", "name=blue"],
+    ));
+    d.ok(&sleeper("c1", "blue", &[]));
+    d.ok(&sleeper("c2", "blue", &["--ip", "10.30.0.50"]));
     let ip1 = d.ip("c1", "blue");
     let ip2 = d.ip("c2", "blue");
     assert_eq!(ip2, "10.30.0.50", "docker run --ip must be honoured");
@@ -126,17 +114,7 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
         "the default network is not mirrored\n{}",
         t.agent_logs()
     );
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c0",
-        "--network",
-        &default_net,
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    d.ok(&sleeper("c0", &default_net, &[]));
     let d0 = t.workload(1, "d0", "default");
     assert!(
         d.ping("c0", &d0.endpoint.ip.to_string()),
@@ -208,6 +186,7 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     // The wrapper commands: run on a network, info by name, rm releases.
     sp_docker(
         &t,
+        0,
         d,
         &[
             "run", "-n", "blue", "-d", "--name", "s1", IMAGE, "sleep", "1000",
@@ -216,6 +195,7 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
     .expect("socketplane run -n blue");
     sp_docker(
         &t,
+        0,
         d,
         &["run", "-d", "--name", "s0", IMAGE, "sleep", "1000"],
     )
@@ -232,10 +212,10 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
             t.sp(0, &["info", name, "-o", "json"])
         );
     }
-    sp_docker(&t, d, &["stop", "-t", "0", "s1"]).expect("socketplane stop");
-    sp_docker(&t, d, &["start", "s1"]).expect("socketplane start");
+    sp_docker(&t, 0, d, &["stop", "-t", "0", "s1"]).expect("socketplane stop");
+    sp_docker(&t, 0, d, &["start", "s1"]).expect("socketplane start");
     assert!(d.ping("s1", &ip1), "s1 after restart\n{}", t.agent_logs());
-    sp_docker(&t, d, &["rm", "-f", "s1", "s0"]).expect("socketplane rm");
+    sp_docker(&t, 0, d, &["rm", "-f", "s1", "s0"]).expect("socketplane rm");
     assert!(
         wait_until(Duration::from_secs(5), || !has_ip(&t, &s1ip)
             && !has_ip(&t, &s0ip)),
@@ -249,19 +229,7 @@ fn docker_containers_get_cluster_addresses_and_reach_other_hosts() {
         "docker rm -f must release {ip2}: {:?}",
         endpoints(&t, 0)
     );
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c3",
-        "--network",
-        "blue",
-        "--ip",
-        "10.30.0.50",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    d.ok(&sleeper("c3", "blue", &["--ip", "10.30.0.50"]));
     assert!(d.ping("c3", &ip1));
     d.ok(&["rm", "-f", "c1", "c3"]);
     assert!(wait_until(Duration::from_secs(5), || endpoints(&t, 0)
@@ -331,67 +299,19 @@ fn docker_bad_input_gets_clear_errors() {
     t.sp(0, &["network", "create", "red", "10.40.0.0/16"])
         .expect("create red");
     let err = d
-        .docker(&[
-            "network",
-            "create",
-            "-d",
-            drv,
-            "--ipam-driver",
-            drv,
-            "--subnet",
-            "10.40.1.0/24",
-            "x",
-        ])
+        .docker(&our_network(drv, "x", &["--subnet", "10.40.1.0/24"]))
         .expect_err("an overlapping subnet must be refused");
     assert!(err.contains("overlaps") && err.contains("red"), "{err}");
     let err = d
-        .docker(&[
-            "network",
-            "create",
-            "-d",
-            drv,
-            "--ipam-driver",
-            drv,
-            "nosubnet",
-        ])
+        .docker(&our_network(drv, "nosubnet", &[]))
         .expect_err("a network without subnet must be refused");
     assert!(err.contains("--subnet"), "{err}");
 
     // A /30 has one address besides the gateway.
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        drv,
-        "--ipam-driver",
-        drv,
-        "--subnet",
-        "10.41.0.0/30",
-        "tiny",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "t1",
-        "--network",
-        "tiny",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    d.ok(&our_network(drv, "tiny", &["--subnet", "10.41.0.0/30"]));
+    d.ok(&sleeper("t1", "tiny", &[]));
     let err = d
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "t2",
-            "--network",
-            "tiny",
-            IMAGE,
-            "sleep",
-            "1000",
-        ])
+        .docker(&sleeper("t2", "tiny", &[]))
         .expect_err("an exhausted pool must be refused");
     assert!(err.contains("no free address"), "{err}");
     let err = d
@@ -418,17 +338,7 @@ fn docker_bad_input_gets_clear_errors() {
         "{:?}",
         endpoints(&t, 0)
     );
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "t4",
-        "--network",
-        "tiny",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    d.ok(&sleeper("t4", "tiny", &[]));
 }
 
 #[test]
@@ -438,41 +348,13 @@ fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected(
     let mut dh = DockerHost::start(&mut t, 0);
     let drv = dh.agent.driver.clone();
     let d = &dh.d;
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
+    d.ok(&our_network(
         &drv,
-        "--ipam-driver",
-        &drv,
-        "--subnet",
-        "10.50.0.0/24",
-        "-o",
-        "name=blue",
         "blue",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c1",
-        "--network",
-        "blue",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c2",
-        "--network",
-        "blue",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+        &["--subnet", "10.50.0.0/24", "-o", "name=blue"],
+    ));
+    d.ok(&sleeper("c1", "blue", &[]));
+    d.ok(&sleeper("c2", "blue", &[]));
     let ip1 = d.ip("c1", "blue");
     let ip2 = d.ip("c2", "blue");
     assert!(d.ping("c1", &ip2));
@@ -482,17 +364,7 @@ fn docker_containers_survive_an_agent_restart_and_stale_endpoints_are_collected(
     assert!(d.ping("c1", &ip2), "connectivity while the agent is down");
     dh.agent.start_again(&t, 0);
     assert!(d.ping("c1", &ip2), "connectivity after the agent restart");
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c3",
-        "--network",
-        "blue",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    d.ok(&sleeper("c3", "blue", &[]));
     let ip3 = d.ip("c3", "blue");
     assert!(
         d.ping("c3", &ip1),
@@ -536,17 +408,7 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
     let drv1 = a1.driver.as_str();
     // Created in Docker on host1 (no `-o name`): the cluster network takes
     // Docker's name and is mirrored into host2's Docker under it.
-    d1.ok(&[
-        "network",
-        "create",
-        "-d",
-        drv1,
-        "--ipam-driver",
-        drv1,
-        "--subnet",
-        "10.60.0.0/24",
-        "blue",
-    ]);
+    d1.ok(&our_network(drv1, "blue", &["--subnet", "10.60.0.0/24"]));
     assert!(
         wait_until(Duration::from_secs(10), || d2
             .docker(&["network", "inspect", "-f", "{{.Driver}}", "blue"])
@@ -560,28 +422,8 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
             .is_ok()),
         "the cluster network must be named after Docker's"
     );
-    d1.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "x1",
-        "--network",
-        "blue",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    d2.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "x2",
-        "--network",
-        "blue",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    d1.ok(&sleeper("x1", "blue", &[]));
+    d2.ok(&sleeper("x2", "blue", &[]));
     let ip1 = d1.ip("x1", "blue");
     let ip2 = d2.ip("x2", "blue");
     assert_ne!(ip1, ip2, "the cluster IPAM hands out distinct addresses");
@@ -601,38 +443,21 @@ fn docker_containers_on_two_docker_hosts_share_a_network() {
         .network
         .gateway
         .to_string();
-    d1.ok(&[
-        "run",
-        "-d",
-        "--name",
+    d1.ok(&sleeper(
         "y1",
-        "--network",
         "blue",
-        "--dns",
-        &gateway,
-        "--network-alias",
-        "web",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    let argv: Vec<String> = [
-        "env".to_string(),
-        format!("DOCKER_HOST={}", d2.host),
-        common::BIN.to_string(),
-        "run".into(),
-        "-n".into(),
-        "blue".into(),
-    ]
-    .into_iter()
-    .chain(["-d", "--name", "y2", IMAGE, "sleep", "1000"].map(String::from))
-    .collect();
-    let out = t.lab().exec(1, &argv).expect("socketplane run");
-    assert!(
-        out.status.success(),
-        "socketplane run: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        &["--dns", &gateway, "--network-alias", "web"],
+    ));
+    if let Err(stderr) = sp_docker(
+        &t,
+        1,
+        d2,
+        &[
+            "run", "-n", "blue", "-d", "--name", "y2", IMAGE, "sleep", "1000",
+        ],
+    ) {
+        panic!("socketplane run: {stderr}");
+    }
     let by_name = |d: &Dockerd, from: &str, to: &str| {
         d.docker(&["exec", from, "ping", "-c", "1", "-W", "1", to])
             .is_ok()
@@ -677,31 +502,13 @@ fn docker_containers_on_the_ovs_datapath_reach_other_hosts() {
     let mut t = TestLab::start_with('v', 2, "ovs");
     let dh = DockerHost::start(&mut t, 0);
     let (d, drv) = (&dh.d, dh.agent.driver.as_str());
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
+    d.ok(&our_network(
         drv,
-        "--ipam-driver",
-        drv,
-        "--subnet",
-        "10.31.0.0/24",
-        "-o",
-        "name=blue",
         "blue",
-    ]);
+        &["--subnet", "10.31.0.0/24", "-o", "name=blue"],
+    ));
     let before = ovs_ports(&t, 0);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "o1",
-        "--network",
-        "blue",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    d.ok(&sleeper("o1", "blue", &[]));
     let ip = d.ip("o1", "blue");
     assert!(ip.starts_with("10.31.0."), "o1 got {ip:?}");
     let w = t.workload(1, "w1", "blue");
@@ -743,32 +550,10 @@ fn docker_network_name_holds_cluster_wide_while_containers_start_at_once() {
     let dh = DockerHost::start(&mut t, 0);
     let (d, agent) = (&dh.d, &dh.agent);
     let drv = agent.driver.as_str();
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        drv,
-        "--ipam-driver",
-        drv,
-        "--subnet",
-        "10.31.0.0/24",
-        "blue",
-    ]);
+    d.ok(&our_network(drv, "blue", &["--subnet", "10.31.0.0/24"]));
     std::thread::scope(|s| {
         for name in ["r1", "r2"] {
-            s.spawn(move || {
-                d.ok(&[
-                    "run",
-                    "-d",
-                    "--name",
-                    name,
-                    "--network",
-                    "blue",
-                    IMAGE,
-                    "sleep",
-                    "1000",
-                ])
-            });
+            s.spawn(move || d.ok(&sleeper(name, "blue", &[])));
         }
     });
     let netns = t.lab_mut().add_workload(1, "nw1").expect("add workload");
@@ -805,33 +590,13 @@ fn docker_containers_come_back_with_their_networks_after_a_dockerd_restart() {
     let mut dh = DockerHost::start(&mut t, 0);
     let drv = dh.agent.driver.clone();
     let d = &mut dh.d;
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
+    d.ok(&our_network(
         &drv,
-        "--ipam-driver",
-        &drv,
-        "--subnet",
-        "10.70.0.0/24",
-        "-o",
-        "name=blue",
         "blue",
-    ]);
+        &["--subnet", "10.70.0.0/24", "-o", "name=blue"],
+    ));
     for name in ["r1", "r2"] {
-        d.ok(&[
-            "run",
-            "-d",
-            "--restart",
-            "always",
-            "--name",
-            name,
-            "--network",
-            "blue",
-            IMAGE,
-            "sleep",
-            "1000",
-        ]);
+        d.ok(&sleeper(name, "blue", &["--restart", "always"]));
     }
     assert!(d.ping("r1", &d.ip("r2", "blue")));
     d.restart();
@@ -880,17 +645,7 @@ fn bench_docker_run_socketplane_vs_bridge() {
     let mut t = TestLab::start('b', 1);
     let dh = DockerHost::start_with(&mut t, 0, true);
     let (d, drv) = (&dh.d, dh.agent.driver.as_str());
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        drv,
-        "--ipam-driver",
-        drv,
-        "--subnet",
-        "10.80.0.0/24",
-        "blue",
-    ]);
+    d.ok(&our_network(drv, "blue", &["--subnet", "10.80.0.0/24"]));
     let time = |net: &str| {
         let start = std::time::Instant::now();
         d.ok(&["run", "--rm", "--network", net, IMAGE, "true"]);
@@ -925,28 +680,8 @@ fn podman_and_docker_containers_share_a_network() {
     let mut t = TestLab::start('m', 2);
     let dh = DockerHost::start(&mut t, 0);
     let (d, drv) = (&dh.d, dh.agent.driver.as_str());
-    d.ok(&[
-        "network",
-        "create",
-        "-d",
-        drv,
-        "--ipam-driver",
-        drv,
-        "--subnet",
-        "10.33.0.0/24",
-        "mixed",
-    ]);
-    d.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "dk",
-        "--network",
-        "mixed",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    d.ok(&our_network(drv, "mixed", &["--subnet", "10.33.0.0/24"]));
+    d.ok(&sleeper("dk", "mixed", &[]));
     let dk_ip = d.ip("dk", "mixed");
     let plugin = std::path::PathBuf::from(common::BIN).with_file_name("socketplane-cni");
     assert!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use socketplane_api::rest::{ClusterStatus, EndpointInfo};
-use socketplane_lab::Discovery;
+use socketplane_lab::{Discovery, LabConfig};
 
 const MEMBER: &str = "198.18.0.11:6675";
 
@@ -157,20 +157,13 @@ fn an_outsider_without_credentials_gets_nothing() {
     let big = std::env::temp_dir().join(format!("sp-big-{}", std::process::id()));
     std::fs::write(&big, vec![b'x'; 100 << 20]).unwrap();
     let big_arg = format!("@{}", big.display());
-    let code = curl(
-        &ns,
-        &["-k"],
-        &format!("https://{MEMBER}/raft/v1/snapshot"),
-        &big_arg,
-    );
-    assert!(!code.starts_with('2'), "100 MB body answered {code}");
-    let code = curl(
-        &ns,
-        &["-k"],
-        &format!("https://{MEMBER}/cluster/v1/enroll"),
-        &big_arg,
-    );
-    assert!(!code.starts_with('2'), "100 MB enrollment answered {code}");
+    for (route, what) in [
+        ("/raft/v1/snapshot", "body"),
+        ("/cluster/v1/enroll", "enrollment"),
+    ] {
+        let code = curl(&ns, &["-k"], &format!("https://{MEMBER}{route}"), &big_arg);
+        assert!(!code.starts_with('2'), "100 MB {what} answered {code}");
+    }
     let _ = std::fs::remove_file(&big);
     let started = std::time::Instant::now();
     let _: EndpointInfo = t.workload(1, "sw2", "secnet");
@@ -275,19 +268,28 @@ fn an_outsider_without_credentials_gets_nothing() {
     );
 }
 
-#[test]
-fn a_cluster_founded_without_token_admits_only_its_token() {
-    socketplane_testkit::require_privileged!();
-    let name = unique_name('g');
-    let mut config = socketplane_lab::LabConfig::new(&name, 1, BIN);
-    config.token = None;
+/// A lab of `hosts` hosts that join the first one by address (no mDNS),
+/// its config changed by `adjust`, once the hosts formed a cluster.
+fn joined_lab(tag: char, hosts: usize, adjust: impl FnOnce(&mut LabConfig)) -> TestLab {
+    let name = unique_name(tag);
+    let mut config = LabConfig::new(&name, hosts, BIN);
     config.discovery = Discovery::Join;
     config.agent_args = test_agent_args(LEASE_TTL);
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
-    let mut t = TestLab {
+    adjust(&mut config);
+    let t = TestLab {
         lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
     };
-    t.wait_for_nodes(0, 1, FORMATION);
+    t.wait_for_nodes(0, hosts, FORMATION);
+    t
+}
+
+#[test]
+fn a_cluster_founded_without_token_admits_only_its_token() {
+    socketplane_testkit::require_privileged!();
+    let mut t = joined_lab('g', 1, |c| {
+        c.token = None;
+    });
     let token = t.sp(0, &["cluster", "token"]).unwrap().trim().to_string();
     assert!(token.starts_with("SPT1-"), "{token}");
     let secret_file = t.lab().hosts()[0].data_dir.join("trust/secret");
@@ -472,16 +474,9 @@ fn offline_guesses(hello: Hello, words: &[String]) -> Vec<String> {
 fn a_weak_secret_withstands_guessing_and_a_rotated_token_retires_the_old_one() {
     socketplane_testkit::require_privileged!();
     const WEAK: &str = "winter-2026";
-    let name = unique_name('w');
-    let mut config = socketplane_lab::LabConfig::new(&name, 1, BIN);
-    config.token = Some(WEAK.into());
-    config.discovery = Discovery::Join;
-    config.agent_args = test_agent_args(LEASE_TTL);
-    config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
-    let mut t = TestLab {
-        lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
-    };
-    t.wait_for_nodes(0, 1, FORMATION);
+    let mut t = joined_lab('w', 1, |c| {
+        c.token = Some(WEAK.into());
+    });
     let outside = t.lab().outside_netns();
 
     // Offline: one recorded exchange, a dictionary that holds the secret.
@@ -581,17 +576,10 @@ fn a_weak_secret_withstands_guessing_and_a_rotated_token_retires_the_old_one() {
 #[test]
 fn agents_share_an_etcd_over_tls_that_wants_a_password() {
     socketplane_testkit::require_privileged!();
-    let name = unique_name('e');
-    let mut config = socketplane_lab::LabConfig::new(&name, 2, BIN);
-    config.store = socketplane_lab::StoreKind::Etcd;
-    config.etcd_secure = true;
-    config.discovery = Discovery::Join;
-    config.agent_args = test_agent_args(LEASE_TTL);
-    config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
-    let t = TestLab {
-        lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
-    };
-    t.wait_for_nodes(0, 2, FORMATION);
+    let t = joined_lab('e', 2, |c| {
+        c.store = socketplane_lab::StoreKind::Etcd;
+        c.etcd_secure = true;
+    });
     t.sp(0, &["network", "create", "etlsnet", "10.79.0.0/24"])
         .unwrap();
     let nets = t.sp(1, &["network", "list"]).unwrap();

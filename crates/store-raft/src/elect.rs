@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use openraft::ServerState;
 
-use crate::shared::Core;
+use crate::shared::{Core, Ticker};
 use crate::wire::{PreVoteRequest, PreVoteResponse};
 
 /// How long after its last contact with a leader a voter tries: the leader
@@ -94,23 +94,20 @@ pub(crate) async fn election_loop(core: Weak<Core>) {
     // One random sequence per node: a timer drawn once per reset (new
     // leader contact, new try), not again on every tick.
     let seed = RandomState::new();
-    let (period, mut next_try) = match core.upgrade() {
-        Some(c) => (
-            c.cfg.timing.heartbeat.max(Duration::from_millis(20)),
-            Instant::now() + patience(&c, &seed, 0),
-        ),
-        None => return,
+    let Some(mut ticker) = Ticker::every(&core, |c| {
+        c.cfg.timing.heartbeat.max(Duration::from_millis(20))
+    }) else {
+        return;
     };
-    let mut iv = tokio::time::interval(period);
-    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let Some(mut next_try) = core
+        .upgrade()
+        .map(|c| Instant::now() + patience(&c, &seed, 0))
+    else {
+        return;
+    };
     let mut attempt = 0u64;
     let mut last_seen = None;
-    loop {
-        iv.tick().await;
-        let Some(core) = core.upgrade() else { return };
-        if core.is_stopped() {
-            return;
-        }
+    while let Some(core) = ticker.tick().await {
         let m = core.metrics();
         let membership = m.membership_config.membership();
         let voter = membership.voter_ids().any(|v| v == core.id());

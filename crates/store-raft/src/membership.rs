@@ -12,7 +12,7 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use socketplane_store::StoreError;
 
 use crate::error::{chain, Error};
-use crate::shared::{lock, Core};
+use crate::shared::{lock, Core, Ticker};
 use crate::types::NodeId;
 use crate::wire::{JoinRequest, LeaveRequest, WireError};
 use futures::FutureExt;
@@ -342,20 +342,17 @@ async fn tick(core: &Core, leader_since: Instant) {
 
 /// Runs [`tick`] while the node lives.
 pub(crate) async fn upkeep_loop(core: Weak<Core>) {
-    let period = match core.upgrade() {
-        Some(c) => (c.cfg.timing.heartbeat * 4).max(Duration::from_millis(200)),
-        None => return,
+    let Some(mut ticks) = Ticker::every(&core, |c| {
+        (c.cfg.timing.heartbeat * 4).max(Duration::from_millis(200))
+    }) else {
+        return;
     };
-    let mut iv = tokio::time::interval(period);
-    iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term = 0;
     let mut since = Instant::now();
     loop {
-        iv.tick().await;
-        let Some(core) = core.upgrade() else { return };
-        if core.is_stopped() {
+        let Some(core) = ticks.tick().await else {
             return;
-        }
+        };
         let m = core.metrics();
         if m.state != ServerState::Leader {
             term = 0;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -240,5 +240,33 @@ impl Core {
             RaftError::APIError(e) => WireError::Unavailable(e.to_string()),
             RaftError::Fatal(e) => WireError::Unavailable(e.to_string()),
         }
+    }
+}
+
+/// The pace of a background loop over a node's core: ticks every period
+/// (a late tick delays the next, no burst) and hands out the core while
+/// the node lives and runs.
+pub(crate) struct Ticker {
+    core: Weak<Core>,
+    iv: tokio::time::Interval,
+}
+
+impl Ticker {
+    /// `None` if the node is already gone.
+    pub fn every(core: &Weak<Core>, period: impl FnOnce(&Core) -> Duration) -> Option<Ticker> {
+        let period = period(core.upgrade()?.as_ref());
+        let mut iv = tokio::time::interval(period);
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(Ticker {
+            core: core.clone(),
+            iv,
+        })
+    }
+
+    /// Waits for the next tick; `None` once the node is gone or stopped.
+    pub async fn tick(&mut self) -> Option<Arc<Core>> {
+        self.iv.tick().await;
+        let core = self.core.upgrade()?;
+        (!core.is_stopped()).then_some(core)
     }
 }

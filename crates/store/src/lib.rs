@@ -11,7 +11,8 @@
 //!
 //! Modules: [`kv`] (the pure, deterministic state machine with etcd
 //! semantics, reusable by replicated backends), [`mem`] (`MemStore`, in
-//! memory), `etcd` (`EtcdStore`, feature `etcd`, on by default),
+//! memory), [`layer`] (stores that wrap another and change a few calls),
+//! `etcd` (`EtcdStore`, feature `etcd`, on by default),
 //! `conformance` and `bench` (feature `conformance`).
 
 #[cfg(feature = "conformance")]
@@ -21,11 +22,13 @@ pub mod conformance;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod kv;
+pub mod layer;
 pub mod mem;
 
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
 
+pub use layer::{Layer, Layered};
 pub use mem::MemStore;
 
 use std::pin::Pin;

@@ -328,6 +328,15 @@ impl Scale {
         t0.elapsed()
     }
 
+    /// Every host's API socket, in host order.
+    fn sockets(&self) -> Vec<PathBuf> {
+        self.lab()
+            .hosts()
+            .iter()
+            .map(|h| h.socket.clone())
+            .collect()
+    }
+
     /// Creates a network through host1.
     pub fn create_network(&self, name: &str, subnet: &str) {
         let body = format!(r#"{{"name":"{name}","subnet":"{subnet}"}}"#);
@@ -347,12 +356,7 @@ impl Scale {
         rate: Option<f64>,
         first: usize,
     ) -> Vec<Attached> {
-        let sockets: Vec<PathBuf> = self
-            .lab()
-            .hosts()
-            .iter()
-            .map(|h| h.socket.clone())
-            .collect();
+        let sockets = self.sockets();
         let out = Arc::new(Mutex::new(Vec::with_capacity(count)));
         let next = Arc::new(AtomicUsize::new(0));
         let t0 = Instant::now();
@@ -404,12 +408,7 @@ impl Scale {
 
     /// Detaches endpoints, `parallel` at a time.
     pub fn detach(&self, eps: &[Attached], parallel: usize) {
-        let sockets: Vec<PathBuf> = self
-            .lab()
-            .hosts()
-            .iter()
-            .map(|h| h.socket.clone())
-            .collect();
+        let sockets = self.sockets();
         let next = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..parallel.max(1) {
