@@ -48,6 +48,25 @@ async fn agreed_leader(nodes: &[Node], live: &[usize], within: Duration) -> u64 
     }
 }
 
+/// Three nodes with [`timing`] (then `adjust`), all of them voters.
+async fn voting_cluster(
+    name: &str,
+    dir: &std::path::Path,
+    adjust: impl Fn(&mut socketplane_store_raft::EmbeddedConfig),
+) -> Vec<Node> {
+    let nodes = cluster(3, name, dir, |c| {
+        c.timing = timing();
+        adjust(c);
+    })
+    .await;
+    wait_for("3 voters", Duration::from_secs(30), || {
+        let n = &nodes[0];
+        async move { voters(n).await.len() == 3 }
+    })
+    .await;
+    nodes
+}
+
 async fn cut(node: &mut Node) {
     node.store.set_isolated(true);
     node.stop_listener().await;
@@ -62,12 +81,7 @@ async fn heal(node: &mut Node) {
 async fn failover_stays_prompt_after_every_voter_was_cut_off_once() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(3, "failover", dir.path(), |c| c.timing = timing()).await;
-    wait_for("3 voters", Duration::from_secs(30), || {
-        let n = &nodes[0];
-        async move { voters(n).await.len() == 3 }
-    })
-    .await;
+    let mut nodes = voting_cluster("failover", dir.path(), |_| {}).await;
     let all = [0, 1, 2];
     // Both followers in turn: cut off while the others write (so its log
     // falls behind), long enough to campaign in vain, then healed.
@@ -142,14 +156,8 @@ async fn failover_stays_prompt_after_every_voter_was_cut_off_once() {
 async fn a_request_forwarded_to_a_cut_off_leader_moves_to_the_new_one() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(3, "moves", dir.path(), |c| {
-        c.timing = timing();
+    let mut nodes = voting_cluster("moves", dir.path(), |c| {
         c.timing.request_timeout = Duration::from_secs(10);
-    })
-    .await;
-    wait_for("3 voters", Duration::from_secs(30), || {
-        let n = &nodes[0];
-        async move { voters(n).await.len() == 3 }
     })
     .await;
     let all = [0, 1, 2];
@@ -185,12 +193,7 @@ async fn a_request_forwarded_to_a_cut_off_leader_moves_to_the_new_one() {
 async fn a_healed_follower_does_not_depose_the_leader() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = cluster(3, "healed", dir.path(), |c| c.timing = timing()).await;
-    wait_for("3 voters", Duration::from_secs(30), || {
-        let n = &nodes[0];
-        async move { voters(n).await.len() == 3 }
-    })
-    .await;
+    let mut nodes = voting_cluster("healed", dir.path(), |_| {}).await;
     let all = [0, 1, 2];
     let leader = agreed_leader(&nodes, &all, Duration::from_secs(10)).await;
     let li = nodes.iter().position(|n| n.id == leader).unwrap();
