@@ -72,7 +72,7 @@ fn clean_clone_builds_without_protoc() {
            if [ -e \"$d/protobuf/descriptor.proto\" ]; then echo \"$d still visible\" >&2; exit 98; fi\n\
          done\n\
          unset PROTOC PROTOC_INCLUDE\n\
-         cargo build --locked --quiet\n\
+         cargo build --locked --quiet --config 'profile.dev.package.\"*\".opt-level=0'\n\
          \"$CARGO_TARGET_DIR/debug/socketplane\" --version\n",
     );
     let target = work.path().join("target");
@@ -80,9 +80,11 @@ fn clean_clone_builds_without_protoc() {
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .current_dir(&clone)
         .env("CARGO_TARGET_DIR", &target)
-        // The plain `cargo build` a user runs; without debug info only to
-        // keep CI short (what it needs to build is the same).
+        // The plain `cargo build` a user runs; without debug info,
+        // incremental state and optimised dependencies only to keep CI
+        // short (what it needs to build, build scripts included, is the same).
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .env("CARGO_INCREMENTAL", "0")
         .env_remove("RUSTC_WRAPPER")
         .output()
         .expect("run unshare");

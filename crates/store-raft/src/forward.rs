@@ -79,6 +79,10 @@ pub(crate) async fn execute(
     }
     let rx = match req {
         ClientRequest::Txn(mut txn) => {
+            // The term's lease clock starts (one `RefreshLeases` entry)
+            // before its first write, not at some later housekeeping tick
+            // between writes.
+            leases.now_ms(core).await?;
             let mut waits = 0;
             loop {
                 // The leader's state is the freshest: a compare its sender

@@ -191,6 +191,12 @@ impl EmbeddedStore {
         self.core.metrics().last_log_index.unwrap_or(0)
     }
 
+    /// The entries of this node's log from index `from` on, one line each
+    /// (leader id and payload): for diagnostics when a test counts entries.
+    pub fn describe_log_from(&self, from: u64) -> Vec<String> {
+        self.core.log.describe_from(from)
+    }
+
     /// Drops this node's watch history below `revision` (watches from
     /// older revisions then fail with `Compacted`). History is also bounded
     /// on its own (`socketplane_store::kv::DEFAULT_HISTORY` revisions); this

@@ -426,6 +426,21 @@ impl LogStore {
             .or(g.last_purged)
     }
 
+    /// What the entries from `from` on hold, one line each (diagnostics).
+    pub fn describe_from(&self, from: u64) -> Vec<String> {
+        self.lock()
+            .entries
+            .range(from..)
+            .map(|(i, e)| {
+                let what = match &e.payload {
+                    openraft::EntryPayload::Normal(cmd) => format!("{cmd:?}"),
+                    other => format!("{other:?}"),
+                };
+                format!("{i} {}: {what}", e.get_log_id().leader_id)
+            })
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LogMem> {
         self.mem.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -63,8 +63,10 @@ async fn refuted_cas_writes_no_log_entry() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after: Vec<u64> = nodes.iter().map(|n| n.store.last_log_index()).collect();
     assert_eq!(
-        after[li], before[li],
-        "refuted compares appended to the leader's log"
+        after[li],
+        before[li],
+        "refuted compares appended to the leader's log:\n{}",
+        nodes[li].store.describe_log_from(before[li] + 1).join("\n")
     );
     assert_eq!(s0.get("k").await.unwrap().unwrap().value, b"2");
     // A compare that holds still goes through.
@@ -286,8 +288,10 @@ async fn cas_race_wins_once_and_losers_write_no_log_entry() {
         );
         let entries = nodes[li].store.last_log_index() - before;
         assert_eq!(
-            entries, 1,
-            "round {round}: {entries} log entries for one winner and 15 losers"
+            entries,
+            1,
+            "round {round}: {entries} log entries for one winner and 15 losers:\n{}",
+            nodes[li].store.describe_log_from(before + 1).join("\n")
         );
     }
 }
