@@ -147,6 +147,8 @@ impl Reconciler {
         reclaim.tick().await;
         let mut retry_backoff = RETRY_FIRST;
         let mut last_pass = Instant::now();
+        // Whether events arrived during the last pass (see below).
+        let mut burst = false;
         let retry = tokio::time::sleep(retry_backoff);
         tokio::pin!(retry);
         loop {
@@ -167,31 +169,49 @@ impl Reconciler {
                             Err(e) => return e.into(),
                         }
                     }
-                    // While events keep coming, at most one pass per
-                    // CONVERGE_GAP: every pass costs the whole view, so
-                    // passes per event would grow with cluster size times
-                    // event rate. A lone event goes through at once.
-                    let gap = tokio::time::sleep_until((last_pass + CONVERGE_GAP).into());
-                    tokio::pin!(gap);
-                    while !gap.is_elapsed() {
-                        tokio::select! {
-                            biased;
-                            _ = &mut gap => break,
-                            more = stream.next() => match more {
-                                Some(Ok(e)) => shapes |= apply_event(&mut view, &e),
-                                Some(Err(e)) => return e.into(),
-                                None => return StoreError::Unavailable("watch ended".into()).into(),
-                            },
+                    // A lone event goes through at once. Events that
+                    // arrived while the last pass ran mean a burst is on:
+                    // then at most one pass per CONVERGE_GAP, since every
+                    // pass costs the whole view, so passes per event would
+                    // grow with cluster size times event rate. (An event
+                    // after the pass, such as the next request of a client
+                    // that waited for the last one, is lone again.)
+                    loop {
+                        if burst {
+                            let gap = tokio::time::sleep_until((last_pass + CONVERGE_GAP).into());
+                            tokio::pin!(gap);
+                            while !gap.is_elapsed() {
+                                tokio::select! {
+                                    biased;
+                                    _ = &mut gap => break,
+                                    more = stream.next() => match more {
+                                        Some(Ok(e)) => shapes |= apply_event(&mut view, &e),
+                                        Some(Err(e)) => return e.into(),
+                                        None => return StoreError::Unavailable("watch ended".into()).into(),
+                                    },
+                                }
+                            }
                         }
-                    }
-                    last_pass = Instant::now();
-                    if shapes || pending {
-                        pending = self.converge(&view).await;
-                    } else {
-                        // Nothing a datapath sees changed: the last pass
-                        // stands for this revision too.
-                        self.view_tx.send_replace(Arc::new(view.clone()));
-                        self.applied_tx.send_replace(view.revision);
+                        last_pass = Instant::now();
+                        if shapes || pending {
+                            pending = self.converge(&view).await;
+                        } else {
+                            // Nothing a datapath sees changed: the last pass
+                            // stands for this revision too.
+                            self.view_tx.send_replace(Arc::new(view.clone()));
+                            self.applied_tx.send_replace(view.revision);
+                        }
+                        (shapes, burst) = (false, false);
+                        while let Some(Some(more)) = stream.next().now_or_never() {
+                            match more {
+                                Ok(e) => shapes |= apply_event(&mut view, &e),
+                                Err(e) => return e.into(),
+                            }
+                            burst = true;
+                        }
+                        if !burst {
+                            break;
+                        }
                     }
                 }
                 _ = resync.tick() => pending = self.converge(&view).await,
