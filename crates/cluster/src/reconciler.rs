@@ -50,6 +50,8 @@ pub struct Reconciler {
     /// Set while a garbage collection pass runs, so bursts of events do not
     /// start several at once.
     collecting: Arc<AtomicBool>,
+    /// [`RESYNC_EVERY`] (shorter in tests).
+    resync_every: Duration,
 }
 
 /// How a list + watch session ended.
@@ -89,6 +91,7 @@ impl Reconciler {
                 fenced_tx: Arc::new(fenced_tx),
                 unfence: Arc::new(Notify::new()),
                 collecting: Arc::new(AtomicBool::new(false)),
+                resync_every: RESYNC_EVERY,
             },
             ReconcilerHandle {
                 view,
@@ -141,7 +144,7 @@ impl Reconciler {
             Err(e) => return e.into(),
         };
         let mut pending = self.converge(&view).await;
-        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        let mut resync = tokio::time::interval(self.resync_every);
         resync.tick().await;
         let mut reclaim = tokio::time::interval(RECLAIM_EVERY);
         reclaim.tick().await;
@@ -214,7 +217,12 @@ impl Reconciler {
                         }
                     }
                 }
-                _ = resync.tick() => pending = self.converge(&view).await,
+                // The periodic resync reads the host back in full, so
+                // drift (an entry deleted behind our back) is repaired.
+                _ = resync.tick() => {
+                    self.datapath.resync();
+                    pending = self.converge(&view).await;
+                }
                 _ = reclaim.tick() => self.collect_garbage(&view),
                 // Endpoints (or the whole host) that failed are retried
                 // with backoff even when nothing changes.
@@ -464,11 +472,14 @@ mod tests {
     struct Picky {
         broken: Mutex<HashSet<String>>,
         fenced: AtomicBool,
+        /// "resync" and "apply", in the order they came.
+        calls: Mutex<Vec<&'static str>>,
     }
 
     #[async_trait]
     impl Datapath for Picky {
         async fn apply(&self, desired: &DesiredState) -> socketplane_datapath::Result<ApplyReport> {
+            self.calls.lock().unwrap().push("apply");
             let broken = self.broken.lock().unwrap().clone();
             let errors: Vec<DatapathError> = desired
                 .local
@@ -486,6 +497,9 @@ mod tests {
         }
         fn set_fenced(&self, fenced: bool) {
             self.fenced.store(fenced, Ordering::SeqCst);
+        }
+        fn resync(&self) {
+            self.calls.lock().unwrap().push("resync");
         }
         fn endpoint_ifnames(&self, id: &str) -> EndpointIfnames {
             EndpointIfnames {
@@ -570,6 +584,39 @@ mod tests {
             .expect("the fixed endpoint was retried")
             .unwrap();
         assert!(attempts >= 1);
+        task.abort();
+    }
+
+    /// A datapath may apply changes incrementally, trusting what it wrote;
+    /// the periodic resync has it read the host back in full first.
+    #[tokio::test]
+    async fn the_periodic_resync_asks_for_a_full_check() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let cluster = Arc::new(Cluster::new(store, "a".into(), "c".into()));
+        let record = NodeRecord {
+            datapath: "picky".into(),
+            ..node_record("a")
+        };
+        cluster
+            .register(&record, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let datapath = Arc::new(Picky::default());
+        let (mut reconciler, handle) = Reconciler::new(cluster.clone(), datapath.clone());
+        reconciler.resync_every = Duration::from_millis(300);
+        let task = tokio::spawn(reconciler.run());
+        let mut applied = handle.applied.clone();
+        applied.wait_for(|r| *r > 0).await.unwrap();
+        let calls = || datapath.calls.lock().unwrap().clone();
+        assert_eq!(calls()[0], "apply", "the first sync is full anyway");
+
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let log = calls();
+        let at = log.iter().position(|c| *c == "resync");
+        assert!(
+            at.is_some_and(|i| log[i + 1..].contains(&"apply")),
+            "a resync, then an apply: {log:?}"
+        );
         task.abort();
     }
 }

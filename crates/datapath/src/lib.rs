@@ -157,6 +157,16 @@ pub trait Datapath: Send + Sync + 'static {
         let _ = fenced;
     }
 
+    /// Asks for a full comparison with the host on the next apply. Between
+    /// such checks a datapath may trust what it wrote itself and write
+    /// only the differences to the last state it applied (the Linux
+    /// datapath does so for remote endpoints' FDB, neighbour and route
+    /// entries, and checks anyway every [`linux::REMOTE_RECHECK`] and after
+    /// any failure); the check reads the host back and repairs drift,
+    /// such as an entry someone deleted. The reconciler calls it on its
+    /// periodic resync.
+    fn resync(&self) {}
+
     /// The names a local endpoint's veth pair gets (for runtimes that move
     /// the workload end themselves).
     fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames;

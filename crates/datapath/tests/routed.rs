@@ -335,6 +335,22 @@ fn routed_network_routes_on_the_segment_and_tunnels_across_subnets() {
     let fresh = DpHost::start(&lab.hosts[0]);
     assert_eq!(fresh.apply(&lab.desired[0]).changes, 0, "churn on restart");
     assert_eq!(our_routes(&lab.hosts[0]), routes);
+    // A route deleted behind the datapath's back comes back with a resync
+    // (between resyncs an apply trusts what it wrote).
+    let dst = routes.split_whitespace().next().expect("a route");
+    sh(&[
+        "ip",
+        "-n",
+        &lab.hosts[0],
+        "route",
+        "del",
+        dst,
+        "proto",
+        "83",
+    ]);
+    fresh.resync();
+    assert_eq!(fresh.apply(&lab.desired[0]).changes, 1, "route repaired");
+    assert_eq!(our_routes(&lab.hosts[0]), routes);
     let mut d0 = lab.desired[0].clone();
     d0.remote.retain(|r| r.id != "w1");
     assert!(fresh.apply(&d0).changes > 0);

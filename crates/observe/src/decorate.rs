@@ -103,6 +103,10 @@ impl Datapath for ObservedDatapath {
         self.inner.set_fenced(fenced)
     }
 
+    fn resync(&self) {
+        self.inner.resync()
+    }
+
     fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {
         self.inner.endpoint_ifnames(endpoint_id)
     }

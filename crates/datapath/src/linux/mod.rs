@@ -38,8 +38,14 @@
 //! # Reconciliation
 //!
 //! [`Datapath::apply`] reads the kernel state it owns (one dump each of
-//! links, IPv4 addresses, FDB and neighbours), writes only the differences
-//! and counts the writes. Local endpoints whose host veth exists, is
+//! links and IPv4 addresses), writes only the differences and counts the
+//! writes. The entries of remote endpoints (FDB, neighbours, routes), the
+//! bulk of a large cluster, are read back (one dump each of FDB,
+//! neighbours and routes) only on the first apply, after a failure, after
+//! [`Datapath::resync`] and at most every [`REMOTE_RECHECK`]; in between
+//! an apply writes the differences to what the last one left, so one
+//! remote endpoint added or removed costs its three writes, not a dump of
+//! every table. Local endpoints whose host veth exists, is
 //! attached and was configured by this instance with the same spec are not
 //! re-entered; after a restart the first apply verifies each workload's
 //! namespace once. Firewall rules carry a hash of their rendering so
@@ -47,13 +53,16 @@
 //! first apply, and at most every [`FIREWALL_RECHECK`] otherwise.
 
 pub mod names;
+mod remote;
 mod routes;
 
+pub use remote::REMOTE_RECHECK;
 pub use routes::RTPROT_SOCKETPLANE;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
@@ -70,16 +79,17 @@ use crate::error::Errno;
 use crate::kernel::firewall::{Firewall, FirewallCheck, FwHost, FwPort, FwRouted};
 pub use crate::kernel::firewall::{DEFAULT_FIREWALL_TABLE, FIREWALL_RECHECK};
 use crate::kernel::nl::{self, Link};
-use crate::kernel::sysctl::{ensure_ip_forward, ensure_proxy_arp};
+use crate::kernel::sysctl::{ensure_ip_forward, ensure_neigh_room, ensure_proxy_arp};
 use crate::kernel::underlay;
 pub use crate::kernel::veth::ENDPOINT_RECHECK;
 use crate::kernel::veth::{Attach, EndpointCache, Endpoints};
 use crate::plan::NetPlan;
 use crate::tally::Tally;
 use crate::{
-    ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, NetworkMode, Result, Underlay,
-    VXLAN_PORT,
+    ApplyReport, Datapath, DesiredState, EndpointIfnames, MacAddr, NetworkMode, RemoteEndpoint,
+    Result, Underlay, VXLAN_PORT,
 };
+use remote::{NetCache, RemoteCache, RemoteEntries};
 
 /// How the Linux datapath binds to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +106,7 @@ pub struct LinuxConfig {
 struct Cache {
     endpoints: EndpointCache,
     firewall: FirewallCheck,
+    remote: RemoteCache,
 }
 
 /// The Linux kernel datapath, operating in the network namespace of the
@@ -112,6 +123,8 @@ pub struct LinuxDatapath {
     cache: Mutex<Cache>,
     /// See [`Datapath::set_fenced`].
     fenced: AtomicBool,
+    /// See [`Datapath::resync`].
+    resync: AtomicBool,
 }
 
 impl LinuxDatapath {
@@ -135,6 +148,7 @@ impl LinuxDatapath {
             firewall: Firewall::new(DEFAULT_FIREWALL_TABLE),
             cache: Mutex::new(Cache::default()),
             fenced: AtomicBool::new(false),
+            resync: AtomicBool::new(false),
         })
     }
 
@@ -245,136 +259,161 @@ impl LinuxDatapath {
         Ok(changes)
     }
 
-    /// FDB, bridge FDB and neighbour entries for remote endpoints; returns writes.
+    /// FDB, bridge FDB and neighbour entries for the remote endpoints
+    /// `tunnelled`; returns writes. With `full` (or when the cache does
+    /// not know a network's devices) the tables are dumped and compared;
+    /// otherwise only the differences to what the last apply left are
+    /// written, so one change costs its own writes and no dump.
     async fn ensure_remote(
         &self,
-        plans: &[NetPlan],
-        desired: &DesiredState,
+        (plans, tunnelled): (&[NetPlan], &[&RemoteEndpoint]),
         links: &HashMap<String, Link>,
+        full: bool,
+        cache: &mut RemoteCache,
     ) -> Result<usize> {
-        let fdb = nl::neighbours(&self.conn.handle, AddressFamily::Bridge).await?;
-        let neigh = nl::neighbours(&self.conn.handle, AddressFamily::Inet).await?;
-        let mut tally = Tally::default();
-        for p in plans {
-            let (Some(br), Some(vx)) = (links.get(&p.bridge), links.get(&p.vxlan)) else {
-                continue;
-            };
-            let remotes: Vec<_> = desired
-                .remote
-                .iter()
-                .filter(|r| r.network == p.spec.name && r.host != self.underlay.ip)
-                .collect();
-            let mut want_vx: HashSet<([u8; 6], Ipv4Addr)> = HashSet::new();
-            let mut want_brfdb: HashSet<[u8; 6]> = HashSet::new();
-            let mut want_neigh: BTreeMap<Ipv4Addr, [u8; 6]> = BTreeMap::new();
-            for r in &remotes {
-                want_vx.insert((r.mac.0, r.host));
-                want_vx.insert(([0; 6], r.host));
-                want_brfdb.insert(r.mac.0);
-                want_neigh.insert(r.ip, r.mac.0);
-            }
-
-            // VXLAN FDB (the device's own table: entries with a destination).
-            let mut have_vx = HashSet::new();
-            for n in fdb
-                .iter()
-                .filter(|n| n.index == vx.index && n.dst.is_some())
-            {
-                let (Some(mac), Some(dst)) = (mac6(n.lladdr.as_deref()), n.dst) else {
-                    continue;
-                };
-                if want_vx.contains(&(mac, dst)) {
-                    have_vx.insert((mac, dst));
-                } else {
-                    let msg = vxlan_fdb_msg(vx.index, mac, dst);
-                    tally.add(self.del_neigh(msg).await.map(|()| 1));
-                }
-            }
-            // Unicast first, then the all-zero (flood) entries, appended.
-            let mut missing: Vec<_> = want_vx.difference(&have_vx).copied().collect();
-            missing.sort_by_key(|(mac, _)| *mac == [0; 6]);
-            for (mac, dst) in missing {
-                let flags = if mac == [0; 6] {
-                    NLM_F_CREATE | NLM_F_APPEND
-                } else {
-                    NLM_F_CREATE | NLM_F_REPLACE
-                };
-                let msg = vxlan_fdb_msg(vx.index, mac, dst);
-                tally.add(
-                    (nl::ack(
-                        &self.conn.handle,
-                        RouteNetlinkMessage::NewNeighbour(msg),
-                        flags,
-                        || format!("fdb {} dst {dst} on {}", MacAddr(mac), p.vxlan),
-                    )
-                    .await)
-                        .map(|()| 1),
-                );
-            }
-
-            // Bridge FDB: static entries for remote MACs on the VXLAN port.
-            let mut have_br = HashSet::new();
-            for n in fdb.iter().filter(|n| {
-                n.index == vx.index
-                    && n.dst.is_none()
-                    && n.master == Some(br.index)
-                    && n.state == NeighbourState::Noarp
-            }) {
-                let Some(mac) = mac6(n.lladdr.as_deref()) else {
-                    continue;
-                };
-                if want_brfdb.contains(&mac) {
-                    have_br.insert(mac);
-                } else {
-                    let msg = bridge_fdb_msg(vx.index, mac);
-                    tally.add(self.del_neigh(msg).await.map(|()| 1));
-                }
-            }
-            for mac in want_brfdb.difference(&have_br) {
-                let msg = bridge_fdb_msg(vx.index, *mac);
-                tally.add(
-                    (nl::ack(
-                        &self.conn.handle,
-                        RouteNetlinkMessage::NewNeighbour(msg),
-                        NLM_F_CREATE | NLM_F_REPLACE,
-                        || format!("bridge fdb {} on {}", MacAddr(*mac), p.vxlan),
-                    )
-                    .await)
-                        .map(|()| 1),
-                );
-            }
-
-            // Neighbours on the bridge.
-            let mut have_neigh = HashSet::new();
-            for n in neigh.iter().filter(|n| n.index == br.index) {
-                let Some(ip) = n.dst else { continue };
-                let mac = mac6(n.lladdr.as_deref());
-                match want_neigh.get(&ip) {
-                    Some(w) if n.state == NeighbourState::Permanent && mac.as_ref() == Some(w) => {
-                        have_neigh.insert(ip);
-                    }
-                    Some(_) => {} // replaced below
-                    None if n.state == NeighbourState::Permanent => {
-                        let msg = neigh_msg(br.index, ip, None);
-                        tally.add(self.del_neigh(msg).await.map(|()| 1));
-                    }
-                    None => {}
-                }
-            }
-            for (ip, mac) in want_neigh.iter().filter(|(ip, _)| !have_neigh.contains(ip)) {
-                tally.add(
-                    (nl::ack(
-                        &self.conn.handle,
-                        RouteNetlinkMessage::NewNeighbour(neigh_msg(br.index, *ip, Some(*mac))),
-                        NLM_F_CREATE | NLM_F_REPLACE,
-                        || format!("neighbour {ip} on {}", p.bridge),
-                    )
-                    .await)
-                        .map(|()| 1),
-                );
+        // Per network (few), its remote endpoints in their order.
+        let mut nets: Vec<(&NetPlan, u32, u32, Vec<remote::Remote>)> = plans
+            .iter()
+            .filter_map(|p| {
+                let (br, vx) = (links.get(&p.bridge)?, links.get(&p.vxlan)?);
+                Some((p, br.index, vx.index, Vec::new()))
+            })
+            .collect();
+        for r in tunnelled.iter().filter(|r| r.host != self.underlay.ip) {
+            if let Some(n) = nets.iter_mut().find(|n| n.0.spec.name == r.network) {
+                n.3.push(remote::remote(r));
             }
         }
+        let known = |vni: u32, br: u32, vx: u32| {
+            cache
+                .nets
+                .get(&vni)
+                .is_some_and(|c| c.bridge == br && c.vxlan == vx)
+        };
+        let trusted = !full && nets.iter().all(|n| known(n.0.spec.vni, n.1, n.2));
+        let mut last = std::mem::take(&mut cache.nets);
+        let started = Instant::now();
+        let mut dumped = None;
+        if !trusted {
+            cache.checked = None;
+            let fdb = nl::neighbours(&self.conn.handle, AddressFamily::Bridge).await?;
+            let neigh = nl::neighbours(&self.conn.handle, AddressFamily::Inet).await?;
+            dumped = Some((fdb, neigh));
+        }
+        let mut tally = Tally::default();
+        let mut failed = false;
+        for (p, br, vx, now) in nets {
+            let vni = p.spec.vni;
+            let (have, want, next) = match (&dumped, last.remove(&vni)) {
+                (Some((fdb, neigh)), _) => {
+                    let have = RemoteEntries::found(br, vx, fdb, neigh);
+                    (have, RemoteEntries::wanted(br, vx, &now), None)
+                }
+                (None, Some(mut c)) => match c.delta(&now) {
+                    Some((have, want)) => (have, want, Some(c)),
+                    None => (c.everything(), RemoteEntries::wanted(br, vx, &now), None),
+                },
+                // Not reached: every network is known when trusted.
+                (None, None) => (
+                    RemoteEntries::default(),
+                    RemoteEntries::wanted(br, vx, &now),
+                    None,
+                ),
+            };
+            let before = tally.failed();
+            self.write_remote(p, &have, &want, &mut tally).await;
+            if tally.failed() == before {
+                let next = next.unwrap_or_else(|| NetCache::new(br, vx, now));
+                cache.nets.insert(vni, next);
+            } else {
+                failed = true;
+            }
+        }
+        if failed {
+            cache.checked = None;
+        } else if !trusted {
+            cache.checked = Some(started);
+        }
         tally.finish()
+    }
+
+    /// Turns `have` into `want` for network `p`: deletes what is not
+    /// wanted, adds what is missing or different.
+    async fn write_remote(
+        &self,
+        p: &NetPlan,
+        have: &RemoteEntries,
+        want: &RemoteEntries,
+        tally: &mut Tally,
+    ) {
+        let (br, vx) = (want.bridge, want.vxlan);
+        // VXLAN FDB (the device's own table: entries with a destination).
+        for (mac, dst) in have.vx_fdb.difference(&want.vx_fdb) {
+            let msg = vxlan_fdb_msg(vx, *mac, *dst);
+            tally.add(self.del_neigh(msg).await.map(|()| 1));
+        }
+        // Unicast first, then the all-zero (flood) entries, appended.
+        let mut missing: Vec<_> = want.vx_fdb.difference(&have.vx_fdb).copied().collect();
+        missing.sort_by_key(|(mac, _)| *mac == [0; 6]);
+        for (mac, dst) in missing {
+            let flags = if mac == [0; 6] {
+                NLM_F_CREATE | NLM_F_APPEND
+            } else {
+                NLM_F_CREATE | NLM_F_REPLACE
+            };
+            let msg = vxlan_fdb_msg(vx, mac, dst);
+            tally.add(
+                (nl::ack(
+                    &self.conn.handle,
+                    RouteNetlinkMessage::NewNeighbour(msg),
+                    flags,
+                    || format!("fdb {} dst {dst} on {}", MacAddr(mac), p.vxlan),
+                )
+                .await)
+                    .map(|()| 1),
+            );
+        }
+
+        // Bridge FDB: static entries for remote MACs on the VXLAN port.
+        for mac in have.br_fdb.difference(&want.br_fdb) {
+            let msg = bridge_fdb_msg(vx, *mac);
+            tally.add(self.del_neigh(msg).await.map(|()| 1));
+        }
+        for mac in want.br_fdb.difference(&have.br_fdb) {
+            let msg = bridge_fdb_msg(vx, *mac);
+            tally.add(
+                (nl::ack(
+                    &self.conn.handle,
+                    RouteNetlinkMessage::NewNeighbour(msg),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                    || format!("bridge fdb {} on {}", MacAddr(*mac), p.vxlan),
+                )
+                .await)
+                    .map(|()| 1),
+            );
+        }
+
+        // Permanent neighbours on the bridge.
+        for ip in have.neigh.keys().filter(|ip| !want.neigh.contains_key(*ip)) {
+            let msg = neigh_msg(br, *ip, None);
+            tally.add(self.del_neigh(msg).await.map(|()| 1));
+        }
+        for (ip, mac) in want
+            .neigh
+            .iter()
+            .filter(|(ip, mac)| have.neigh.get(*ip) != Some(*mac))
+        {
+            tally.add(
+                (nl::ack(
+                    &self.conn.handle,
+                    RouteNetlinkMessage::NewNeighbour(neigh_msg(br, *ip, Some(*mac))),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                    || format!("neighbour {ip} on {}", p.bridge),
+                )
+                .await)
+                    .map(|()| 1),
+            );
+        }
     }
 
     async fn del_neigh(&self, msg: NeighbourMessage) -> Result<()> {
@@ -420,8 +459,12 @@ impl LinuxDatapath {
     }
 }
 
-fn mac6(v: Option<&[u8]>) -> Option<[u8; 6]> {
-    v.and_then(|b| b.try_into().ok())
+/// How many endpoints the workloads of this host may learn neighbour
+/// entries for: every endpoint of each network with a local endpoint.
+fn reachable_peers(desired: &DesiredState) -> usize {
+    let nets: HashSet<&str> = desired.local.iter().map(|e| e.network.as_str()).collect();
+    let remote = desired.remote.iter();
+    desired.local.len() + remote.filter(|r| nets.contains(r.network.as_str())).count()
 }
 
 fn fdb_msg(
@@ -487,6 +530,10 @@ impl Datapath for LinuxDatapath {
         let planned = crate::kernel::plan(desired, self.underlay.default_mtu)?;
         let (plans, desired) = (planned.nets, &planned.desired);
         let mut cache = self.cache.lock().await;
+        if self.resync.swap(false, Ordering::SeqCst) {
+            cache.remote.checked = None;
+            cache.firewall = FirewallCheck::default();
+        }
         let mut tally = Tally::default();
         let h = &self.conn.handle;
 
@@ -506,6 +553,7 @@ impl Datapath for LinuxDatapath {
         tally.add(self.ensure_gateways(&plans, &links).await);
         if !plans.is_empty() {
             tally.add(ensure_ip_forward());
+            tally.add(ensure_neigh_room(reachable_peers(desired)));
         }
         for p in plans.iter().filter(|p| p.spec.mode == NetworkMode::Routed) {
             if links.contains_key(&p.bridge) {
@@ -523,9 +571,22 @@ impl Datapath for LinuxDatapath {
             .ensure_all((&plans, desired), &links, cached, &mut tally, attach)
             .await;
         let split = routes::split(&plans, desired, self.underlay.ip, self.segment);
-        tally.add(self.ensure_remote(&plans, &split.tunnelled, &links).await);
-        let routed = routes::ensure(h, &split.routes, self.underlay_index);
-        tally.add(routed.await);
+        let full = cache.remote.check_due();
+        let nets = (&plans[..], &split.tunnelled[..]);
+        let remote = self.ensure_remote(nets, &links, full, &mut cache.remote);
+        tally.add(remote.await);
+        let last = cache.remote.routes.take().filter(|_| !full);
+        let routed = routes::ensure(h, &split.routes, self.underlay_index, last.as_ref());
+        match routed.await {
+            Ok(n) => {
+                tally.add(Ok(n));
+                cache.remote.routes = Some(split.routes.clone());
+            }
+            Err(e) => {
+                tally.add(Err(e));
+                cache.remote.checked = None;
+            }
+        }
         let ports = desired
             .local
             .iter()
@@ -568,7 +629,7 @@ impl Datapath for LinuxDatapath {
             Err(e) => tally.check(Err(e)),
         }
         let no_routes = BTreeMap::new();
-        let routes = routes::ensure(&self.conn.handle, &no_routes, self.underlay_index);
+        let routes = routes::ensure(&self.conn.handle, &no_routes, self.underlay_index, None);
         tally.add(routes.await);
         tally.check(self.firewall.remove().await);
         *cache = Cache::default();
@@ -577,6 +638,10 @@ impl Datapath for LinuxDatapath {
 
     fn set_fenced(&self, fenced: bool) {
         self.fenced.store(fenced, Ordering::SeqCst);
+    }
+
+    fn resync(&self) {
+        self.resync.store(true, Ordering::SeqCst);
     }
 
     fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {

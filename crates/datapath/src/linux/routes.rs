@@ -38,15 +38,15 @@ pub(crate) struct Split<'a> {
     /// Per routed network (its bridge), the addresses whose packets arrive
     /// routed on the underlay: the only sources accepted from there.
     pub sources: BTreeMap<&'a str, Vec<Ipv4Addr>>,
-    /// `desired` with only the remote endpoints reached through VXLAN.
-    pub tunnelled: DesiredState,
+    /// The remote endpoints reached through VXLAN.
+    pub tunnelled: Vec<&'a RemoteEndpoint>,
 }
 
 /// Splits the remote endpoints of `desired` into routed and tunnelled ones,
 /// for this host at `own` on underlay subnet `segment`.
 pub(crate) fn split<'a>(
     plans: &'a [NetPlan],
-    desired: &DesiredState,
+    desired: &'a DesiredState,
     own: Ipv4Addr,
     segment: Option<Ipv4Net>,
 ) -> Split<'a> {
@@ -59,20 +59,15 @@ pub(crate) fn split<'a>(
             && desired.routers.contains(&r.host))
         .then_some(p)
     };
-    let mut tunnelled = Vec::new();
     for r in &desired.remote {
         match routed(r) {
             Some(p) => {
                 s.routes.insert(r.ip, r.host);
                 s.sources.entry(p.bridge.as_str()).or_default().push(r.ip);
             }
-            None => tunnelled.push(r.clone()),
+            None => s.tunnelled.push(r),
         }
     }
-    s.tunnelled = DesiredState {
-        remote: tunnelled,
-        ..desired.clone()
-    };
     s
 }
 
@@ -101,12 +96,19 @@ fn destination(r: &RouteMessage) -> Option<Ipv4Addr> {
 
 /// Makes our routes exactly `want` (endpoint address → host, out of
 /// `oif`): adds what is missing or different, deletes ours that are not
-/// wanted; returns writes. An unchanged state costs one dump, no write.
+/// wanted; returns writes. With `last` (what an earlier call made of
+/// them, out of the same `oif`, trusted) it writes only the differences
+/// to it, without a dump; without, it dumps our routes and compares: an
+/// unchanged state costs one dump, no write.
 pub(crate) async fn ensure(
     handle: &Handle,
     want: &BTreeMap<Ipv4Addr, Ipv4Addr>,
     oif: u32,
+    last: Option<&BTreeMap<Ipv4Addr, Ipv4Addr>>,
 ) -> Result<usize> {
+    if let Some(last) = last {
+        return ensure_from(handle, want, oif, last).await;
+    }
     let routes = nl::routes_v4(handle).await?;
     let mut tally = Tally::default();
     let mut have = BTreeMap::new();
@@ -138,6 +140,37 @@ pub(crate) async fn ensure(
         tally.add(deleted.map(|()| 1));
     }
     for (dst, via) in want.iter().filter(|(d, _)| !have.contains_key(*d)) {
+        let added = nl::ack(
+            handle,
+            RouteNetlinkMessage::NewRoute(route_msg(*dst, *via, oif)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            || format!("route {dst}/32 via {via}"),
+        )
+        .await;
+        tally.add(added.map(|()| 1));
+    }
+    tally.finish()
+}
+
+/// [`ensure`] from `last`, the routes known to be in place.
+async fn ensure_from(
+    handle: &Handle,
+    want: &BTreeMap<Ipv4Addr, Ipv4Addr>,
+    oif: u32,
+    last: &BTreeMap<Ipv4Addr, Ipv4Addr>,
+) -> Result<usize> {
+    let mut tally = Tally::default();
+    for (dst, via) in last.iter().filter(|(d, _)| !want.contains_key(*d)) {
+        let deleted = nl::ack_unless(
+            handle,
+            RouteNetlinkMessage::DelRoute(route_msg(*dst, *via, oif)),
+            Errno::ESRCH,
+            || format!("delete route {dst}/32 via {via}"),
+        )
+        .await;
+        tally.add(deleted.map(|()| 1));
+    }
+    for (dst, via) in want.iter().filter(|(d, v)| last.get(*d) != Some(*v)) {
         let added = nl::ack(
             handle,
             RouteNetlinkMessage::NewRoute(route_msg(*dst, *via, oif)),
@@ -211,7 +244,7 @@ mod tests {
             s.sources.get("spbr100"),
             Some(&vec![Ipv4Addr::new(10, 10, 0, 2)])
         );
-        let tunnelled: Vec<Ipv4Addr> = s.tunnelled.remote.iter().map(|r| r.ip).collect();
+        let tunnelled: Vec<Ipv4Addr> = s.tunnelled.iter().map(|r| r.ip).collect();
         assert_eq!(
             tunnelled,
             [[10, 10, 0, 3], [10, 10, 0, 4], [10, 20, 0, 2]].map(Ipv4Addr::from)
@@ -219,6 +252,6 @@ mod tests {
         // Without a known segment everything is tunnelled.
         let s = split(&plans, &d, own, None);
         assert!(s.routes.is_empty());
-        assert_eq!(s.tunnelled.remote.len(), 4);
+        assert_eq!(s.tunnelled.len(), 4);
     }
 }

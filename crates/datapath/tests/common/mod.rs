@@ -32,6 +32,7 @@ pub fn ns_path(name: &str) -> String {
 enum Cmd {
     Apply(DesiredState, mpsc::Sender<Result<ApplyReport, String>>),
     Teardown(mpsc::Sender<Result<(), String>>),
+    Resync(mpsc::Sender<()>),
 }
 
 /// A LinuxDatapath running inside a host namespace on its own thread.
@@ -104,6 +105,10 @@ impl DpHost {
                         let r = rt.block_on(dp.teardown()).map_err(|e| e.to_string());
                         let _ = reply.send(r);
                     }
+                    Cmd::Resync(reply) => {
+                        dp.resync();
+                        let _ = reply.send(());
+                    }
                 }
             }
             drop(dp);
@@ -133,6 +138,13 @@ impl DpHost {
     pub fn apply(&self, d: &DesiredState) -> ApplyReport {
         self.try_apply(d)
             .unwrap_or_else(|e| panic!("apply failed: {e}"))
+    }
+
+    /// [`Datapath::resync`]: the next apply reads the host back in full.
+    pub fn resync(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.tx.as_ref().unwrap().send(Cmd::Resync(tx)).unwrap();
+        rx.recv().unwrap();
     }
 
     pub fn teardown(&self) {
