@@ -132,21 +132,59 @@ async fn start_docker(cfg: &AgentConfig, _node: &Node) -> Result<Option<NoDocker
     Ok(None)
 }
 
-/// Keeps the cluster port's list of removed nodes (`cluster remove`)
-/// current: their certificates are refused from then on.
-async fn refresh_revoked(store: Arc<dyn Store>, standing: Arc<Standing>) {
-    let prefix = socketplane_api::keys::removed("");
+/// Keeps the cluster port's lists current: removed nodes (`cluster
+/// remove`, refused from then on) and the certificates the cluster issued
+/// (`trust/issued/`, the allowlist). Every second, and at once when the
+/// port missed a certificate; from this node's own state with the embedded
+/// store (at once after a restart, without a quorum), else from the store.
+async fn refresh_admission(
+    store: Arc<dyn Store>,
+    embedded: Option<Arc<EmbeddedStore>>,
+    standing: Arc<Standing>,
+) {
+    use socketplane_api::keys;
+    let removed = keys::removed("");
+    let issued = keys::issued("");
+    let nodes = keys::nodes();
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
-        if let Ok(listing) = store.list(&prefix).await {
-            let ids = listing
+        let listed = match &embedded {
+            Some(e) => Some((
+                e.local_list(&removed),
+                e.local_list(&issued),
+                e.local_list(&nodes),
+            )),
+            None => match (
+                store.list(&removed).await,
+                store.list(&issued).await,
+                store.list(&nodes).await,
+            ) {
+                (Ok(r), Ok(i), Ok(n)) => Some((r, i, n)),
+                _ => None,
+            },
+        };
+        if let Some((r, i, n)) = listed {
+            let ids = r
                 .kvs
                 .iter()
-                .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
+                .filter_map(|kv| kv.key.strip_prefix(&removed).map(str::to_string))
                 .collect();
             standing.revoked.replace(ids);
+            standing
+                .issued
+                .replace(crate::enrollment::issued_view(&i, &n));
+        }
+        let missed = standing.issued.take_missed();
+        if !missed.is_empty() {
+            crate::enrollment::confirm_with_members(&standing, embedded.as_ref(), missed);
+        }
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = standing.issued.wanted() => {
+                // At most ten refreshes a second on misses.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
     }
 }
@@ -187,7 +225,11 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         e.set_client_tls(tls);
     }
     standing.use_store(store.clone());
-    tokio::spawn(refresh_revoked(store.clone(), standing.clone()));
+    tokio::spawn(refresh_admission(
+        store.clone(),
+        embedded.clone(),
+        standing.clone(),
+    ));
     // A full disk under the embedded store refuses writes with a clear
     // message before Raft would stop for good on it.
     let store = match &embedded {
