@@ -432,6 +432,109 @@ fn a_removed_node_cannot_mint_itself_back_in_with_the_ca_key_it_kept() {
     );
 }
 
+/// Drops a host's traffic with one peer address (a table of its own in the
+/// host's namespace); healed when dropped.
+struct CutFrom {
+    netns: String,
+}
+
+const CUT_TABLE: &str = "sp_trust_cut";
+
+impl CutFrom {
+    fn new(netns: &str, peer: std::net::Ipv4Addr) -> CutFrom {
+        let rules = format!(
+            "table inet {CUT_TABLE} {{\n chain in {{ type filter hook input priority -400; ip saddr {peer} drop; }}\n chain out {{ type filter hook output priority -400; ip daddr {peer} drop; }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join(format!("{netns}-trust-cut.nft"));
+        std::fs::write(&file, rules).expect("write nft rules");
+        let done = socketplane_testkit::netns::exec(netns, &["nft", "-f", &file.to_string_lossy()]);
+        let _ = std::fs::remove_file(&file);
+        done.expect("cut the host off its peer");
+        CutFrom {
+            netns: netns.to_string(),
+        }
+    }
+}
+
+impl Drop for CutFrom {
+    fn drop(&mut self) {
+        let _ = socketplane_testkit::netns::exec(
+            &self.netns,
+            &["nft", "delete", "table", "inet", CUT_TABLE],
+        );
+    }
+}
+
+/// A member whose state is behind (cut off from the leader while a host
+/// joined) still admits the new host's certificate once another member
+/// confirms the cluster issued it, and still refuses a minted one.
+#[test]
+fn a_member_behind_on_the_allowlist_admits_a_new_host_that_others_confirm() {
+    socketplane_testkit::require_privileged!();
+    let mut t = joined_lab('c', 3, |_| {});
+    let status: ClusterStatus = t.sp_json(0, &["cluster", "status"]);
+    let leader = status
+        .nodes
+        .iter()
+        .find(|n| n.role == "leader")
+        .unwrap_or_else(|| panic!("no leader: {status:?}"))
+        .addr;
+    let hosts = t.lab().hosts().to_vec();
+    // The member that falls behind: a voter that does not lead.
+    let behind = hosts
+        .iter()
+        .rev()
+        .find(|h| h.underlay_ip != leader)
+        .expect("a member that does not lead")
+        .clone();
+    let cut = CutFrom::new(&behind.netns, leader);
+    let joiner = t.add_host();
+    t.wait_for_nodes(0, 4, FORMATION);
+    let joined = t.lab().hosts()[joiner].clone();
+    let trust = joined.data_dir.join("trust");
+    let at = format!("https://{}:6675/cluster/v1/info", behind.underlay_ip);
+    let info = |cert: &str, key: &str| {
+        let args = cert_args(&trust, cert, key);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&joined.netns, &args, &at, "")
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || info("node.pem", "node-key.pem")
+            == "405"),
+        "the member behind never admitted the new host: {}\n{}",
+        info("node.pem", "node-key.pem"),
+        t.agent_logs()
+    );
+    assert!(
+        wait_log(&t, behind.index, "A member confirmed a certificate"),
+        "the member behind did not say who confirmed it:\n{}",
+        t.agent_logs()
+    );
+    // A certificate minted with the CA key is not confirmed.
+    let read = |f: &str| std::fs::read_to_string(trust.join(f)).expect("trust files");
+    let ca = socketplane_trust::ClusterCa::from_pem(&read("ca.pem"), &read("ca-key.pem"))
+        .expect("the CA");
+    let key = socketplane_trust::NodeKey::generate().unwrap();
+    let id = "00000000feedbeef";
+    let forged = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(
+        forged.path().join("f.pem"),
+        ca.issue(id, &key.request(id).unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(forged.path().join("f-key.pem"), &key.key_pem).unwrap();
+    let args = cert_args(forged.path(), "f.pem", "f-key.pem");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for _ in 0..3 {
+        assert_eq!(
+            curl(&joined.netns, &args, &at, ""),
+            "403",
+            "a minted certificate got in"
+        );
+    }
+    drop(cut);
+}
+
 /// A lab of `hosts` hosts that join the first one by address (no mDNS),
 /// its config changed by `adjust`, once the hosts formed a cluster.
 fn joined_lab(tag: char, hosts: usize, adjust: impl FnOnce(&mut LabConfig)) -> TestLab {
