@@ -174,6 +174,9 @@ pub struct Standing {
     /// node ask them again and again.
     asked: Mutex<HashMap<(String, [u8; 32]), Instant>>,
     confirming: std::sync::atomic::AtomicBool,
+    /// Whether this node is a store member (only members can record the
+    /// certificates they issue, so only members enroll others).
+    member: std::sync::atomic::AtomicBool,
     /// Where the rotated secret lives (set once the store is open).
     store: OnceLock<Arc<dyn Store>>,
     /// Hellos waiting for their enroll step, by TLS session.
@@ -257,10 +260,21 @@ impl Standing {
             issued: Issued::default(),
             asked: Mutex::new(HashMap::new()),
             confirming: Default::default(),
+            member: Default::default(),
             store: OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             attempts: Attempts::new(AttemptLimits::default()),
         }))
+    }
+
+    /// This node is a store member from now on: it may enroll others.
+    pub fn set_member(&self) {
+        self.member
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_member(&self) -> bool {
+        self.member.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The store that holds the rotated secret.
@@ -530,8 +544,9 @@ fn refusal(reason: RefusedReason, peer: SocketAddr) {
     });
 }
 
-/// Both steps' answer when this node has no trust to enroll others with,
-/// or the connection no exported keying material to bind the steps to.
+/// Both steps' answer when this node has no trust to enroll others with
+/// or is no store member yet (it could not record the certificate), or
+/// the connection has no exported keying material to bind the steps to.
 fn cannot_enroll() -> Response {
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -547,7 +562,7 @@ async fn hello(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    let (Some(trust), Some(ekm)) = (s.current(), peer.ekm) else {
+    let (Some(trust), Some(ekm), true) = (s.current(), peer.ekm, s.is_member()) else {
         return cannot_enroll();
     };
     if let Err(spent) = s.attempts.begin(peer.addr.ip()) {

@@ -111,6 +111,7 @@ impl Node {
         // A store member can pass joins on at once (its services may still
         // be starting): mDNS says `member=1` from here.
         self.store_member.send_replace(true);
+        self.standing.set_member();
         if let Err(error) = self.start_services().await {
             tracing::error!(error = %crate::report(&error), "Could not start.");
             self.shutdown.notify_one();
