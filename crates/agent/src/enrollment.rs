@@ -938,3 +938,51 @@ async fn call(
         .to_bytes();
     Ok((status, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socketplane_store::{KeyValue, Listing};
+
+    fn listing(kvs: &[(String, Vec<u8>)]) -> Listing {
+        Listing {
+            kvs: kvs
+                .iter()
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: 1,
+                    mod_revision: 1,
+                    lease: None,
+                })
+                .collect(),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn the_allowlist_reads_records_and_members_registered_without_one() {
+        use socketplane_api::keys;
+        let issued = listing(&[
+            (keys::issued("00000000000000aa"), issued_record(&[1; 32])),
+            (keys::issued("00000000000000bb"), b"not json".to_vec()),
+            (
+                keys::issued("00000000000000cc"),
+                br#"{"key_sha256":"0102"}"#.to_vec(),
+            ),
+        ]);
+        let nodes = listing(&[
+            (keys::node("00000000000000aa"), b"{}".to_vec()),
+            (keys::node("00000000000000dd"), b"{}".to_vec()),
+        ]);
+        let view = issued_view(&issued, &nodes);
+        // Unreadable records count as none (their ids are refused).
+        assert_eq!(view.records.len(), 1);
+        assert_eq!(view.records.get("00000000000000aa"), Some(&[1; 32]));
+        // A node with a record is not "registered without one".
+        assert_eq!(
+            view.registered.iter().collect::<Vec<_>>(),
+            vec!["00000000000000dd"]
+        );
+    }
+}
