@@ -88,6 +88,7 @@ pub async fn serve(port: ClusterPort) -> Result<JoinHandle<()>> {
         mode: port.standing.mode(),
         limits: PortLimits::default(),
         revoked: port.standing.revoked.clone(),
+        issued: port.standing.issued.clone(),
         anonymous_paths: ANONYMOUS_PATHS,
     };
     Ok(tokio::spawn(socketplane_trust::serve(server)))

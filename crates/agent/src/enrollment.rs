@@ -3,7 +3,9 @@
 //! member (a PAKE bound to the TLS session, the member confirming first,
 //! then a certificate for the joiner's own key), the member's side of it
 //! (`/cluster/v1/enroll/hello`, `/cluster/v1/enroll`, failed attempts
-//! limited per source address), and the rotation of the join secret.
+//! limited per source address and per node), the record of every
+//! certificate it issues (`trust/issued/<id>`, the allowlist the cluster
+//! port admits certificates by), and the rotation of the join secret.
 //!
 //! The hello answers 401 with the member's PAKE message and confirmation
 //! (an HTTP authentication challenge, as in RFC 7804): only a joiner whose
@@ -28,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use socketplane_observe::events::{ClusterPortRefused, RefusedReason};
 use socketplane_store::{Compare, Op, Store, Txn};
 use socketplane_trust::{
-    enrollment_client_config, member_answer, AttemptLimits, Attempts, ClusterCa, JoinerPake,
-    NodeKey, Peer, PortMode, Revoked, SealedSecret, SessionKey, Token, Trust, TrustFiles,
-    EKM_LABEL, NODE_SERVER_NAME,
+    enrollment_client_config, member_answer, pem_key_fingerprint, AttemptLimits, Attempts,
+    ClusterCa, Issued, IssuedView, JoinerPake, NodeKey, Peer, PortMode, Revoked, SealedSecret,
+    SessionKey, Token, Trust, TrustFiles, EKM_LABEL, NODE_SERVER_NAME,
 };
 use tokio::sync::watch;
 
@@ -40,6 +42,11 @@ use crate::error::{Error, Result};
 pub const ANONYMOUS_PATHS: &[&str] = &[HELLO_PATH, ENROLL_PATH];
 const HELLO_PATH: &str = "/cluster/v1/enroll/hello";
 const ENROLL_PATH: &str = "/cluster/v1/enroll";
+/// A member asks another whether the cluster issued a certificate (members
+/// only: not in [`ANONYMOUS_PATHS`]).
+const ISSUED_PATH: &str = "/cluster/v1/issued";
+/// How long a confirmation asked of members is not asked again.
+const CONFIRM_AGAIN_AFTER: Duration = Duration::from_secs(10);
 const ENROLL_BODY: usize = 16 << 10;
 const ANSWER_BODY: usize = 64 << 10;
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,6 +91,67 @@ struct EnrollAnswer {
     ca_pem: String,
     ca_key_pem: String,
     cert_pem: String,
+    /// The member's view of the allowlist, for the joiner to admit peers
+    /// by until its own state has records (absent from older members).
+    #[serde(default)]
+    issued: Vec<IssuedEntry>,
+    /// Node ids registered without a record (members from before records).
+    #[serde(default)]
+    registered: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IssuedEntry {
+    node_id: String,
+    key_sha256: String,
+}
+
+/// A certificate the cluster issued, as the store keeps it
+/// (`keys::issued`).
+#[derive(Serialize, Deserialize)]
+struct IssuedRecord {
+    key_sha256: String,
+}
+
+fn issued_record(key: &[u8; 32]) -> Vec<u8> {
+    serde_json::to_vec(&IssuedRecord {
+        key_sha256: hex(key),
+    })
+    .unwrap_or_default()
+}
+
+fn parse_key(hex_key: &str) -> Option<[u8; 32]> {
+    unhex(hex_key)?.try_into().ok()
+}
+
+/// The allowlist from listings of `trust/issued/` and `nodes/` (node ids
+/// registered without a record are members from before records existed).
+pub fn issued_view(
+    issued: &socketplane_store::Listing,
+    nodes: &socketplane_store::Listing,
+) -> IssuedView {
+    let prefix = socketplane_api::keys::issued("");
+    let records: HashMap<String, [u8; 32]> = issued
+        .kvs
+        .iter()
+        .filter_map(|kv| {
+            let id = kv.key.strip_prefix(&prefix)?;
+            let record: IssuedRecord = serde_json::from_slice(&kv.value).ok()?;
+            Some((id.to_string(), parse_key(&record.key_sha256)?))
+        })
+        .collect();
+    let nodes_prefix = socketplane_api::keys::nodes();
+    let registered = nodes
+        .kvs
+        .iter()
+        .filter_map(|kv| kv.key.strip_prefix(&nodes_prefix))
+        .filter(|id| !records.contains_key(*id))
+        .map(str::to_string)
+        .collect();
+    IssuedView {
+        records,
+        registered,
+    }
 }
 
 /// This node's trust: what the cluster port serves, what the store dials
@@ -99,6 +167,16 @@ pub struct Standing {
     trust: RwLock<Option<Trust>>,
     mode: watch::Sender<PortMode>,
     pub revoked: Revoked,
+    /// The certificates the cluster issued (the port's allowlist).
+    pub issued: Issued,
+    /// Confirmations recently asked of members (see
+    /// [`confirm_with_members`]), so a forged certificate cannot make this
+    /// node ask them again and again.
+    asked: Mutex<HashMap<(String, [u8; 32]), Instant>>,
+    confirming: std::sync::atomic::AtomicBool,
+    /// Whether this node is a store member (only members can record the
+    /// certificates they issue, so only members enroll others).
+    member: std::sync::atomic::AtomicBool,
     /// Where the rotated secret lives (set once the store is open).
     store: OnceLock<Arc<dyn Store>>,
     /// Hellos waiting for their enroll step, by TLS session.
@@ -179,10 +257,24 @@ impl Standing {
             trust: RwLock::new(trust),
             mode: watch::channel(mode).0,
             revoked: Revoked::default(),
+            issued: Issued::default(),
+            asked: Mutex::new(HashMap::new()),
+            confirming: Default::default(),
+            member: Default::default(),
             store: OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             attempts: Attempts::new(AttemptLimits::default()),
         }))
+    }
+
+    /// This node is a store member from now on: it may enroll others.
+    pub fn set_member(&self) {
+        self.member
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_member(&self) -> bool {
+        self.member.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The store that holds the rotated secret.
@@ -311,6 +403,42 @@ impl Standing {
         Ok(Token::full(trust.ca.cert_der(), &secret))
     }
 
+    /// Records this node's own certificate in the allowlist if nothing is
+    /// recorded for its id (the founder's, and a member's from before
+    /// records existed). `Ok(false)`: nothing to record (open cluster, not
+    /// enrolled). A record for another key is left alone and logged.
+    pub async fn record_self(&self) -> std::result::Result<bool, String> {
+        let Some(trust) = self.current().filter(|_| !self.open) else {
+            return Ok(false);
+        };
+        let Some(store) = self.store.get() else {
+            return Err("the store is not open yet".into());
+        };
+        let own = trust.key_fingerprint().map_err(|e| e.to_string())?;
+        let key = socketplane_api::keys::issued(&self.node_id);
+        let done = store
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(&key))
+                    .then(Op::put(&key, issued_record(&own))),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if done.succeeded {
+            self.issued.insert(&self.node_id, own);
+            tracing::info!("Recorded this node's certificate in the cluster's allowlist.");
+            return Ok(true);
+        }
+        let kv = store.get(&key).await.map_err(|e| e.to_string())?;
+        let recorded = kv
+            .and_then(|kv| serde_json::from_slice::<IssuedRecord>(&kv.value).ok())
+            .and_then(|r| parse_key(&r.key_sha256));
+        if recorded != Some(own) {
+            tracing::error!(node = %self.node_id, "The cluster recorded another certificate for this node id than the one in this node's trust files: members will refuse this node. Move the data dir aside and join again.");
+        }
+        Ok(true)
+    }
+
     /// Keeps a hello's session key for its enroll step.
     fn remember(&self, ekm: [u8; 32], key: SessionKey) -> bool {
         let now = Instant::now();
@@ -357,6 +485,14 @@ impl Standing {
                 return Err("the member sent a CA other than the token's".into());
             }
         }
+        let seed = IssuedView {
+            records: answer
+                .issued
+                .iter()
+                .filter_map(|e| Some((e.node_id.clone(), parse_key(&e.key_sha256)?)))
+                .collect(),
+            registered: answer.registered.iter().cloned().collect(),
+        };
         let trust = Trust {
             ca,
             secret: token.secret.clone(),
@@ -366,6 +502,7 @@ impl Standing {
         let server = trust.server_config().map_err(|e| e.to_string())?;
         let client = trust.client_config().map_err(|e| e.to_string())?;
         self.files.save(&trust).map_err(|e| e.to_string())?;
+        self.issued.seed(seed);
         *self.trust.write().unwrap_or_else(|e| e.into_inner()) = Some(trust);
         self.mode.send_replace(PortMode::Tls(server));
         tracing::info!(%peer, "Enrolled: this node has its certificate from the cluster CA.");
@@ -377,6 +514,7 @@ impl Standing {
         Router::new()
             .route(HELLO_PATH, post(hello))
             .route(ENROLL_PATH, post(enroll))
+            .route(ISSUED_PATH, post(issued))
             .layer(DefaultBodyLimit::max(ENROLL_BODY))
             .with_state(self.clone())
     }
@@ -406,8 +544,9 @@ fn refusal(reason: RefusedReason, peer: SocketAddr) {
     });
 }
 
-/// Both steps' answer when this node has no trust to enroll others with,
-/// or the connection no exported keying material to bind the steps to.
+/// Both steps' answer when this node has no trust to enroll others with
+/// or is no store member yet (it could not record the certificate), or
+/// the connection has no exported keying material to bind the steps to.
 fn cannot_enroll() -> Response {
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -423,20 +562,23 @@ async fn hello(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    let (Some(trust), Some(ekm)) = (s.current(), peer.ekm) else {
+    let (Some(trust), Some(ekm), true) = (s.current(), peer.ekm, s.is_member()) else {
         return cannot_enroll();
     };
-    if let Err(wait) = s.attempts.begin(peer.addr.ip()) {
+    if let Err(spent) = s.attempts.begin(peer.addr.ip()) {
         refusal(RefusedReason::EnrollAttempts, peer.addr);
-        tracing::warn!(peer = %peer.addr, "Too many failed enrollments from this address; refusing it for a while.");
-        let secs = wait.as_secs().max(1);
-        let mut r = refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
+        let secs = spent.wait.as_secs().max(1);
+        let why = if spent.node_wide {
+            tracing::warn!(peer = %peer.addr, "Too many failed enrollments with this node (from any address); refusing enrollments for a while.");
+            format!("too many failed enrollment attempts with this node: retry in {secs} s")
+        } else {
+            tracing::warn!(peer = %peer.addr, "Too many failed enrollments from this address; refusing it for a while.");
+            format!(
                 "too many failed enrollment attempts from {}: retry in {secs} s",
                 peer.addr.ip()
-            ),
-        );
+            )
+        };
+        let mut r = refuse(StatusCode::TOO_MANY_REQUESTS, &why);
         r.headers_mut()
             .insert(axum::http::header::RETRY_AFTER, secs.into());
         return r;
@@ -520,18 +662,186 @@ async fn enroll(
     let Some(csr) = unhex(&req.csr) else {
         return refuse(StatusCode::BAD_REQUEST, "bad certificate request");
     };
-    match trust.ca.issue(&req.node_id, &csr) {
-        Ok(cert_pem) => {
-            tracing::info!(peer = %peer.addr, node = %req.node_id, "Enrolled a node.");
-            Json(EnrollAnswer {
-                ca_pem: trust.ca.cert_pem.clone(),
-                ca_key_pem: trust.ca.key_pem.clone(),
-                cert_pem,
-            })
-            .into_response()
-        }
-        Err(e) => refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+    let cert_pem = match trust.ca.issue(&req.node_id, &csr) {
+        Ok(cert_pem) => cert_pem,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let Ok(key) = pem_key_fingerprint(&cert_pem) else {
+        return refuse(StatusCode::BAD_REQUEST, "bad certificate request");
+    };
+    // Recorded (committed) before the certificate leaves: the cluster
+    // admits only what it recorded.
+    let Some(store) = s.store.get() else {
+        return cannot_enroll();
+    };
+    if let Err(error) = store
+        .put(
+            &socketplane_api::keys::issued(&req.node_id),
+            issued_record(&key),
+        )
+        .await
+    {
+        tracing::warn!(%error, node = %req.node_id, "Could not record a certificate; not enrolling the node.");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cluster cannot record the certificate now (no quorum?): retry",
+        );
     }
+    s.issued.insert(&req.node_id, key);
+    tracing::info!(peer = %peer.addr, node = %req.node_id, "Enrolled a node.");
+    let view = s.issued.view();
+    Json(EnrollAnswer {
+        ca_pem: trust.ca.cert_pem.clone(),
+        ca_key_pem: trust.ca.key_pem.clone(),
+        cert_pem,
+        issued: view
+            .records
+            .iter()
+            .map(|(id, key)| IssuedEntry {
+                node_id: id.clone(),
+                key_sha256: hex(key),
+            })
+            .collect(),
+        registered: view.registered.into_iter().collect(),
+    })
+    .into_response()
+}
+
+/// `POST /cluster/v1/issued` (members only): whether this node holds a
+/// record that the cluster issued the certificate in the body.
+async fn issued(State(s): State<Arc<Standing>>, body: Bytes) -> Response {
+    let Some((id, key)) = serde_json::from_slice::<IssuedEntry>(&body)
+        .ok()
+        .and_then(|e| Some((e.node_id.clone(), parse_key(&e.key_sha256)?)))
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "want {\"node_id\", \"key_sha256\"}",
+        );
+    };
+    let recorded = s.issued.recorded(&id, &key) && !s.revoked.contains(&id);
+    Json(serde_json::json!({ "issued": recorded })).into_response()
+}
+
+/// A certificate of the CA missed this node's allowlist: perhaps this
+/// node's state is behind (it was down while the node was enrolled, and
+/// that node now leads, so the state cannot catch up without it). Asks the
+/// members this node's state knows, over TLS, each checked against this
+/// node's allowlist; one that holds the record makes this node admit the
+/// certificate. Only with the embedded store (etcd reads are current).
+/// One round at a time, of at most eight certificates (a forged
+/// certificate costs this node a few requests every ten seconds at most).
+pub fn confirm_with_members(
+    standing: &Arc<Standing>,
+    embedded: Option<&Arc<socketplane_store_raft::EmbeddedStore>>,
+    missed: HashMap<String, [u8; 32]>,
+) {
+    use std::sync::atomic::Ordering;
+    let Some(embedded) = embedded else {
+        return;
+    };
+    if standing.confirming.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (standing, embedded) = (standing.clone(), embedded.clone());
+    tokio::spawn(async move {
+        confirm(&standing, &embedded, missed).await;
+        standing.confirming.store(false, Ordering::Release);
+    });
+}
+
+async fn confirm(
+    standing: &Standing,
+    embedded: &socketplane_store_raft::EmbeddedStore,
+    missed: HashMap<String, [u8; 32]>,
+) {
+    let now = Instant::now();
+    let missed: Vec<(String, [u8; 32])> = {
+        let mut asked = standing.asked.lock().unwrap_or_else(|e| e.into_inner());
+        asked.retain(|_, at| now.duration_since(*at) < CONFIRM_AGAIN_AFTER);
+        missed
+            .into_iter()
+            .filter(|(id, key)| {
+                standing.issued.check(id, key) != socketplane_trust::Admission::Admitted
+                    && !standing.revoked.contains(id)
+                    && asked.len() < MAX_PENDING
+                    && asked.insert((id.clone(), *key), now).is_none()
+            })
+            .take(8)
+            .collect()
+    };
+    if missed.is_empty() {
+        return;
+    }
+    let Ok(Some(client)) = standing.client_tls() else {
+        return;
+    };
+    let client = Arc::new(client);
+    let members: Vec<(String, SocketAddr)> = embedded
+        .local_list(&socketplane_api::keys::nodes())
+        .kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<socketplane_api::NodeRecord>(&kv.value).ok())
+        .filter(|n| n.id != standing.node_id)
+        .map(|n| (n.id, SocketAddr::from((n.addr, n.cluster_port))))
+        .collect();
+    for (id, key) in missed {
+        let asks = members
+            .iter()
+            .filter(|(member, _)| *member != id)
+            .map(|(member, addr)| ask_member(standing, client.clone(), member, *addr, &id, &key));
+        let answers = futures::future::join_all(asks).await;
+        if let Some(member) = answers.into_iter().flatten().next() {
+            tracing::info!(node = %id, by = %member, "A member confirmed a certificate this node's state did not know yet (this node is catching up).");
+            standing.issued.insert(&id, key);
+        }
+    }
+}
+
+/// Asks `member` at `addr` whether the cluster issued `id`'s certificate
+/// with key `key`: `Some(member)` if it holds the record. The member's own
+/// certificate must be one this node's allowlist holds a record of.
+async fn ask_member(
+    standing: &Standing,
+    client: Arc<rustls::ClientConfig>,
+    member: &str,
+    addr: SocketAddr,
+    id: &str,
+    key: &[u8; 32],
+) -> Option<String> {
+    let ask = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from(NODE_SERVER_NAME)
+            .ok()?
+            .to_owned();
+        let tls = tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        let cert = tls.get_ref().1.peer_certificates()?.first()?.clone();
+        let their_id = socketplane_trust::peer_node_id(&cert).ok()?;
+        let their_key = socketplane_trust::key_fingerprint(&cert).ok()?;
+        if their_id != member
+            || standing.revoked.contains(&their_id)
+            || !standing.issued.recorded(&their_id, &their_key)
+        {
+            return None;
+        }
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let body = serde_json::to_vec(&IssuedEntry {
+            node_id: id.to_string(),
+            key_sha256: hex(key),
+        })
+        .ok()?;
+        let (status, body) = call(&mut sender, ISSUED_PATH, body).await.ok()?;
+        let answer: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        (status.is_success() && answer["issued"] == serde_json::Value::Bool(true))
+            .then(|| member.to_string())
+    };
+    tokio::time::timeout(STEP_TIMEOUT, ask).await.ok().flatten()
 }
 
 /// The joiner's side: one TLS connection, the member proves the secret
@@ -627,4 +937,52 @@ async fn call(
         .map_err(|e| format!("reading the answer: {e}"))?
         .to_bytes();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socketplane_store::{KeyValue, Listing};
+
+    fn listing(kvs: &[(String, Vec<u8>)]) -> Listing {
+        Listing {
+            kvs: kvs
+                .iter()
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision: 1,
+                    mod_revision: 1,
+                    lease: None,
+                })
+                .collect(),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn the_allowlist_reads_records_and_members_registered_without_one() {
+        use socketplane_api::keys;
+        let issued = listing(&[
+            (keys::issued("00000000000000aa"), issued_record(&[1; 32])),
+            (keys::issued("00000000000000bb"), b"not json".to_vec()),
+            (
+                keys::issued("00000000000000cc"),
+                br#"{"key_sha256":"0102"}"#.to_vec(),
+            ),
+        ]);
+        let nodes = listing(&[
+            (keys::node("00000000000000aa"), b"{}".to_vec()),
+            (keys::node("00000000000000dd"), b"{}".to_vec()),
+        ]);
+        let view = issued_view(&issued, &nodes);
+        // Unreadable records count as none (their ids are refused).
+        assert_eq!(view.records.len(), 1);
+        assert_eq!(view.records.get("00000000000000aa"), Some(&[1; 32]));
+        // A node with a record is not "registered without one".
+        assert_eq!(
+            view.registered.iter().collect::<Vec<_>>(),
+            vec!["00000000000000dd"]
+        );
+    }
 }

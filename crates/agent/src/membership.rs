@@ -111,6 +111,7 @@ impl Node {
         // A store member can pass joins on at once (its services may still
         // be starting): mDNS says `member=1` from here.
         self.store_member.send_replace(true);
+        self.standing.set_member();
         if let Err(error) = self.start_services().await {
             tracing::error!(error = %crate::report(&error), "Could not start.");
             self.shutdown.notify_one();
@@ -199,6 +200,19 @@ impl Node {
     async fn start_services(&self) -> Result<()> {
         let cluster = &self.cluster;
         retry_store("migrating the store layout", || cluster.migrate_store()).await?;
+        // The founder's certificate, and a member's from before the
+        // cluster recorded certificates, go into the allowlist.
+        tokio::spawn({
+            let standing = self.standing.clone();
+            async move {
+                let mut delay = Duration::from_millis(200);
+                while let Err(error) = standing.record_self().await {
+                    tracing::debug!(%error, "Recording this node's certificate: store not ready; retrying.");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        });
         let record = self.record();
         let lease = retry_store("registering this node", || {
             cluster.register(&record, self.lease_ttl)

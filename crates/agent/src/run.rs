@@ -132,21 +132,67 @@ async fn start_docker(cfg: &AgentConfig, _node: &Node) -> Result<Option<NoDocker
     Ok(None)
 }
 
-/// Keeps the cluster port's list of removed nodes (`cluster remove`)
-/// current: their certificates are refused from then on.
-async fn refresh_revoked(store: Arc<dyn Store>, standing: Arc<Standing>) {
-    let prefix = socketplane_api::keys::removed("");
+/// Reads the cluster port's lists once: removed nodes (`cluster remove`,
+/// refused from then on) and the certificates the cluster issued
+/// (`trust/issued/`, the allowlist); from this node's own state with the
+/// embedded store (at once after a restart, without a quorum), else from
+/// the store.
+async fn refresh_admission(
+    store: &dyn Store,
+    embedded: Option<&EmbeddedStore>,
+    standing: &Standing,
+) {
+    use socketplane_api::keys;
+    let (removed, issued, nodes) = (keys::removed(""), keys::issued(""), keys::nodes());
+    let listed = match embedded {
+        Some(e) => Some((
+            e.local_list(&removed),
+            e.local_list(&issued),
+            e.local_list(&nodes),
+        )),
+        None => match (
+            store.list(&removed).await,
+            store.list(&issued).await,
+            store.list(&nodes).await,
+        ) {
+            (Ok(r), Ok(i), Ok(n)) => Some((r, i, n)),
+            _ => None,
+        },
+    };
+    if let Some((r, i, n)) = listed {
+        let ids = r
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&removed).map(str::to_string))
+            .collect();
+        standing.revoked.replace(ids);
+        standing
+            .issued
+            .replace(crate::enrollment::issued_view(&i, &n));
+    }
+}
+
+/// Keeps the cluster port's lists current: every second, and at once when
+/// the port missed a certificate (which members are then asked about).
+async fn keep_admission(
+    store: Arc<dyn Store>,
+    embedded: Option<Arc<EmbeddedStore>>,
+    standing: Arc<Standing>,
+) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
-        if let Ok(listing) = store.list(&prefix).await {
-            let ids = listing
-                .kvs
-                .iter()
-                .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
-                .collect();
-            standing.revoked.replace(ids);
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = standing.issued.wanted() => {
+                // At most ten refreshes a second on misses.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        refresh_admission(store.as_ref(), embedded.as_deref(), &standing).await;
+        let missed = standing.issued.take_missed();
+        if !missed.is_empty() {
+            crate::enrollment::confirm_with_members(&standing, embedded.as_ref(), missed);
         }
     }
 }
@@ -187,7 +233,18 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         e.set_client_tls(tls);
     }
     standing.use_store(store.clone());
-    tokio::spawn(refresh_revoked(store.clone(), standing.clone()));
+    // Read once before the cluster port serves: a restarted node refuses
+    // removed and unissued certificates from its first request.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        refresh_admission(store.as_ref(), embedded.as_deref(), &standing),
+    )
+    .await;
+    tokio::spawn(keep_admission(
+        store.clone(),
+        embedded.clone(),
+        standing.clone(),
+    ));
     // A full disk under the embedded store refuses writes with a clear
     // message before Raft would stop for good on it.
     let store = match &embedded {

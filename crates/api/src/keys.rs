@@ -37,6 +37,15 @@ pub fn join_secret() -> String {
     format!("{PREFIX}trust/join-secret")
 }
 
+/// The certificate the cluster issued to a node (value: JSON
+/// `{"key_sha256": <hex SHA-256 of its SubjectPublicKeyInfo>}`), written
+/// by the member that enrolled it before handing it out (and by each
+/// member for itself when it starts): the cluster port admits a node
+/// certificate only if its id and key match this record.
+pub fn issued(id: &str) -> String {
+    format!("{PREFIX}trust/issued/{id}")
+}
+
 /// A node removed by `cluster remove` (value: unix seconds): it may not
 /// register again under this id.
 pub fn removed(id: &str) -> String {

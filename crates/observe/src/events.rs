@@ -277,7 +277,10 @@ pub enum RefusedReason {
     Limit,
     /// A node removed with `cluster remove`.
     Removed,
-    /// Too many failed enrollments from one source address.
+    /// A certificate of the cluster CA that the cluster never issued to
+    /// that node id (minted with a kept CA key).
+    NotIssued,
+    /// Too many failed enrollments (from one source address or in all).
     EnrollAttempts,
     Other,
 }
@@ -290,6 +293,7 @@ impl RefusedReason {
             RefusedReason::WrongCluster => "wrong_cluster",
             RefusedReason::Limit => "limit",
             RefusedReason::Removed => "removed",
+            RefusedReason::NotIssued => "not_issued",
             RefusedReason::EnrollAttempts => "enroll_attempts",
             RefusedReason::Other => "other",
         }

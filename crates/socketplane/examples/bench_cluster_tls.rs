@@ -50,6 +50,7 @@ async fn cluster(dir: &std::path::Path, tls: bool) -> Vec<Arc<EmbeddedStore>> {
             mode: rx,
             limits: PortLimits::default(),
             revoked: Revoked::default(),
+            issued: Default::default(),
             anonymous_paths: &[],
         }));
         nodes.push((node, addr));

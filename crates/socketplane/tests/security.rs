@@ -3,7 +3,9 @@
 //! member and its log says why; the secret never crosses the wire; a
 //! cluster founded without `--token` admits only hosts given `cluster
 //! token`; load before authentication does not stop the members; a removed
-//! node's certificate is refused. Hosts are network namespaces of a lab.
+//! node's certificate is refused, and so are the certificates it mints
+//! with the CA key it kept (the cluster admits only the certificates it
+//! issued). Hosts are network namespaces of a lab.
 
 mod common;
 
@@ -266,6 +268,271 @@ fn an_outsider_without_credentials_gets_nothing() {
         "a removed node's certificate still gets in: {}",
         cert(&t)
     );
+}
+
+/// The node id of the host named `name`, as `cluster status` shows it.
+fn node_id(t: &TestLab, name: &str) -> String {
+    let status: ClusterStatus = t.sp_json(0, &["cluster", "status"]);
+    status
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .unwrap_or_else(|| panic!("no node {name} in {status:?}"))
+        .id
+        .clone()
+}
+
+/// curl arguments that present the certificate and key in `dir`.
+fn cert_args(dir: &std::path::Path, cert: &str, key: &str) -> Vec<String> {
+    vec![
+        "-k".into(),
+        "--cert".into(),
+        dir.join(cert).display().to_string(),
+        "--key".into(),
+        dir.join(key).display().to_string(),
+    ]
+}
+
+#[test]
+fn a_removed_node_cannot_mint_itself_back_in_with_the_ca_key_it_kept() {
+    socketplane_testkit::require_privileged!();
+    let mut t = joined_lab('m', 3, |_| {});
+    t.sp(0, &["network", "create", "mintnet", "10.79.0.0/24"])
+        .unwrap();
+    let _: EndpointInfo = t.workload(1, "mw1", "mintnet");
+    let hosts = t.lab().hosts().to_vec();
+    let (member, removed) = (&hosts[1], &hosts[2]);
+    let member_id = node_id(&t, &member.name);
+    let removed_id = node_id(&t, &removed.name);
+    let members = ["198.18.0.11:6675", "198.18.0.12:6675"];
+
+    // host3 is removed; it keeps its trust files (the CA key with them).
+    let trust = removed.data_dir.join("trust");
+    let own = cert_args(&trust, "node.pem", "node-key.pem");
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    let info = |args: &[&str], at: &str| {
+        curl(
+            &removed.netns,
+            args,
+            &format!("https://{at}/cluster/v1/info"),
+            "",
+        )
+    };
+    assert_eq!(
+        info(&own, MEMBER),
+        "405",
+        "a member's certificate is refused"
+    );
+    t.lab_mut()
+        .stop_agent(2, socketplane_lab::Signal::SIGKILL)
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || t
+            .sp(0, &["cluster", "remove", &removed.name])
+            .is_ok()),
+        "cluster remove failed:\n{}",
+        t.agent_logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || info(&own, MEMBER) == "403"),
+        "the removed node's own certificate still gets in"
+    );
+    let before = state(&t);
+
+    // It mints certificates from the CA key: under a new node id, and
+    // under the id of a live member.
+    let read = |f: &str| std::fs::read_to_string(trust.join(f)).expect("the kept trust files");
+    let ca = socketplane_trust::ClusterCa::from_pem(&read("ca.pem"), &read("ca-key.pem"))
+        .expect("the kept CA");
+    let forged = tempfile::tempdir().expect("a temp dir");
+    for (tag, id) in [("new", "00000000deadbeef"), ("live", member_id.as_str())] {
+        let key = socketplane_trust::NodeKey::generate().unwrap();
+        let cert = ca.issue(id, &key.request(id).unwrap()).unwrap();
+        std::fs::write(forged.path().join(format!("{tag}.pem")), cert).unwrap();
+        std::fs::write(forged.path().join(format!("{tag}-key.pem")), &key.key_pem).unwrap();
+    }
+    // A forged write: undo the removal, and plant a key.
+    let removed_key = format!("/socketplane/v1/removed/{removed_id}");
+    let write = format!(
+        r#"{{"Txn":{{"compares":[],"ops":[{{"Delete":{{"key":"{removed_key}"}}}},{{"Put":{{"key":"/socketplane/v1/forged","value":[49],"lease":null}}}}]}}}}"#
+    );
+    let mut got_in = Vec::new();
+    for tag in ["new", "live"] {
+        let args = cert_args(
+            forged.path(),
+            &format!("{tag}.pem"),
+            &format!("{tag}-key.pem"),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        for at in members {
+            for route in ROUTES {
+                let code = curl(
+                    &removed.netns,
+                    &args,
+                    &format!("https://{at}{route}"),
+                    match *route {
+                        "/raft/v1/forward" => &write,
+                        _ => forged_body(route),
+                    },
+                );
+                // The enrollment routes are open to anyone (no 2xx
+                // without the secret); every other route refuses.
+                let refused = match route.starts_with("/cluster/v1/enroll") {
+                    true => !code.starts_with('2'),
+                    false => code == "403",
+                };
+                if !refused {
+                    got_in.push(format!("{tag} id: {at}{route} answered {code}"));
+                }
+            }
+        }
+    }
+    assert!(got_in.is_empty(), "minted certificates got in: {got_in:#?}");
+    assert_eq!(
+        state(&t),
+        before,
+        "the forged calls changed the cluster state"
+    );
+    let dump = store_dump(&t.lab().hosts()[0].socket);
+    assert!(
+        dump.contains_key(&removed_key) && !dump.contains_key("/socketplane/v1/forged"),
+        "a forged write went through: {:?}",
+        dump.keys()
+    );
+    let refused = metric(
+        &t,
+        0,
+        "socketplane_cluster_port_refused_total{reason=\"not_issued\"}",
+    );
+    assert!(
+        refused >= 16.0,
+        "host1 counted {refused} minted-certificate refusals"
+    );
+
+    // The live member's own certificate still works, and a new host joins
+    // (its enrolling member records its certificate) and writes.
+    let theirs = cert_args(&member.data_dir.join("trust"), "node.pem", "node-key.pem");
+    let theirs: Vec<&str> = theirs.iter().map(String::as_str).collect();
+    assert_eq!(
+        info(&theirs, MEMBER),
+        "405",
+        "the live member's certificate"
+    );
+    let nodes = before.2.len();
+    let joiner = t.add_host();
+    t.wait_for_nodes(0, nodes + 1, FORMATION);
+    t.sp(joiner, &["network", "create", "mintnet2", "10.79.1.0/24"])
+        .expect("the new host writes through the leader");
+    let dump = store_dump(&t.lab().hosts()[0].socket);
+    let joiner_id = node_id(&t, &t.lab().hosts()[joiner].name);
+    assert!(
+        dump.contains_key(&format!("/socketplane/v1/trust/issued/{joiner_id}")),
+        "{:?}",
+        dump.keys()
+    );
+}
+
+/// Drops a host's traffic with one peer address (a table of its own in the
+/// host's namespace); healed when dropped.
+struct CutFrom {
+    netns: String,
+}
+
+const CUT_TABLE: &str = "sp_trust_cut";
+
+impl CutFrom {
+    fn new(netns: &str, peer: std::net::Ipv4Addr) -> CutFrom {
+        let rules = format!(
+            "table inet {CUT_TABLE} {{\n chain in {{ type filter hook input priority -400; ip saddr {peer} drop; }}\n chain out {{ type filter hook output priority -400; ip daddr {peer} drop; }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join(format!("{netns}-trust-cut.nft"));
+        std::fs::write(&file, rules).expect("write nft rules");
+        let done = socketplane_testkit::netns::exec(netns, &["nft", "-f", &file.to_string_lossy()]);
+        let _ = std::fs::remove_file(&file);
+        done.expect("cut the host off its peer");
+        CutFrom {
+            netns: netns.to_string(),
+        }
+    }
+}
+
+impl Drop for CutFrom {
+    fn drop(&mut self) {
+        let _ = socketplane_testkit::netns::exec(
+            &self.netns,
+            &["nft", "delete", "table", "inet", CUT_TABLE],
+        );
+    }
+}
+
+/// A member whose state is behind (cut off from the leader while a host
+/// joined) still admits the new host's certificate once another member
+/// confirms the cluster issued it, and still refuses a minted one.
+#[test]
+fn a_member_behind_on_the_allowlist_admits_a_new_host_that_others_confirm() {
+    socketplane_testkit::require_privileged!();
+    let mut t = joined_lab('c', 3, |_| {});
+    let status: ClusterStatus = t.sp_json(0, &["cluster", "status"]);
+    let leader = status
+        .nodes
+        .iter()
+        .find(|n| n.role == "leader")
+        .unwrap_or_else(|| panic!("no leader: {status:?}"))
+        .addr;
+    let hosts = t.lab().hosts().to_vec();
+    // The member that falls behind: a voter that does not lead.
+    let behind = hosts
+        .iter()
+        .rev()
+        .find(|h| h.underlay_ip != leader)
+        .expect("a member that does not lead")
+        .clone();
+    let cut = CutFrom::new(&behind.netns, leader);
+    let joiner = t.add_host();
+    t.wait_for_nodes(0, 4, FORMATION);
+    let joined = t.lab().hosts()[joiner].clone();
+    let trust = joined.data_dir.join("trust");
+    let at = format!("https://{}:6675/cluster/v1/info", behind.underlay_ip);
+    let info = |cert: &str, key: &str| {
+        let args = cert_args(&trust, cert, key);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&joined.netns, &args, &at, "")
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || info("node.pem", "node-key.pem")
+            == "405"),
+        "the member behind never admitted the new host: {}\n{}",
+        info("node.pem", "node-key.pem"),
+        t.agent_logs()
+    );
+    assert!(
+        wait_log(&t, behind.index, "A member confirmed a certificate"),
+        "the member behind did not say who confirmed it:\n{}",
+        t.agent_logs()
+    );
+    // A certificate minted with the CA key is not confirmed.
+    let read = |f: &str| std::fs::read_to_string(trust.join(f)).expect("trust files");
+    let ca = socketplane_trust::ClusterCa::from_pem(&read("ca.pem"), &read("ca-key.pem"))
+        .expect("the CA");
+    let key = socketplane_trust::NodeKey::generate().unwrap();
+    let id = "00000000feedbeef";
+    let forged = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(
+        forged.path().join("f.pem"),
+        ca.issue(id, &key.request(id).unwrap()).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(forged.path().join("f-key.pem"), &key.key_pem).unwrap();
+    let args = cert_args(forged.path(), "f.pem", "f-key.pem");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for _ in 0..3 {
+        assert_eq!(
+            curl(&joined.netns, &args, &at, ""),
+            "403",
+            "a minted certificate got in"
+        );
+    }
+    drop(cut);
 }
 
 /// A lab of `hosts` hosts that join the first one by address (no mDNS),

@@ -23,6 +23,13 @@ fn unexpected(r: kv::Response) -> StoreError {
 }
 
 impl EmbeddedStore {
+    /// This node's applied state under `prefix`, without asking the leader:
+    /// possibly stale, but available at once and without a quorum (what
+    /// the cluster port checks certificates against).
+    pub fn local_list(&self, prefix: &str) -> Listing {
+        self.core.sm.lock().state.list(prefix)
+    }
+
     async fn write(&self, req: ClientRequest) -> Result<kv::Response, StoreError> {
         submit(&self.core, &self.leases, req).await
     }

@@ -136,6 +136,7 @@ async fn serve_tls(store: &Arc<EmbeddedStore>, l: tokio::net::TcpListener, trust
         mode,
         limits: PortLimits::default(),
         revoked: Revoked::default(),
+        issued: Default::default(),
         anonymous_paths: &[],
     };
     tokio::spawn(socketplane_trust::serve(port));

@@ -52,6 +52,11 @@ impl Trust {
         Token::full(self.ca.cert_der(), &self.secret)
     }
 
+    /// The fingerprint of this node's key (what `issued/<id>` records).
+    pub fn key_fingerprint(&self) -> Result<[u8; 32], TrustError> {
+        tls::pem_key_fingerprint(&self.node_cert_pem)
+    }
+
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TrustError> {
         tls::server_config(
             self.ca.cert_der(),

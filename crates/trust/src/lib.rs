@@ -20,27 +20,31 @@
 //! (the rotated secret as the store keeps it), `tls` (rustls
 //! configurations, peer identity) ← `files` (what a node keeps in its data
 //! dir), `port` (the guarded server: limits, TLS, who may call what),
-//! `attempts` (failed enrollments per source address).
+//! `attempts` (failed enrollments per source address and per node),
+//! `issued` (the allowlist: which certificate the cluster issued to which
+//! node id).
 
 mod attempts;
 mod ca;
 mod error;
 mod files;
+mod issued;
 mod port;
 mod proof;
 mod sealed;
 mod tls;
 mod token;
 
-pub use attempts::{AttemptLimits, Attempts};
+pub use attempts::{AttemptLimits, Attempts, Spent};
 pub use ca::{ClusterCa, NodeKey, NODE_SERVER_NAME};
 pub use error::TrustError;
 pub use files::{Trust, TrustFiles};
+pub use issued::{Admission, Issued, IssuedView};
 pub use port::{serve, Peer, PortLimits, PortMode, PortServer, Revoked};
 pub use proof::{member_answer, JoinerPake, SessionKey, EKM_LABEL};
 pub use sealed::SealedSecret;
 pub use tls::{
-    enrollment_client_config, install_crypto_provider, member_client_config, peer_node_id,
-    server_config,
+    enrollment_client_config, install_crypto_provider, key_fingerprint, member_client_config,
+    peer_node_id, pem_key_fingerprint, server_config,
 };
 pub use token::{fingerprint, Token};

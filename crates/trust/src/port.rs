@@ -3,7 +3,9 @@
 //! header timeout, a bounded life for connections without a node
 //! certificate), TLS with node certificates, and the rule that a request
 //! without a valid, unrevoked node certificate reaches only the enrollment
-//! routes. Handlers learn who called from the [`Peer`] request extension.
+//! routes, and only if the cluster issued it (the allowlist of
+//! [`Issued`]: node id and key match a record). Handlers learn who called
+//! from the [`Peer`] request extension.
 
 use socketplane_observe::events::{ClusterPortRefused, RefusedReason};
 use std::collections::{HashMap, HashSet};
@@ -21,8 +23,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use crate::issued::{Admission, Issued};
 use crate::proof::EKM_LABEL;
-use crate::tls::peer_node_id;
+use crate::tls::{key_fingerprint, peer_node_id};
 
 /// How the port answers at the moment.
 #[derive(Clone)]
@@ -40,7 +43,8 @@ pub enum PortMode {
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// The node id of a verified, unrevoked node certificate.
+    /// The node id of a verified node certificate (admitted or not: see
+    /// `authorized`).
     pub node_id: Option<String>,
     /// This TLS session's exported keying material (enrollment proofs).
     pub ekm: Option<[u8; 32]>,
@@ -136,6 +140,8 @@ pub struct PortServer {
     pub mode: watch::Receiver<PortMode>,
     pub limits: PortLimits,
     pub revoked: Revoked,
+    /// The certificates the cluster issued.
+    pub issued: Issued,
     /// Paths a caller without a node certificate may use.
     pub anonymous_paths: &'static [&'static str],
 }
@@ -172,7 +178,7 @@ pub async fn serve(port: PortServer) {
                         ekm: None,
                         authorized: true,
                     };
-                    serve_conn(tcp, peer, &shared).await;
+                    serve_conn(tcp, peer, None, &shared).await;
                 }
                 PortMode::Tls(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -195,18 +201,26 @@ pub async fn serve(port: PortServer) {
                         }
                     };
                     let (_, conn) = tls.get_ref();
-                    let node_id = conn
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| peer_node_id(c).ok());
+                    let cert = conn.peer_certificates().and_then(|c| c.first());
+                    let identity =
+                        cert.and_then(|c| Some((peer_node_id(c).ok()?, key_fingerprint(c).ok()?)));
+                    let node_id = identity.as_ref().map(|(id, _)| id.clone());
+                    let key = identity.map(|(_, key)| key);
                     let mut ekm = [0u8; 32];
                     let ekm = conn
                         .export_keying_material(&mut ekm, EKM_LABEL, None)
                         .ok()
                         .map(|e| *e);
-                    let authorized = node_id
-                        .as_deref()
-                        .is_some_and(|id| !shared.revoked.contains(id));
+                    // A certificate issued a moment ago may miss this
+                    // node's view: one fresh look before the connection
+                    // is given the short life of an anonymous one.
+                    let authorized = match (&node_id, &key) {
+                        (Some(id), Some(key)) => {
+                            !shared.revoked.contains(id)
+                                && shared.issued.admits(id, key).await == Admission::Admitted
+                        }
+                        _ => false,
+                    };
                     let peer = Peer {
                         addr,
                         node_id,
@@ -214,10 +228,11 @@ pub async fn serve(port: PortServer) {
                         authorized,
                     };
                     if authorized {
-                        serve_conn(tls, peer, &shared).await;
+                        serve_conn(tls, peer, key, &shared).await;
                     } else {
                         let life = shared.limits.anonymous_lifetime;
-                        let _ = tokio::time::timeout(life, serve_conn(tls, peer, &shared)).await;
+                        let _ =
+                            tokio::time::timeout(life, serve_conn(tls, peer, key, &shared)).await;
                     }
                 }
             }
@@ -243,7 +258,35 @@ fn refused(status: StatusCode, why: &'static str) -> Response<Body> {
     r
 }
 
-async fn serve_conn<IO>(io: IO, peer: Peer, shared: &Arc<PortServer>)
+/// Whether the node certificate `id` with key fingerprint `key` may use
+/// every route now: not removed, and issued by the cluster.
+/// Only `fresh` checks wait for a fresh view on a miss (the enrollment
+/// routes need no certificate, so they take the view as it is).
+async fn admitted(
+    shared: &PortServer,
+    id: &str,
+    key: &[u8; 32],
+    fresh: bool,
+) -> Result<(), RefusedReason> {
+    if shared.revoked.contains(id) {
+        return Err(RefusedReason::Removed);
+    }
+    let admission = match fresh {
+        true => shared.issued.admits(id, key).await,
+        false => shared.issued.check(id, key),
+    };
+    match admission {
+        Admission::Admitted if !shared.revoked.contains(id) => Ok(()),
+        Admission::Admitted => Err(RefusedReason::Removed),
+        Admission::Unknown | Admission::WrongKey if !fresh => Err(RefusedReason::NotIssued),
+        Admission::Unknown | Admission::WrongKey => {
+            tracing::warn!(node = %id, "Refused a certificate of the cluster CA that the cluster did not issue to this node id (minted with a kept CA key?).");
+            Err(RefusedReason::NotIssued)
+        }
+    }
+}
+
+async fn serve_conn<IO>(io: IO, peer: Peer, key: Option<[u8; 32]>, shared: &Arc<PortServer>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -253,14 +296,18 @@ where
         let mut peer = peer.clone();
         async move {
             // Checked per request: a node removed while connected is cut off.
-            if let Some(id) = &peer.node_id {
-                peer.authorized = !shared.revoked.contains(id);
-            }
-            if !peer.authorized && !shared.anonymous_paths.contains(&req.uri().path()) {
-                let reason = match &peer.node_id {
-                    Some(_) => RefusedReason::Removed,
-                    None => RefusedReason::Tls,
+            let anonymous = shared.anonymous_paths.contains(&req.uri().path());
+            let mut reason = RefusedReason::Tls;
+            if let (Some(id), Some(key)) = (&peer.node_id, &key) {
+                peer.authorized = match admitted(&shared, id, key, !anonymous).await {
+                    Ok(()) => true,
+                    Err(why) => {
+                        reason = why;
+                        false
+                    }
                 };
+            }
+            if !peer.authorized && !anonymous {
                 refusal(reason, peer.addr);
                 return Ok::<_, std::convert::Infallible>(refused(
                     StatusCode::FORBIDDEN,

@@ -115,6 +115,20 @@ pub fn peer_node_id(der: &[u8]) -> Result<String, TrustError> {
     Ok(cn.to_string())
 }
 
+/// The fingerprint of a certificate's key: SHA-256 of its
+/// SubjectPublicKeyInfo (what `issued/<id>` records).
+pub fn key_fingerprint(der: &[u8]) -> Result<[u8; 32], TrustError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| TrustError::PeerCertificate(e.to_string()))?;
+    Ok(fingerprint(cert.public_key().raw))
+}
+
+/// [`key_fingerprint`] of the first certificate in PEM.
+pub fn pem_key_fingerprint(cert_pem: &str) -> Result<[u8; 32], TrustError> {
+    let der = certs(cert_pem)?;
+    key_fingerprint(&der[0])
+}
+
 /// How a client checks a member's certificate.
 #[derive(Debug)]
 enum NodeVerifier {
