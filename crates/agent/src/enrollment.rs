@@ -463,14 +463,19 @@ impl Standing {
 
     /// Enrolls with `peer`: on success this node has its certificate, the
     /// port serves TLS and the returned config dials members.
+    ///
+    /// `key` is the node's key for every attempt of one join, so attempts
+    /// in parallel through several members all record the same key for
+    /// this node id (`trust/issued/<id>`), whichever answers first.
     pub async fn enroll(
         &self,
         peer: SocketAddr,
+        key: &NodeKey,
     ) -> std::result::Result<rustls::ClientConfig, String> {
         let Some(token) = &self.token else {
             return Err("this node has no cluster token: start it with --token (or SOCKETPLANE_TOKEN) set to the output of `socketplane cluster token` on a member".into());
         };
-        let key = NodeKey::generate().map_err(|e| e.to_string())?;
+        let key = key.clone();
         let csr = key.request(&self.node_id).map_err(|e| e.to_string())?;
         let answer = tokio::time::timeout(
             STEP_TIMEOUT * 3,

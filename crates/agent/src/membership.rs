@@ -130,6 +130,7 @@ impl Node {
         let mut peers = JoinPeers::default();
         let mut reported: std::collections::HashSet<SocketAddr> = Default::default();
         let own = std::net::IpAddr::V4(self.addr);
+        let mut join_key: Option<socketplane_trust::NodeKey> = None;
         loop {
             while let Ok(p) = join_rx.try_recv() {
                 peers.add(p);
@@ -140,16 +141,34 @@ impl Node {
                 .filter(|p| p.ip() != own)
                 .collect();
             if self.standing.needs_enrollment() {
-                // One at a time: the node gets one key and certificate.
-                for peer in &candidates {
-                    match self.standing.enroll(*peer).await {
+                // Several peers at a time (members first), so a peer that
+                // is slow or unreachable does not hold up the rest; all
+                // with one key, and the first certificate wins.
+                let key = match &join_key {
+                    Some(k) => k.clone(),
+                    None => match socketplane_trust::NodeKey::generate() {
+                        Ok(k) => join_key.insert(k).clone(),
+                        Err(error) => {
+                            tracing::warn!(%error, "Could not generate this node's key; retrying.");
+                            tokio::time::sleep(JOIN_ROUND_PAUSE).await;
+                            continue;
+                        }
+                    },
+                };
+                let standing = &self.standing;
+                let key = &key;
+                let mut attempts = futures::stream::iter(candidates.iter().copied())
+                    .map(|peer| async move { (peer, standing.enroll(peer, key).await) })
+                    .buffer_unordered(PARALLEL_JOINS);
+                while let Some((peer, res)) = attempts.next().await {
+                    match res {
                         Ok(tls) => {
                             embedded.set_client_tls(tls);
                             break;
                         }
                         Err(error) => {
-                            peers.failed(*peer, Instant::now());
-                            if reported.insert(*peer) {
+                            peers.failed(peer, Instant::now());
+                            if reported.insert(peer) {
                                 tracing::warn!(%peer, %error, "Could not enroll with this peer; not joining through it (will retry).")
                             } else {
                                 tracing::debug!(%peer, %error, "Enrollment failed.")

@@ -32,7 +32,10 @@ impl Default for AttemptLimits {
             burst: 5,
             refill: Duration::from_secs(10),
             max_sources: 4096,
-            global_burst: 20,
+            // Honest exchanges in flight hold an attempt too (until their
+            // proof gives it back): room for a cold start of about a
+            // hundred hosts enrolling through one node at once.
+            global_burst: 128,
             global_refill: Duration::from_secs(2),
         }
     }
