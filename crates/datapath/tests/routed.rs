@@ -197,6 +197,7 @@ fn routed_network_routes_on_the_segment_and_tunnels_across_subnets() {
                 .collect(),
             peers: hosts.to_vec(),
             routers: hosts.to_vec(),
+            blocks: Vec::new(),
         });
     }
     for (h, ns) in lab.hosts.iter().enumerate() {
