@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use socketplane_api::{keys, EndpointRecord, NetworkRecord, NodeRecord, ReservationRecord};
-use socketplane_datapath::{DesiredState, LocalEndpoint, NetworkSpec, RemoteEndpoint};
+use socketplane_datapath::{DesiredState, HostBlock, LocalEndpoint, NetworkSpec, RemoteEndpoint};
 use socketplane_store::{Event, EventKind, KeyValue, Revision};
 
 /// The datapath (`NodeRecord::datapath`) that routes routed networks
@@ -33,6 +33,8 @@ enum Slot<'a> {
     Alive(&'a str),
     Network(&'a str),
     Endpoint(&'a str),
+    /// A block claim (`ipam/<network>/blocks/<block>`).
+    Block,
     Other,
 }
 
@@ -43,6 +45,9 @@ fn slot(key: &str) -> Slot<'_> {
     let Some((kind, name)) = rest.split_once('/') else {
         return Slot::Other;
     };
+    if kind == "ipam" && block_claim(key).is_some() {
+        return Slot::Block;
+    }
     if name.is_empty() || name.contains('/') {
         return Slot::Other;
     }
@@ -53,6 +58,17 @@ fn slot(key: &str) -> Slot<'_> {
         "endpoints" => Slot::Endpoint(name),
         _ => Slot::Other,
     }
+}
+
+/// The network and block a block-claim key is about.
+fn block_claim(key: &str) -> Option<(&str, ipnet::Ipv4Net)> {
+    let rest = key.strip_prefix(keys::PREFIX)?.strip_prefix("ipam/")?;
+    let (network, tail) = rest.split_once('/')?;
+    let last = tail.strip_prefix("blocks/")?;
+    if last.contains('/') {
+        return None;
+    }
+    Some((network, keys::parse_block(key)?))
 }
 
 /// The node holding a reservation (a record) or a block claim (the node id).
@@ -83,12 +99,12 @@ impl ClusterView {
     }
 
     /// Whether `event` can change what any datapath must look like (nodes,
-    /// networks, endpoints); address reservations, leases and the like
-    /// cannot.
+    /// networks, endpoints, block claims: routed networks route blocks);
+    /// address reservations, leases and the like cannot.
     pub fn shapes_datapath(event: &Event) -> bool {
         matches!(
             slot(&event.kv.key),
-            Slot::Node(_) | Slot::Network(_) | Slot::Endpoint(_)
+            Slot::Node(_) | Slot::Network(_) | Slot::Endpoint(_) | Slot::Block
         )
     }
 
@@ -131,7 +147,7 @@ impl ClusterView {
                     self.endpoints.insert(id.to_string(), e);
                 }
             }
-            Slot::Other => {
+            Slot::Block | Slot::Other => {
                 if let Some(node) = holder(kv) {
                     self.holdings.insert(kv.key.clone(), node);
                 }
@@ -153,7 +169,7 @@ impl ClusterView {
             Slot::Endpoint(id) => {
                 self.endpoints.remove(id);
             }
-            Slot::Other => {
+            Slot::Block | Slot::Other => {
                 self.holdings.remove(key);
             }
         }
@@ -224,12 +240,31 @@ impl ClusterView {
             .collect();
         routers.sort();
         routers.dedup();
+        // The blocks each host holds, of the networks listed, by the host's
+        // underlay address (routed networks route them as a whole).
+        let blocks = self
+            .holdings
+            .iter()
+            .filter_map(|(key, node)| {
+                let (network, block) = block_claim(key)?;
+                if !self.networks.contains_key(network) {
+                    return None;
+                }
+                let host = self.nodes.get(node)?.addr;
+                Some(HostBlock {
+                    network: network.to_string(),
+                    block,
+                    host,
+                })
+            })
+            .collect();
         DesiredState {
             networks,
             local,
             remote,
             peers,
             routers,
+            blocks,
         }
     }
 
@@ -303,6 +338,13 @@ mod tests {
             kv(keys::endpoint("e1"), ep("e1", "a", "10.2.0.2"), 4),
             kv(keys::endpoint("e2"), ep("e2", "b", "10.2.0.3"), 5),
             kv(keys::address("web", "10.2.0.2".parse().unwrap()), "e1", 4),
+            KeyValue {
+                key: keys::block("web", "10.2.0.64/26".parse().unwrap()),
+                value: b"b".to_vec(),
+                create_revision: 5,
+                mod_revision: 5,
+                lease: None,
+            },
         ];
         let mut view = ClusterView::from_kvs(&kvs, 5);
         let d = view.desired_for("a");
@@ -314,7 +356,29 @@ mod tests {
             d.remote[0].host,
             "198.18.0.2".parse::<std::net::Ipv4Addr>().unwrap()
         );
+        assert_eq!(
+            d.blocks,
+            vec![HostBlock {
+                network: "web".into(),
+                block: "10.2.0.64/26".parse().unwrap(),
+                host: "198.18.0.2".parse().unwrap(),
+            }]
+        );
         assert_eq!(view.dead_nodes_with_endpoints().len(), 2);
+        // A block claim can change a datapath (routed networks route it).
+        let claim = Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: keys::block("web", "10.2.0.128/26".parse().unwrap()),
+                value: b"a".to_vec(),
+                create_revision: 6,
+                mod_revision: 6,
+                lease: None,
+            },
+        };
+        assert!(ClusterView::shapes_datapath(&claim));
+        view.apply(&claim);
+        assert_eq!(view.desired_for("a").blocks.len(), 2);
 
         view.apply(&Event {
             kind: EventKind::Delete,

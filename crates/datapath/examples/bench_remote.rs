@@ -67,6 +67,7 @@ async fn main() {
         }],
         local: Vec::new(),
         routers: Vec::new(),
+        blocks: Vec::new(),
         remote: (0..n).map(remote).collect(),
         peers: (0..REMOTE_HOSTS)
             .map(|h| Ipv4Addr::new(198, 18, 6, (h + 2) as u8))

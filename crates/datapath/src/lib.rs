@@ -110,6 +110,23 @@ pub struct DesiredState {
     /// other host is reached through VXLAN, as it reaches us.
     #[serde(default)]
     pub routers: Vec<Ipv4Addr>,
+    /// The address blocks the IPAM gave each host, per network. On a
+    /// routed network a block of a host that is routed to gets one route
+    /// via that host; only its endpoints outside their host's blocks get
+    /// /32s. A datapath that does not route (OVS) ignores them.
+    #[serde(default)]
+    pub blocks: Vec<HostBlock>,
+}
+
+/// An address block a host holds on a network (an IPAM block claim).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBlock {
+    /// Name of the network (a [`NetworkSpec::name`]).
+    pub network: String,
+    /// Inside the network's subnet.
+    pub block: Ipv4Net,
+    /// Underlay address of the host holding it.
+    pub host: Ipv4Addr,
 }
 
 /// The underlay a datapath is bound to on its host.

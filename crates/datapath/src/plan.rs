@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use crate::{names, DatapathError, DesiredState, LocalEndpoint, MacAddr, NetworkSpec, Result};
+use crate::{
+    names, DatapathError, DesiredState, HostBlock, LocalEndpoint, MacAddr, NetworkSpec, Result,
+};
 
 /// One validated network with everything derived from it.
 #[derive(Debug, Clone)]
@@ -141,12 +143,38 @@ pub(crate) fn plan(
             None => remote.push(r.clone()),
         }
     }
+    // Blocks: inside their network's subnet, held by a unicast host, and
+    // not overlapping another block of the network.
+    let mut blocks: Vec<HostBlock> = Vec::new();
+    for b in &desired.blocks {
+        let why = match nets.iter().find(|p| p.spec.name == b.network) {
+            None => Some(format!("unknown network {}", b.network)),
+            Some(net) if !net.spec.subnet.contains(&b.block) => {
+                Some(format!("{} is not inside {}", b.block, net.spec.subnet))
+            }
+            Some(_) if !is_unicast_host(b.host) => {
+                Some(format!("host {} is no unicast address", b.host))
+            }
+            Some(_) => blocks
+                .iter()
+                .find(|o| {
+                    o.network == b.network
+                        && (o.block.contains(&b.block) || b.block.contains(&o.block))
+                })
+                .map(|o| format!("overlaps {} of host {}", o.block, o.host)),
+        };
+        match why {
+            Some(why) => reject(&format!("block {} {}", b.network, b.block), why),
+            None => blocks.push(b.clone()),
+        }
+    }
     let desired = DesiredState {
         networks: desired.networks.clone(),
         local,
         remote,
         peers: desired.peers.clone(),
         routers: desired.routers.clone(),
+        blocks,
     };
     Ok(Plan {
         nets,
@@ -377,6 +405,39 @@ mod tests {
             assert!(p.desired.remote.is_empty());
             assert_eq!(p.desired.local.len(), 1);
             assert_eq!(p.rejected.len(), 1);
+        }
+    }
+
+    /// A block outside its network's subnet, of an unknown network, of no
+    /// unicast host or overlapping an earlier one is refused alone.
+    #[test]
+    fn bad_blocks_are_rejected_alone() {
+        let block = |network: &str, b: &str, host: [u8; 4]| HostBlock {
+            network: network.into(),
+            block: b.parse().unwrap(),
+            host: host.into(),
+        };
+        let good = block("a", "10.10.0.64/26", [198, 18, 0, 2]);
+        for bad in [
+            block("a", "10.11.0.0/26", [198, 18, 0, 2]),
+            block("a", "10.10.0.0/16", [198, 18, 0, 2]),
+            block("zz", "10.10.0.0/26", [198, 18, 0, 2]),
+            block("a", "10.10.0.0/26", [0, 0, 0, 0]),
+            block("a", "10.10.0.96/27", [198, 18, 0, 3]),
+        ] {
+            let d = DesiredState {
+                networks: vec![net("a", 100, 10)],
+                blocks: vec![good.clone(), bad.clone()],
+                ..Default::default()
+            };
+            let p = plan(&d, 1450, fit).unwrap();
+            assert_eq!(p.desired.blocks, vec![good.clone()], "{bad:?}");
+            assert_eq!(p.rejected.len(), 1, "{bad:?}");
+            assert!(
+                p.rejected[0].to_string().contains("endpoint block "),
+                "{}",
+                p.rejected[0]
+            );
         }
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::*;
 use socketplane_datapath::linux::RTPROT_SOCKETPLANE;
-use socketplane_datapath::DesiredState;
+use socketplane_datapath::{DesiredState, HostBlock, LocalEndpoint, RemoteEndpoint};
 use socketplane_testkit::Underlay;
 
 const H0: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -197,6 +197,7 @@ fn routed_network_routes_on_the_segment_and_tunnels_across_subnets() {
                 .collect(),
             peers: hosts.to_vec(),
             routers: hosts.to_vec(),
+            blocks: Vec::new(),
         });
     }
     for (h, ns) in lab.hosts.iter().enumerate() {
@@ -361,6 +362,116 @@ fn routed_network_routes_on_the_segment_and_tunnels_across_subnets() {
     fresh.teardown();
     assert!(our_routes(&lab.hosts[0]).trim().is_empty());
     assert!(sh(&["ip", "-n", &lab.hosts[0], "route", "show"]).contains("default via"));
+}
+
+/// With the hosts' address blocks known, h0 routes h1's block as one
+/// route and only h1's endpoint outside it (a fixed address) by a /32; no
+/// route for its own block; a block released turns into /32s, with only
+/// those writes; the isolation of the underlay holds for the whole block.
+#[test]
+fn routed_network_routes_blocks_and_32s_only_outside_them() {
+    socketplane_testkit::require_privileged!();
+    let mut lab = TwoSubnets::new();
+    let mut a = net("a", 100, 10);
+    a.mode = socketplane_datapath::NetworkMode::Routed;
+    let (w0, w1, w2) = (lab.workload("w0"), lab.workload("w1"), lab.workload("w2"));
+    // w0 in h0's block, w1 in h1's, w2 on h1 at a fixed address outside.
+    let e0 = local("w0", &a, 11, &w0);
+    let e1 = local("w1", &a, 70, &w1);
+    let e2 = local("w2", &a, 200, &w2);
+    let block = |b: &str, host: Ipv4Addr| HostBlock {
+        network: "a".into(),
+        block: b.parse().unwrap(),
+        host,
+    };
+    let blocks = vec![block("10.10.0.0/26", H0), block("10.10.0.64/26", H1)];
+    let state = |local: Vec<LocalEndpoint>, remote: Vec<RemoteEndpoint>| DesiredState {
+        networks: vec![a.clone()],
+        local,
+        remote,
+        peers: vec![H0, H1],
+        routers: vec![H0, H1],
+        blocks: blocks.clone(),
+    };
+    lab.desired = vec![
+        state(
+            vec![e0.clone()],
+            vec![remote_of(&e1, H1), remote_of(&e2, H1)],
+        ),
+        state(vec![e1.clone(), e2.clone()], vec![remote_of(&e0, H0)]),
+    ];
+    for h in 0..2 {
+        let dp = DpHost::start(&lab.hosts[h]);
+        assert!(dp.apply(&lab.desired[h]).changes > 0);
+        assert_eq!(dp.apply(&lab.desired[h]).changes, 0, "h{h}: re-apply");
+        lab.dp.push(dp);
+    }
+    let r0 = our_routes(&lab.hosts[0]);
+    assert!(r0.contains("10.10.0.64/26 via 198.18.0.2 dev eth0"), "{r0}");
+    assert!(r0.contains("10.10.0.200 via 198.18.0.2 dev eth0"), "{r0}");
+    assert!(!r0.contains("10.10.0.70"), "w1 is in h1's block: {r0}");
+    assert!(!r0.contains("10.10.0.0/26"), "h0's own block: {r0}");
+    assert_eq!(r0.lines().count(), 2, "{r0}");
+    let r1 = our_routes(&lab.hosts[1]);
+    assert!(r1.contains("10.10.0.0/26 via 198.18.0.1 dev eth0"), "{r1}");
+    assert_eq!(r1.lines().count(), 1, "{r1}");
+    let reach = |from: &str, to: Ipv4Addr| {
+        socketplane_testkit::wait_until(Duration::from_secs(15), || ping(from, to, 2))
+    };
+    for (from, to, what) in [
+        (&w0, e1.ip, "w0 -> w1 (block route)"),
+        (&w0, e2.ip, "w0 -> w2 (/32)"),
+        (&w1, e0.ip, "w1 -> w0"),
+        (&w2, e0.ip, "w2 -> w0"),
+    ] {
+        if !reach(from, to) {
+            diagnose(&[from, &lab.hosts[0], &lab.hosts[1]]);
+            panic!("{what}");
+        }
+    }
+    // Masquerade and fencing as before.
+    assert!(ping(&w2, ROUTER0, 2), "w2 -> outside");
+    assert!(ping_fails(&w0, H1), "w0 must not reach h1");
+    // A block route does not widen what h1 accepts from the underlay: a
+    // source inside h0's block that is no endpoint of it is dropped.
+    let at_w1 = udp_socket(&w1, e1.ip, 7001);
+    udp_send(&w0, e0.ip, (e1.ip, 7001), "own");
+    assert!(udp_got(&at_w1, "own"), "w0's own datagram did not arrive");
+    sh_in(
+        &lab.router,
+        &["ip", "addr", "add", "10.10.0.33/32", "dev", "lo"],
+    );
+    sh_in(
+        &lab.router,
+        &["ip", "route", "add", "10.10.0.64/26", "via", "198.18.0.2"],
+    );
+    udp_send(
+        &lab.router,
+        Ipv4Addr::new(10, 10, 0, 33),
+        (e1.ip, 7001),
+        "forged",
+    );
+    assert!(
+        !udp_got(&at_w1, "forged"),
+        "a foreign source in h0's block arrived"
+    );
+
+    // h1's block released (its endpoints stay): the block route goes, w1
+    // gets a /32, and nothing else is written.
+    let mut d0 = lab.desired[0].clone();
+    d0.blocks.retain(|b| b.host != H1);
+    assert_eq!(lab.dp[0].apply(&d0).changes, 2, "one route off, one on");
+    let r0 = our_routes(&lab.hosts[0]);
+    assert!(!r0.contains("10.10.0.64/26"), "stale block route: {r0}");
+    assert!(r0.contains("10.10.0.70 via 198.18.0.2 dev eth0"), "{r0}");
+    assert!(r0.contains("10.10.0.200 via 198.18.0.2 dev eth0"), "{r0}");
+    assert!(reach(&w0, e1.ip), "w0 -> w1 by its /32");
+    // And back, after a restart: a fresh datapath finds them in place.
+    assert_eq!(lab.dp[0].apply(&lab.desired[0]).changes, 2);
+    let fresh = DpHost::start(&lab.hosts[0]);
+    assert_eq!(fresh.apply(&lab.desired[0]).changes, 0, "churn on restart");
+    fresh.teardown();
+    assert!(our_routes(&lab.hosts[0]).trim().is_empty());
 }
 
 /// A TCP connection to `server_ip`:5000 in `server_ns` from `client_ns`;

@@ -25,6 +25,43 @@ fn routes(ns: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Of our routes `r` (`ip route show proto 83`), the one covering `ip`
+/// (longest prefix): its destination's prefix length and its line.
+fn route_to(r: &str, ip: Ipv4Addr) -> Option<(u8, String)> {
+    r.lines()
+        .filter_map(|l| {
+            let dst = l.split_whitespace().next()?;
+            let (addr, len) = dst.split_once('/').unwrap_or((dst, "32"));
+            let (addr, len): (Ipv4Addr, u8) = (addr.parse().ok()?, len.parse().ok()?);
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            (u32::from(addr) & mask == u32::from(ip) & mask).then(|| (len, l.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+}
+
+/// The destination of our route covering `ip`, via `via` on `eth0`: a
+/// block (shorter than /32) when `block`, else the /32 of `ip` itself.
+fn assert_route(r: &str, ip: Ipv4Addr, via: Ipv4Addr, block: bool) -> String {
+    let (len, line) = route_to(r, ip).unwrap_or_else(|| panic!("no route to {ip}:\n{r}"));
+    assert!(
+        line.contains(&format!(" via {via} dev eth0")),
+        "{ip}: {line}\n{r}"
+    );
+    if block {
+        assert!(
+            len < 32,
+            "{ip} must be reached by its host's block route:\n{r}"
+        );
+        assert!(!r.contains(&format!("{ip} via")), "a /32 for {ip}:\n{r}");
+    } else {
+        assert!(line.starts_with(&format!("{ip} via")), "{ip}: no /32:\n{r}");
+    }
+    line.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Packets device `dev` of `ns` has sent.
 fn tx_packets(ns: &str, dev: &str) -> u64 {
     let path = format!("/sys/class/net/{dev}/statistics/tx_packets");
@@ -184,7 +221,10 @@ fn routed_network_on_one_subnet_routes_without_encapsulation() {
 
     let w1 = t.workload(0, "w1", "web");
     let w2 = t.workload(1, "w2", "web");
-    let w3 = t.workload(2, "w3", "web");
+    // Fixed addresses outside every host's blocks (blocks are taken from
+    // the start of the subnet): each gets a /32 route, not a block route.
+    let w3 = t.workload_at(2, "w3", "web", "10.2.200.3");
+    let w4 = t.workload_at(1, "w4", "web", "10.2.200.4");
     let d1 = t.workload(1, "d1", "default");
     let d2 = t.workload(2, "d2", "default");
     let hosts: Vec<_> = t.lab().hosts().to_vec();
@@ -195,6 +235,9 @@ fn routed_network_on_one_subnet_routes_without_encapsulation() {
         ("w2", &w1),
         ("w1", &w3),
         ("w3", &w2),
+        ("w1", &w4),
+        ("w4", &w1),
+        ("w3", &w4),
         ("d1", &d2),
     ] {
         assert!(
@@ -227,16 +270,23 @@ fn routed_network_on_one_subnet_routes_without_encapsulation() {
         );
     }
 
-    // The path: routes via the peers' underlay addresses, no FDB entry,
+    // The path: routes via the peers' underlay addresses (host2's block,
+    // which holds w2, as one route; /32s only for the fixed addresses
+    // outside every block), no route for host1's own block, no FDB entry,
     // and on the wire plain ICMP between the workloads, while the overlay
     // beside it goes through VXLAN.
     let r = routes(&hosts[0].netns);
-    for (e, h) in [(&w2, &hosts[1]), (&w3, &hosts[2])] {
-        assert!(
-            r.contains(&format!("{} via {} dev eth0", ip(e), h.underlay_ip)),
-            "{r}"
-        );
-    }
+    assert_route(&r, ip(&w2), hosts[1].underlay_ip, true);
+    assert_route(&r, ip(&w4), hosts[1].underlay_ip, false);
+    assert_route(&r, ip(&w3), hosts[2].underlay_ip, false);
+    assert!(
+        route_to(&r, ip(&w1)).is_none(),
+        "a route to its own w1:\n{r}"
+    );
+    assert!(
+        r.lines().count() == 2 + 1,
+        "one block route and two /32s:\n{r}"
+    );
     assert!(!t.forwarding_state(0).contains(&w2.endpoint.mac.to_string()));
     let dir = t.lab().state_dir().to_path_buf();
     let cap = capture(&hosts[1].netns, &dir);
@@ -268,6 +318,12 @@ fn routed_network_on_one_subnet_routes_without_encapsulation() {
     // Restart without churn: host2's agent is killed, w3 detached
     // meanwhile; after the restart its route goes, and w1's route is never
     // touched (not deleted, not re-added).
+    let w1_route = assert_route(
+        &routes(&hosts[1].netns),
+        ip(&w1),
+        hosts[0].underlay_ip,
+        true,
+    );
     let mon = Recorder::start(
         &hosts[1].netns,
         &["ip", "monitor", "route"],
@@ -315,7 +371,7 @@ fn routed_network_on_one_subnet_routes_without_encapsulation() {
     t.lab_mut().start_agent(1, false).expect("restart");
     let converged = wait_until(PROPAGATION, || {
         let r = routes(&hosts[1].netns);
-        !r.contains(&format!("{} ", ip(&w3))) && r.contains(&format!("{} ", ip(&w1)))
+        !r.contains(&format!("{} ", ip(&w3))) && r.contains(&format!("{w1_route} "))
     });
     assert!(
         converged,
@@ -330,7 +386,7 @@ fn routed_network_on_one_subnet_routes_without_encapsulation() {
     let changes = mon.stop();
     let touched: Vec<&str> = changes
         .lines()
-        .filter(|l| l.contains(&format!("{} ", ip(&w1))))
+        .filter(|l| l.contains(&format!("{w1_route} ")))
         .collect();
     assert!(touched.is_empty(), "w1's route churned: {touched:?}");
     assert!(
@@ -391,15 +447,9 @@ fn routed_network_across_two_subnets_tunnels_only_across() {
 
     // Routes only to the host on the same subnet.
     let r = routes(&hosts[0].netns);
-    assert!(
-        r.contains(&format!(
-            "{} via {} dev eth0",
-            ip(&w2),
-            hosts[1].underlay_ip
-        )),
-        "{r}"
-    );
+    assert_route(&r, ip(&w2), hosts[1].underlay_ip, true);
     assert!(!r.contains(&format!("{} ", ip(&w3))), "{r}");
+    assert!(route_to(&r, ip(&w3)).is_none(), "{r}");
     assert!(routes(&hosts[2].netns).trim().is_empty());
 
     // Which path each pair took, by the VXLAN device's counters.

@@ -29,8 +29,9 @@
 //! A routed network keeps its bridge, anycast gateway, VXLAN device and
 //! firewall; only the remote endpoints on hosts of this host's underlay
 //! subnet that route too are different ([`routes`]): instead of FDB and
-//! neighbour entries they get a /32 route via their host's underlay
-//! address (protocol [`RTPROT_SOCKETPLANE`]), and the bridge answers ARP
+//! neighbour entries they are reached by routes via their host's underlay
+//! address (protocol [`RTPROT_SOCKETPLANE`]): one per address block the
+//! host holds, a /32 only for an endpoint outside its host's blocks, and the bridge answers ARP
 //! for them with the gateway's MAC (proxy ARP), so workloads send them to
 //! the gateway, which routes. Everyone else is reached through VXLAN as on
 //! an overlay. Broadcast and multicast reach only tunnelled hosts.

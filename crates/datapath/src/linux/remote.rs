@@ -242,8 +242,8 @@ impl NetCache {
 pub(crate) struct RemoteCache {
     /// By VNI.
     pub nets: HashMap<u32, NetCache>,
-    /// Our routes (endpoint → host, out of the underlay).
-    pub routes: Option<BTreeMap<Ipv4Addr, Ipv4Addr>>,
+    /// Our routes (block or endpoint → host, out of the underlay).
+    pub routes: Option<BTreeMap<ipnet::Ipv4Net, Ipv4Addr>>,
     /// When the kernel was last read back; `None`: at the next apply.
     pub checked: Option<Instant>,
 }

@@ -402,6 +402,26 @@ impl TestLab {
         )
     }
 
+    /// [`Self::workload`] with the fixed address `ip` (`--ip`).
+    pub fn workload_at(
+        &mut self,
+        host: usize,
+        name: &str,
+        network: &str,
+        ip: &str,
+    ) -> EndpointInfo {
+        let netns = self
+            .lab_mut()
+            .add_workload(host, name)
+            .expect("add workload");
+        self.sp_json(
+            host,
+            &[
+                "endpoint", "attach", "--netns", &netns, "-n", network, "--name", name, "--ip", ip,
+            ],
+        )
+    }
+
     /// Whether `workload` reaches `ip` (up to three pings, 1 s each).
     pub fn ping(&self, workload: &str, ip: &str) -> bool {
         (0..3).any(|_| self.ping_once(workload, ip))
