@@ -45,8 +45,10 @@ const ENROLL_PATH: &str = "/cluster/v1/enroll";
 /// A member asks another whether the cluster issued a certificate (members
 /// only: not in [`ANONYMOUS_PATHS`]).
 const ISSUED_PATH: &str = "/cluster/v1/issued";
-/// How long a confirmation asked of members is not asked again.
-const CONFIRM_AGAIN_AFTER: Duration = Duration::from_secs(10);
+/// How long a confirmation asked of members is not asked again. Short: the
+/// first ask often comes within milliseconds of the enrollment, before the
+/// other members applied its record.
+const CONFIRM_AGAIN_AFTER: Duration = Duration::from_secs(2);
 const ENROLL_BODY: usize = 16 << 10;
 const ANSWER_BODY: usize = 64 << 10;
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -735,7 +737,7 @@ async fn issued(State(s): State<Arc<Standing>>, body: Bytes) -> Response {
 /// node's allowlist; one that holds the record makes this node admit the
 /// certificate. Only with the embedded store (etcd reads are current).
 /// One round at a time, of at most eight certificates (a forged
-/// certificate costs this node a few requests every ten seconds at most).
+/// certificate costs this node a few requests every two seconds at most).
 pub fn confirm_with_members(
     standing: &Arc<Standing>,
     embedded: Option<&Arc<socketplane_store_raft::EmbeddedStore>>,
@@ -779,6 +781,7 @@ async fn confirm(
         return;
     }
     let Ok(Some(client)) = standing.client_tls() else {
+        tracing::info!("Cannot confirm certificates with members: no client certificate.");
         return;
     };
     let client = Arc::new(client);
@@ -799,13 +802,18 @@ async fn confirm(
         if let Some(member) = answers.into_iter().flatten().next() {
             tracing::info!(node = %id, by = %member, "A member confirmed a certificate this node's state did not know yet (this node is catching up).");
             standing.issued.insert(&id, key);
+        } else {
+            let asked: Vec<&str> = members.iter().map(|(m, _)| m.as_str()).collect();
+            tracing::info!(node = %id, ?asked, "No member confirmed a certificate this node's state does not know.");
         }
     }
 }
 
 /// Asks `member` at `addr` whether the cluster issued `id`'s certificate
 /// with key `key`: `Some(member)` if it holds the record. The member's own
-/// certificate must be one this node's allowlist holds a record of.
+/// certificate must be one this node's port admits (by the same rule: a
+/// member whose own record this node has not applied yet, but whose
+/// registration it holds, is asked too).
 async fn ask_member(
     standing: &Standing,
     client: Arc<rustls::ClientConfig>,
@@ -828,7 +836,8 @@ async fn ask_member(
         let their_key = socketplane_trust::key_fingerprint(&cert).ok()?;
         if their_id != member
             || standing.revoked.contains(&their_id)
-            || !standing.issued.recorded(&their_id, &their_key)
+            || standing.issued.check(&their_id, &their_key)
+                != socketplane_trust::Admission::Admitted
         {
             return None;
         }

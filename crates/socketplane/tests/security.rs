@@ -487,6 +487,9 @@ fn a_member_behind_on_the_allowlist_admits_a_new_host_that_others_confirm() {
         .find(|h| h.underlay_ip != leader)
         .expect("a member that does not lead")
         .clone();
+    // It knows the other members before it falls behind: those are whom it
+    // can ask.
+    t.wait_for_nodes(behind.index, 3, FORMATION);
     let cut = CutFrom::new(&behind.netns, leader);
     let joiner = t.add_host();
     t.wait_for_nodes(0, 4, FORMATION);
