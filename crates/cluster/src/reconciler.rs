@@ -533,8 +533,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn one_failing_endpoint_holds_nobody_back_and_is_shown() {
+    /// A cluster on a memory store with node "a" registered, its datapath
+    /// the test's `Picky`.
+    async fn picky_node() -> Arc<Cluster> {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());
         let cluster = Arc::new(Cluster::new(store, "a".into(), "c".into()));
         let record = NodeRecord {
@@ -545,6 +546,12 @@ mod tests {
             .register(&record, Duration::from_secs(60))
             .await
             .unwrap();
+        cluster
+    }
+
+    #[tokio::test]
+    async fn one_failing_endpoint_holds_nobody_back_and_is_shown() {
+        let cluster = picky_node().await;
         cluster.create_network(&web()).await.unwrap();
         let datapath = Arc::new(Picky::default());
         let (reconciler, handle) = Reconciler::new(cluster.clone(), datapath.clone());
@@ -591,16 +598,7 @@ mod tests {
     /// the periodic resync has it read the host back in full first.
     #[tokio::test]
     async fn the_periodic_resync_asks_for_a_full_check() {
-        let store: Arc<dyn Store> = Arc::new(MemStore::new());
-        let cluster = Arc::new(Cluster::new(store, "a".into(), "c".into()));
-        let record = NodeRecord {
-            datapath: "picky".into(),
-            ..node_record("a")
-        };
-        cluster
-            .register(&record, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let cluster = picky_node().await;
         let datapath = Arc::new(Picky::default());
         let (mut reconciler, handle) = Reconciler::new(cluster.clone(), datapath.clone());
         reconciler.resync_every = Duration::from_millis(300);
