@@ -390,16 +390,7 @@ impl TestLab {
 
     /// Creates a workload namespace on `host` and attaches it to `network`.
     pub fn workload(&mut self, host: usize, name: &str, network: &str) -> EndpointInfo {
-        let netns = self
-            .lab_mut()
-            .add_workload(host, name)
-            .expect("add workload");
-        self.sp_json(
-            host,
-            &[
-                "endpoint", "attach", "--netns", &netns, "-n", network, "--name", name,
-            ],
-        )
+        self.attach_workload(host, name, network, &[])
     }
 
     /// [`Self::workload`] with the fixed address `ip` (`--ip`).
@@ -410,16 +401,25 @@ impl TestLab {
         network: &str,
         ip: &str,
     ) -> EndpointInfo {
+        self.attach_workload(host, name, network, &["--ip", ip])
+    }
+
+    fn attach_workload(
+        &mut self,
+        host: usize,
+        name: &str,
+        network: &str,
+        extra: &[&str],
+    ) -> EndpointInfo {
         let netns = self
             .lab_mut()
             .add_workload(host, name)
             .expect("add workload");
-        self.sp_json(
-            host,
-            &[
-                "endpoint", "attach", "--netns", &netns, "-n", network, "--name", name, "--ip", ip,
-            ],
-        )
+        let mut args = vec![
+            "endpoint", "attach", "--netns", &netns, "-n", network, "--name", name,
+        ];
+        args.extend_from_slice(extra);
+        self.sp_json(host, &args)
     }
 
     /// Whether `workload` reaches `ip` (up to three pings, 1 s each).
