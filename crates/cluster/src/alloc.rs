@@ -48,17 +48,19 @@ pub(crate) struct Claim {
 }
 
 impl Cluster {
-    async fn alloc_lock(&self, network: &str) -> Arc<Mutex<()>> {
+    async fn alloc_lock(&self, network: &str) -> Arc<Mutex<Option<Ipv4Net>>> {
         let mut locks = self.alloc_locks.lock().await;
         locks.entry(network.to_string()).or_default().clone()
     }
 
     /// Takes `wanted` (or the next free address) on `network` and writes
     /// what `claim` returns for it, in one transaction, retried on races.
-    /// Returns the address and the revision of the write.
+    /// `net_rev` is the revision the caller read the network at. Returns
+    /// the address and the revision of the write.
     pub(crate) async fn allocate(
         &self,
         network: &NetworkRecord,
+        mut net_rev: Revision,
         wanted: Option<Ipv4Addr>,
         mut claim: impl FnMut(Ipv4Addr) -> Result<Claim>,
     ) -> Result<(Ipv4Addr, Revision)> {
@@ -67,18 +69,18 @@ impl Cluster {
             pool.check_assignable(ip)?;
         }
         let lock = self.alloc_lock(&network.id).await;
-        let _guard = lock.lock().await;
-        for _ in 0..CAS_ATTEMPTS {
-            let (_, net_rev) = self.get_network(&network.id).await?;
+        let mut last_block = lock.lock().await;
+        for attempt in 0..CAS_ATTEMPTS {
+            if attempt > 0 {
+                // The caller's read may be what made the last try fail.
+                net_rev = self.get_network(&network.id).await?.1;
+            }
             // Never allocate while our own lease has lapsed: the others may
             // be counting us dead, and the write must not outlive that.
             let alive = self.own_liveness().await?;
-            // One listing for addresses, reservations and block claims.
-            let ipam = self.store.list(&keys::ipam(&network.id)).await?;
-            let taken = taken(&network.id, &ipam.kvs);
             let ip = match wanted {
                 Some(ip) => {
-                    if let Some(holder) = taken.get(&ip) {
+                    if let Some(holder) = self.holder(&network.id, ip).await? {
                         return Err(Error::Conflict(format!(
                             "address {ip} is already in use by {holder}"
                         )));
@@ -86,8 +88,7 @@ impl Cluster {
                     ip
                 }
                 None => {
-                    let owners = block_owners(&network.id, &ipam.kvs);
-                    self.choose_address(&pool, &network.id, net_rev, &taken, &owners)
+                    self.choose_address(&pool, &network.id, net_rev, &mut last_block)
                         .await?
                 }
             };
@@ -140,30 +141,72 @@ impl Cluster {
         Ok(taken(network, &ipam.kvs))
     }
 
-    /// Picks a candidate: first from a block this node owns, else from a
-    /// block it claims now, else from anywhere. Only the later CAS on the
-    /// address keys makes it ours.
+    /// Who holds `ip` on `network`, if anybody: two reads, not a listing.
+    async fn holder(&self, network: &str, ip: Ipv4Addr) -> Result<Option<Holder>> {
+        let (address, reservation) = (keys::address(network, ip), keys::reservation(network, ip));
+        let (address, reserved) =
+            tokio::try_join!(self.store.get(&address), self.store.get(&reservation),)?;
+        Ok(taken(network, address.iter().chain(reserved.iter())).remove(&ip))
+    }
+
+    /// The taken addresses of one block. Blocks are no larger than a /24
+    /// (`socketplane_ipam::BLOCK_PREFIX`), so the keys of their addresses
+    /// share the /24's prefix (`a.b.c.`) and the read costs at most 256
+    /// keys, not O(network): an attach must not cost more as the network
+    /// fills.
+    async fn taken_in(&self, network: &str, block: Ipv4Net) -> Result<BTreeMap<Ipv4Addr, Holder>> {
+        if block.prefix_len() < 24 {
+            return self.taken_addresses(network).await;
+        }
+        let [a, b, c, _] = block.network().octets();
+        let octets = format!("{a}.{b}.{c}.");
+        let addrs = format!("{}{octets}", keys::addresses(network));
+        let reserved = format!("{}{octets}", keys::reservations(network));
+        let (addrs, reserved) =
+            tokio::try_join!(self.store.list(&addrs), self.store.list(&reserved))?;
+        let mut found = taken(network, addrs.kvs.iter().chain(reserved.kvs.iter()));
+        found.retain(|ip, _| block.contains(ip));
+        Ok(found)
+    }
+
+    /// Picks a candidate: first from a block this node owns (the one it
+    /// last allocated from first), else from a block it claims now, else
+    /// from anywhere. Only the later CAS on the address keys makes it
+    /// ours. Each block is read alone, so a node scans its full blocks
+    /// only once the one it fills is full (once per block's worth of
+    /// allocations).
     async fn choose_address(
         &self,
         pool: &Pool,
         network: &str,
         net_rev: Revision,
-        taken: &BTreeMap<Ipv4Addr, Holder>,
-        owners: &BTreeMap<Ipv4Net, String>,
+        last_block: &mut Option<Ipv4Net>,
     ) -> Result<Ipv4Addr> {
-        let is_taken = |ip: Ipv4Addr| taken.contains_key(&ip);
-        for (block, owner) in owners {
-            if owner == &self.node_id {
-                if let Some(ip) = pool.first_free(*block, is_taken) {
-                    return Ok(ip);
-                }
+        let claims = self.store.list(&keys::blocks(network)).await?;
+        let owners = block_owners(network, &claims.kvs);
+        let mut mine: Vec<Ipv4Net> = owners
+            .iter()
+            .filter(|(_, owner)| **owner == self.node_id)
+            .map(|(block, _)| *block)
+            .collect();
+        if let Some(last) = *last_block {
+            if let Some(i) = mine.iter().position(|b| *b == last) {
+                mine[..=i].rotate_right(1);
+            }
+        }
+        for block in mine {
+            let taken = self.taken_in(network, block).await?;
+            if let Some(ip) = pool.first_free(block, |ip| taken.contains_key(&ip)) {
+                *last_block = Some(block);
+                return Ok(ip);
             }
         }
         for block in pool.blocks() {
             if owners.contains_key(&block) {
                 continue;
             }
-            let Some(ip) = pool.first_free(block, is_taken) else {
+            let taken = self.taken_in(network, block).await?;
+            let Some(ip) = pool.first_free(block, |ip| taken.contains_key(&ip)) else {
                 continue;
             };
             // Only while the network is the one listed: a claim landing
@@ -174,15 +217,22 @@ impl Cluster {
                 .then(Op::put(keys::block(network, block), self.node_id.clone()));
             if self.store.txn(claim).await?.succeeded {
                 tracing::debug!(%network, %block, "Claimed an address block.");
+                *last_block = Some(block);
                 return Ok(ip);
             }
         }
-        Ok(pool.first_free_anywhere(is_taken)?)
+        // Every block is claimed: the network is small for its hosts, and
+        // one listing of it is bounded by its size.
+        let taken = self.taken_addresses(network).await?;
+        Ok(pool.first_free_anywhere(|ip| taken.contains_key(&ip))?)
     }
 }
 
 /// Addresses and reservations among a network's IPAM keys.
-fn taken(network: &str, kvs: &[KeyValue]) -> BTreeMap<Ipv4Addr, Holder> {
+fn taken<'a>(
+    network: &str,
+    kvs: impl IntoIterator<Item = &'a KeyValue>,
+) -> BTreeMap<Ipv4Addr, Holder> {
     let (addrs, reserved) = (keys::addresses(network), keys::reservations(network));
     let mut out = BTreeMap::new();
     for kv in kvs {
@@ -212,4 +262,92 @@ fn block_owners(network: &str, kvs: &[KeyValue]) -> BTreeMap<Ipv4Net, String> {
             Some((block, String::from_utf8_lossy(&kv.value).into_owned()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use socketplane_api::rest::CreateNetwork;
+    use socketplane_store::{Layer, Layered, Listing, MemStore, Store};
+
+    use crate::testing::{attach_web, register, web};
+    use crate::Cluster;
+
+    /// Counts the keys the cluster reads.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemStore,
+        keys_read: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Layer for Counting {
+        fn inner(&self) -> &dyn Store {
+            &self.inner
+        }
+        async fn list(&self, prefix: &str) -> socketplane_store::Result<Listing> {
+            let listing = self.inner.list(prefix).await?;
+            self.keys_read
+                .fetch_add(listing.kvs.len(), Ordering::Relaxed);
+            Ok(listing)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attach_reads_its_block_not_the_whole_network() {
+        let store = Arc::new(Layered(Counting::default()));
+        let a = Cluster::new(store.clone(), "a".into(), "c".into());
+        let b = Cluster::new(store.clone(), "b".into(), "c".into());
+        register(&a, "a").await;
+        register(&b, "b").await;
+        a.create_network(&CreateNetwork {
+            subnet: "10.9.0.0/16".into(),
+            ..web()
+        })
+        .await
+        .expect("network");
+        let mut ips = std::collections::HashSet::new();
+        for _ in 0..600 {
+            let (ep, _) = b.attach(&attach_web(), None).await.expect("attach on b");
+            assert!(ips.insert(ep.ip), "{} twice", ep.ip);
+        }
+        let mut first = None;
+        for _ in 0..150 {
+            let (ep, _) = a.attach(&attach_web(), None).await.expect("attach on a");
+            assert!(ips.insert(ep.ip), "{} twice", ep.ip);
+            first.get_or_insert(ep);
+        }
+        // 750 addresses in 13 blocks: one more attach on either node reads
+        // the block claims and the addresses of one block's /24 (at most
+        // 256), and the amortised cost over the next block's worth stays
+        // as small.
+        for node in [&a, &b] {
+            store.keys_read.store(0, Ordering::Relaxed);
+            let (ep, _) = node.attach(&attach_web(), None).await.expect("attach");
+            assert!(ips.insert(ep.ip), "{} twice", ep.ip);
+            let read = store.keys_read.load(Ordering::Relaxed);
+            assert!(read <= 256 + 16, "one attach read {read} keys");
+        }
+        store.keys_read.store(0, Ordering::Relaxed);
+        for _ in 0..64 {
+            let (ep, _) = b.attach(&attach_web(), None).await.expect("attach on b");
+            assert!(ips.insert(ep.ip), "{} twice", ep.ip);
+        }
+        let read = store.keys_read.load(Ordering::Relaxed);
+        assert!(read <= 64 * (256 + 16), "64 attaches read {read} keys");
+        // A freed address in a full block is taken again once the block
+        // being filled is full: nothing is lost to the hint.
+        let freed = first.expect("an endpoint on a");
+        a.detach(&freed.id).await.expect("detach");
+        let mut reused = false;
+        for _ in 0..64 {
+            let (ep, _) = a.attach(&attach_web(), None).await.expect("attach on a");
+            assert!(ep.ip == freed.ip || ips.insert(ep.ip), "{} twice", ep.ip);
+            reused |= ep.ip == freed.ip;
+        }
+        assert!(reused, "{} was never handed out again", freed.ip);
+    }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use socketplane_store::{Revision, Store};
 use tokio::sync::{watch, Mutex};
 
@@ -25,8 +26,9 @@ pub struct Cluster {
     /// The cluster's name, for messages.
     name: String,
     /// Serialises this agent's allocations per network so concurrent local
-    /// attaches do not race each other for the same candidate address.
-    pub(crate) alloc_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// attaches do not race each other for the same candidate address; it
+    /// guards the block this node last allocated from there (a hint).
+    pub(crate) alloc_locks: Mutex<HashMap<String, Arc<Mutex<Option<Ipv4Net>>>>>,
     /// How long a node must have been dead before what it holds is
     /// reclaimed; `None`: only by `cluster remove`.
     pub(crate) reclaim_after: Option<Duration>,

@@ -52,7 +52,7 @@ impl Cluster {
                 check_label(what, v)?;
             }
         }
-        let (network, _) = self.find_network(&req.network).await?;
+        let (network, net_rev) = self.find_network(&req.network).await?;
         // A CNI attachment is keyed by (container id, ifname): its id is
         // derived from them, so a retried ADD cannot make a second one.
         let id = match (id, req.origin.as_deref(), &req.container_id) {
@@ -81,7 +81,7 @@ impl Cluster {
         };
         let mut record = template.clone();
         let (_, revision) = self
-            .allocate(&network, req.ip, |ip| {
+            .allocate(&network, net_rev, req.ip, |ip| {
                 record = EndpointRecord {
                     ip,
                     mac: MacAddr::from_ipv4(ip),

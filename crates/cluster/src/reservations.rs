@@ -28,12 +28,12 @@ impl Cluster {
     /// Reserves `ip` (or the next free address) on `network` (name or id)
     /// for this node.
     pub async fn reserve_address(&self, network: &str, ip: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
-        let (network, _) = self.find_network(network).await?;
+        let (network, net_rev) = self.find_network(network).await?;
         let record = records::encode(&ReservationRecord {
             node: self.node_id.clone(),
         })?;
         let (ip, _) = self
-            .allocate(&network, ip, |ip| {
+            .allocate(&network, net_rev, ip, |ip| {
                 Ok(Claim {
                     compares: vec![],
                     ops: vec![Op::put(keys::reservation(&network.id, ip), record.clone())],
