@@ -76,6 +76,7 @@ mod elect;
 mod error;
 mod forward;
 mod http;
+mod learners;
 mod leases;
 mod membership;
 mod network;

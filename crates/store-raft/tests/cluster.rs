@@ -288,3 +288,79 @@ async fn leases_survive_leader_failover_with_keep_alive() {
         other => panic!("keep-alive after expiry: {other:?}"),
     }
 }
+
+/// Replication to learners is paced (`learners.rs`): an idle learner hears
+/// from the leader about once a second, not at every heartbeat, and a
+/// burst of writes reaches it in a few batched RPCs; it still applies
+/// every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learners_are_paced_and_miss_nothing() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(5, "pace", dir.path(), |_| {}).await;
+    wait_for("3 voters", Duration::from_secs(5), || {
+        let n = &nodes[0];
+        async move { voters(n).await == vec![1, 2, 3] }
+    })
+    .await;
+    let leader = leader_of(&nodes[0]).await.expect("a leader");
+    let voter = &nodes[[1usize, 2, 3]
+        .into_iter()
+        .find(|id| *id as u64 != leader)
+        .expect("a follower")
+        - 1];
+    let learner = &nodes[4];
+    // Let the joins' catch-up settle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (v0, l0) = (voter.store.appends_served(), learner.store.appends_served());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (idle_voter, idle_learner) = (
+        voter.store.appends_served() - v0,
+        learner.store.appends_served() - l0,
+    );
+    eprintln!("idle 3 s: voter served {idle_voter} appends, learner {idle_learner}");
+    // Heartbeats every 50 ms (fast timing) to voters; a learner about
+    // once a second.
+    assert!(idle_voter >= 15, "voter got {idle_voter}");
+    assert!(idle_learner <= 5, "idle learner got {idle_learner}");
+
+    let leader_store = nodes[leader as usize - 1].dyn_store();
+    let (v0, l0) = (voter.store.appends_served(), learner.store.appends_served());
+    let started = Instant::now();
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let s = leader_store.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    s.put(&format!("/burst/{w}/{i}"), b"v".to_vec())
+                        .await
+                        .expect("put");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let learner_store = learner.dyn_store();
+    wait_for("the learner has all 400", Duration::from_secs(5), || {
+        let s = learner_store.clone();
+        async move { s.list("/burst/").await.map(|l| l.kvs.len()).unwrap_or(0) == 400 }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let (burst_voter, burst_learner) = (
+        voter.store.appends_served() - v0,
+        learner.store.appends_served() - l0,
+    );
+    eprintln!(
+        "400 writes in {elapsed:?}: voter served {burst_voter} appends, learner {burst_learner}"
+    );
+    // At most one RPC per 40 ms, plus the learner's own read-index waits.
+    let cap = (elapsed.as_secs_f64() / 0.040).ceil() as u64 + 5;
+    assert!(
+        burst_learner <= cap,
+        "learner got {burst_learner} (cap {cap})"
+    );
+}
