@@ -132,7 +132,7 @@ sleep 0.5
 
 # offload setting on|off for a path: ethtool on the devices it names.
 offload() { # pair setting on|off
-  local pair=$1 s=$2 v=$3 h w dev
+  local pair=$1 s=$2 v=$3 h w dev n
   case $s in
     default) ;;
     udp-gro)
@@ -178,11 +178,11 @@ RUNS=()
 for pair in u uj; do RUNS+=("$pair default"); done
 for pair in ov rt ovj rtj; do for s in "${SETTINGS[@]}"; do RUNS+=("$pair $s"); done; done
 : > "$TMP/results"
-n=${#RUNS[@]}
+nruns=${#RUNS[@]}
 for r in $(seq 1 "$ROUNDS"); do
-  for k in $(seq 0 $((n - 1))); do
+  for k in $(seq 0 $((nruns - 1))); do
     # shellcheck disable=SC2086
-    set -- ${RUNS[$(( (k + r * 5) % n ))]}
+    set -- ${RUNS[$(( (k + r * 5) % nruns ))]}
     offload "$1" "$2" on
     line=$(measure "$1")
     offload "$1" "$2" off
