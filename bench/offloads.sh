@@ -37,7 +37,13 @@ PIDS=()
 cleanup() {
   set +e
   for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null; done
-  for ns in "${NSS[@]:-}"; do [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null; done
+  # What runs in our namespaces (servers started through a function: $! is
+  # the subshell's, not the server's) goes with them.
+  for ns in "${NSS[@]:-}"; do
+    [ -n "$ns" ] || continue
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
+  done
   rm -rf "${TMP:-/nonexistent}"
 }
 trap cleanup EXIT INT TERM
@@ -124,7 +130,10 @@ for pair in ov rt ovj rtj; do
 done
 for pair in u uj ov rt ovj rtj; do
   srv_ns=${RCV[$pair]}; [ -n "${INTO[$pair]}" ] && srv_ns="$P-$pair-w2"
-  nsx "${CLIENT[$pair]}" ping -q -c 2 -W 2 "${SERVER[$pair]}" >/dev/null
+  for try in 1 2 3 4 5; do
+    nsx "${CLIENT[$pair]}" ping -q -c 1 -W 2 "${SERVER[$pair]}" >/dev/null && break
+    [ "$try" = 5 ] && { echo "$pair: ${SERVER[$pair]} unreachable" >&2; exit 1; }
+  done
   nsx "$srv_ns" iperf3 -s -B "${SERVER[$pair]}" >/dev/null 2>&1 &
   PIDS+=($!)
 done
