@@ -22,7 +22,9 @@
 # ROUNDS.
 #
 # Usage (root): bench/offloads.sh [SECONDS_PER_RUN=3] [ROUNDS=3]
-#   env PROFILE=debug|release (of dp-apply; the kernel forwards either way)
+#   env PROFILE=debug|release (of dp-apply; the kernel forwards either way),
+#   SETTINGS="default udp-gro veth-gro no-tso" and PATHS="u uj ov rt ovj rtj"
+#   (a subset: fewer runs per round)
 # Needs: iproute2, iperf3, ethtool, nftables, iptables, python3, cargo.
 set -euo pipefail
 
@@ -182,10 +184,15 @@ print(f"{g:.2f} {b / max(p, 1):.0f} {q / max(r, 1):.3f}")
 PY
 }
 
-SETTINGS=(default udp-gro veth-gro no-tso)
+read -r -a SETTINGS <<< "${SETTINGS:-default udp-gro veth-gro no-tso}"
+read -r -a MEASURED <<< "${PATHS:-u uj ov rt ovj rtj}"
 RUNS=()
-for pair in u uj; do RUNS+=("$pair default"); done
-for pair in ov rt ovj rtj; do for s in "${SETTINGS[@]}"; do RUNS+=("$pair $s"); done; done
+for pair in "${MEASURED[@]}"; do
+  case $pair in
+    u|uj) RUNS+=("$pair default") ;;
+    *) for s in "${SETTINGS[@]}"; do RUNS+=("$pair $s"); done ;;
+  esac
+done
 : > "$TMP/results"
 nruns=${#RUNS[@]}
 for r in $(seq 1 "$ROUNDS"); do
@@ -220,8 +227,13 @@ for pair in ["u", "uj", "ov", "rt", "ovj", "rtj"]:
         lo, hi = spread[(pair, s)]
         print(f"{names[pair]:14} {s:9} {m[0]:7.2f} {lo:5.2f}-{hi:<5.2f} {m[1]:11.0f} {m[2]:13.3f}")
 d = lambda p, s="default": med[(p, s)][0]
-print("vs default:", ", ".join(f"{names[p]} {s} {d(p, s) / d(p):.2f}"
-      for p in ["ov", "rt"] for s in ["udp-gro", "veth-gro", "no-tso"]))
-print(f"9000 vs 1500: underlay {d('uj') / d('u'):.2f}, overlay {d('ovj') / d('ov'):.2f}, "
-      f"routed {d('rtj') / d('rt'):.2f}")
+vs = [f"{names[p]} {s} {d(p, s) / d(p):.2f}" for p in ["ov", "rt", "ovj", "rtj"]
+      for s in ["udp-gro", "veth-gro", "no-tso"] if (p, s) in med and (p, "default") in med]
+print("vs default:", ", ".join(vs))
+jumbo = [f"{names[a].split()[0]} {d(b) / d(a):.2f}" for a, b in [("u", "uj"), ("ov", "ovj"), ("rt", "rtj")]
+         if (a, "default") in med and (b, "default") in med]
+jumbo += [f"{names[a].split()[0]} no-tso {d(b, 'no-tso') / d(a, 'no-tso'):.2f}"
+          for a, b in [("ov", "ovj"), ("rt", "rtj")] if (a, "no-tso") in med and (b, "no-tso") in med]
+if jumbo:
+    print("9000 vs 1500:", ", ".join(jumbo))
 PY
