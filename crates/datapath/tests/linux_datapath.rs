@@ -377,6 +377,7 @@ fn bulk_tcp(server: &str, server_ip: Ipv4Addr, client: &str, bytes: usize) -> us
 #[test]
 fn jumbo_underlay_gives_workloads_its_mtu_minus_50() {
     socketplane_testkit::require_privileged!();
+    socketplane_testkit::require("ethtool", "ethtool");
     let mut lab = Lab::new(2);
     // Every port of the underlay switch (the bridge follows) and each
     // host's uplink at 9000, before the datapaths start.
