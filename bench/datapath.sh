@@ -41,7 +41,13 @@ PIDS=()
 cleanup() {
   set +e
   for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill -CONT "$pid" 2>/dev/null && kill "$pid" 2>/dev/null; done
-  for ns in "${NSS[@]:-}"; do [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null; done
+  # What runs in our namespaces (servers started through a function: $! is
+  # the subshell's, not the server's) goes with them.
+  for ns in "${NSS[@]:-}"; do
+    [ -n "$ns" ] || continue
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
+  done
   rm -rf "${TMP:-/nonexistent}"
 }
 trap cleanup EXIT INT TERM

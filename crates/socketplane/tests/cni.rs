@@ -567,9 +567,7 @@ fn bench_podman_run_socketplane_vs_bridge() {
     let name = common::unique_name('b');
     let mut config = socketplane_lab::LabConfig::new(&name, 1, &agent);
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
-    let mut t = TestLab {
-        lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
-    };
+    let mut t = TestLab::new(socketplane_lab::Lab::up(config).expect("lab up"));
     t.wait_for_nodes(0, 1, common::FORMATION);
     t.sp(0, &["network", "create", "bnet", "10.81.0.0/24"])
         .unwrap();

@@ -133,9 +133,7 @@ fn dns_names_across_hosts() {
         .agent_args
         .extend(["--dns-upstream".into(), OUTSIDE_REMOTE_IP.to_string()]);
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
-    let t = TestLab {
-        lab: Some(Lab::up(config).expect("lab up")),
-    };
+    let t = TestLab::new(Lab::up(config).expect("lab up"));
     t.wait_for_nodes(0, 3, FORMATION);
     let mut upstream = Some(start_upstream(t.lab()));
     let mut d = Dns { t };
@@ -348,9 +346,7 @@ fn dns_names_on_the_ovs_datapath() {
     config.datapath = "ovs".into();
     config.agent_args = test_agent_args(LEASE_TTL);
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
-    let t = TestLab {
-        lab: Some(Lab::up(config).expect("lab up")),
-    };
+    let t = TestLab::new(Lab::up(config).expect("lab up"));
     t.wait_for_nodes(0, 2, FORMATION);
     let mut d = Dns { t };
     d.t.sp(0, &["network", "create", "green", "10.55.0.0/24"])

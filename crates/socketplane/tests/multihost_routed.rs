@@ -1,43 +1,27 @@
-//! Routed networks (`network create --mode routed`) with real agents: on
-//! one underlay subnet (reach, isolation both ways, the outside, fencing,
-//! which path the packets take, restart without churn), and across two
-//! subnets joined by a router namespace, where only the cross-subnet pairs
-//! use VXLAN. Needs what `multihost.rs` needs, plus tcpdump.
+//! Routed networks (`network create --mode routed`) with real agents: the
+//! shared multi-host suite (`suite/`) unchanged, every network its
+//! scenarios create routed ([`Mode::routed`]); on one underlay subnet
+//! (reach, isolation both ways, the outside, fencing, which path the
+//! packets take, restart without churn); and across two subnets joined by
+//! a router namespace, where only the cross-subnet pairs use VXLAN. Needs
+//! what `multihost.rs` needs, plus tcpdump.
 
 mod common;
+#[macro_use]
+mod suite;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{wait_until, Mode, TestLab};
+use common::{our_routes as routes, route_to, wait_until, Mode, TestLab};
 use socketplane_api::rest::{EndpointInfo, NetworkInfo};
 use socketplane_api::NetworkMode;
 use socketplane_testkit::{netns, require, require_privileged};
 
 /// How long other hosts may take to apply a change.
 const PROPAGATION: Duration = Duration::from_secs(5);
-
-/// Our routes on `ns` (`ip route show proto 83`).
-fn routes(ns: &str) -> String {
-    let out = netns::exec(ns, &["ip", "route", "show", "proto", "83"]).expect("ip route");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Of our routes `r` (`ip route show proto 83`), the one covering `ip`
-/// (longest prefix): its destination's prefix length and its line.
-fn route_to(r: &str, ip: Ipv4Addr) -> Option<(u8, String)> {
-    r.lines()
-        .filter_map(|l| {
-            let dst = l.split_whitespace().next()?;
-            let (addr, len) = dst.split_once('/').unwrap_or((dst, "32"));
-            let (addr, len): (Ipv4Addr, u8) = (addr.parse().ok()?, len.parse().ok()?);
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            (u32::from(addr) & mask == u32::from(ip) & mask).then(|| (len, l.to_string()))
-        })
-        .max_by_key(|(len, _)| *len)
-}
 
 /// The destination of our route covering `ip`, via `via` on `eth0`: a
 /// block (shorter than /32) when `block`, else the /32 of `ip` itself.
@@ -162,6 +146,23 @@ fn capture(ns: &str, dir: &Path) -> Recorder {
 
 fn ip(e: &EndpointInfo) -> Ipv4Addr {
     e.endpoint.ip
+}
+
+shared_scenarios!(Mode::on("linux").routed());
+
+#[test]
+fn reused_netns_path_is_never_plumbed() {
+    suite::reused_netns_path_is_never_plumbed(Mode::on("linux").routed());
+}
+
+#[test]
+fn gateway_traffic_never_crosses_the_tunnel() {
+    suite::gateway_traffic_never_crosses_the_tunnel(Mode::on("linux").routed());
+}
+
+#[test]
+fn traffic_survives_agent_kill_of_follower_and_leader() {
+    suite::traffic_survives_agent_kill_of_follower_and_leader(Mode::on("linux").routed());
 }
 
 #[test]

@@ -414,9 +414,7 @@ fn http_off_serves_nothing() {
     config.agent_args = common::test_agent_args(common::LEASE_TTL);
     config.agent_args.extend(["--http".into(), "off".into()]);
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
-    let t = TestLab {
-        lab: Some(Lab::up(config).expect("lab up")),
-    };
+    let t = TestLab::new(Lab::up(config).expect("lab up"));
     t.wait_for_nodes(0, 1, FORMATION);
     let ns = t.lab().hosts()[0].netns.clone();
     for path in ["/healthz", "/metrics", "/"] {

@@ -23,9 +23,7 @@ fn start(tag: char, reclaim_after: &str) -> TestLab {
         reclaim_after.into(),
     ];
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
-    let t = TestLab {
-        lab: Some(Lab::up(config).expect("lab up")),
-    };
+    let t = TestLab::new(Lab::up(config).expect("lab up"));
     t.wait_for_nodes(0, 3, FORMATION);
     t
 }

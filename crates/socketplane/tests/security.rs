@@ -547,9 +547,7 @@ fn joined_lab(tag: char, hosts: usize, adjust: impl FnOnce(&mut LabConfig)) -> T
     config.agent_args = test_agent_args(LEASE_TTL);
     config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
     adjust(&mut config);
-    let t = TestLab {
-        lab: Some(socketplane_lab::Lab::up(config).expect("lab up")),
-    };
+    let t = TestLab::new(socketplane_lab::Lab::up(config).expect("lab up"));
     t.wait_for_nodes(0, hosts, FORMATION);
     t
 }

@@ -9,12 +9,14 @@ pub mod docker;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use socketplane_api::rest::{ClusterStatus, EndpointInfo};
+use socketplane_api::NetworkMode;
 use socketplane_lab::{Discovery, Lab, LabConfig, StoreKind};
 pub use socketplane_testkit::{unique_name, wait_until};
 
@@ -32,12 +34,16 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// not the 60 s that hid it.
 pub const FORMATION: Duration = Duration::from_secs(10);
 
-/// What a lab runs on: datapath, store, and how agents find each other.
+/// What a lab runs on: datapath, store, how agents find each other, and
+/// the mode of the networks its tests create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode {
     pub datapath: &'static str,
     pub store: StoreKind,
     pub discovery: Discovery,
+    /// What `network create` without `--mode` creates in the lab (see
+    /// [`TestLab::sp`]); the default network stays an overlay.
+    pub network: NetworkMode,
 }
 
 impl Mode {
@@ -47,6 +53,16 @@ impl Mode {
             datapath,
             store: StoreKind::Embedded,
             discovery: Discovery::Mdns,
+            network: NetworkMode::Overlay,
+        }
+    }
+
+    /// The same with every network the tests create routed
+    /// (`network create … --mode routed`).
+    pub fn routed(self) -> Mode {
+        Mode {
+            network: NetworkMode::Routed,
+            ..self
         }
     }
 
@@ -81,6 +97,8 @@ impl Mode {
 
 pub struct TestLab {
     pub lab: Option<Lab>,
+    /// The mode of networks created through [`TestLab::sp`] without one.
+    pub network_mode: NetworkMode,
 }
 
 impl Drop for TestLab {
@@ -113,6 +131,15 @@ const NOISE: &[&str] = &[
 ];
 
 impl TestLab {
+    /// A lab already up, whose networks are overlays unless a test says
+    /// otherwise.
+    pub fn new(lab: Lab) -> TestLab {
+        TestLab {
+            lab: Some(lab),
+            network_mode: NetworkMode::Overlay,
+        }
+    }
+
     pub fn start(tag: char, hosts: usize) -> TestLab {
         Self::start_with(tag, hosts, "linux")
     }
@@ -159,7 +186,10 @@ impl TestLab {
         config.state_dir = std::env::temp_dir().join(format!("sp-lab-{name}"));
         configure(&mut config);
         let lab = Lab::up(config).expect("lab up");
-        let t = TestLab { lab: Some(lab) };
+        let t = TestLab {
+            lab: Some(lab),
+            network_mode: mode.network,
+        };
         let started = Instant::now();
         for host in 1..hosts {
             t.join_by_cli_if_manual(host);
@@ -207,10 +237,16 @@ impl TestLab {
         self.lab.as_mut().expect("lab")
     }
 
-    /// Runs the CLI on a host; Ok(stdout) or Err(stderr).
+    /// Runs the CLI on a host; Ok(stdout) or Err(stderr). In a lab whose
+    /// networks are routed ([`Mode::routed`]), `network create` without a
+    /// `--mode` gets `--mode routed`: the same scenarios run on either.
     pub fn sp(&self, host: usize, args: &[&str]) -> Result<String, String> {
         let mut cmd = vec![BIN.to_string()];
         cmd.extend(args.iter().map(|s| s.to_string()));
+        let creates = args.len() >= 2 && args[..2] == ["network", "create"];
+        if creates && self.network_mode != NetworkMode::Overlay && !args.contains(&"--mode") {
+            cmd.extend(["--mode".into(), self.network_mode.as_str().into()]);
+        }
         let out = self.lab().exec(host, &cmd).expect("lab exec");
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -275,7 +311,66 @@ impl TestLab {
             socketplane_testkit::netns::exec(&h.netns, &["bridge", "fdb", "show"])
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         };
-        out.unwrap_or_else(|e| panic!("dump forwarding state of {}: {e}", h.name))
+        let mut text = out.unwrap_or_else(|e| panic!("dump forwarding state of {}: {e}", h.name));
+        if self.network_mode == NetworkMode::Routed && !lab.config().uses_ovs() {
+            // What routed networks forward by: our routes, and the
+            // sources the firewall accepts routed from the underlay.
+            text.push_str("--- routes (proto 83) ---\n");
+            text.push_str(&our_routes(&h.netns));
+            text.push_str("--- routed sources ---\n");
+            for (bridge, sources) in routed_sources(&h.netns) {
+                text.push_str(&format!("{bridge}: {}\n", sources.join(", ")));
+            }
+        }
+        text
+    }
+
+    /// Whether host `host`'s datapath holds what it forwards another
+    /// host's endpoint `ep` by, on the path the endpoint's packets take:
+    /// through VXLAN (overlays; a routed network towards a host on another
+    /// underlay subnet or on OVS), its MAC in [`Self::forwarding_state`];
+    /// routed (a routed network between Linux hosts of one underlay
+    /// subnet), a route of ours covering its address via its host's
+    /// underlay address and its address among the sources the firewall
+    /// accepts routed from the underlay (the per-endpoint part: a block
+    /// route stays while the block's other endpoints live).
+    pub fn knows_endpoint(&self, host: usize, ep: &EndpointInfo) -> bool {
+        let lab = self.lab();
+        let hosts = lab.hosts();
+        let peer = hosts
+            .iter()
+            .position(|h| Some(h.underlay_ip) == ep.host || h.name == ep.node_name)
+            .unwrap_or_else(|| panic!("no lab host runs endpoint {ep:?}"));
+        assert_ne!(peer, host, "endpoint {} is local", ep.endpoint.ip);
+        let config = lab.config();
+        let routed = !config.uses_ovs()
+            && config.on_second_subnet(host) == config.on_second_subnet(peer)
+            && self.network_mode_of(&ep.endpoint.network) == NetworkMode::Routed;
+        if !routed {
+            return self
+                .forwarding_state(host)
+                .contains(&ep.endpoint.mac.to_string());
+        }
+        let ns = &hosts[host].netns;
+        let via = format!(" via {} ", hosts[peer].underlay_ip);
+        let route = route_to(&our_routes(ns), ep.endpoint.ip);
+        let accepted = routed_sources(ns)
+            .values()
+            .any(|s| s.contains(&ep.endpoint.ip.to_string()));
+        route.is_some_and(|(_, line)| line.contains(&via)) && accepted
+    }
+
+    /// The mode of network `name`, from the first host whose agent
+    /// answers (one of them may be down).
+    fn network_mode_of(&self, name: &str) -> NetworkMode {
+        for h in 0..self.lab().hosts().len() {
+            if let Ok(out) = self.sp(h, &["network", "info", name, "-o", "json"]) {
+                let info: socketplane_api::rest::NetworkInfo = serde_json::from_str(&out)
+                    .unwrap_or_else(|e| panic!("network info {name}: {e}: {out}"));
+                return info.network.mode;
+            }
+        }
+        panic!("no agent answers `network info {name}`")
     }
 
     /// Everything bad input must not change, as comparable text: every
@@ -546,4 +641,64 @@ fn normalise(item: &mut serde_json::Value) {
             }
         }
     }
+}
+
+/// Our routes in `ns` (`ip route show proto 83`, the routed networks');
+/// a failing dump panics.
+pub fn our_routes(ns: &str) -> String {
+    let out = socketplane_testkit::netns::exec(ns, &["ip", "route", "show", "proto", "83"])
+        .unwrap_or_else(|e| panic!("ip route show proto 83 in {ns}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Of routes `r` (as `ip route show` prints them), the one covering `ip`
+/// (longest prefix): its destination's prefix length and its line.
+pub fn route_to(r: &str, ip: Ipv4Addr) -> Option<(u8, String)> {
+    r.lines()
+        .filter_map(|l| {
+            let dst = l.split_whitespace().next()?;
+            let (addr, len) = dst.split_once('/').unwrap_or((dst, "32"));
+            let (addr, len): (Ipv4Addr, u8) = (addr.parse().ok()?, len.parse().ok()?);
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            (u32::from(addr) & mask == u32::from(ip) & mask).then(|| (len, l.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+}
+
+/// Per routed network's bridge on the lab host `ns`, the sources the
+/// firewall accepts from the underlay into it (the Linux datapath's
+/// `iifname UNDERLAY oifname BRIDGE ip saddr {…} … accept` rule in the
+/// `inet socketplane` table); a failing listing panics.
+pub fn routed_sources(ns: &str) -> BTreeMap<String, Vec<String>> {
+    let argv = ["nft", "list", "chain", "inet", "socketplane", "forward"];
+    let out = socketplane_testkit::netns::exec(ns, &argv)
+        .unwrap_or_else(|e| panic!("{} in {ns}: {e}", argv.join(" ")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("iifname \"eth0\" oifname \"") else {
+            continue;
+        };
+        let Some((bridge, rest)) = rest.split_once('"') else {
+            continue;
+        };
+        let Some(set) = rest
+            .split_once("ip saddr ")
+            .and_then(|(_, r)| r.split_once(" ip daddr "))
+            .map(|(set, _)| set)
+        else {
+            continue;
+        };
+        if !line.ends_with("accept") {
+            continue;
+        }
+        let sources = set
+            .trim_matches(|c: char| c == '{' || c == '}' || c.is_whitespace())
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        found.insert(bridge.to_string(), sources);
+    }
+    found
 }

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, http, wait_until, Mode, TestLab, FORMATION, LEASE_TTL};
 use socketplane_api::rest::{EndpointInfo, NetworkInfo};
+use socketplane_api::NetworkMode;
 use socketplane_lab::StoreKind;
 use socketplane_testkit::{netns, require_privileged, zeroconf};
 
@@ -160,6 +161,14 @@ pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(m: Mode) {
     // Deleting a network with endpoints is refused; with --force it goes,
     // and every host removes its devices.
     let web: NetworkInfo = t.sp_json(0, &["network", "info", "web"]);
+    for (h, w) in [(0, &w2), (0, &w3), (1, &w1)] {
+        assert!(
+            t.knows_endpoint(h, w),
+            "host index {h} does not forward to {}:\n{}",
+            w.endpoint.ip,
+            t.forwarding_state(h)
+        );
+    }
     let err = t.sp(0, &["network", "delete", "web"]).expect_err("refused");
     assert!(err.contains("endpoint(s) attached"), "{err}");
     t.sp(0, &["network", "delete", "web", "--force"])
@@ -174,6 +183,20 @@ pub fn three_hosts_discover_each_other_over_mdns_and_share_networks(m: Mode) {
         })
     });
     assert!(gone, "{bridge} must be removed on every host");
+    // And every route of ours into it (a routed network's; an overlay
+    // has none).
+    let routes_gone = wait_until(PROPAGATION, || {
+        t.lab().hosts().iter().all(|h| {
+            let r = common::our_routes(&h.netns);
+            [&w1, &w2, &w3]
+                .iter()
+                .all(|w| common::route_to(&r, w.endpoint.ip).is_none())
+        })
+    });
+    assert!(
+        routes_gone,
+        "routes into the deleted network must be removed on every host"
+    );
     let eps: Vec<EndpointInfo> = t.sp_json(2, &["endpoint", "list"]);
     let left: HashSet<String> = eps.iter().map(|e| e.endpoint.id.clone()).collect();
     assert_eq!(
@@ -281,10 +304,9 @@ pub fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing(m: Mode) 
     let wc = t.workload(0, "wc", "web");
     // Other hosts learn of an endpoint asynchronously, through the watch.
     assert!(
-        wait_until(PROPAGATION, || t
-            .forwarding_state(1)
-            .contains(&wc.endpoint.mac.to_string())),
-        "host2 never learned wc's MAC"
+        wait_until(PROPAGATION, || t.knows_endpoint(1, &wc)),
+        "host2 never learned wc's forwarding state:\n{}",
+        t.forwarding_state(1)
     );
 
     t.lab_mut()
@@ -313,8 +335,7 @@ pub fn killed_agent_restarts_and_converges_while_traffic_keeps_flowing(m: Mode) 
     let restarted = Instant::now();
     t.wait_for_nodes(0, 3, FORMATION);
     let converged = wait_until(PROPAGATION, || {
-        let f = t.forwarding_state(1);
-        !f.contains(&wc.endpoint.mac.to_string()) && f.contains(&wa.endpoint.mac.to_string())
+        !t.knows_endpoint(1, &wc) && t.knows_endpoint(1, &wa)
     });
     eprintln!(
         "host2 converged {:?} after its restart",
@@ -800,15 +821,16 @@ pub fn addresses_stay_unique_when_hosts_contend_for_one_block(m: Mode) {
     assert_eq!(distinct.len(), 12, "{configured:?}");
 }
 
-/// A packet capture on a lab host's underlay interface (VXLAN only),
-/// stopped and read back as text (`tcpdump -e`: the inner frames' MACs).
+/// A packet capture on a lab host's underlay interface (a tcpdump filter,
+/// e.g. VXLAN only), stopped and read back as text (`tcpdump -e`: the
+/// frames' MACs, inner ones too).
 struct Capture {
     child: std::process::Child,
     file: std::path::PathBuf,
 }
 
 impl Capture {
-    fn start(ns: &str, file: std::path::PathBuf) -> Capture {
+    fn start(ns: &str, file: std::path::PathBuf, filter: &str) -> Capture {
         let log = file.with_extension("log");
         let mut child = netns::command(
             ns,
@@ -822,9 +844,7 @@ impl Capture {
                 "--immediate-mode",
                 "-w",
                 file.to_str().unwrap(),
-                "udp",
-                "port",
-                "4789",
+                filter,
             ],
         )
         .stdin(std::process::Stdio::null())
@@ -876,9 +896,18 @@ impl Drop for Capture {
 /// and ARP for the gateway IP, never cross the tunnel. Checked on the
 /// wire (the underlay of both hosts), with real agents; the positive
 /// control is a cross-host ping between the workloads, which the same
-/// captures must show in both directions.
+/// captures must show in both directions. On a routed network the
+/// workloads' packets cross as plain IP, so the captures take plain ICMP
+/// and ARP on the underlay too, and broadcasts between the hosts are
+/// what must not cross.
 pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
     require_privileged!();
+    let routed = m.network == NetworkMode::Routed && m.datapath == "linux";
+    let filter = if routed {
+        "udp port 4789 or icmp or arp"
+    } else {
+        "udp port 4789"
+    };
     let mut t = TestLab::start_mode('g', 2, m);
     t.sp(0, &["network", "create", "web", "10.2.0.0/24"])
         .expect("create web");
@@ -891,7 +920,7 @@ pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
         .lab()
         .hosts()
         .iter()
-        .map(|h| Capture::start(&h.netns, dir.join(format!("{}.pcap", h.name))))
+        .map(|h| Capture::start(&h.netns, dir.join(format!("{}.pcap", h.name)), filter))
         .collect();
 
     let mut gw_macs = HashSet::new();
@@ -945,21 +974,43 @@ pub fn gateway_traffic_never_crosses_the_tunnel(m: Mode) {
     for (h, text) in texts.iter().enumerate() {
         let host = &t.lab().hosts()[h].name;
         let frames: Vec<&str> = text.lines().collect();
-        for (a, b) in [(&wa_mac, &wb_mac), (&wb_mac, &wa_mac)] {
+        if routed {
+            // Between hosts of one subnet the network is routed: the
+            // control ping crosses as plain IP (the frames' MACs are the
+            // hosts'), and no broadcast crosses at all.
+            let (a_ip, b_ip) = (wa.endpoint.ip, wb.endpoint.ip);
+            for (a, b) in [(a_ip, b_ip), (b_ip, a_ip)] {
+                assert!(
+                    frames.iter().any(|l| l.contains(&format!("{a} > {b}: ICMP echo"))
+                        && !l.contains("VXLAN")),
+                    "{host}: the control ping {a} > {b} must be seen routed on the underlay:\n{text}"
+                );
+            }
+            let broadcast: Vec<&&str> = frames
+                .iter()
+                .filter(|l| l.contains(&format!("who-has {nobody}")))
+                .collect();
+            assert!(
+                broadcast.is_empty(),
+                "{host}: an ARP broadcast for {nobody} crossed between routed hosts:\n{broadcast:#?}"
+            );
+        } else {
+            for (a, b) in [(&wa_mac, &wb_mac), (&wb_mac, &wa_mac)] {
+                assert!(
+                    frames
+                        .iter()
+                        .any(|l| l.contains(&format!("{a} > {b}")) && l.contains("ICMP echo")),
+                    "{host}: the control ping {a} > {b} must be seen in the tunnel:\n{text}"
+                );
+            }
             assert!(
                 frames
                     .iter()
-                    .any(|l| l.contains(&format!("{a} > {b}")) && l.contains("ICMP echo")),
-                "{host}: the control ping {a} > {b} must be seen in the tunnel:\n{text}"
+                    .any(|l| l.contains(&format!("{wa_mac} > ff:ff:ff:ff:ff:ff"))
+                        && l.contains(&format!("who-has {nobody} tell {}", wa.endpoint.ip))),
+                "{host}: wa's ARP broadcast for {nobody} must be seen in the tunnel:\n{text}"
             );
         }
-        assert!(
-            frames
-                .iter()
-                .any(|l| l.contains(&format!("{wa_mac} > ff:ff:ff:ff:ff:ff"))
-                    && l.contains(&format!("who-has {nobody} tell {}", wa.endpoint.ip))),
-            "{host}: wa's ARP broadcast for {nobody} must be seen in the tunnel:\n{text}"
-        );
         for mac in &gw_macs {
             let leaked: Vec<&&str> = frames.iter().filter(|l| l.contains(mac.as_str())).collect();
             assert!(
@@ -1136,12 +1187,10 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
         // An endpoint on the peer's host, detached while the victim is down.
         let gone_name = format!("gone{round}");
         let gone = t.workload(peer, &gone_name, "web");
-        let gone_mac = gone.endpoint.mac.to_string();
         assert!(
-            wait_until(PROPAGATION, || t
-                .forwarding_state(victim)
-                .contains(&gone_mac)),
-            "host index {victim} never learned {gone_name}'s MAC"
+            wait_until(PROPAGATION, || t.knows_endpoint(victim, &gone)),
+            "host index {victim} never learned {gone_name}'s forwarding state:\n{}",
+            t.forwarding_state(victim)
         );
         let packets = stream_packets(role);
         let mut timeline = Timeline::default();
@@ -1212,10 +1261,14 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
         if killed.elapsed() < left {
             std::thread::sleep(left - killed.elapsed());
         }
-        // The kernel state is the down agent's last: it still has the MAC.
+        // The kernel state is the down agent's last: it still forwards
+        // to the endpoint (its MAC; on a routed network its route and
+        // accepted source).
         assert!(
-            t.forwarding_state(victim).contains(&gone_mac),
-            "{role} host index {victim} lost {gone_name}'s MAC while its agent was down"
+            t.knows_endpoint(victim, &gone),
+            "{role} host index {victim} lost {gone_name}'s forwarding state while its agent \
+             was down:\n{}",
+            t.forwarding_state(victim)
         );
         let outage = killed.elapsed();
         assert!(
@@ -1231,12 +1284,12 @@ pub fn traffic_survives_agent_kill_of_follower_and_leader(m: Mode) {
         t.wait_for_nodes(peer, 3, FORMATION);
         timeline.mark("3 nodes again");
         let converged = wait_until(PROPAGATION, || {
-            let f = t.forwarding_state(victim);
-            !f.contains(&gone_mac) && f.contains(&ws[peer].endpoint.mac.to_string())
+            !t.knows_endpoint(victim, &gone) && t.knows_endpoint(victim, &ws[peer])
         });
         assert!(
             converged,
-            "{role} host did not converge after its restart\n{}",
+            "{role} host did not converge after its restart:\n{}\n{}",
+            t.forwarding_state(victim),
             t.agent_logs()
         );
         timeline.mark(format!("{role}'s host converged"));
