@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use imbl::OrdMap;
 use socketplane_api::{keys, EndpointRecord, NetworkRecord, NodeRecord, ReservationRecord};
 use socketplane_datapath::{DesiredState, HostBlock, LocalEndpoint, NetworkSpec, RemoteEndpoint};
 use socketplane_store::{Event, EventKind, KeyValue, Revision};
@@ -21,7 +22,9 @@ pub struct ClusterView {
     pub alive: BTreeSet<String>,
     /// By id.
     pub networks: BTreeMap<String, NetworkRecord>,
-    pub endpoints: BTreeMap<String, EndpointRecord>,
+    /// By id. A persistent map: cloning the view (once per datapath pass,
+    /// for every subscriber) shares it instead of copying every record.
+    pub endpoints: OrdMap<String, EndpointRecord>,
     /// Reservation and block keys, by key, with the node holding each: a
     /// dead node's are reclaimed with its endpoints.
     pub holdings: BTreeMap<String, String>,

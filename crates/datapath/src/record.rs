@@ -7,7 +7,7 @@
 //! Log lines: `UNIX_MICROS OP KIND ID`, OP `+` (added), `~` (changed) or
 //! `-` (removed), KIND `L` (local endpoint) or `R` (remote endpoint).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::Ipv4Addr;
@@ -110,45 +110,59 @@ impl RecordDatapath {
 #[async_trait]
 impl Datapath for RecordDatapath {
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        let mut next: HashMap<String, Applied> =
-            HashMap::with_capacity(desired.local.len() + desired.remote.len());
-        for e in &desired.local {
-            next.insert(
-                e.id.clone(),
-                Applied {
-                    local: true,
-                    network: e.network.clone(),
-                    ip: e.ip,
-                    mac: e.mac,
-                    host: None,
-                },
-            );
-        }
-        for e in &desired.remote {
-            next.insert(
-                e.id.clone(),
-                Applied {
-                    local: false,
-                    network: e.network.clone(),
-                    ip: e.ip,
-                    mac: e.mac,
-                    host: Some(e.host),
-                },
-            );
-        }
+        // Compared in place, without copying the desired state: a pass
+        // costs what the datapath it stands for would (a lookup per
+        // endpoint), so the scale harness measures the control plane.
+        let local = desired.local.iter().map(|e| {
+            let want = Applied {
+                local: true,
+                network: String::new(),
+                ip: e.ip,
+                mac: e.mac,
+                host: None,
+            };
+            (e.id.as_str(), e.network.as_str(), want)
+        });
+        let remote = desired.remote.iter().map(|e| {
+            let want = Applied {
+                local: false,
+                network: String::new(),
+                ip: e.ip,
+                mac: e.mac,
+                host: Some(e.host),
+            };
+            (e.id.as_str(), e.network.as_str(), want)
+        });
         let mut rec = self.lock();
+        let mut wanted: HashSet<&str> =
+            HashSet::with_capacity(desired.local.len() + desired.remote.len());
         let mut lines: Vec<(char, bool, &str)> = Vec::new();
-        for (id, a) in &next {
-            match rec.endpoints.get(id) {
-                None => lines.push(('+', a.local, id)),
-                Some(old) if old != a => lines.push(('~', a.local, id)),
-                Some(_) => {}
-            }
+        let mut updates: Vec<(&str, Applied)> = Vec::new();
+        for (id, network, want) in local.chain(remote) {
+            wanted.insert(id);
+            let same = |old: &Applied| {
+                old.local == want.local
+                    && old.network == network
+                    && (old.ip, old.mac, old.host) == (want.ip, want.mac, want.host)
+            };
+            let op = match rec.endpoints.get(id) {
+                None => '+',
+                Some(old) if !same(old) => '~',
+                Some(_) => continue,
+            };
+            lines.push((op, want.local, id));
+            updates.push((
+                id,
+                Applied {
+                    network: network.to_string(),
+                    ..want
+                },
+            ));
         }
         let removed: Vec<(String, bool)> = rec
             .endpoints
             .iter()
-            .filter(|(id, _)| !next.contains_key(*id))
+            .filter(|(id, _)| !wanted.contains(id.as_str()))
             .map(|(id, a)| (id.clone(), a.local))
             .collect();
         lines.extend(removed.iter().map(|(id, local)| ('-', *local, id.as_str())));
@@ -157,7 +171,12 @@ impl Datapath for RecordDatapath {
             self.write(&mut rec, &lines)?;
         }
         drop(lines);
-        rec.endpoints = next;
+        for (id, applied) in updates {
+            rec.endpoints.insert(id.to_string(), applied);
+        }
+        for (id, _) in &removed {
+            rec.endpoints.remove(id);
+        }
         Ok(ApplyReport { changes })
     }
 
