@@ -70,7 +70,7 @@ pub(crate) async fn track_voters(
             let m = metrics.borrow_and_update();
             let config = &m.membership_config;
             (
-                *config.log_id(),
+                config.log_id().clone(),
                 config.membership().voter_ids().collect::<BTreeSet<_>>(),
             )
         };
