@@ -31,9 +31,7 @@ fn main() {
         .next()
         .unwrap_or_else(|| "cold,attach,restart,join".into());
     let on = |p: &str| phases.split(',').any(|x| x == p);
-    // bench/scale.sh names the lab, to remove it if this run is killed.
-    let name = std::env::var("SCALE_NAME")
-        .unwrap_or_else(|_| format!("bs{:04x}", std::process::id() % 0xffff));
+    let name = format!("bs{:04x}", std::process::id() % 0xffff);
     let long = Duration::from_secs(600);
 
     let t0 = Instant::now();

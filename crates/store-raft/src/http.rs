@@ -84,9 +84,6 @@ async fn append(State(s): S, body: Bytes) -> HttpResponse {
         Err(e) => return e,
     };
     s.core.note_leader_contact();
-    s.core
-        .appends_served
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     json(&s.core.raft.append_entries(req).await)
 }
 

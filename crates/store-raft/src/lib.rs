@@ -76,7 +76,6 @@ mod elect;
 mod error;
 mod forward;
 mod http;
-mod learners;
 mod leases;
 mod membership;
 mod network;

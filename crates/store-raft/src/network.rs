@@ -2,14 +2,13 @@
 //! (append, vote, snapshot) and a client for the store's own calls (join,
 //! leave, forward, read index).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::learners::{self, Pace};
 use crate::types::{NodeId, Snapshot, TypeConfig, Vote};
 use crate::wire::{self, SnapshotHeader};
 use openraft::error::{
@@ -68,9 +67,6 @@ pub(crate) struct NetCore {
     pub contacts: Mutex<HashMap<NodeId, Instant>>,
     /// Fault injection for tests: refuse every outgoing request.
     pub isolated: AtomicBool,
-    /// The voters of the current membership (`learners::track_voters`);
-    /// replication to everyone else is paced.
-    voters: RwLock<Option<Arc<BTreeSet<NodeId>>>>,
 }
 
 impl NetCore {
@@ -80,16 +76,7 @@ impl NetCore {
             cluster,
             contacts: Mutex::new(HashMap::new()),
             isolated: AtomicBool::new(false),
-            voters: RwLock::new(None),
         })
-    }
-
-    pub fn set_voters(&self, voters: BTreeSet<NodeId>) {
-        *self.voters.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(voters));
-    }
-
-    fn is_learner(&self, id: NodeId) -> bool {
-        learners::is_learner(&self.voters.read().unwrap_or_else(|e| e.into_inner()), id)
     }
 
     /// Dial with this TLS configuration from now on.
@@ -206,7 +193,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             core: self.core.clone(),
             target,
             addr: node.addr.clone(),
-            pace: Pace::default(),
         }
     }
 }
@@ -215,7 +201,6 @@ pub(crate) struct PeerClient {
     core: Arc<NetCore>,
     target: NodeId,
     addr: String,
-    pace: Pace,
 }
 
 type RpcErr<E = RaftError<NodeId>> = RPCError<NodeId, BasicNode, E>;
@@ -258,11 +243,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        if self.core.is_learner(self.target) {
-            if let Some(answer) = self.pace.before_send(&rpc).await {
-                return Ok(answer);
-            }
-        }
         self.rpc("/raft/v1/append", &rpc, option.hard_ttl()).await
     }
 

@@ -11,7 +11,6 @@ use tokio::task::JoinHandle;
 use crate::config::EmbeddedConfig;
 use crate::elect;
 use crate::error::Error;
-use crate::learners;
 use crate::leases::{self, Leases};
 use crate::membership;
 use crate::network::{NetCore, Network};
@@ -111,12 +110,7 @@ impl EmbeddedStore {
         ));
         let upkeep = tokio::spawn(membership::upkeep_loop(Arc::downgrade(&store.core)));
         let elections = tokio::spawn(elect::election_loop(Arc::downgrade(&store.core)));
-        let net = Arc::downgrade(&store.core.net);
-        let voters = tokio::spawn(learners::track_voters(
-            store.core.raft.metrics(),
-            move |voters| net.upgrade().map(|n| n.set_voters(voters)).is_some(),
-        ));
-        lock(&store.tasks).extend([expiry, upkeep, elections, voters]);
+        lock(&store.tasks).extend([expiry, upkeep, elections]);
         Ok(store)
     }
 
@@ -162,14 +156,6 @@ impl EmbeddedStore {
     /// how many entries so far (group commit makes the first smaller).
     pub fn log_write_stats(&self) -> LogWriteStats {
         self.writer.stats()
-    }
-
-    /// How many append RPCs (entries or heartbeats) this node has served
-    /// from a leader: the replication load it carries.
-    pub fn appends_served(&self) -> u64 {
-        self.core
-            .appends_served
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Dial peers over TLS from now on (this node got its certificate).

@@ -82,8 +82,6 @@ pub(crate) struct Core {
     pub proposals: Mutex<Proposals>,
     /// Woken whenever proposals were answered.
     pub answered: tokio::sync::Notify,
-    /// Append RPCs (entries or heartbeats) this node has served.
-    pub appends_served: std::sync::atomic::AtomicU64,
 }
 
 /// Locks a mutex whose data stays usable after a panic elsewhere.
@@ -110,7 +108,6 @@ impl Core {
             started: Instant::now(),
             proposals: Mutex::new(Proposals::default()),
             answered: tokio::sync::Notify::new(),
-            appends_served: Default::default(),
         }
     }
 
