@@ -369,23 +369,55 @@ async fn attach(
     let req: AttachEndpoint = parse_body(&body)?;
     api.cluster()?;
     // In a task of its own: the write and its rollback run to the end even
-    // if the request is dropped.
+    // if the request is dropped (the deadline, or a client that gave up).
+    // An attach that succeeds after its caller went away is undone, unless
+    // a retry with the same key finds it.
     let cluster = api.cluster.clone();
-    let work = tokio::spawn(async move {
-        attach_and_wait(&cluster, &req, q.request_id.as_deref(), started).await
-    });
-    match work.await {
-        // The endpoint is this host's: with its host-side interface.
-        Ok(r) => r.map(|(status, Json(mut info))| {
-            if info.endpoint.netns.is_some() {
-                info.host_ifname = api.control.host_ifname(&info.endpoint.id);
+    let keyed = socketplane_cluster::attach_is_keyed(&req, q.request_id.as_deref());
+    let undo = api.cluster.clone();
+    let answer = answered_or_undone(
+        async move { attach_and_wait(&cluster, &req, q.request_id.as_deref(), started).await },
+        move |(_, Json(info)): (StatusCode, Json<EndpointInfo>)| async move {
+            if keyed {
+                return;
             }
-            (status, Json(info))
-        }),
-        Err(e) => Err(ApiFailure(socketplane_cluster::Error::Internal(format!(
-            "the attach task failed: {e}"
-        )))),
-    }
+            tracing::info!(endpoint = %info.endpoint.id, "An attach completed after its caller went away; undoing it.");
+            if undo.detach(&info.endpoint.id).await.is_err() {
+                undo.detach_later(info.endpoint.id.clone());
+            }
+        },
+    );
+    // The endpoint is this host's: with its host-side interface.
+    answer.await.map(|(status, Json(mut info))| {
+        if info.endpoint.netns.is_some() {
+            info.host_ifname = api.control.host_ifname(&info.endpoint.id);
+        }
+        (status, Json(info))
+    })
+}
+
+/// Runs `work` in a task of its own, so it runs to the end even if the
+/// request is dropped, and returns its answer. A success that finds its
+/// caller gone (dropped before the answer arrived) is handed to `undo`:
+/// the caller was told it failed, so it must not stay done.
+async fn answered_or_undone<T, W, U, F>(work: W, undo: U) -> ApiResult<T>
+where
+    T: Send + 'static,
+    W: std::future::Future<Output = ApiResult<T>> + Send + 'static,
+    U: FnOnce(T) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(Ok(done)) = tx.send(work.await) {
+            undo(done).await;
+        }
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(ApiFailure(socketplane_cluster::Error::Internal(
+            "the attach task failed".into(),
+        )))
+    })
 }
 
 async fn attach_and_wait(
@@ -526,6 +558,44 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_succeeds_after_its_caller_left_is_undone() {
+        let (undone_tx, undone) = tokio::sync::oneshot::channel();
+        let slow = async {
+            tokio::time::sleep(REQUEST_DEADLINE * 2).await;
+            Ok("made")
+        };
+        let cut = tokio::time::timeout(
+            REQUEST_DEADLINE,
+            answered_or_undone(slow, move |made| async move {
+                let _ = undone_tx.send(made);
+            }),
+        )
+        .await;
+        assert!(cut.is_err(), "the caller was cut off");
+        assert_eq!(
+            undone.await.ok(),
+            Some("made"),
+            "the late success was undone"
+        );
+
+        // An answered success is not undone; an answered failure neither.
+        for answer in [
+            Ok("kept"),
+            Err(ApiFailure(socketplane_cluster::Error::Conflict(
+                "no".into(),
+            ))),
+        ] {
+            let (undone_tx, mut undone) = tokio::sync::oneshot::channel::<&str>();
+            let got = answered_or_undone(async move { answer }, move |made| async move {
+                let _ = undone_tx.send(made);
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(undone.try_recv().is_err(), "{:?} was undone", got.is_ok());
+        }
     }
 
     proptest! {

@@ -77,6 +77,14 @@ pub fn networks_lock() -> String {
     format!("{PREFIX}locks/networks")
 }
 
+/// An endpoint id given up on: its attach failed with an unknown outcome
+/// (the write may still be in flight) and the endpoint was not there.
+/// Every attach compares it absent, so once this exists such a write can
+/// no longer land. Put with a lease that lets it expire.
+pub fn abandoned(id: &str) -> String {
+    format!("{PREFIX}abandoned/{id}")
+}
+
 pub fn endpoint(id: &str) -> String {
     format!("{PREFIX}endpoints/{id}")
 }

@@ -88,7 +88,10 @@ impl Cluster {
                     ..template.clone()
                 };
                 Ok(Claim {
-                    compares: vec![Compare::absent(keys::endpoint(&id))],
+                    compares: vec![
+                        Compare::absent(keys::endpoint(&id)),
+                        Compare::absent(keys::abandoned(&id)),
+                    ],
                     ops: vec![
                         Op::put(keys::address(&network.id, ip), id.clone()),
                         Op::put(keys::endpoint(&id), records::encode(&record)?),
@@ -108,7 +111,7 @@ impl Cluster {
     /// request whose answer was lost finds the endpoint it made instead of
     /// making a second one. Without one, an attach whose write may have
     /// landed although it failed (outcome unknown) is removed later by
-    /// [`Cluster::detach_later`], so it never holds an address for nobody.
+    /// [`Cluster::abandon_later`], so it never holds an address for nobody.
     pub async fn attach_request(
         self: &Arc<Self>,
         req: &AttachEndpoint,
@@ -116,17 +119,18 @@ impl Cluster {
     ) -> Result<(EndpointRecord, Revision)> {
         // A keyed id (a request id's, or a CNI attachment's from network,
         // container id and ifname) makes a retry find what it made.
-        let (id, keyed) = match (request_id, req.origin.as_deref(), &req.container_id) {
+        let keyed = attach_is_keyed(req, request_id);
+        let id = match (request_id, req.origin.as_deref(), &req.container_id) {
             (Some(r), _, _) => {
                 validate_name("request id", r)?;
-                (request_endpoint_id(&self.node_id, r), true)
+                request_endpoint_id(&self.node_id, r)
             }
             (None, Some(socketplane_api::ORIGIN_CNI), Some(cid)) => {
                 let (network, _) = self.find_network(&req.network).await?;
                 let ifname = ifname(req.ifname.as_deref())?;
-                (cni_endpoint_id(&network.id, cid, &ifname), true)
+                cni_endpoint_id(&network.id, cid, &ifname)
             }
-            _ => (random_id(), false),
+            _ => random_id(),
         };
         match self.attach(req, Some(id.clone())).await {
             Ok(done) => Ok(done),
@@ -148,36 +152,47 @@ impl Cluster {
             }
             Err(e) => {
                 if e.kind() == ErrorKind::Unavailable && !keyed {
-                    self.detach_later(id);
+                    self.abandon_later(id);
                 }
                 Err(e)
             }
         }
     }
 
-    /// Detaches endpoint `id` in the background, retrying until it is gone
-    /// (for a rollback that failed, or a write whose outcome is unknown and
-    /// may still land): garbage collection that finishes what failed.
+    /// Detaches endpoint `id` in the background, retrying until it is gone:
+    /// garbage collection that finishes a rollback that failed.
     pub fn detach_later(self: &Arc<Self>, id: String) {
+        self.clean_up_later(id, false);
+    }
+
+    /// [`Cluster::detach_later`] for a write whose outcome is unknown: it
+    /// may still land. Where the endpoint is not there, its id is marked
+    /// abandoned ([`keys::abandoned`]), which the write compares on: however
+    /// late it lands, it cannot take the address any more. Only for random
+    /// ids, which nobody retries with.
+    fn abandon_later(self: &Arc<Self>, id: String) {
+        self.clean_up_later(id, true);
+    }
+
+    fn clean_up_later(self: &Arc<Self>, id: String, in_flight: bool) {
         let cluster = self.clone();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
-            let mut absent = 0;
             let mut wait = Duration::from_millis(500);
             while started.elapsed() < DETACH_LATER_FOR {
-                match cluster.detach(&id).await {
+                let outcome = match cluster.detach(&id).await {
                     Ok(_) => {
                         tracing::info!(endpoint = %id, "Removed an endpoint left by a failed attach.");
                         return;
                     }
-                    // A write in flight may land a little later: look again
-                    // a few times before calling it done.
-                    Err(e) if e.kind() == ErrorKind::NotFound => {
-                        absent += 1;
-                        if absent >= 3 {
-                            return;
-                        }
-                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound && !in_flight => return,
+                    Err(e) if e.kind() == ErrorKind::NotFound => cluster.abandon(&id).await,
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(true) => return,
+                    // It landed between the two: detach it.
+                    Ok(false) => continue,
                     Err(error) => {
                         tracing::debug!(endpoint = %id, %error, "Could not remove a failed attach's endpoint yet; retrying.");
                     }
@@ -187,6 +202,16 @@ impl Cluster {
             }
             tracing::warn!(endpoint = %id, "Gave up removing a failed attach's endpoint; the garbage collection of its namespace will.");
         });
+    }
+
+    /// Marks endpoint id `id` abandoned if no endpoint has it; false if one
+    /// does (then it is to be detached instead).
+    async fn abandon(&self, id: &str) -> Result<bool> {
+        let lease = self.store.lease_grant(ABANDONED_FOR).await?;
+        let txn = Txn::new()
+            .when(Compare::absent(keys::endpoint(id)))
+            .then(Op::put_with_lease(keys::abandoned(id), Vec::new(), lease));
+        Ok(self.store.txn(txn).await?.succeeded)
     }
 
     /// Removes an endpoint and frees its address. Returns the revision.
@@ -284,6 +309,20 @@ impl Cluster {
 
 /// How long [`Cluster::detach_later`] keeps trying.
 const DETACH_LATER_FOR: Duration = Duration::from_secs(300);
+/// Whether an attach's endpoint id is derived from the request (a caller's
+/// request id, or a CNI attachment's container id and ifname), so that a
+/// retry finds the endpoint the first try made. An unkeyed attach whose
+/// caller never got the answer is to be undone instead.
+pub fn attach_is_keyed(req: &AttachEndpoint, request_id: Option<&str>) -> bool {
+    request_id.is_some()
+        || (req.origin.as_deref() == Some(socketplane_api::ORIGIN_CNI)
+            && req.container_id.is_some())
+}
+
+/// How long an abandoned endpoint id stays marked: far longer than any
+/// write can stay in flight (a forwarded proposal is answered or dropped
+/// within the store's request timeout and an election or two).
+const ABANDONED_FOR: Duration = Duration::from_secs(600);
 
 /// The endpoint id of a request id on a node: stable (FNV-1a 64), so a
 /// retry on the same node derives the same id.

@@ -35,6 +35,7 @@ pub mod view;
 
 pub use cluster::Cluster;
 pub use convergence::{EndpointFailures, ReconcilerHandle};
+pub use endpoints::attach_is_keyed;
 pub use error::{Error, ErrorKind, Result};
 pub use reconciler::Reconciler;
 pub use view::{ClusterView, ROUTING_DATAPATH};

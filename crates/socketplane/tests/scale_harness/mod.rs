@@ -378,8 +378,13 @@ impl Scale {
                     let body = format!(r#"{{"network":"{network}"}}"#);
                     let mut tries = 0;
                     let started = Instant::now();
+                    // A retry carries the same request id, as a CNI or
+                    // Docker retry does: one whose first try landed although
+                    // its answer was an error finds that endpoint instead of
+                    // making a second.
+                    let path = format!("/v1/endpoints?request_id=scale-{}", first + k);
                     let ep = loop {
-                        match http(&sockets[host], "POST", "/v1/endpoints", &body) {
+                        match http(&sockets[host], "POST", &path, &body) {
                             Ok((201, resp)) => {
                                 break serde_json::from_str::<EndpointInfo>(&resp)
                                     .expect("endpoint")
@@ -388,6 +393,12 @@ impl Scale {
                             // overloaded machine): retry for a while.
                             other => {
                                 tries += 1;
+                                if tries == 1 {
+                                    eprintln!(
+                                        "attach on host{} failed, retrying: {other:?}",
+                                        host + 1
+                                    );
+                                }
                                 assert!(tries < 300, "attach on host{}: {other:?}", host + 1);
                                 std::thread::sleep(Duration::from_millis(200));
                             }
