@@ -201,7 +201,21 @@ impl Cluster {
                 return Ok(ip);
             }
         }
-        for block in pool.blocks() {
+        // In address order (a lone host fills the subnet from its start, as
+        // Docker does) until a claim is lost to another host; from then on
+        // from a place of this node's own, so hosts claiming at once (a cold
+        // start, a rollout) spread over the pool instead of all racing for
+        // the next free block, one lost race (and round trip) after another.
+        let count = pool.block_count();
+        let mut next = 0;
+        let mut raced = false;
+        let mut left = count;
+        while left > 0 {
+            left -= 1;
+            let Some(block) = pool.block(next) else {
+                break;
+            };
+            next = (next + 1) % count;
             if owners.contains_key(&block) {
                 continue;
             }
@@ -219,6 +233,11 @@ impl Cluster {
                 tracing::debug!(%network, %block, "Claimed an address block.");
                 *last_block = Some(block);
                 return Ok(ip);
+            }
+            if !raced {
+                raced = true;
+                next = socketplane_datapath::names::fnv1a(self.node_id.as_bytes()) % count;
+                left = count;
             }
         }
         // Every block is claimed: the network is small for its hosts, and
@@ -271,7 +290,7 @@ mod tests {
 
     use async_trait::async_trait;
     use socketplane_api::rest::CreateNetwork;
-    use socketplane_store::{Layer, Layered, Listing, MemStore, Store};
+    use socketplane_store::{Layer, Layered, Listing, MemStore, Store, Txn};
 
     use crate::testing::{attach_web, register, web};
     use crate::Cluster;
@@ -349,5 +368,74 @@ mod tests {
             reused |= ep.ip == freed.ip;
         }
         assert!(reused, "{} was never handed out again", freed.ip);
+    }
+
+    /// Counts block claims, and answers listings late, so hosts started
+    /// together all read the claims before any of them claims.
+    #[derive(Default)]
+    struct SlowClaims {
+        inner: MemStore,
+        claims: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Layer for SlowClaims {
+        fn inner(&self) -> &dyn Store {
+            &self.inner
+        }
+        async fn list(&self, prefix: &str) -> socketplane_store::Result<Listing> {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.inner.list(prefix).await
+        }
+        async fn txn(&self, txn: Txn) -> socketplane_store::Result<socketplane_store::TxnResult> {
+            let claims_block = txn.ops.iter().any(|op| {
+                matches!(op, socketplane_store::Op::Put { key, .. } if key.contains("/blocks/"))
+            });
+            if claims_block {
+                self.claims.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.txn(txn).await
+        }
+    }
+
+    #[tokio::test]
+    async fn hosts_claiming_at_once_spread_over_the_pool() {
+        const HOSTS: usize = 30;
+        let store = Arc::new(Layered(SlowClaims::default()));
+        let mut nodes = Vec::new();
+        for i in 0..HOSTS {
+            let node = Arc::new(Cluster::new(store.clone(), format!("n{i}"), "c".into()));
+            register(&node, &format!("n{i}")).await;
+            nodes.push(node);
+        }
+        nodes[0]
+            .create_network(&CreateNetwork {
+                subnet: "10.9.0.0/16".into(),
+                ..web()
+            })
+            .await
+            .expect("network");
+        let attaches = nodes.iter().map(|node| {
+            let node = node.clone();
+            tokio::spawn(async move { node.attach(&attach_web(), None).await })
+        });
+        let mut ips = std::collections::HashSet::new();
+        for done in futures::future::join_all(attaches).await {
+            let (ep, _) = done.expect("task").expect("attach");
+            assert!(ips.insert(ep.ip), "{} twice", ep.ip);
+        }
+        // Each host claims one block. Racing for the next free block in
+        // address order, the k-th host lost k races: about HOSTS²/2 claims.
+        let claims = store.claims.load(Ordering::Relaxed);
+        assert!(
+            claims <= 2 * HOSTS,
+            "{HOSTS} hosts made {claims} block claims"
+        );
+        // A lone host still starts at the subnet's start.
+        let lone = Cluster::new(Arc::new(MemStore::new()), "a".into(), "c".into());
+        register(&lone, "a").await;
+        lone.create_network(&web()).await.expect("network");
+        let (ep, _) = lone.attach(&attach_web(), None).await.expect("attach");
+        assert_eq!(ep.ip.octets()[3], 2, "{}", ep.ip);
     }
 }

@@ -113,25 +113,20 @@ impl Datapath for RecordDatapath {
         // Compared in place, without copying the desired state: a pass
         // costs what the datapath it stands for would (a lookup per
         // endpoint), so the scale harness measures the control plane.
-        let local = desired.local.iter().map(|e| {
-            let want = Applied {
-                local: true,
-                network: String::new(),
-                ip: e.ip,
-                mac: e.mac,
-                host: None,
-            };
-            (e.id.as_str(), e.network.as_str(), want)
+        let want = |local, ip, mac, host| Applied {
+            local,
+            network: String::new(),
+            ip,
+            mac,
+            host,
+        };
+        let local = (desired.local.iter()).map(|e| {
+            let w = want(true, e.ip, e.mac, None);
+            (e.id.as_str(), e.network.as_str(), w)
         });
-        let remote = desired.remote.iter().map(|e| {
-            let want = Applied {
-                local: false,
-                network: String::new(),
-                ip: e.ip,
-                mac: e.mac,
-                host: Some(e.host),
-            };
-            (e.id.as_str(), e.network.as_str(), want)
+        let remote = (desired.remote.iter()).map(|e| {
+            let w = want(false, e.ip, e.mac, Some(e.host));
+            (e.id.as_str(), e.network.as_str(), w)
         });
         let mut rec = self.lock();
         let mut wanted: HashSet<&str> =

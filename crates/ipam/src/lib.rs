@@ -131,14 +131,26 @@ impl Pool {
 
     /// The blocks hosts claim: /26s, or the whole subnet if it is smaller.
     pub fn blocks(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
-        let prefix = BLOCK_PREFIX.max(self.subnet.prefix_len());
-        let step = 1u64 << (32 - prefix);
+        (0..self.block_count()).filter_map(move |i| self.block(i))
+    }
+
+    /// How many blocks the subnet has.
+    pub fn block_count(&self) -> u64 {
+        1u64 << (self.block_prefix() - self.subnet.prefix_len())
+    }
+
+    /// Block number `index` (of [`Pool::block_count`]), in address order.
+    pub fn block(&self, index: u64) -> Option<Ipv4Net> {
+        let prefix = self.block_prefix();
         let start = u64::from(u32::from(self.subnet.network()));
-        let count = 1u64 << (prefix - self.subnet.prefix_len());
-        (0..count).filter_map(move |i| {
-            let addr = u32::try_from(start + i * step).ok()?;
-            Ipv4Net::new(Ipv4Addr::from(addr), prefix).ok()
-        })
+        let addr = u32::try_from(start + index.checked_mul(1u64 << (32 - prefix))?).ok()?;
+        Ipv4Net::new(Ipv4Addr::from(addr), prefix)
+            .ok()
+            .filter(|b| self.subnet.contains(b))
+    }
+
+    fn block_prefix(&self) -> u8 {
+        BLOCK_PREFIX.max(self.subnet.prefix_len())
     }
 
     /// The lowest assignable address in `within` (a block of this pool, or

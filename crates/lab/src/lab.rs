@@ -85,6 +85,7 @@ impl Lab {
 
     fn build(&mut self, hosts: usize) -> Result<()> {
         self.save()?;
+        crate::neigh::make_room(hosts)?;
         let sw = self.switch_netns();
         self.add_netns(&sw)?;
         topology::build_switch(&sw)?;

@@ -12,7 +12,7 @@
 //! `config` (configuration, limits, addressing), `state` (the saved
 //! state), [`topology`] (namespaces and wiring), [`ovs`] (per-host Open
 //! vSwitch), `agent` (agent processes), `workload` (workload namespaces),
-//! `teardown` (removal), `lab` ([`Lab`] itself), `guard` ([`LabGuard`]),
+//! `neigh` (room in the machine's neighbour table), `teardown` (removal), `lab` ([`Lab`] itself), `guard` ([`LabGuard`]),
 //! [`ping`] (reachability checks).
 
 mod agent;
@@ -21,6 +21,7 @@ mod error;
 mod etcd;
 mod guard;
 mod lab;
+mod neigh;
 pub mod ovs;
 pub mod ping;
 mod state;

@@ -32,6 +32,7 @@ fn main() {
         .unwrap_or_else(|| "cold,attach,restart,join".into());
     let on = |p: &str| phases.split(',').any(|x| x == p);
     let name = format!("bs{:04x}", std::process::id() % 0xffff);
+    down_on_signal(name.clone());
     let long = Duration::from_secs(600);
 
     let t0 = Instant::now();
@@ -135,5 +136,37 @@ fn main() {
             all.len(),
             t.as_secs_f64()
         );
+    }
+}
+
+/// Ctrl-C, or the TERM of a timeout, would end the run without the lab's
+/// clean-up (`Drop` does not run): wait for either on a thread of its own
+/// and remove the lab (agents, namespaces, state) before exiting.
+fn down_on_signal(name: String) {
+    // SAFETY: plain libc calls on a local signal set. The signals are
+    // blocked before any other thread starts, so every thread inherits
+    // the mask and only `sigwait` below receives them.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::spawn(move || {
+            let mut signal = 0;
+            libc::sigwait(&set, &mut signal);
+            if std::env::var_os("SCALE_KEEP").is_none() {
+                eprintln!("interrupted: removing lab {name}");
+                // Twice: the main thread may start an agent meanwhile.
+                for _ in 0..2 {
+                    let dir = scale_harness::state_dir(&name);
+                    if let Err(e) = socketplane_lab::Lab::purge(&name, &dir) {
+                        eprintln!("lab purge: {e}");
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+            std::process::exit(128 + signal);
+        });
     }
 }

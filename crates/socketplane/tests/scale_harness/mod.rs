@@ -188,6 +188,11 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Where the lab named `name` keeps its state.
+pub fn state_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("sp-scale-{name}"))
+}
+
 /// A lab of `--datapath record` agents and the logs they write.
 pub struct Scale {
     pub lab: Option<Lab>,
@@ -217,7 +222,7 @@ impl Scale {
         // that has no recording datapath.
         config.datapath = std::env::var("SCALE_DATAPATH").unwrap_or_else(|_| "record".into());
         config.agent_args = extra.iter().map(|s| s.to_string()).collect();
-        config.state_dir = std::env::temp_dir().join(format!("sp-scale-{name}"));
+        config.state_dir = state_dir(name);
         let _ = Lab::purge(name, &config.state_dir);
         let timeouts = socketplane_lab::Timeouts {
             ready: Duration::from_secs(120),
