@@ -15,6 +15,7 @@
 mod scale_harness;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use scale_harness::{Percentiles, Scale};
@@ -139,34 +140,43 @@ fn main() {
     }
 }
 
+/// The signal that interrupted the run, if one did.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_signal(signal: libc::c_int) {
+    INTERRUPTED.store(signal, Ordering::SeqCst);
+}
+
 /// Ctrl-C, or the TERM of a timeout, would end the run without the lab's
-/// clean-up (`Drop` does not run): wait for either on a thread of its own
-/// and remove the lab (agents, namespaces, state) before exiting.
+/// clean-up (`Drop` does not run): note either in a handler, and on a
+/// thread of its own remove the lab (agents, namespaces, state) and exit.
+/// A handler, not a blocked signal and `sigwait`: the mask would be
+/// inherited by the agents, which then could not be stopped.
 fn down_on_signal(name: String) {
-    // SAFETY: plain libc calls on a local signal set. The signals are
-    // blocked before any other thread starts, so every thread inherits
-    // the mask and only `sigwait` below receives them.
+    let handler = note_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe);
+    // glibc's signal() restarts interrupted system calls.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        std::thread::spawn(move || {
-            let mut signal = 0;
-            libc::sigwait(&set, &mut signal);
-            if std::env::var_os("SCALE_KEEP").is_none() {
-                eprintln!("interrupted: removing lab {name}");
-                // Twice: the main thread may start an agent meanwhile.
-                for _ in 0..2 {
-                    let dir = scale_harness::state_dir(&name);
-                    if let Err(e) = socketplane_lab::Lab::purge(&name, &dir) {
-                        eprintln!("lab purge: {e}");
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
-            std::process::exit(128 + signal);
-        });
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let signal = INTERRUPTED.load(Ordering::SeqCst);
+        if signal == 0 {
+            continue;
+        }
+        if std::env::var_os("SCALE_KEEP").is_none() {
+            eprintln!("interrupted: removing lab {name}");
+            // Twice: the main thread may start an agent meanwhile.
+            for _ in 0..2 {
+                let dir = scale_harness::state_dir(&name);
+                if let Err(e) = socketplane_lab::Lab::purge(&name, &dir) {
+                    eprintln!("lab purge: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+        std::process::exit(128 + signal);
+    });
 }
