@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use socketplane_store::{Layer, Layered, LeaseId, Result, Store, StoreError, Txn, TxnResult};
+use socketplane_store::{
+    KeyValue, Layer, Layered, LeaseId, Listing, Result, Store, StoreError, Txn, TxnResult,
+};
 
 /// Writes are refused below this much free space: room for the log
 /// entries and file growth of writes already in flight.
@@ -59,6 +61,13 @@ fn full(dir: &Path, free: u64, min_free: u64) -> StoreError {
 impl Layer for DiskGuard {
     fn inner(&self) -> &dyn Store {
         &*self.inner
+    }
+    // Reads go on whatever the disk: straight to the inner store.
+    async fn get_local(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.inner.get_local(key).await
+    }
+    async fn list_local(&self, prefix: &str) -> Result<Listing> {
+        self.inner.list_local(prefix).await
     }
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
         self.check()?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use socketplane_api::{keys, NetworkRecord, ReservationRecord};
 use socketplane_ipam::Pool;
-use socketplane_store::{Compare, KeyValue, Op, Revision, Txn};
+use socketplane_store::{Compare, KeyValue, Listing, Op, Revision, Txn};
 use tokio::sync::Mutex;
 
 use crate::cluster::{Cluster, CAS_ATTEMPTS};
@@ -71,13 +71,27 @@ impl Cluster {
         let lock = self.alloc_lock(&network.id).await;
         let mut last_block = lock.lock().await;
         for attempt in 0..CAS_ATTEMPTS {
+            // The first try picks from this node's copy of the store (no
+            // round trip to the leader per read). The transaction compares
+            // on everything the pick relied on, so a stale copy costs a
+            // failed try, never a second holder; and what would be a
+            // decision (lapsed, full) is read afresh before it is made.
+            let local = attempt == 0;
             if attempt > 0 {
                 // The caller's read may be what made the last try fail.
                 net_rev = self.get_network(&network.id).await?.1;
             }
             // Never allocate while our own lease has lapsed: the others may
             // be counting us dead, and the write must not outlive that.
-            let alive = self.own_liveness().await?;
+            let cached = if local {
+                self.store.get_local(&keys::alive(&self.node_id)).await?
+            } else {
+                None
+            };
+            let alive = match cached {
+                Some(kv) => kv.mod_revision,
+                None => self.own_liveness().await?,
+            };
             let ip = match wanted {
                 Some(ip) => {
                     if let Some(holder) = self.holder(&network.id, ip).await? {
@@ -88,8 +102,15 @@ impl Cluster {
                     ip
                 }
                 None => {
-                    self.choose_address(&pool, &network.id, net_rev, &mut last_block)
-                        .await?
+                    let picked = self
+                        .choose_address(&pool, &network.id, net_rev, &mut last_block, local)
+                        .await;
+                    match picked {
+                        Ok(ip) => ip,
+                        // "Full", say, from a stale copy: ask afresh.
+                        Err(_) if local => continue,
+                        Err(e) => return Err(e),
+                    }
                 }
             };
             let Claim {
@@ -141,6 +162,16 @@ impl Cluster {
         Ok(taken(network, &ipam.kvs))
     }
 
+    /// A listing from this node's copy of the store (`local`), or a
+    /// linearizable one.
+    async fn read_list(&self, prefix: &str, local: bool) -> Result<Listing> {
+        Ok(if local {
+            self.store.list_local(prefix).await?
+        } else {
+            self.store.list(prefix).await?
+        })
+    }
+
     /// Who holds `ip` on `network`, if anybody: two reads, not a listing.
     async fn holder(&self, network: &str, ip: Ipv4Addr) -> Result<Option<Holder>> {
         let (address, reservation) = (keys::address(network, ip), keys::reservation(network, ip));
@@ -154,16 +185,24 @@ impl Cluster {
     /// share the /24's prefix (`a.b.c.`) and the read costs at most 256
     /// keys, not O(network): an attach must not cost more as the network
     /// fills.
-    async fn taken_in(&self, network: &str, block: Ipv4Net) -> Result<BTreeMap<Ipv4Addr, Holder>> {
+    async fn taken_in(
+        &self,
+        network: &str,
+        block: Ipv4Net,
+        local: bool,
+    ) -> Result<BTreeMap<Ipv4Addr, Holder>> {
         if block.prefix_len() < 24 {
-            return self.taken_addresses(network).await;
+            let ipam = self.read_list(&keys::ipam(network), local).await?;
+            return Ok(taken(network, &ipam.kvs));
         }
         let [a, b, c, _] = block.network().octets();
         let octets = format!("{a}.{b}.{c}.");
         let addrs = format!("{}{octets}", keys::addresses(network));
         let reserved = format!("{}{octets}", keys::reservations(network));
-        let (addrs, reserved) =
-            tokio::try_join!(self.store.list(&addrs), self.store.list(&reserved))?;
+        let (addrs, reserved) = tokio::try_join!(
+            self.read_list(&addrs, local),
+            self.read_list(&reserved, local)
+        )?;
         let mut found = taken(network, addrs.kvs.iter().chain(reserved.kvs.iter()));
         found.retain(|ip, _| block.contains(ip));
         Ok(found)
@@ -181,8 +220,9 @@ impl Cluster {
         network: &str,
         net_rev: Revision,
         last_block: &mut Option<Ipv4Net>,
+        local: bool,
     ) -> Result<Ipv4Addr> {
-        let claims = self.store.list(&keys::blocks(network)).await?;
+        let claims = self.read_list(&keys::blocks(network), local).await?;
         let owners = block_owners(network, &claims.kvs);
         let mut mine: Vec<Ipv4Net> = owners
             .iter()
@@ -195,7 +235,7 @@ impl Cluster {
             }
         }
         for block in mine {
-            let taken = self.taken_in(network, block).await?;
+            let taken = self.taken_in(network, block, local).await?;
             if let Some(ip) = pool.first_free(block, |ip| taken.contains_key(&ip)) {
                 *last_block = Some(block);
                 return Ok(ip);
@@ -219,7 +259,7 @@ impl Cluster {
             if owners.contains_key(&block) {
                 continue;
             }
-            let taken = self.taken_in(network, block).await?;
+            let taken = self.taken_in(network, block, local).await?;
             let Some(ip) = pool.first_free(block, |ip| taken.contains_key(&ip)) else {
                 continue;
             };
@@ -242,7 +282,8 @@ impl Cluster {
         }
         // Every block is claimed: the network is small for its hosts, and
         // one listing of it is bounded by its size.
-        let taken = self.taken_addresses(network).await?;
+        let ipam = self.read_list(&keys::ipam(network), local).await?;
+        let taken = taken(network, &ipam.kvs);
         Ok(pool.first_free_anywhere(|ip| taken.contains_key(&ip))?)
     }
 }
@@ -437,5 +478,62 @@ mod tests {
         lone.create_network(&web()).await.expect("network");
         let (ep, _) = lone.attach(&attach_web(), None).await.expect("attach");
         assert_eq!(ep.ip.octets()[3], 2, "{}", ep.ip);
+    }
+
+    /// A node whose copy of the store lags as far as it can: its local
+    /// listings show no address and no block taken. Counts the listings
+    /// that went to the leader.
+    #[derive(Default)]
+    struct Stale {
+        inner: MemStore,
+        lagging: std::sync::atomic::AtomicBool,
+        fresh_lists: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Layer for Stale {
+        fn inner(&self) -> &dyn Store {
+            &self.inner
+        }
+        async fn list(&self, prefix: &str) -> socketplane_store::Result<Listing> {
+            self.fresh_lists.fetch_add(1, Ordering::Relaxed);
+            self.inner.list(prefix).await
+        }
+        async fn list_local(&self, prefix: &str) -> socketplane_store::Result<Listing> {
+            let mut listing = self.inner.list(prefix).await?;
+            if self.lagging.load(Ordering::Relaxed) {
+                listing
+                    .kvs
+                    .retain(|kv| !kv.key.contains("/addrs/") && !kv.key.contains("/blocks/"));
+            }
+            Ok(listing)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pick_from_a_stale_copy_never_takes_a_held_address() {
+        let store = Arc::new(Layered(Stale::default()));
+        let a = Cluster::new(store.clone(), "a".into(), "c".into());
+        let b = Cluster::new(store.clone(), "b".into(), "c".into());
+        register(&a, "a").await;
+        register(&b, "b").await;
+        a.create_network(&web()).await.expect("network");
+        let mut ips = std::collections::HashSet::new();
+        // Up to date, an attach picks from the node's copy alone.
+        store.fresh_lists.store(0, Ordering::Relaxed);
+        for _ in 0..10 {
+            let (ep, _) = b.attach(&attach_web(), None).await.expect("attach on b");
+            assert!(ips.insert(ep.ip), "{} twice", ep.ip);
+        }
+        let fresh = store.fresh_lists.load(Ordering::Relaxed);
+        assert_eq!(fresh, 0, "10 attaches listed {fresh} times through the leader");
+        // Lagging, every pick is an address someone holds: the
+        // transaction refuses it, and the retry reads afresh.
+        store.lagging.store(true, Ordering::Relaxed);
+        for _ in 0..10 {
+            let (ep, _) = a.attach(&attach_web(), None).await.expect("attach on a");
+            assert!(ips.insert(ep.ip), "{} twice", ep.ip);
+        }
+        assert!(store.fresh_lists.load(Ordering::Relaxed) > 0);
     }
 }

@@ -148,6 +148,17 @@ impl Store for ObservedStore {
         self.inner.list(prefix).await
     }
 
+    async fn get_local(
+        &self,
+        key: &str,
+    ) -> socketplane_store::Result<Option<socketplane_store::KeyValue>> {
+        self.inner.get_local(key).await
+    }
+
+    async fn list_local(&self, prefix: &str) -> socketplane_store::Result<Listing> {
+        self.inner.list_local(prefix).await
+    }
+
     async fn txn(&self, txn: Txn) -> socketplane_store::Result<TxnResult> {
         let started = Instant::now();
         let result = self.inner.txn(txn).await;

@@ -33,6 +33,13 @@ impl EmbeddedStore {
     async fn write(&self, req: ClientRequest) -> Result<kv::Response, StoreError> {
         submit(&self.core, &self.leases, req).await
     }
+
+    fn serving(&self) -> Result<(), StoreError> {
+        if self.core.is_stopped() {
+            return Err(StoreError::Unavailable("store is shut down".into()));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -44,6 +51,17 @@ impl Store for EmbeddedStore {
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
         self.reads.linearize(&self.core).await?;
+        Ok(self.core.sm.lock().state.list(prefix))
+    }
+
+    // Local reads: this node's applied state, without asking the leader.
+    async fn get_local(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.serving()?;
+        Ok(self.core.sm.lock().state.get(key))
+    }
+
+    async fn list_local(&self, prefix: &str) -> Result<Listing, StoreError> {
+        self.serving()?;
         Ok(self.core.sm.lock().state.list(prefix))
     }
 

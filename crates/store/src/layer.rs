@@ -24,6 +24,14 @@ pub trait Layer: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Listing> {
         self.inner().list(prefix).await
     }
+    /// The layer's own `get` unless overridden: a layer that changes reads
+    /// changes these too.
+    async fn get_local(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.get(key).await
+    }
+    async fn list_local(&self, prefix: &str) -> Result<Listing> {
+        self.list(prefix).await
+    }
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
         self.inner().txn(txn).await
     }
@@ -61,6 +69,12 @@ impl<L: Layer> Store for Layered<L> {
     }
     async fn list(&self, prefix: &str) -> Result<Listing> {
         self.0.list(prefix).await
+    }
+    async fn get_local(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.0.get_local(key).await
+    }
+    async fn list_local(&self, prefix: &str) -> Result<Listing> {
+        self.0.list_local(prefix).await
     }
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
         self.0.txn(txn).await

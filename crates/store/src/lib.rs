@@ -245,6 +245,19 @@ pub trait Store: Send + Sync + 'static {
     /// at (linearizable).
     async fn list(&self, prefix: &str) -> Result<Listing>;
 
+    /// [`Store::get`] from this node's copy, which may lag behind the
+    /// cluster (etcd's serializable read): for a guess that a
+    /// transaction's compares then check, never for a decision on its own.
+    /// Linearizable unless the backend has a cheaper local read.
+    async fn get_local(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.get(key).await
+    }
+
+    /// [`Store::list`] from this node's copy; see [`Store::get_local`].
+    async fn list_local(&self, prefix: &str) -> Result<Listing> {
+        self.list(prefix).await
+    }
+
     /// Applies a compare-and-set transaction atomically.
     async fn txn(&self, txn: Txn) -> Result<TxnResult>;
 
