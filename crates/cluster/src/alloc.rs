@@ -526,7 +526,10 @@ mod tests {
             assert!(ips.insert(ep.ip), "{} twice", ep.ip);
         }
         let fresh = store.fresh_lists.load(Ordering::Relaxed);
-        assert_eq!(fresh, 0, "10 attaches listed {fresh} times through the leader");
+        assert_eq!(
+            fresh, 0,
+            "10 attaches listed {fresh} times through the leader"
+        );
         // Lagging, every pick is an address someone holds: the
         // transaction refuses it, and the retry reads afresh.
         store.lagging.store(true, Ordering::Relaxed);
