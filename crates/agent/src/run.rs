@@ -257,7 +257,10 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
             .with_reclaim_after(cfg.reclaim_after),
     );
     let (join_tx, join_rx) = mpsc::unbounded_channel();
-    let (store_member, store_member_rx) = tokio::sync::watch::channel(false);
+    // Resumed from the data dir (or on etcd, where every agent is one): a
+    // member from the start, which mDNS says at once (and so never browses).
+    let member_at_start = embedded.as_ref().is_none_or(|e| e.is_member());
+    let (store_member, store_member_rx) = tokio::sync::watch::channel(member_at_start);
     let shutdown = Arc::new(Notify::new());
     let observer = Observer::start(cluster.clone(), observed, embedded.clone(), standing.open);
     let node = Arc::new(Node {
@@ -312,6 +315,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
             addr,
             port: cfg.listen.port(),
             iface: iface.clone(),
+            member: member_at_start,
         };
         Some(crate::discovery::start(
             ad,

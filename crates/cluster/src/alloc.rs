@@ -158,7 +158,12 @@ impl Cluster {
 
     /// Every address of a network that is taken, and by whom.
     pub async fn taken_addresses(&self, network: &str) -> Result<BTreeMap<Ipv4Addr, Holder>> {
-        let ipam = self.store.list(&keys::ipam(network)).await?;
+        self.taken_all(network, false).await
+    }
+
+    /// Every taken address of `network`: one listing of its IPAM keys.
+    async fn taken_all(&self, network: &str, local: bool) -> Result<BTreeMap<Ipv4Addr, Holder>> {
+        let ipam = self.read_list(&keys::ipam(network), local).await?;
         Ok(taken(network, &ipam.kvs))
     }
 
@@ -192,8 +197,7 @@ impl Cluster {
         local: bool,
     ) -> Result<BTreeMap<Ipv4Addr, Holder>> {
         if block.prefix_len() < 24 {
-            let ipam = self.read_list(&keys::ipam(network), local).await?;
-            return Ok(taken(network, &ipam.kvs));
+            return self.taken_all(network, local).await;
         }
         let [a, b, c, _] = block.network().octets();
         let octets = format!("{a}.{b}.{c}.");

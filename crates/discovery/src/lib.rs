@@ -1,12 +1,15 @@
 //! Finding cluster peers: mDNS (`_socketplane._tcp.local.`).
 //!
 //! A [`Discovery`] advertises this node on exactly one interface (the
-//! underlay) and browses for other nodes of the same cluster. The service
+//! underlay) and, while it is no cluster member, browses for other nodes of
+//! the same cluster. Members do not browse: only joiners need peers, and
+//! each query draws an answer from every node that every node receives, so
+//! a large cluster restarting at once would spend its CPU on mDNS. The service
 //! instance name is the node name, the port is the cluster port, the only
 //! address published is the underlay IPv4 address, and the TXT record
 //! carries `cluster=<name>`, `id=<node id>`, `v=<protocol version>` and
 //! `member=0|1` (whether the node is a cluster member yet:
-//! [`Discovery::set_member`]), so joiners can try members first.
+//! [`Discovery::member_flag`]), so joiners can try members first.
 //!
 //! Peers arrive on a tokio channel, de-duplicated: a peer is sent again only
 //! when what it advertises changes, or when it comes back after it was
@@ -61,6 +64,9 @@ pub struct Advertisement {
     pub port: u16,
     /// The underlay interface: the only interface mDNS runs on.
     pub iface: String,
+    /// Whether the node is a cluster member from the start (e.g. resumed
+    /// from its data dir): it says `member=1` at once and does not browse.
+    pub member: bool,
 }
 
 /// A node of our cluster found by mDNS.
@@ -155,20 +161,25 @@ impl Discovery {
         let result = Self::start_with(daemon.clone(), &ad);
         match result {
             Ok((fullname, events)) => {
+                let browse = Browse {
+                    daemon: daemon.clone(),
+                    events,
+                };
                 let (tx, rx) = mpsc::channel(PEER_CHANNEL_CAPACITY);
                 let stop = Arc::new(AtomicBool::new(false));
                 let filter = PeerFilter::new(&ad);
                 let thread_stop = stop.clone();
                 let member = MemberFlag::default();
+                member.set(ad.member);
                 let announce = Announcer {
                     daemon: daemon.clone(),
                     ad: ad.clone(),
                     member: member.clone(),
-                    announced: false,
+                    announced: ad.member,
                 };
                 let forwarder = std::thread::Builder::new()
                     .name("sp-discovery".into())
-                    .spawn(move || forward(events, tx, filter, announce, thread_stop));
+                    .spawn(move || forward(browse, tx, filter, announce, thread_stop));
                 let forwarder = match forwarder {
                     Ok(handle) => handle,
                     Err(e) => {
@@ -206,7 +217,7 @@ impl Discovery {
     fn start_with(
         daemon: ServiceDaemon,
         ad: &Advertisement,
-    ) -> Result<(String, mdns_sd::Receiver<ServiceEvent>), DiscoveryError> {
+    ) -> Result<(String, Option<mdns_sd::Receiver<ServiceEvent>>), DiscoveryError> {
         // Only the underlay interface, IPv4 only: first exclude everything
         // (loopback included), then include the one interface, then drop
         // its IPv6 addresses. Later selections win.
@@ -220,12 +231,18 @@ impl Discovery {
             .disable_interface(IfKind::IPv6)
             .map_err(mdns_err("cannot disable IPv6"))?;
 
-        let info = service_info(ad, false)?;
+        let info = service_info(ad, ad.member)?;
         let fullname = info.get_fullname().to_string();
 
-        let events = daemon
-            .browse(SERVICE_TYPE)
-            .map_err(mdns_err("cannot browse"))?;
+        let events = if ad.member {
+            None
+        } else {
+            Some(
+                daemon
+                    .browse(SERVICE_TYPE)
+                    .map_err(mdns_err("cannot browse"))?,
+            )
+        };
         daemon
             .register(info)
             .map_err(mdns_err("cannot register the service"))?;
@@ -403,6 +420,11 @@ impl PeerFilter {
         Some(peer)
     }
 
+    /// Forget every peer (a new browse delivers them all again).
+    fn forget_all(&mut self) {
+        self.known.clear();
+    }
+
     /// A withdrawn service: forget it so its return is announced again.
     fn removed(&mut self, fullname: &str) -> Option<Peer> {
         self.known.remove(&fullname.to_lowercase())
@@ -522,10 +544,47 @@ impl Announcer {
     }
 }
 
-/// Forwarding loop: mDNS events to peers on the tokio channel, and our
-/// re-announcements.
+/// The browse for peers, running while this node is no member.
+struct Browse {
+    daemon: ServiceDaemon,
+    events: Option<mdns_sd::Receiver<ServiceEvent>>,
+}
+
+impl Browse {
+    /// Browses exactly while `want`; returns the events to read, if any.
+    /// A new browse starts with an empty `filter`, so peers already seen
+    /// are delivered again.
+    fn follow(
+        &mut self,
+        want: bool,
+        filter: &mut PeerFilter,
+    ) -> Option<&mdns_sd::Receiver<ServiceEvent>> {
+        match (want, self.events.is_some()) {
+            (true, false) => match self.daemon.browse(SERVICE_TYPE) {
+                Ok(events) => {
+                    filter.forget_all();
+                    self.events = Some(events);
+                    tracing::info!("Browsing for peers over mDNS.");
+                }
+                Err(error) => tracing::warn!(%error, "Cannot browse for peers; will retry."),
+            },
+            (false, true) => {
+                self.events = None;
+                match self.daemon.stop_browse(SERVICE_TYPE) {
+                    Ok(()) => tracing::info!("A member: stopped browsing for peers over mDNS."),
+                    Err(error) => tracing::warn!(%error, "Cannot stop browsing for peers."),
+                }
+            }
+            _ => {}
+        }
+        self.events.as_ref()
+    }
+}
+
+/// Forwarding loop: mDNS events to peers on the tokio channel (while this
+/// node browses), and our re-announcements.
 fn forward(
-    events: mdns_sd::Receiver<ServiceEvent>,
+    mut browse: Browse,
     tx: mpsc::Sender<Peer>,
     mut filter: PeerFilter,
     mut announce: Announcer,
@@ -533,6 +592,10 @@ fn forward(
 ) {
     while !stop.load(Ordering::SeqCst) {
         announce.update();
+        let Some(events) = browse.follow(!announce.member.get(), &mut filter) else {
+            std::thread::sleep(POLL_INTERVAL);
+            continue;
+        };
         let event = match events.recv_timeout(POLL_INTERVAL) {
             Ok(ev) => ev,
             Err(mdns_sd::RecvTimeoutError::Timeout) => continue,
@@ -569,6 +632,7 @@ mod tests {
             addr: Ipv4Addr::new(198, 18, 0, 11),
             port: 6675,
             iface: "eth0".into(),
+            member: false,
         }
     }
 

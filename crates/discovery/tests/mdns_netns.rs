@@ -11,7 +11,7 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use socketplane_discovery::{Advertisement, Discovery, Peer, PROTOCOL_VERSION};
+use socketplane_discovery::{Advertisement, Discovery, MemberFlag, Peer, PROTOCOL_VERSION};
 use socketplane_testkit::{netns, require_privileged, zeroconf, Underlay};
 
 /// The underlay of a test: bridges `lan0` and `lan1` on one switch.
@@ -32,6 +32,7 @@ fn node(net: &mut Underlay, i: u8) -> (String, Ipv4Addr) {
 /// A Discovery running in a namespace on its own thread.
 struct Node {
     peers: std_mpsc::Receiver<Peer>,
+    member: MemberFlag,
     stop: Option<std_mpsc::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -49,7 +50,7 @@ impl Node {
             let started = Discovery::start(ad);
             let (disc, mut rx) = match started {
                 Ok(x) => {
-                    ready_tx.send(Ok(())).unwrap();
+                    ready_tx.send(Ok(x.0.member_flag())).unwrap();
                     x
                 }
                 Err(e) => {
@@ -75,12 +76,13 @@ impl Node {
             }
             disc.shutdown();
         });
-        ready_rx
+        let member = ready_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("discovery thread did not report")
             .expect("Discovery::start failed");
         Node {
             peers,
+            member,
             stop: Some(stop),
             handle: Some(handle),
         }
@@ -137,6 +139,7 @@ fn ad(name: &str, cluster: &str, addr: Ipv4Addr, port: u16) -> Advertisement {
         addr,
         port,
         iface: "eth0".into(),
+        member: false,
     }
 }
 
@@ -234,6 +237,45 @@ fn restarted_peer_is_announced_again() {
         a.collect_until(&mut third, Duration::from_secs(15), |s| s
             .contains_key("id-beta")),
         "beta restarted with the same data was not re-announced"
+    );
+}
+
+#[test]
+fn members_advertise_but_only_non_members_browse() {
+    require_privileged!();
+    let mut net = lans();
+    let cluster = format!("m{}", std::process::id());
+    let (ns1, ip1) = node(&mut net, 1);
+    let (ns2, ip2) = node(&mut net, 2);
+    let mut member_ad = ad("member", &cluster, ip1, 6675);
+    member_ad.member = true;
+    let member = Node::start(&ns1, member_ad);
+    let joiner = Node::start(&ns2, ad("joiner", &cluster, ip2, 6675));
+
+    // The joiner finds the member, which says so from the start.
+    let mut seen = BTreeMap::new();
+    assert!(
+        joiner.collect_until(&mut seen, Duration::from_secs(15), |s| s.len() == 1),
+        "the joiner did not see the member"
+    );
+    let mut want = expected_peer("member", &cluster, ip1, 6675);
+    want.member = true;
+    assert_eq!(seen["id-member"], want);
+
+    // The member does not browse: it learns of no peer.
+    let mut seen = BTreeMap::new();
+    member.collect_until(&mut seen, Duration::from_secs(3), |_| false);
+    assert!(seen.is_empty(), "a member browsed and saw {seen:?}");
+
+    // No longer a member (it left): it browses again and finds the joiner.
+    member.member.set(false);
+    assert!(
+        member.collect_until(&mut seen, Duration::from_secs(15), |s| s.len() == 1),
+        "browsing did not resume"
+    );
+    assert_eq!(
+        seen["id-joiner"],
+        expected_peer("joiner", &cluster, ip2, 6675)
     );
 }
 

@@ -29,12 +29,17 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_millis(250),
+            // openraft also times every append out after one heartbeat
+            // interval: at 250 ms, a leader could not reach peers busy
+            // starting up (100 hosts restarted at once on 2 cores: each
+            // timed-out attempt dropped its connection, so the next one
+            // paid for a TLS handshake again) and lost its leadership.
+            heartbeat: Duration::from_millis(500),
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
             snapshot_every: 10_000,
             request_timeout: Duration::from_secs(10),
-            // A majority with a leader heartbeats every 250 ms; an election
+            // A majority with a leader heartbeats every 500 ms; an election
             // after the leader is cut off takes up to about 3 s here
             // (followers refuse votes while the old leader's lease lasts).
             no_quorum_after: Duration::from_secs(4),

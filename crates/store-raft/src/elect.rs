@@ -90,12 +90,25 @@ async fn pre_vote(core: &Core) -> bool {
     yes * 2 > voters.len()
 }
 
+/// How much longer than [`patience`] a voter that has just started waits
+/// for a leader before its first try: after a restart of the whole
+/// cluster the old leader resumes, but on a machine busy starting many
+/// agents its first appends can time out for seconds. An election then
+/// would only interrupt it (and, split, cost another); if the old leader
+/// did not come back, the first election comes this much later.
+fn startup_grace(core: &Core) -> Duration {
+    core.cfg.timing.election_max * 2
+}
+
 pub(crate) async fn election_loop(core: Weak<Core>) {
     // One random sequence per node: a timer drawn once per reset (new
     // leader contact, new try), not again on every tick.
     let seed = RandomState::new();
+    let started = Instant::now();
+    // Ticks well below the election timeout's spread, so two voters' tries
+    // fall on the same tick (a split vote) only by chance.
     let Some(mut ticker) = Ticker::every(&core, |c| {
-        c.cfg.timing.heartbeat.max(Duration::from_millis(20))
+        (c.cfg.timing.election_min / 10).max(Duration::from_millis(20))
     }) else {
         return;
     };
@@ -125,9 +138,16 @@ pub(crate) async fn election_loop(core: Weak<Core>) {
         if Instant::now() < next_try {
             continue;
         }
+        let sole = membership.voter_ids().count() == 1;
+        let patience_at_start = patience(&core, &seed, 0) + startup_grace(&core);
+        if !sole && last_seen.is_none() && started.elapsed() < patience_at_start {
+            // Not heard from a leader since this node started: give the
+            // one that may be resuming its grace.
+            next_try = started + patience_at_start;
+            continue;
+        }
         attempt += 1;
         next_try = Instant::now() + election_timeout(&core, &seed, attempt);
-        let sole = membership.voter_ids().count() == 1;
         if !sole && !pre_vote(&core).await {
             tracing::debug!("No majority would vote for this node; not campaigning.");
             continue;

@@ -25,6 +25,10 @@ pub(crate) enum Error {
         #[source]
         source: redb::Error,
     },
+    /// Another process (most likely another agent with the same data
+    /// directory) has the database open.
+    #[error("{} is in use by another process; is another agent running with this data directory?", path.display())]
+    InUse { path: PathBuf },
     /// Data on disk that is not ours or not readable; never wiped.
     #[error("corrupt or foreign store data: {0}")]
     Corrupt(String),
@@ -101,7 +105,8 @@ impl From<Error> for StoreError {
             | Error::Request { .. }
             | Error::Status { .. }
             | Error::Answer { .. }
-            | Error::WriterStopped => StoreError::Unavailable(text),
+            | Error::WriterStopped
+            | Error::InUse { .. } => StoreError::Unavailable(text),
             Error::Encode { .. } | Error::Task(_) => StoreError::Internal(text),
         }
     }

@@ -94,6 +94,7 @@ mod wire_proptest;
 
 pub use config::{EmbeddedConfig, RaftTiming};
 pub use http::{MAX_BODY, MAX_SNAPSHOT_BODY};
+pub use network::ReplicationStats;
 pub use node::{EmbeddedStore, RaftProgress};
 pub use storage::LogWriteStats;
 pub use types::NodeId;

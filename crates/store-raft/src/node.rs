@@ -13,7 +13,7 @@ use crate::elect;
 use crate::error::Error;
 use crate::leases::{self, Leases};
 use crate::membership;
-use crate::network::{NetCore, Network};
+use crate::network::{NetCore, Network, ReplicationStats};
 use crate::reads::Reads;
 use crate::shared::{lock, Core};
 use crate::sm::{SmShared, StateMachine};
@@ -156,6 +156,12 @@ impl EmbeddedStore {
     /// how many entries so far (group commit makes the first smaller).
     pub fn log_write_stats(&self) -> LogWriteStats {
         self.writer.stats()
+    }
+
+    /// What this node sent its followers while it led (a new leader
+    /// finds where each follower's log ends without re-sending it).
+    pub fn replication_stats(&self) -> ReplicationStats {
+        self.core.net.replication_stats()
     }
 
     /// Dial peers over TLS from now on (this node got its certificate).

@@ -64,7 +64,13 @@ pub(crate) fn open_db(
     cluster: &str,
     node_id: NodeId,
 ) -> Result<(Database, Loaded), Error> {
-    let db = Database::create(path).map_err(db_err("open"))?;
+    let db = Database::create(path).map_err(|e| match e {
+        // Another process holds the file lock: nothing is wrong with the data.
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse {
+            path: path.to_path_buf(),
+        },
+        e => db_err("open")(e),
+    })?;
     let rtx = db.begin_read().map_err(db_err("read transaction"))?;
     let meta = match rtx.open_table(META) {
         Ok(t) => Some(t),

@@ -266,3 +266,26 @@ async fn bad_config_is_refused() {
         Err(StoreError::InvalidArgument(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_in_use_is_named_as_such_not_as_corrupt() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(1, "c", dir.path().join("n1"), None, |_| {}).await;
+    node.store.bootstrap().await.unwrap();
+    node.store.put("/a", b"1".to_vec()).await.unwrap();
+    // A second store on the same directory while the first runs.
+    match EmbeddedStore::open(node.cfg.clone()).await {
+        Err(StoreError::Unavailable(msg)) => {
+            assert!(msg.contains("in use by another process"), "{msg}")
+        }
+        Err(e) => panic!("expected in use, got {e}"),
+        Ok(s) => {
+            s.shutdown().await;
+            panic!("a data dir in use opened twice")
+        }
+    }
+    // The first is untouched.
+    assert_eq!(node.store.get("/a").await.unwrap().unwrap().value, b"1");
+    node.stop().await;
+}
