@@ -104,7 +104,6 @@ pub(crate) async fn election_loop(core: Weak<Core>) {
     // One random sequence per node: a timer drawn once per reset (new
     // leader contact, new try), not again on every tick.
     let seed = RandomState::new();
-    let started = Instant::now();
     // Ticks well below the election timeout's spread, so two voters' tries
     // fall on the same tick (a split vote) only by chance.
     let Some(mut ticker) = Ticker::every(&core, |c| {
@@ -112,10 +111,10 @@ pub(crate) async fn election_loop(core: Weak<Core>) {
     }) else {
         return;
     };
-    let Some(mut next_try) = core
-        .upgrade()
-        .map(|c| Instant::now() + patience(&c, &seed, 0))
-    else {
+    let Some((mut next_try, grace_until)) = core.upgrade().map(|c| {
+        let first = Instant::now() + patience(&c, &seed, 0);
+        (first, first + startup_grace(&c))
+    }) else {
         return;
     };
     let mut attempt = 0u64;
@@ -139,11 +138,10 @@ pub(crate) async fn election_loop(core: Weak<Core>) {
             continue;
         }
         let sole = membership.voter_ids().count() == 1;
-        let patience_at_start = patience(&core, &seed, 0) + startup_grace(&core);
-        if !sole && last_seen.is_none() && started.elapsed() < patience_at_start {
+        if !sole && last_seen.is_none() && Instant::now() < grace_until {
             // Not heard from a leader since this node started: give the
             // one that may be resuming its grace.
-            next_try = started + patience_at_start;
+            next_try = grace_until;
             continue;
         }
         attempt += 1;

@@ -232,7 +232,7 @@ pub(crate) struct PeerClient {
     matched_once: bool,
 }
 
-/// Batches at least this long are probed before they are sent (see
+/// Only a prefix of more than this many entries is worth a probe (see
 /// [`PeerClient::append_entries`]).
 const PROBE_ABOVE: usize = 32;
 
@@ -260,14 +260,13 @@ impl PeerClient {
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
-}
 
-impl PeerClient {
     /// Asks whether the follower already holds a long prefix of the batch
-    /// (see [`RaftNetwork::append_entries`]): first the whole batch, then
-    /// its committed entries (a majority holds them), then those of earlier
-    /// terms (a new leader's own entries are new to everyone). The answer for the whole request when it does (`Success`,
-    /// or `PartialSuccess` up to the probed entry) or when a higher vote
+    /// (see [`RaftNetwork::append_entries`]), longest first: the whole
+    /// batch, its committed entries (a majority holds them), its entries of
+    /// earlier terms (a new leader's own entries are new to everyone). The
+    /// answer for the whole request when it does (`Success`, or
+    /// `PartialSuccess` up to the probed entry) or when a higher vote
     /// turned up; `None` when the batch must be sent.
     async fn probe(
         &mut self,
@@ -275,8 +274,8 @@ impl PeerClient {
         option: &RPCOption,
     ) -> Result<Option<AppendEntriesResponse<NodeId>>, RpcErr> {
         let term = rpc.vote.leader_id().term;
-        let last = rpc.entries.len().checked_sub(1);
         let committed = rpc.leader_commit.map(|c| c.index);
+        let last = rpc.entries.len().checked_sub(1);
         let committed = rpc
             .entries
             .iter()
@@ -285,12 +284,15 @@ impl PeerClient {
             .entries
             .iter()
             .rposition(|entry| entry.log_id.leader_id.term < term);
-        let mut tried = Vec::new();
-        for held in [last, committed, earlier].into_iter().flatten() {
-            if held < PROBE_ABOVE || tried.contains(&held) {
-                continue;
-            }
-            tried.push(held);
+        // Positions of each prefix's last entry, longest first.
+        let mut ends: Vec<usize> = [last, committed, earlier]
+            .into_iter()
+            .flatten()
+            .filter(|&end| end >= PROBE_ABOVE)
+            .collect();
+        ends.sort_unstable_by(|a, b| b.cmp(a));
+        ends.dedup();
+        for held in ends {
             let upto = rpc.entries[held].log_id;
             let probe = AppendEntriesRequest::<TypeConfig> {
                 vote: rpc.vote,
@@ -346,11 +348,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     /// its own log and sends up to a full batch per step of its search for
     /// the follower's end. After a restart of the whole cluster every
     /// follower already holds nearly all of it, so the leader would re-send
-    /// half its log to each. Until the stream's first success, a batch with
-    /// many entries of earlier terms (those a follower may already hold) is
-    /// preceded by an empty append whose `prev_log_id` is the last of them:
-    /// if the follower has that entry it has all before it (Raft's log
-    /// matching property), and only the rest of the batch need travel.
+    /// half its log to each. Until the stream's first success, a batch is
+    /// preceded by empty appends whose `prev_log_id` is the end of a long
+    /// prefix of it ([`PeerClient::probe`]): if the follower has that entry
+    /// it has all before it (Raft's log matching property), and only the
+    /// rest of the batch need travel.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
