@@ -5,9 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use imbl::ordmap::DiffItem;
 use imbl::OrdMap;
-use socketplane_api::{keys, EndpointRecord, NetworkRecord, NodeRecord, ReservationRecord};
-use socketplane_datapath::{DesiredState, HostBlock, LocalEndpoint, NetworkSpec, RemoteEndpoint};
+use socketplane_api::{
+    keys, EndpointRecord, NetworkMode, NetworkRecord, NodeRecord, ReservationRecord,
+};
+use socketplane_datapath::{
+    DesiredState, EndpointChanges, HostBlock, LocalEndpoint, NetworkSpec, RemoteEndpoint,
+};
 use socketplane_store::{Event, EventKind, KeyValue, Revision};
 
 /// The datapath (`NodeRecord::datapath`) that routes routed networks
@@ -28,6 +33,12 @@ pub struct ClusterView {
     /// Reservation and block keys, by key, with the node holding each: a
     /// dead node's are reclaimed with its endpoints.
     pub holdings: BTreeMap<String, String>,
+}
+
+/// An endpoint as one host's datapath sees it.
+enum Placed {
+    Local(LocalEndpoint),
+    Remote(RemoteEndpoint),
 }
 
 /// Which record a key holds, by its place in the key layout.
@@ -205,27 +216,10 @@ impl ClusterView {
         let mut local = Vec::new();
         let mut remote = Vec::new();
         for ep in self.endpoints.values() {
-            if !self.networks.contains_key(&ep.network) {
-                continue;
-            }
-            if ep.node == me {
-                local.push(LocalEndpoint {
-                    id: ep.id.clone(),
-                    network: ep.network.clone(),
-                    ip: ep.ip,
-                    mac: ep.mac,
-                    netns: ep.netns.as_ref().map(PathBuf::from),
-                    netns_id: ep.netns_id,
-                    ifname: ep.ifname.clone(),
-                });
-            } else if let Some(node) = self.nodes.get(&ep.node) {
-                remote.push(RemoteEndpoint {
-                    id: ep.id.clone(),
-                    network: ep.network.clone(),
-                    ip: ep.ip,
-                    mac: ep.mac,
-                    host: node.addr,
-                });
+            match self.place(ep, me) {
+                Some(Placed::Local(e)) => local.push(e),
+                Some(Placed::Remote(e)) => remote.push(e),
+                None => {}
             }
         }
         // Every registered member: VXLAN is accepted only from these, and
@@ -269,6 +263,91 @@ impl ClusterView {
             routers,
             blocks,
         }
+    }
+
+    /// What changed for node `me`'s datapath since `before`, when only
+    /// endpoints did: found by comparing the two endpoint maps, which skips
+    /// what they share, so it costs the change and not the cluster. `None`
+    /// when networks, nodes or block claims of routed networks changed too
+    /// (the whole desired state is needed then).
+    pub fn changes_since(&self, before: &ClusterView, me: &str) -> Option<EndpointChanges> {
+        if self.networks != before.networks
+            || self.nodes != before.nodes
+            || !self.routed_blocks().eq(before.routed_blocks())
+        {
+            return None;
+        }
+        let mut changes = EndpointChanges::default();
+        for (was, now) in self.endpoints_changed_since(before) {
+            let Some(now) = now else {
+                changes.removed.extend(was.map(|e| e.id.clone()));
+                continue;
+            };
+            match self.place(now, me) {
+                Some(Placed::Local(e)) => changes.local.push(e),
+                Some(Placed::Remote(e)) => changes.remote.push(e),
+                None => changes.removed.push(now.id.clone()),
+            }
+        }
+        Some(changes)
+    }
+
+    /// The endpoint records that differ from `before`'s, as (was, is now):
+    /// added, changed or removed. Costs the change, not the cluster: the
+    /// comparison skips what the two maps share.
+    pub fn endpoints_changed_since<'a>(
+        &'a self,
+        before: &'a ClusterView,
+    ) -> impl Iterator<Item = (Option<&'a EndpointRecord>, Option<&'a EndpointRecord>)> {
+        before
+            .endpoints
+            .diff(&self.endpoints)
+            .map(|item| match item {
+                DiffItem::Add(_, now) => (None, Some(now)),
+                DiffItem::Update {
+                    old: (_, was),
+                    new: (_, now),
+                } => (Some(was), Some(now)),
+                DiffItem::Remove(_, was) => (Some(was), None),
+            })
+    }
+
+    /// The block claims of routed networks, by key, with the node holding
+    /// each: only routed networks route blocks, so a claim on an overlay
+    /// network (one per 64 addresses a host takes) changes no datapath.
+    fn routed_blocks(&self) -> impl Iterator<Item = (&String, &String)> {
+        let routed = |network: &str| {
+            (self.networks.get(network)).is_some_and(|n| n.mode == NetworkMode::Routed)
+        };
+        (self.holdings.iter())
+            .filter(move |(key, _)| block_claim(key).is_some_and(|(network, _)| routed(network)))
+    }
+
+    /// What endpoint `ep` is to node `me`'s datapath: one of its own, one
+    /// on another host, or nothing (its network or host is unknown).
+    fn place(&self, ep: &EndpointRecord, me: &str) -> Option<Placed> {
+        if !self.networks.contains_key(&ep.network) {
+            return None;
+        }
+        if ep.node == me {
+            return Some(Placed::Local(LocalEndpoint {
+                id: ep.id.clone(),
+                network: ep.network.clone(),
+                ip: ep.ip,
+                mac: ep.mac,
+                netns: ep.netns.as_ref().map(PathBuf::from),
+                netns_id: ep.netns_id,
+                ifname: ep.ifname.clone(),
+            }));
+        }
+        let node = self.nodes.get(&ep.node)?;
+        Some(Placed::Remote(RemoteEndpoint {
+            id: ep.id.clone(),
+            network: ep.network.clone(),
+            ip: ep.ip,
+            mac: ep.mac,
+            host: node.addr,
+        }))
     }
 
     /// Nodes whose liveness key is gone and that still hold endpoints,
@@ -395,5 +474,177 @@ mod tests {
         });
         assert_eq!(view.revision, 6);
         assert!(view.desired_for("a").remote.is_empty());
+    }
+
+    /// The desired endpoints of `d`, by id: local ones as `Err`, remote
+    /// ones as `Ok`.
+    fn by_id(d: &DesiredState) -> BTreeMap<String, Result<RemoteEndpoint, LocalEndpoint>> {
+        let local = d.local.iter().map(|e| (e.id.clone(), Err(e.clone())));
+        let remote = d.remote.iter().map(|e| (e.id.clone(), Ok(e.clone())));
+        local.chain(remote).collect()
+    }
+
+    /// An endpoint put (`Some(node)`) or delete (`None`) of endpoint `id`.
+    fn endpoint_event(id: u8, node: Option<u8>, rev: Revision) -> Event {
+        let key = keys::endpoint(&format!("e{id}"));
+        let Some(node) = node else {
+            let kv = KeyValue {
+                key,
+                value: vec![],
+                create_revision: 0,
+                mod_revision: rev,
+                lease: None,
+            };
+            return Event {
+                kind: EventKind::Delete,
+                kv,
+            };
+        };
+        let ip: std::net::Ipv4Addr = format!("10.2.{}.{}", node, id.max(2)).parse().unwrap();
+        let record = EndpointRecord {
+            id: format!("e{id}"),
+            // Network "gone" is not listed: its endpoints are nobody's.
+            network: if id.is_multiple_of(7) { "gone" } else { "web" }.into(),
+            node: format!("n{node}"),
+            ip,
+            mac: MacAddr::from_ipv4(ip),
+            name: None,
+            container_id: None,
+            netns: None,
+            netns_id: None,
+            ifname: "eth0".into(),
+            origin: None,
+            pod_namespace: None,
+            pod_name: None,
+            aliases: Vec::new(),
+        };
+        Event {
+            kind: EventKind::Put,
+            kv: kv(key, record, rev),
+        }
+    }
+
+    /// Nodes n0..n2 (n3 is not registered: its endpoints are nobody's) and
+    /// network `web`.
+    fn three_nodes() -> ClusterView {
+        let net = NetworkRecord {
+            id: "web".into(),
+            name: "web".into(),
+            subnet: "10.2.0.0/16".parse().unwrap(),
+            gateway: "10.2.0.1".parse().unwrap(),
+            vni: 256,
+            mtu: None,
+            mode: Default::default(),
+        };
+        let mut kvs = vec![kv(keys::network("web"), &net, 1)];
+        for n in 0..3u8 {
+            let node = NodeRecord {
+                id: format!("n{n}"),
+                name: format!("n{n}"),
+                addr: format!("198.18.0.{}", n + 1).parse().unwrap(),
+                cluster_port: 6675,
+                datapath: "linux".into(),
+                version: "1".into(),
+            };
+            kvs.push(kv(keys::node(&format!("n{n}")), node, 1));
+        }
+        ClusterView::from_kvs(&kvs, 1)
+    }
+
+    proptest::proptest! {
+        /// Applying `changes_since` to what the base view wanted gives
+        /// exactly what the new view wants, whatever the events between.
+        #[test]
+        fn changes_since_leads_where_a_full_state_does(
+            before in proptest::collection::vec((0u8..24, proptest::option::of(0u8..4)), 0..40),
+            after in proptest::collection::vec((0u8..24, proptest::option::of(0u8..4)), 0..40),
+        ) {
+            let mut view = three_nodes();
+            let mut rev = 1;
+            for (id, node) in before {
+                rev += 1;
+                view.apply(&endpoint_event(id, node, rev));
+            }
+            let base = view.clone();
+            for (id, node) in after {
+                rev += 1;
+                view.apply(&endpoint_event(id, node, rev));
+            }
+            let changes = view.changes_since(&base, "n0").expect("only endpoints changed");
+            let mut have = by_id(&base.desired_for("n0"));
+            for id in &changes.removed {
+                have.remove(id);
+            }
+            for e in &changes.local {
+                have.insert(e.id.clone(), Err(e.clone()));
+            }
+            for e in &changes.remote {
+                have.insert(e.id.clone(), Ok(e.clone()));
+            }
+            proptest::prop_assert_eq!(have, by_id(&view.desired_for("n0")));
+            // Unchanged views differ in nothing.
+            proptest::prop_assert!(view.changes_since(&view.clone(), "n0").unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn changes_since_declines_when_more_than_endpoints_changed() {
+        let base = three_nodes();
+        let mut view = base.clone();
+        view.apply(&endpoint_event(1, Some(1), 2));
+        assert!(view.changes_since(&base, "n0").is_some());
+        let claim = Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: keys::block("web", "10.2.0.64/26".parse().unwrap()),
+                value: b"n1".to_vec(),
+                create_revision: 3,
+                mod_revision: 3,
+                lease: None,
+            },
+        };
+        let mut claimed = view.clone();
+        claimed.apply(&claim);
+        assert!(
+            claimed.changes_since(&base, "n0").is_some(),
+            "no datapath routes an overlay network's blocks"
+        );
+        let mut routed = base.clone();
+        let mut net = routed.networks["web"].clone();
+        net.mode = NetworkMode::Routed;
+        routed.apply(&Event {
+            kind: EventKind::Put,
+            kv: kv(keys::network("web"), &net, 3),
+        });
+        let mut routed_claim = routed.clone();
+        routed_claim.apply(&claim);
+        assert!(
+            routed_claim.changes_since(&routed, "n0").is_none(),
+            "a block claim on a routed network"
+        );
+        assert!(routed.changes_since(&base, "n0").is_none(), "a network");
+        let mut gone = view.clone();
+        gone.apply(&Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: keys::node("n2"),
+                value: vec![],
+                create_revision: 0,
+                mod_revision: 3,
+                lease: None,
+            },
+        });
+        assert!(gone.changes_since(&base, "n0").is_none(), "a node");
+        // An address reservation is nothing a datapath sees.
+        let mut reserved = view.clone();
+        reserved.apply(&Event {
+            kind: EventKind::Put,
+            kv: kv(
+                keys::reservation("web", "10.2.0.9".parse().unwrap()),
+                ReservationRecord { node: "n1".into() },
+                3,
+            ),
+        });
+        assert!(reserved.changes_since(&base, "n0").is_some());
     }
 }

@@ -129,6 +129,30 @@ pub struct HostBlock {
     pub host: Ipv4Addr,
 }
 
+/// A change to some endpoints on top of the state a datapath last applied:
+/// what [`Datapath::apply_changes`] takes. The networks, peers, routers and
+/// blocks are those of that state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointChanges {
+    /// Local endpoints added or changed (by id).
+    pub local: Vec<LocalEndpoint>,
+    /// Remote endpoints added or changed (by id).
+    pub remote: Vec<RemoteEndpoint>,
+    /// Ids of endpoints, local or remote, that are no longer desired.
+    pub removed: Vec<String>,
+}
+
+impl EndpointChanges {
+    pub fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.remote.is_empty() && self.removed.is_empty()
+    }
+
+    /// How many endpoints it touches.
+    pub fn len(&self) -> usize {
+        self.local.len() + self.remote.len() + self.removed.len()
+    }
+}
+
 /// The underlay a datapath is bound to on its host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Underlay {
@@ -164,6 +188,19 @@ pub trait Datapath: Send + Sync + 'static {
     /// removed), the rest is converged, and the error names it
     /// ([`DatapathError::EndpointRejected`], [`DatapathError::rejected_endpoints`]).
     async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport>;
+
+    /// Applies `changes` on top of the last state [`Datapath::apply`] (or
+    /// this method) converged, at a cost that grows with the change rather
+    /// than with the cluster: what lets one attach on a host with 10,000
+    /// remote endpoints cost one entry's writes. `Ok(None)`: this datapath
+    /// cannot here (it has no such state, or would rather compare in
+    /// full); the caller then applies the whole desired state. The caller
+    /// makes sure the base is the last state applied without an error.
+    /// The default always declines.
+    async fn apply_changes(&self, changes: &EndpointChanges) -> Result<Option<ApplyReport>> {
+        let _ = changes;
+        Ok(None)
+    }
 
     /// Fences this host (`true`): from the next apply on, the host ends of
     /// local endpoints are kept down, so their addresses are off the wire

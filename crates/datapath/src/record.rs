@@ -18,7 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::{
-    ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, MacAddr, Result, Underlay,
+    ApplyReport, Datapath, DatapathError, DesiredState, EndpointChanges, EndpointIfnames,
+    LocalEndpoint, MacAddr, RemoteEndpoint, Result, Underlay,
 };
 
 /// The overlay MTU it reports (a 1500-byte underlay minus VXLAN).
@@ -105,36 +106,17 @@ impl RecordDatapath {
             source,
         })
     }
-}
 
-#[async_trait]
-impl Datapath for RecordDatapath {
-    async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
-        // Compared in place, without copying the desired state: a pass
-        // costs what the datapath it stands for would (a lookup per
-        // endpoint), so the scale harness measures the control plane.
-        let want = |local, ip, mac, host| Applied {
-            local,
-            network: String::new(),
-            ip,
-            mac,
-            host,
-        };
-        let local = (desired.local.iter()).map(|e| {
-            let w = want(true, e.ip, e.mac, None);
-            (e.id.as_str(), e.network.as_str(), w)
-        });
-        let remote = (desired.remote.iter()).map(|e| {
-            let w = want(false, e.ip, e.mac, Some(e.host));
-            (e.id.as_str(), e.network.as_str(), w)
-        });
-        let mut rec = self.lock();
-        let mut wanted: HashSet<&str> =
-            HashSet::with_capacity(desired.local.len() + desired.remote.len());
+    /// Makes `wanted` true and removes `removed`, logging what changed.
+    fn commit(
+        &self,
+        rec: &mut Recorded,
+        wanted: Vec<(&str, &str, Applied)>,
+        removed: &[String],
+    ) -> Result<ApplyReport> {
         let mut lines: Vec<(char, bool, &str)> = Vec::new();
         let mut updates: Vec<(&str, Applied)> = Vec::new();
-        for (id, network, want) in local.chain(remote) {
-            wanted.insert(id);
+        for (id, network, want) in wanted {
             let same = |old: &Applied| {
                 old.local == want.local
                     && old.network == network
@@ -154,25 +136,70 @@ impl Datapath for RecordDatapath {
                 },
             ));
         }
-        let removed: Vec<(String, bool)> = rec
-            .endpoints
-            .iter()
-            .filter(|(id, _)| !wanted.contains(id.as_str()))
-            .map(|(id, a)| (id.clone(), a.local))
+        let gone: Vec<(&str, bool)> = (removed.iter())
+            .filter_map(|id| Some((id.as_str(), rec.endpoints.get(id)?.local)))
             .collect();
-        lines.extend(removed.iter().map(|(id, local)| ('-', *local, id.as_str())));
+        lines.extend(gone.iter().map(|(id, local)| ('-', *local, *id)));
         let changes = lines.len();
         if changes > 0 {
-            self.write(&mut rec, &lines)?;
+            self.write(rec, &lines)?;
         }
-        drop(lines);
         for (id, applied) in updates {
             rec.endpoints.insert(id.to_string(), applied);
         }
-        for (id, _) in &removed {
+        for (id, _) in gone {
             rec.endpoints.remove(id);
         }
         Ok(ApplyReport { changes })
+    }
+}
+
+/// What `local` and `remote` want, by id and network name; the network is
+/// compared in place and copied only for what changed.
+fn wanted<'a>(
+    local: &'a [LocalEndpoint],
+    remote: &'a [RemoteEndpoint],
+) -> Vec<(&'a str, &'a str, Applied)> {
+    let want = |local, ip, mac, host| Applied {
+        local,
+        network: String::new(),
+        ip,
+        mac,
+        host,
+    };
+    let l = local.iter().map(|e| {
+        let w = want(true, e.ip, e.mac, None);
+        (e.id.as_str(), e.network.as_str(), w)
+    });
+    let r = remote.iter().map(|e| {
+        let w = want(false, e.ip, e.mac, Some(e.host));
+        (e.id.as_str(), e.network.as_str(), w)
+    });
+    l.chain(r).collect()
+}
+
+#[async_trait]
+impl Datapath for RecordDatapath {
+    async fn apply(&self, desired: &DesiredState) -> Result<ApplyReport> {
+        // Compared in place, without copying the desired state: a pass
+        // costs what the datapath it stands for would (a lookup per
+        // endpoint), so the scale harness measures the control plane.
+        let mut rec = self.lock();
+        let wanted = wanted(&desired.local, &desired.remote);
+        let ids: HashSet<&str> = wanted.iter().map(|(id, _, _)| *id).collect();
+        let removed: Vec<String> = (rec.endpoints.keys())
+            .filter(|id| !ids.contains(id.as_str()))
+            .cloned()
+            .collect();
+        self.commit(&mut rec, wanted, &removed)
+    }
+
+    /// Only the changed endpoints are looked at: a pass costs what the
+    /// change does, as the Linux datapath's incremental writes do.
+    async fn apply_changes(&self, changes: &EndpointChanges) -> Result<Option<ApplyReport>> {
+        let mut rec = self.lock();
+        let wanted = wanted(&changes.local, &changes.remote);
+        self.commit(&mut rec, wanted, &changes.removed).map(Some)
     }
 
     fn endpoint_ifnames(&self, endpoint_id: &str) -> EndpointIfnames {
@@ -199,7 +226,6 @@ impl Datapath for RecordDatapath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LocalEndpoint, RemoteEndpoint};
 
     fn remote(id: &str, host: u8) -> RemoteEndpoint {
         RemoteEndpoint {
@@ -247,8 +273,33 @@ mod tests {
         let mut second: Vec<&String> = ops[3..5].iter().collect();
         second.sort();
         assert_eq!(second, ["- R b", "~ R a"]);
-        let mut last: Vec<&String> = ops[5..].iter().collect();
+        let mut last: Vec<&String> = ops[5..7].iter().collect();
         last.sort();
         assert_eq!(last, ["- L l", "- R a"]);
+
+        // Changes alone: only what they name is looked at and logged.
+        let base = DesiredState {
+            remote: vec![remote("a", 12), remote("b", 13)],
+            ..Default::default()
+        };
+        dp.apply(&base).await.unwrap();
+        let changes = EndpointChanges {
+            remote: vec![remote("a", 12), remote("c", 14)],
+            removed: vec!["b".into(), "never".into()],
+            ..Default::default()
+        };
+        let report = dp.apply_changes(&changes).await.unwrap();
+        assert_eq!(report, Some(ApplyReport { changes: 2 }), "+c, -b");
+        let after = DesiredState {
+            remote: vec![remote("a", 12), remote("c", 14)],
+            ..Default::default()
+        };
+        assert_eq!(dp.apply(&after).await.unwrap().changes, 0, "where a full state leads");
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut tail: Vec<String> = (text.lines().rev().take(2))
+            .map(|l| l.split(' ').skip(1).collect::<Vec<_>>().join(" "))
+            .collect();
+        tail.sort();
+        assert_eq!(tail, ["+ R c", "- R b"]);
     }
 }

@@ -1,8 +1,9 @@
 //! The DNS service: on its own thread and runtime (so a flood of queries
 //! never takes time from the agent's other work), one hickory server per
 //! network, bound to that network's gateway address, port 53, UDP and TCP.
-//! It follows the cluster view: zones are rebuilt on every change, servers
-//! start and stop as networks come and go.
+//! It follows the cluster view: zones follow the endpoints that changed
+//! (rebuilt when networks change), servers start and stop as networks
+//! come and go.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -104,11 +105,20 @@ async fn follow(
     let limiter = Arc::new(RateLimiter::new(config.rate_limit, config.burst));
     let (zones_tx, zones_rx) = watch::channel(Arc::new(Zones::default()));
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    // The view the zones were last brought to: the next one is compared
+    // with it, so a change costs its endpoints, not the cluster's.
+    let mut last: Option<Arc<ClusterView>> = None;
     loop {
-        let zones = Zones::from_view(&views.borrow_and_update());
-        if **zones_tx.borrow() != zones {
-            zones_tx.send_replace(Arc::new(zones.clone()));
-        }
+        let view = views.borrow_and_update().clone();
+        zones_tx.send_if_modified(|zones| match &last {
+            Some(before) => match Arc::make_mut(zones).update(before, &view) {
+                Some(changed) => changed,
+                None => replace(zones, Zones::from_view(&view)),
+            },
+            None => replace(zones, Zones::from_view(&view)),
+        });
+        last = Some(view);
+        let zones = zones_tx.borrow().clone();
         running.retain(|id, r| {
             let keep = zones.get(id).is_some_and(|z| z.gateway == r.gateway);
             if !keep {
@@ -151,6 +161,15 @@ async fn follow(
             _ = stopped.changed() => break,
         }
     }
+}
+
+/// Puts `fresh` in place of `zones`: whether they differ.
+fn replace(zones: &mut Arc<Zones>, fresh: Zones) -> bool {
+    if **zones == fresh {
+        return false;
+    }
+    *zones = Arc::new(fresh);
+    true
 }
 
 /// A server for one gateway. The sockets bind with IP_FREEBIND, so they

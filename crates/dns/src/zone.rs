@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
+use socketplane_api::EndpointRecord;
 use socketplane_cluster::ClusterView;
 
 /// One network's names.
@@ -80,6 +81,13 @@ fn usable(name: &str) -> bool {
             .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_graphic()))
 }
 
+/// An endpoint's names (its name and aliases), lowercase, those usable.
+fn names_of(ep: &EndpointRecord) -> impl Iterator<Item = String> + '_ {
+    (ep.name.iter().chain(ep.aliases.iter()))
+        .map(|name| name.trim_start_matches('/').to_ascii_lowercase())
+        .filter(|name| usable(name))
+}
+
 /// Every network's zone, by network id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Zones {
@@ -90,7 +98,7 @@ impl Zones {
     /// The zones of every network in `view`: each endpoint's name and
     /// aliases, on its own network only.
     pub fn from_view(view: &ClusterView) -> Zones {
-        let mut by_network: BTreeMap<String, Zone> = view
+        let by_network: BTreeMap<String, Zone> = view
             .networks
             .values()
             .map(|n| {
@@ -105,24 +113,63 @@ impl Zones {
                 )
             })
             .collect();
+        let mut zones = Zones { by_network };
         for ep in view.endpoints.values() {
-            let Some(zone) = by_network.get_mut(&ep.network) else {
+            zones.add(ep);
+        }
+        zones
+    }
+
+    /// Brings zones made from `before` up to `view`, looking only at the
+    /// endpoints that changed: true when a name changed. `None` when the
+    /// networks changed (then [`Zones::from_view`] builds them afresh).
+    pub fn update(&mut self, before: &ClusterView, view: &ClusterView) -> Option<bool> {
+        if before.networks != view.networks {
+            return None;
+        }
+        let mut changed = false;
+        for (was, now) in view.endpoints_changed_since(before) {
+            changed |= was.is_some_and(|e| self.remove(e));
+            changed |= now.is_some_and(|e| self.add(e));
+        }
+        Some(changed)
+    }
+
+    /// Adds `ep`'s names on its network; true when one was new.
+    fn add(&mut self, ep: &EndpointRecord) -> bool {
+        let Some(zone) = self.by_network.get_mut(&ep.network) else {
+            return false;
+        };
+        let mut changed = false;
+        for name in names_of(ep) {
+            let ips = zone.names.entry(name).or_default();
+            if let Err(at) = ips.binary_search(&ep.ip) {
+                ips.insert(at, ep.ip);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Removes `ep`'s names on its network; true when one was there.
+    fn remove(&mut self, ep: &EndpointRecord) -> bool {
+        let Some(zone) = self.by_network.get_mut(&ep.network) else {
+            return false;
+        };
+        let mut changed = false;
+        for name in names_of(ep) {
+            let Some(ips) = zone.names.get_mut(&name) else {
                 continue;
             };
-            for name in ep.name.iter().chain(ep.aliases.iter()) {
-                let name = name.trim_start_matches('/').to_ascii_lowercase();
-                if usable(&name) {
-                    zone.names.entry(name).or_default().push(ep.ip);
-                }
+            if let Ok(at) = ips.binary_search(&ep.ip) {
+                ips.remove(at);
+                changed = true;
+            }
+            if ips.is_empty() {
+                zone.names.remove(&name);
             }
         }
-        for zone in by_network.values_mut() {
-            for ips in zone.names.values_mut() {
-                ips.sort();
-                ips.dedup();
-            }
-        }
-        Zones { by_network }
+        changed
     }
 
     pub fn get(&self, network: &str) -> Option<&Zone> {
@@ -213,6 +260,32 @@ mod tests {
             v.endpoints.insert(e.id.clone(), e);
         }
         v
+    }
+
+    /// Zones brought up to date change by change answer as zones built
+    /// afresh do.
+    #[test]
+    fn updated_zones_equal_fresh_ones() {
+        let before = view();
+        let mut zones = Zones::from_view(&before);
+        let mut now = before.clone();
+        let mut renamed = now.endpoints["e1"].clone();
+        renamed.name = Some("api".into());
+        renamed.aliases = vec!["WEB".into()];
+        now.endpoints.insert("e1".into(), renamed);
+        now.endpoints.remove("e2");
+        let mut added = now.endpoints["e3"].clone();
+        added.id = "e6".into();
+        added.ip = "10.3.0.9".parse().unwrap();
+        now.endpoints.insert("e6".into(), added);
+        assert_eq!(zones.update(&before, &now), Some(true));
+        assert_eq!(zones, Zones::from_view(&now));
+        let db: &[Ipv4Addr] = &["10.3.0.7".parse().unwrap(), "10.3.0.9".parse().unwrap()];
+        assert_eq!(zones.lookup("n2", "db"), Lookup::Found(db));
+        assert_eq!(zones.update(&now, &now.clone()), Some(false));
+        let mut renet = now.clone();
+        renet.networks.remove("n2");
+        assert_eq!(zones.update(&now, &renet), None, "networks changed");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use socketplane_datapath::{
-    ApplyReport, Datapath, DatapathError, DesiredState, EndpointIfnames, Underlay,
+    ApplyReport, Datapath, DatapathError, DesiredState, EndpointChanges, EndpointIfnames, Underlay,
 };
 use socketplane_store::{
     LeaseId, Listing, Revision, Store, StoreStatus, Txn, TxnResult, WatchStream,
@@ -65,16 +65,13 @@ impl ObservedDatapath {
     fn record(&self, fault: Option<ApplyFault>) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
-}
 
-#[async_trait]
-impl Datapath for ObservedDatapath {
-    async fn apply(&self, desired: &DesiredState) -> socketplane_datapath::Result<ApplyReport> {
-        let started = Instant::now();
-        let result = self.inner.apply(desired).await;
-        let elapsed = started.elapsed();
-        match &result {
-            Ok(report) => {
+    /// Counts and remembers one apply; `Ok(None)` (a change the datapath
+    /// declined to apply alone) did nothing and is not counted.
+    fn observe(&self, result: Result<Option<&ApplyReport>, &DatapathError>, elapsed: Duration) {
+        match result {
+            Ok(None) => {}
+            Ok(Some(report)) => {
                 emit(DatapathApplied {
                     changes: report.changes,
                     elapsed,
@@ -94,6 +91,25 @@ impl Datapath for ObservedDatapath {
                 }));
             }
         }
+    }
+}
+
+#[async_trait]
+impl Datapath for ObservedDatapath {
+    async fn apply(&self, desired: &DesiredState) -> socketplane_datapath::Result<ApplyReport> {
+        let started = Instant::now();
+        let result = self.inner.apply(desired).await;
+        self.observe(result.as_ref().map(Some), started.elapsed());
+        result
+    }
+
+    async fn apply_changes(
+        &self,
+        changes: &EndpointChanges,
+    ) -> socketplane_datapath::Result<Option<ApplyReport>> {
+        let started = Instant::now();
+        let result = self.inner.apply_changes(changes).await;
+        self.observe(result.as_ref().map(Option::as_ref), started.elapsed());
         result
     }
 
