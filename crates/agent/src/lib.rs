@@ -17,6 +17,7 @@
 //!   and `cluster status` show
 //! - [`disk_guard`]: store writes refused clearly while its disk is full
 //! - [`dns`]: names on every network's gateway (`socketplane-dns`)
+//! - [`memory`]: freed memory back to the system
 //! - the Docker plugin (`socketplane-docker`, cargo feature `docker`)
 
 pub mod cluster_port;
@@ -30,6 +31,7 @@ pub mod error;
 pub mod host;
 pub mod local_api;
 pub mod membership;
+pub mod memory;
 pub mod network_notes;
 pub mod observe;
 mod private_socket;

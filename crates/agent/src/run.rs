@@ -333,6 +333,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         });
     }
     let member = tokio::spawn(node.clone().become_member(cfg.bootstrap, join_rx));
+    let trim = crate::memory::spawn_trim();
 
     let fatal = store_fatal(embedded.clone());
     let mut failed = None;
@@ -345,6 +346,7 @@ pub async fn run(mut cfg: AgentConfig) -> Result<()> {
         why = fatal => failed = Some(why),
     }
     // Stop in reverse order.
+    trim.abort();
     member.abort();
     if let Some(d) = discovery {
         // Sends goodbye packets; may block for a few seconds.

@@ -1,7 +1,9 @@
 //! The reconciler's share of one datapath pass with many endpoints (issue
-//! 16 point 5): a pass clones the view (to publish it) and derives this
-//! host's desired state from it, both O(endpoints). One network, 50 remote
-//! hosts; `cargo run -p socketplane-cluster --example bench_view`.
+//! 16 point 5): a full pass clones the view (to publish it) and derives
+//! this host's desired state from it, O(endpoints); a pass after one
+//! endpoint changed compares the view with the last one instead
+//! (`changes_since`), O(change). One network, 50 remote hosts;
+//! `cargo run --release -p socketplane-cluster --example bench_view`.
 
 use socketplane_api::{EndpointRecord, MacAddr, NetworkRecord, NodeRecord};
 use socketplane_cluster::view::ClusterView;
@@ -70,6 +72,24 @@ fn main() {
             std::hint::black_box(v.desired_for("n0"));
         }
         let desired = t.elapsed() / k;
-        println!("{n} endpoints: view clone {clone:?}, desired_for {desired:?}");
+        // One endpoint more, as one attach elsewhere makes it.
+        let mut next = v.clone();
+        let mut added = next.endpoints["ep000000"].clone();
+        added.id = "ep-new".into();
+        added.ip = std::net::Ipv4Addr::new(10, 255, 0, 2);
+        next.endpoints.insert(added.id.clone(), added);
+        let t = Instant::now();
+        for _ in 0..k {
+            let changes = next
+                .changes_since(&v, "n0")
+                .expect("only endpoints changed");
+            assert_eq!(changes.remote.len(), 1);
+            std::hint::black_box(changes);
+        }
+        let delta = t.elapsed() / k;
+        println!(
+            "{n} endpoints: view clone {clone:?}, desired_for {desired:?}; \
+             after one attach, changes_since {delta:?}"
+        );
     }
 }

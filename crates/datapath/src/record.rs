@@ -294,7 +294,11 @@ mod tests {
             remote: vec![remote("a", 12), remote("c", 14)],
             ..Default::default()
         };
-        assert_eq!(dp.apply(&after).await.unwrap().changes, 0, "where a full state leads");
+        assert_eq!(
+            dp.apply(&after).await.unwrap().changes,
+            0,
+            "where a full state leads"
+        );
         let text = std::fs::read_to_string(&log).unwrap();
         let mut tail: Vec<String> = (text.lines().rev().take(2))
             .map(|l| l.split(' ').skip(1).collect::<Vec<_>>().join(" "))

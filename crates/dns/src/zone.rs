@@ -18,6 +18,10 @@ pub struct Zone {
     pub gateway: Ipv4Addr,
     /// Lowercase name → addresses, sorted and without duplicates.
     names: HashMap<String, Vec<Ipv4Addr>>,
+    /// How many endpoints give each name each address: an address moves
+    /// from one endpoint to another within one change (a detach and an
+    /// attach that reuses it), so it goes only when its last one does.
+    refs: HashMap<(String, Ipv4Addr), u32>,
 }
 
 /// What to do with one query name on one network.
@@ -109,6 +113,7 @@ impl Zones {
                         suffix: n.name.to_ascii_lowercase(),
                         gateway: n.gateway,
                         names: HashMap::new(),
+                        refs: HashMap::new(),
                     },
                 )
             })
@@ -142,6 +147,11 @@ impl Zones {
         };
         let mut changed = false;
         for name in names_of(ep) {
+            let refs = zone.refs.entry((name.clone(), ep.ip)).or_default();
+            *refs += 1;
+            if *refs > 1 {
+                continue;
+            }
             let ips = zone.names.entry(name).or_default();
             if let Err(at) = ips.binary_search(&ep.ip) {
                 ips.insert(at, ep.ip);
@@ -158,6 +168,18 @@ impl Zones {
         };
         let mut changed = false;
         for name in names_of(ep) {
+            let key = (name, ep.ip);
+            match zone.refs.get_mut(&key) {
+                None => continue,
+                Some(refs) if *refs > 1 => {
+                    *refs -= 1;
+                    continue;
+                }
+                Some(_) => {
+                    zone.refs.remove(&key);
+                }
+            }
+            let name = key.0;
             let Some(ips) = zone.names.get_mut(&name) else {
                 continue;
             };
@@ -280,12 +302,54 @@ mod tests {
         now.endpoints.insert("e6".into(), added);
         assert_eq!(zones.update(&before, &now), Some(true));
         assert_eq!(zones, Zones::from_view(&now));
+        // An address moves from one endpoint to another in one change.
+        let moved_from = now.clone();
+        let mut moved = now.clone();
+        let mut e1 = moved.endpoints["e1"].clone();
+        e1.ip = "10.2.0.9".parse().unwrap();
+        moved.endpoints.insert("e1".into(), e1);
+        let mut e5 = moved.endpoints["e5"].clone();
+        e5.ip = "10.2.0.5".parse().unwrap();
+        e5.name = Some("api".into());
+        moved.endpoints.insert("e5".into(), e5);
+        assert_eq!(zones.update(&moved_from, &moved), Some(true));
+        assert_eq!(zones, Zones::from_view(&moved));
+        let both: &[Ipv4Addr] = &["10.2.0.5".parse().unwrap(), "10.2.0.9".parse().unwrap()];
+        assert_eq!(zones.lookup("n1", "api"), Lookup::Found(both));
+        let now = moved;
         let db: &[Ipv4Addr] = &["10.3.0.7".parse().unwrap(), "10.3.0.9".parse().unwrap()];
         assert_eq!(zones.lookup("n2", "db"), Lookup::Found(db));
         assert_eq!(zones.update(&now, &now.clone()), Some(false));
         let mut renet = now.clone();
         renet.networks.remove("n2");
         assert_eq!(zones.update(&now, &renet), None, "networks changed");
+    }
+
+    /// The endpoint that takes the address over comes first: its old
+    /// address goes, the new one is already there; then the endpoint that
+    /// gave it up goes, and the address must stay.
+    #[test]
+    fn an_address_taken_over_in_one_change_stays() {
+        let mut before = view();
+        before.endpoints.clear();
+        let mut after = before.clone();
+        let ep = |id: &str, name: &str, ip: &str| EndpointRecord {
+            name: Some(name.into()),
+            ip: ip.parse().unwrap(),
+            id: id.into(),
+            ..view().endpoints["e2"].clone()
+        };
+        for (id, name, ip) in [("a", "web", "10.2.0.5"), ("b", "web", "10.2.0.6")] {
+            before.endpoints.insert(id.into(), ep(id, name, ip));
+        }
+        for (id, name, ip) in [("a", "web", "10.2.0.6"), ("b", "db", "10.2.0.7")] {
+            after.endpoints.insert(id.into(), ep(id, name, ip));
+        }
+        let mut zones = Zones::from_view(&before);
+        assert_eq!(zones.update(&before, &after), Some(true));
+        let web: &[Ipv4Addr] = &["10.2.0.6".parse().unwrap()];
+        assert_eq!(zones.lookup("n1", "web"), Lookup::Found(web));
+        assert_eq!(zones, Zones::from_view(&after));
     }
 
     #[test]

@@ -46,8 +46,8 @@ fn main() {
     );
     let idle = s.usage(Duration::from_secs(10));
     println!(
-        "idle, no endpoints: RSS mean {:.1} MiB max {:.1} MiB; CPU mean {:.2}% max {:.2}% of a core",
-        idle.rss_mib_mean, idle.rss_mib_max, idle.cpu_pct_mean, idle.cpu_pct_max
+        "idle, no endpoints: RSS mean {:.1} MiB max {:.1} MiB (anonymous {:.1} / {:.1}); CPU mean {:.2}% max {:.2}% of a core",
+        idle.rss_mib_mean, idle.rss_mib_max, idle.anon_mib_mean, idle.anon_mib_max, idle.cpu_pct_mean, idle.cpu_pct_max
     );
 
     if on("cold") {
@@ -99,15 +99,17 @@ fn main() {
         Percentiles::of(burst.iter().map(|e| e.call).collect())
     );
     println!(
-        "under churn: RSS mean {:.1} MiB max {:.1} MiB; CPU mean {:.1}% max {:.1}% of a core",
-        churn.rss_mib_mean, churn.rss_mib_max, churn.cpu_pct_mean, churn.cpu_pct_max
+        "under churn: RSS mean {:.1} MiB max {:.1} MiB (anonymous {:.1} / {:.1}); CPU mean {:.1}% max {:.1}% of a core",
+        churn.rss_mib_mean, churn.rss_mib_max, churn.anon_mib_mean, churn.anon_mib_max, churn.cpu_pct_mean, churn.cpu_pct_max
     );
     let idle = s.usage(Duration::from_secs(10));
     println!(
-        "idle, {} endpoints: RSS mean {:.1} MiB max {:.1} MiB; CPU mean {:.2}% max {:.2}% of a core",
+        "idle, {} endpoints: RSS mean {:.1} MiB max {:.1} MiB (anonymous {:.1} / {:.1}); CPU mean {:.2}% max {:.2}% of a core",
         all.len(),
         idle.rss_mib_mean,
         idle.rss_mib_max,
+        idle.anon_mib_mean,
+        idle.anon_mib_max,
         idle.cpu_pct_mean,
         idle.cpu_pct_max
     );

@@ -261,7 +261,7 @@ async fn drive_proposals(core: Arc<Core>) {
             };
             let res = core
                 .raft
-                .client_write(cmd)
+                .client_write(cmd.into())
                 .await
                 .map(|r| (r.data.single(), r.log_id.index))
                 .map_err(|e| core.write_err(e));
@@ -275,7 +275,7 @@ async fn drive_proposals(core: Arc<Core>) {
                 replies.push(q.reply);
                 done.push((q.seq, q.writes));
             }
-            match core.raft.client_write(Command::Batch(cmds)).await {
+            match core.raft.client_write(Command::Batch(cmds).into()).await {
                 Ok(r) if r.data.0.len() == replies.len() => {
                     let index = r.log_id.index;
                     for (outcome, reply) in r.data.0.into_iter().zip(replies) {

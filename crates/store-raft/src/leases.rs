@@ -87,9 +87,12 @@ impl Leases {
         };
         let resp = core
             .raft
-            .client_write(Command::RefreshLeases {
-                now_ms: clock.base_ms,
-            })
+            .client_write(
+                Command::RefreshLeases {
+                    now_ms: clock.base_ms,
+                }
+                .into(),
+            )
             .await
             .map_err(|e| core.write_err(e))?;
         // Committed in another term means we lost leadership meanwhile.
@@ -184,7 +187,7 @@ impl Leases {
                 Command::ExpireLeases { now_ms: now },
             ])
         };
-        match core.raft.client_write(cmd).await {
+        match core.raft.client_write(cmd.into()).await {
             Ok(r) => {
                 if let Some(Ok(socketplane_store::kv::Response::LeasesExpired(ids))) =
                     r.data.0.last()

@@ -119,7 +119,6 @@ pub(crate) struct SmInner {
     pub state: KvState,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
-    pub snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
     snapshot_seq: u64,
 }
 
@@ -139,14 +138,12 @@ impl SmShared {
             state: KvState::new(DEFAULT_HISTORY),
             last_applied: None,
             membership: StoredMembership::default(),
-            snapshot: None,
             snapshot_seq: 0,
         };
         if let Some((meta, data)) = snapshot {
             inner.state = decode_snapshot(&data)?;
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
-            inner.snapshot = Some((meta, Arc::new(data)));
         }
         let (revision, _) = watch::channel(inner.state.revision());
         Ok(Arc::new(Self {
@@ -213,11 +210,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             (meta, data)
         };
         self.writer.save_snapshot(&meta, &data).await?;
-        let data = Arc::new(data);
-        self.shared.lock().snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Box::new(Cursor::new(data)),
         })
     }
 }
@@ -245,14 +240,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     g.membership = StoredMembership::new(Some(entry.log_id), m);
                     out.push(Applied(vec![Ok(kv::Response::Done)]));
                 }
-                EntryPayload::Normal(kv::Command::Batch(cmds)) => out.push(Applied(
-                    cmds.iter()
-                        .map(|c| g.state.apply(c).map_err(Into::into))
-                        .collect(),
-                )),
-                EntryPayload::Normal(cmd) => {
-                    out.push(Applied(vec![g.state.apply(&cmd).map_err(Into::into)]))
-                }
+                EntryPayload::Normal(cmd) => match &*cmd {
+                    kv::Command::Batch(cmds) => out.push(Applied(
+                        cmds.iter()
+                            .map(|c| g.state.apply(c).map_err(Into::into))
+                            .collect(),
+                    )),
+                    cmd => out.push(Applied(vec![g.state.apply(cmd).map_err(Into::into)])),
+                },
             }
         }
         let revision = g.state.revision();
@@ -284,17 +279,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             g.state = state;
             g.last_applied = meta.last_log_id;
             g.membership = meta.last_membership.clone();
-            g.snapshot = Some((meta.clone(), Arc::new(data)));
         }
         self.shared.notify(revision);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let g = self.shared.lock();
-        Ok(g.snapshot.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+        let current = self.writer.load_snapshot().await?;
+        Ok(current.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }

@@ -28,7 +28,7 @@ fn valid_messages() -> Vec<Vec<u8>> {
         prev_log_id: Some(log_id),
         entries: vec![Entry {
             log_id,
-            payload: EntryPayload::Normal(kv::Command::Txn(txn())),
+            payload: EntryPayload::Normal(kv::Command::Txn(txn()).into()),
         }],
         leader_commit: Some(log_id),
     };

@@ -170,14 +170,19 @@ impl std::fmt::Display for Percentiles {
 pub struct Usage {
     pub rss_mib_mean: f64,
     pub rss_mib_max: f64,
+    /// The anonymous part of RSS (`RssAnon`): the agent's own memory,
+    /// without the pages of the program file every agent shares.
+    pub anon_mib_mean: f64,
+    pub anon_mib_max: f64,
     /// Percent of one core, per agent.
     pub cpu_pct_mean: f64,
     pub cpu_pct_max: f64,
 }
 
-fn proc_rss_kib(pid: u32) -> Option<u64> {
+/// A `/proc/PID/status` field in KiB, such as `VmRSS:` or `RssAnon:`.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -516,12 +521,16 @@ impl Scale {
         let tick = 100.0; // USER_HZ on Linux
         let mut cpu = Vec::new();
         let mut rss = Vec::new();
+        let mut anon = Vec::new();
         for (p, b) in pids.iter().zip(before) {
             if let (Some(b), Some(a)) = (b, proc_cpu_ticks(*p)) {
                 cpu.push((a.saturating_sub(b)) as f64 / tick / secs * 100.0);
             }
-            if let Some(r) = proc_rss_kib(*p) {
+            if let Some(r) = proc_status_kib(*p, "VmRSS:") {
                 rss.push(r as f64 / 1024.0);
+            }
+            if let Some(r) = proc_status_kib(*p, "RssAnon:") {
+                anon.push(r as f64 / 1024.0);
             }
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -529,6 +538,8 @@ impl Scale {
         Usage {
             rss_mib_mean: mean(&rss),
             rss_mib_max: max(&rss),
+            anon_mib_mean: mean(&anon),
+            anon_mib_max: max(&anon),
             cpu_pct_mean: mean(&cpu),
             cpu_pct_max: max(&cpu),
         }
