@@ -378,9 +378,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn desired_state_splits_local_and_remote() {
-        let net = NetworkRecord {
+    /// Network `web`, 10.2.0.0/16.
+    fn web() -> NetworkRecord {
+        NetworkRecord {
             id: "web".into(),
             name: "web".into(),
             subnet: "10.2.0.0/16".parse().unwrap(),
@@ -388,15 +388,24 @@ mod tests {
             vni: 256,
             mtu: None,
             mode: Default::default(),
-        };
-        let node = |id: &str, ip: &str| NodeRecord {
+        }
+    }
+
+    /// Node `id` on the Linux datapath at underlay address `ip`.
+    fn node(id: &str, ip: &str) -> NodeRecord {
+        NodeRecord {
             id: id.into(),
             name: id.into(),
             addr: ip.parse().unwrap(),
             cluster_port: 6675,
             datapath: "linux".into(),
             version: "1".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn desired_state_splits_local_and_remote() {
+        let net = web();
         let ep = |id: &str, node: &str, ip: &str| EndpointRecord {
             id: id.into(),
             network: "web".into(),
@@ -527,26 +536,12 @@ mod tests {
     /// Nodes n0..n2 (n3 is not registered: its endpoints are nobody's) and
     /// network `web`.
     fn three_nodes() -> ClusterView {
-        let net = NetworkRecord {
-            id: "web".into(),
-            name: "web".into(),
-            subnet: "10.2.0.0/16".parse().unwrap(),
-            gateway: "10.2.0.1".parse().unwrap(),
-            vni: 256,
-            mtu: None,
-            mode: Default::default(),
-        };
+        let net = web();
         let mut kvs = vec![kv(keys::network("web"), &net, 1)];
         for n in 0..3u8 {
-            let node = NodeRecord {
-                id: format!("n{n}"),
-                name: format!("n{n}"),
-                addr: format!("198.18.0.{}", n + 1).parse().unwrap(),
-                cluster_port: 6675,
-                datapath: "linux".into(),
-                version: "1".into(),
-            };
-            kvs.push(kv(keys::node(&format!("n{n}")), node, 1));
+            let id = format!("n{n}");
+            let record = node(&id, &format!("198.18.0.{}", n + 1));
+            kvs.push(kv(keys::node(&id), record, 1));
         }
         ClusterView::from_kvs(&kvs, 1)
     }
