@@ -18,6 +18,11 @@ pub struct RaftTiming {
     pub election_max: Duration,
     /// Build a snapshot (and purge the log before it) every this many entries.
     pub snapshot_every: u64,
+    /// Also build one once the log written since the last snapshot is
+    /// larger than that snapshot and than this: entries are batches of
+    /// any size, so a count alone can leave a restart decoding and
+    /// replaying the whole history.
+    pub snapshot_min_log_bytes: u64,
     /// How long a client call waits for a leader before `Unavailable`.
     pub request_timeout: Duration,
     /// A node that has heard from no leader (or, leading, from no majority)
@@ -37,11 +42,11 @@ impl Default for RaftTiming {
             heartbeat: Duration::from_millis(500),
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
-            // Fewer would shorten the log a restart replays (2,000: a full
-            // restart of 100 hosts with 10,000 endpoints in 12.7 s instead
-            // of 17 s) but, with the snapshot a value in redb, made the
-            // file 2.5 times as large (bench/README.md).
+            // Entries are batches: the size rule below is what keeps the
+            // log a restart decodes short (a full restart of 100 hosts with
+            // 10,000 endpoints: 15.6 s with this count alone, bench/README.md).
             snapshot_every: 10_000,
+            snapshot_min_log_bytes: 4 << 20,
             request_timeout: Duration::from_secs(10),
             // A majority with a leader heartbeats every 500 ms; an election
             // after the leader is cut off takes up to about 3 s here
@@ -59,6 +64,7 @@ impl RaftTiming {
             election_min: Duration::from_millis(150),
             election_max: Duration::from_millis(300),
             snapshot_every: 500,
+            snapshot_min_log_bytes: 4 << 20,
             request_timeout: Duration::from_secs(10),
             no_quorum_after: Duration::from_secs(4),
         }
@@ -134,7 +140,9 @@ impl EmbeddedConfig {
             election_timeout_max: ms(t.election_max),
             install_snapshot_timeout: 30_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every.max(10)),
-            max_in_snapshot_log_to_keep: (t.snapshot_every / 4).max(10),
+            // A follower further behind gets the snapshot; every entry kept
+            // is decoded again at each restart.
+            max_in_snapshot_log_to_keep: (t.snapshot_every / 4).clamp(10, 500),
             purge_batch_size: 64,
             max_payload_entries: 500,
             // Elections are started by `elect.rs`, after a pre-vote.

@@ -25,6 +25,12 @@ pub(crate) enum Error {
         #[source]
         source: redb::Error,
     },
+    #[error("snapshot file {}", path.display())]
+    SnapshotFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Another process (most likely another agent with the same data
     /// directory) has the database open.
     #[error("{} is in use by another process; is another agent running with this data directory?", path.display())]
@@ -100,7 +106,9 @@ impl From<Error> for StoreError {
             Error::Corrupt(_) | Error::Decode { .. } | Error::RaftStart(_) => {
                 StoreError::Corrupt(text)
             }
-            Error::Database { .. } | Error::CreateDir { .. } => StoreError::Corrupt(text),
+            Error::Database { .. } | Error::CreateDir { .. } | Error::SnapshotFile { .. } => {
+                StoreError::Corrupt(text)
+            }
             Error::Connect { .. }
             | Error::Request { .. }
             | Error::Status { .. }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socketplane_store::{Revision, StoreError};
 use tokio::task::JoinHandle;
@@ -61,13 +61,21 @@ impl EmbeddedStore {
         })?;
         let path = cfg.data_dir.join(DB_FILE);
         let (cluster, node_id) = (cfg.cluster.clone(), cfg.node_id);
+        let opening = Instant::now();
         let (db, mut loaded) =
             tokio::task::spawn_blocking(move || storage::open_db(&path, &cluster, node_id))
                 .await
                 .map_err(Error::Task)??;
         let member_at_open = !loaded.entries.is_empty() || loaded.snapshot.is_some();
+        let (entries, snapshot_bytes) = (
+            loaded.entries.len(),
+            loaded.snapshot.as_ref().map_or(0, |(_, data)| data.len()),
+        );
+        let read = opening.elapsed();
         let sm = SmShared::new(loaded.snapshot.take())?;
-        let writer = Writer::spawn(db);
+        let decoded = opening.elapsed();
+        let writer = Writer::spawn(db, cfg.data_dir.clone());
+        writer.note_loaded(loaded.log_bytes, snapshot_bytes as u64);
         let log = LogStore::new(&mut loaded, writer.clone());
         let state_machine = StateMachine {
             shared: sm.clone(),
@@ -82,6 +90,15 @@ impl EmbeddedStore {
                 return Err(Error::RaftStart(e));
             }
         };
+        // Replay of the committed log since the snapshot happens in `Raft::new`.
+        tracing::info!(
+            entries,
+            snapshot_bytes,
+            read_ms = read.as_millis() as u64,
+            snapshot_ms = (decoded - read).as_millis() as u64,
+            replay_ms = (opening.elapsed() - decoded).as_millis() as u64,
+            "Opened the store."
+        );
         let core = Arc::new(Core::new(cfg, raft, sm, net, log));
         let store = Arc::new(EmbeddedStore {
             core,
@@ -110,7 +127,11 @@ impl EmbeddedStore {
         ));
         let upkeep = tokio::spawn(membership::upkeep_loop(Arc::downgrade(&store.core)));
         let elections = tokio::spawn(elect::election_loop(Arc::downgrade(&store.core)));
-        lock(&store.tasks).extend([expiry, upkeep, elections]);
+        let snapshots = tokio::spawn(snapshot_upkeep(
+            Arc::downgrade(&store.core),
+            store.writer.clone(),
+        ));
+        lock(&store.tasks).extend([expiry, upkeep, elections, snapshots]);
         Ok(store)
     }
 
@@ -192,6 +213,11 @@ impl EmbeddedStore {
         }
     }
 
+    /// The last log index this node's latest snapshot covers, if it has one.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.core.metrics().snapshot.map(|l| l.index)
+    }
+
     /// The index of the last entry in this node's Raft log.
     pub fn last_log_index(&self) -> u64 {
         self.core.metrics().last_log_index.unwrap_or(0)
@@ -239,5 +265,47 @@ impl EmbeddedStore {
         self.core.sm.close();
         let writer = self.writer.clone();
         let _ = tokio::task::spawn_blocking(move || writer.stop()).await;
+    }
+}
+
+/// Builds a snapshot once the log written since the last one outgrows it
+/// (and `snapshot_min_log_bytes`): a restart then decodes at most about
+/// twice the state, and the file holds about as much, however large the
+/// entries are (openraft's own policy counts entries).
+async fn snapshot_upkeep(core: std::sync::Weak<Core>, writer: Writer) {
+    let Some(mut ticker) = crate::shared::Ticker::every(&core, |_| Duration::from_secs(1)) else {
+        return;
+    };
+    // Every node sees the same log grow: a share of up to half as much
+    // again, its own, keeps them from all building at the same moment
+    // (on one machine, a hundred at once starved the leader).
+    let spread = {
+        use std::hash::BuildHasher;
+        let id = core.upgrade().map_or(0, |c| c.id());
+        std::collections::hash_map::RandomState::new().hash_one(id) % 500
+    };
+    // When a snapshot was last asked for, and how many were saved then.
+    let mut asked: Option<(Instant, u64)> = None;
+    while let Some(core) = ticker.tick().await {
+        let (log, snapshot, saved) = writer.log_and_snapshot_bytes();
+        let due = snapshot.max(core.cfg.timing.snapshot_min_log_bytes);
+        if log <= due + due / 1000 * spread {
+            continue;
+        }
+        // One request at a time: a snapshot of a large state takes a
+        // while to build and save; ask again once one was saved, or
+        // after a while if none was.
+        if asked.is_some_and(|(t, n)| n == saved && t.elapsed() < Duration::from_secs(30)) {
+            continue;
+        }
+        tracing::info!(
+            log_bytes = log,
+            snapshot_bytes = snapshot,
+            "Log outgrew its snapshot: building one."
+        );
+        asked = Some((Instant::now(), saved));
+        if let Err(error) = core.raft.trigger().snapshot().await {
+            tracing::warn!(%error, "Could not start a snapshot.");
+        }
     }
 }

@@ -28,12 +28,15 @@ use crate::types::{
 };
 
 /// The snapshot format written now; snapshots without a `format` field are
-/// the first format (see [`LegacySnapshot`]).
-const SNAPSHOT_FORMAT: u32 = 2;
+/// the first format (see [`LegacySnapshot`]). Format 3 is format 2 with
+/// values as strings (`socketplane_store::value_bytes`), which programs
+/// that wrote format 2 cannot read: the number tells them so.
+const SNAPSHOT_FORMAT: u32 = 3;
+const SNAPSHOT_FORMAT_NUMBER_ARRAYS: u32 = 2;
 
-#[derive(Serialize, Deserialize)]
+/// Formats 2 and 3 (`format` is read by [`FormatProbe`]).
+#[derive(Deserialize)]
 struct SnapshotBody {
-    format: u32,
     kv: KvState,
 }
 
@@ -64,11 +67,14 @@ struct FormatProbe {
 
 /// Serializes the state for a snapshot, without this node's watch history.
 pub(crate) fn encode_snapshot(state: &KvState) -> Result<Vec<u8>, Error> {
-    let mut kv = state.clone();
-    kv.clear_history();
-    serde_json::to_vec(&SnapshotBody {
+    #[derive(Serialize)]
+    struct Body<K> {
+        format: u32,
+        kv: K,
+    }
+    serde_json::to_vec(&Body {
         format: SNAPSHOT_FORMAT,
-        kv,
+        kv: state.without_history(),
     })
     .map_err(|source| Error::Encode {
         what: "snapshot",
@@ -87,7 +93,7 @@ pub(crate) fn decode_snapshot(data: &[u8]) -> Result<KvState, Error> {
     };
     let probe: FormatProbe = serde_json::from_slice(data).map_err(decode)?;
     let mut state = match probe.format {
-        Some(SNAPSHOT_FORMAT) => {
+        Some(SNAPSHOT_FORMAT | SNAPSHOT_FORMAT_NUMBER_ARRAYS) => {
             let body: SnapshotBody = serde_json::from_slice(data).map_err(decode)?;
             body.kv
         }

@@ -1,5 +1,11 @@
 //! Crash-safe persistence in redb: the Raft log, the vote, the commit index
-//! and the latest state-machine snapshot.
+//! and which file holds the latest state-machine snapshot.
+//!
+//! The snapshot is a file of its own (`snapshot-<n>.json` beside the
+//! database), written, synced and renamed before the database names it:
+//! as a redb value of several MB it made the file grow to several times
+//! the data (redb allocates large values in power-of-two blocks). Stores
+//! from before keep theirs inline (`snapshot_data`) until the next one.
 //!
 //! One writer thread owns the database and group-commits whatever is queued
 //! (several appends from concurrent proposals become one durable commit).
@@ -8,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -35,6 +41,9 @@ const K_COMMITTED: &str = "committed";
 const K_PURGED: &str = "last_purged";
 const K_SNAP_META: &str = "snapshot_meta";
 const K_SNAP_DATA: &str = "snapshot_data";
+/// The file name (in the database's directory) of the latest snapshot.
+const K_SNAP_FILE: &str = "snapshot_file";
+const SNAP_PREFIX: &str = "snapshot-";
 /// redb's page cache. Its default (1 GiB) kept every page read at start
 /// in memory: at 10,000 endpoints about 15 MB per agent, read once. The
 /// log is kept in memory anyway and the snapshot is read only to be sent,
@@ -47,6 +56,8 @@ pub(crate) struct Loaded {
     pub committed: Option<LogId>,
     pub last_purged: Option<LogId>,
     pub entries: BTreeMap<u64, Entry>,
+    /// The stored size of `entries`.
+    pub log_bytes: u64,
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
@@ -122,6 +133,7 @@ pub(crate) fn open_db(
                 committed: None,
                 last_purged: None,
                 entries: BTreeMap::new(),
+                log_bytes: 0,
                 snapshot: None,
             };
             return Ok((db, loaded));
@@ -165,11 +177,15 @@ pub(crate) fn open_db(
     let vote: Option<Vote> = de(get(K_VOTE)?, "vote")?;
     let committed: Option<LogId> = de(get(K_COMMITTED)?, "commit index")?;
     let last_purged: Option<LogId> = de(get(K_PURGED)?, "purge marker")?;
-    let snapshot = read_snapshot(&rtx)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let snapshot = read_snapshot(&rtx, dir)?;
+    remove_other_snapshots(dir, get(K_SNAP_FILE)?.as_deref());
     let mut entries = BTreeMap::new();
+    let mut log_bytes = 0;
     let log = rtx.open_table(LOG).map_err(db_err("log table"))?;
     for item in log.iter().map_err(db_err("log table"))? {
         let (k, v) = item.map_err(db_err("log table"))?;
+        log_bytes += v.value().len() as u64;
         // Entries of the first format (before the log carried
         // `socketplane_store::kv` commands) decode as the same commands.
         let entry: Entry = serde_json::from_slice(v.value()).map_err(|source| Error::Decode {
@@ -195,6 +211,7 @@ pub(crate) fn open_db(
             committed,
             last_purged,
             entries,
+            log_bytes,
             snapshot,
         },
     ))
@@ -220,6 +237,12 @@ enum WriteOp {
 pub(crate) struct WriteCounters {
     durable_commits: AtomicU64,
     entries: AtomicU64,
+    /// Bytes of log appended since the last snapshot was saved (at open:
+    /// the log read back), and that snapshot's size: what decides when
+    /// the next one is due (see `node::snapshot_upkeep`).
+    log_bytes_since_snapshot: AtomicU64,
+    snapshot_bytes: AtomicU64,
+    snapshots_saved: AtomicU64,
 }
 
 /// A snapshot of [`WriteCounters`].
@@ -240,25 +263,50 @@ pub(crate) struct Writer {
     tx: Arc<Mutex<Option<mpsc::Sender<WriteOp>>>>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     counters: Arc<WriteCounters>,
+    /// Where the snapshot files are.
+    dir: Arc<PathBuf>,
 }
 
 impl Writer {
-    pub fn spawn(db: Database) -> Self {
+    /// `dir`: the database's directory, for the snapshot files.
+    pub fn spawn(db: Database, dir: PathBuf) -> Self {
         let (tx, rx) = mpsc::channel::<WriteOp>();
         let counters = Arc::new(WriteCounters::default());
         let c = counters.clone();
         let db = Arc::new(db);
         let written = db.clone();
+        let dir = Arc::new(dir);
+        let files = dir.clone();
         let thread = std::thread::Builder::new()
             .name("store-raft-writer".into())
-            .spawn(move || writer_loop(written, rx, &c))
+            .spawn(move || writer_loop(written, &files, rx, &c))
             .ok();
         Self {
             db: Arc::new(Mutex::new(Some(db))),
             tx: Arc::new(Mutex::new(Some(tx))),
             thread: Arc::new(Mutex::new(thread)),
             counters,
+            dir,
         }
+    }
+
+    /// Starts the size counters from what was read back at open.
+    pub fn note_loaded(&self, log_bytes: u64, snapshot_bytes: u64) {
+        let c = &self.counters;
+        c.log_bytes_since_snapshot
+            .store(log_bytes, Ordering::Relaxed);
+        c.snapshot_bytes.store(snapshot_bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of log written since the last snapshot, its size, and how
+    /// many snapshots were saved since open.
+    pub fn log_and_snapshot_bytes(&self) -> (u64, u64, u64) {
+        let c = &self.counters;
+        (
+            c.log_bytes_since_snapshot.load(Ordering::Relaxed),
+            c.snapshot_bytes.load(Ordering::Relaxed),
+            c.snapshots_saved.load(Ordering::Relaxed),
+        )
     }
 
     pub fn stats(&self) -> LogWriteStats {
@@ -302,9 +350,22 @@ impl Writer {
     pub async fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let db = db.ok_or_else(|| storage_err(&Error::WriterStopped))?;
+        let dir = self.dir.clone();
         let read = move || {
-            let rtx = db.begin_read().map_err(db_err("read transaction"))?;
-            read_snapshot(&rtx)
+            // A snapshot saved meanwhile removes the file an older read
+            // transaction names: read again, and see the new one.
+            let mut tries = 0;
+            loop {
+                let rtx = db.begin_read().map_err(db_err("read transaction"))?;
+                match read_snapshot(&rtx, &dir) {
+                    Err(Error::SnapshotFile { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound && tries < 3 =>
+                    {
+                        tries += 1;
+                    }
+                    r => return r,
+                }
+            }
         };
         match tokio::task::spawn_blocking(read).await {
             Ok(r) => r.map_err(|e| storage_err(&e)),
@@ -327,7 +388,12 @@ impl Writer {
 /// Group commit: whatever queued up while the previous commit was being
 /// fsynced (appends from concurrent proposals, which openraft also hands
 /// over in batches) goes into one redb transaction and one fsync.
-fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<WriteOp>, counters: &WriteCounters) {
+fn writer_loop(
+    db: Arc<Database>,
+    dir: &Path,
+    rx: mpsc::Receiver<WriteOp>,
+    counters: &WriteCounters,
+) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < 1024 {
@@ -339,8 +405,7 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<WriteOp>, counters: &WriteC
         let durable = ops
             .iter()
             .any(|op| !matches!(op, WriteOp::Meta(_, _, None)));
-        let res: WriteResult =
-            write_batch(&db, &ops, durable).map_err(|e| Arc::new(db_err("write")(e)));
+        let res: WriteResult = write_batch(&db, dir, &ops, durable).map_err(Arc::new);
         if res.is_ok() {
             let entries: usize = ops
                 .iter()
@@ -352,6 +417,26 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<WriteOp>, counters: &WriteC
             counters
                 .entries
                 .fetch_add(entries as u64, Ordering::Relaxed);
+            for op in &ops {
+                match op {
+                    WriteOp::Append(rows, _) => {
+                        let bytes: usize = rows.iter().map(|(_, d)| d.len()).sum();
+                        counters
+                            .log_bytes_since_snapshot
+                            .fetch_add(bytes as u64, Ordering::Relaxed);
+                    }
+                    WriteOp::Snapshot(_, d, _) => {
+                        counters
+                            .log_bytes_since_snapshot
+                            .store(0, Ordering::Relaxed);
+                        counters
+                            .snapshot_bytes
+                            .store(d.len() as u64, Ordering::Relaxed);
+                        counters.snapshots_saved.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
             if durable {
                 counters.durable_commits.fetch_add(1, Ordering::Relaxed);
             }
@@ -380,7 +465,31 @@ fn writer_loop(db: Arc<Database>, rx: mpsc::Receiver<WriteOp>, counters: &WriteC
     drop(db);
 }
 
-fn write_batch(db: &Database, ops: &[WriteOp], durable: bool) -> Result<(), redb::Error> {
+fn write_batch(db: &Database, dir: &Path, ops: &[WriteOp], durable: bool) -> Result<(), Error> {
+    // The last snapshot of the batch is the one that counts; its file is
+    // on disk before the transaction names it.
+    let snapshot = ops.iter().rev().find_map(|op| match op {
+        WriteOp::Snapshot(m, d, _) => Some((m, d)),
+        _ => None,
+    });
+    let snapshot = match snapshot {
+        Some((m, d)) => Some((m, write_snapshot_file(dir, d)?)),
+        None => None,
+    };
+    let named = snapshot.as_ref().map(|(m, f)| (m.as_slice(), f.as_str()));
+    write_tables(db, ops, durable, named).map_err(db_err("write"))?;
+    if let Some((_, file)) = &snapshot {
+        remove_other_snapshots(dir, Some(file.as_bytes()));
+    }
+    Ok(())
+}
+
+fn write_tables(
+    db: &Database,
+    ops: &[WriteOp],
+    durable: bool,
+    snapshot: Option<(&[u8], &str)>,
+) -> Result<(), redb::Error> {
     let mut w = db.begin_write()?;
     w.set_durability(if durable {
         Durability::Immediate
@@ -407,11 +516,13 @@ fn write_batch(db: &Database, ops: &[WriteOp], durable: bool) -> Result<(), redb
                     log.retain_in(..=*upto, |_, _| false)?;
                     meta.insert(K_PURGED, marker.as_slice())?;
                 }
-                WriteOp::Snapshot(m, d, _) => {
-                    meta.insert(K_SNAP_DATA, d.as_slice())?;
-                    meta.insert(K_SNAP_META, m.as_slice())?;
-                }
+                WriteOp::Snapshot(..) => {}
             }
+        }
+        if let Some((m, file)) = snapshot {
+            meta.insert(K_SNAP_FILE, file.as_bytes())?;
+            meta.insert(K_SNAP_META, m)?;
+            meta.remove(K_SNAP_DATA)?;
         }
     }
     w.commit()?;
@@ -420,7 +531,10 @@ fn write_batch(db: &Database, ops: &[WriteOp], durable: bool) -> Result<(), redb
 
 /// The snapshot in `rtx` (metadata and data, from one transaction, so
 /// they always belong together).
-fn read_snapshot(rtx: &redb::ReadTransaction) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Error> {
+fn read_snapshot(
+    rtx: &redb::ReadTransaction,
+    dir: &Path,
+) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Error> {
     let meta = match rtx.open_table(META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -439,8 +553,56 @@ fn read_snapshot(rtx: &redb::ReadTransaction) -> Result<Option<(SnapshotMeta, Ve
         what: "snapshot metadata",
         source,
     })?;
-    let data = get(K_SNAP_DATA)?.ok_or_else(|| Error::Corrupt("snapshot data missing".into()))?;
+    let data = match get(K_SNAP_FILE)? {
+        Some(name) => {
+            let path = dir.join(String::from_utf8_lossy(&name).as_ref());
+            std::fs::read(&path).map_err(|source| Error::SnapshotFile { path, source })?
+        }
+        None => get(K_SNAP_DATA)?.ok_or_else(|| Error::Corrupt("snapshot data missing".into()))?,
+    };
     Ok(Some((m, data)))
+}
+
+/// Writes a snapshot file durably (synced, renamed into place, directory
+/// synced) and returns its name.
+fn write_snapshot_file(dir: &Path, data: &[u8]) -> Result<String, Error> {
+    use std::io::Write;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("{SNAP_PREFIX}{nanos}.json");
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::SnapshotFile { path, source }
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(name)
+}
+
+/// Deletes snapshot files other than `keep`: the one replaced, or one a
+/// crash left before the database named it.
+fn remove_other_snapshots(dir: &Path, keep: Option<&[u8]>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(SNAP_PREFIX) && keep != Some(name.as_bytes()) {
+            if let Err(error) = std::fs::remove_file(e.path()) {
+                tracing::warn!(%error, file = %e.path().display(), "Could not remove an old snapshot file.");
+            }
+        }
+    }
 }
 
 pub(crate) struct LogMem {

@@ -232,6 +232,62 @@ async fn late_joiner_gets_snapshot_and_log_is_purged() {
     );
 }
 
+/// Entries are batches of any size, so a snapshot is also due once the
+/// log written since the last one outgrows it: with tens of entries of
+/// 4 KiB values, far below the entry count of the policy, snapshots are
+/// built, each a file of its own, and the node restarts from the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_larger_than_its_snapshot_gets_one() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |c: &mut socketplane_store_raft::EmbeddedConfig| {
+        c.timing.snapshot_every = 10_000;
+        c.timing.snapshot_min_log_bytes = 64 << 10;
+    };
+    let mut nodes = cluster(1, "snapbytes", dir.path(), cfg).await;
+    let value = "v".repeat(4096);
+    let mut last = None;
+    // Each round writes more than the state holds, so the log outgrows
+    // the snapshot of the round before.
+    for (round, n) in [40, 50, 100].into_iter().enumerate() {
+        for i in 0..n {
+            nodes[0]
+                .store
+                .put(&format!("/big/{round}/{i:03}"), value.clone().into_bytes())
+                .await
+                .unwrap();
+        }
+        if round == 0 {
+            assert_eq!(
+                nodes[0].store.snapshot_index(),
+                None,
+                "no snapshot yet by count"
+            );
+        }
+        wait_for("a snapshot by size", Duration::from_secs(10), || {
+            let s = nodes[0].store.snapshot_index();
+            async move { s > last }
+        })
+        .await;
+        last = nodes[0].store.snapshot_index();
+    }
+    // The snapshot is a file of its own, the one named by the database;
+    // those it replaced are gone.
+    let files: Vec<_> = std::fs::read_dir(&nodes[0].dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("snapshot-"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    nodes[0].stop().await;
+    nodes[0].restart().await;
+    assert_eq!(nodes[0].store.snapshot_index(), last);
+    let l = nodes[0].store.list("/big/").await.unwrap();
+    assert_eq!(l.kvs.len(), 190);
+    assert!(l.kvs.iter().all(|kv| kv.value == value.as_bytes()));
+}
+
 /// How many Raft log entries a (closed) node database holds.
 fn persisted_log_entries(path: &std::path::Path) -> u64 {
     use redb::ReadableTableMetadata;

@@ -24,6 +24,7 @@ pub mod etcd;
 pub mod kv;
 pub mod layer;
 pub mod mem;
+pub mod value_bytes;
 
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
@@ -49,6 +50,7 @@ pub type LeaseId = i64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: String,
+    #[serde(with = "crate::value_bytes")]
     pub value: Vec<u8>,
     /// Revision of the write that created this key (since its last delete).
     pub create_revision: Revision,
@@ -86,6 +88,7 @@ impl Compare {
 pub enum Op {
     Put {
         key: String,
+        #[serde(with = "crate::value_bytes")]
         value: Vec<u8>,
         lease: Option<LeaseId>,
     },
