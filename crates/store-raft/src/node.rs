@@ -284,6 +284,16 @@ async fn snapshot_upkeep(core: std::sync::Weak<Core>, writer: Writer) {
         let id = core.upgrade().map_or(0, |c| c.id());
         std::collections::hash_map::RandomState::new().hash_one(id) % 500
     };
+    // A node that opened with a log already due builds its snapshot a
+    // little later, not while the whole cluster may be starting at once
+    // (every node decoding its store, electing, listing).
+    let (log, snapshot, _) = writer.log_and_snapshot_bytes();
+    let min = core
+        .upgrade()
+        .map_or(u64::MAX, |c| c.cfg.timing.snapshot_min_log_bytes);
+    if log > snapshot.max(min) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     // When a snapshot was last asked for, and how many were saved then.
     let mut asked: Option<(Instant, u64)> = None;
     while let Some(core) = ticker.tick().await {
