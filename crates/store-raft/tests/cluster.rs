@@ -246,24 +246,32 @@ async fn a_log_larger_than_its_snapshot_gets_one() {
     };
     let mut nodes = cluster(1, "snapbytes", dir.path(), cfg).await;
     let value = "v".repeat(4096);
+    let put = |key: String| {
+        let store = nodes[0].store.clone();
+        let value = value.clone().into_bytes();
+        async move { store.put(&key, value).await.unwrap() }
+    };
+    // Below the least log worth a snapshot (10 x 4 KiB < 64 KiB), and far
+    // below the count, nothing is built, however long the log waits.
+    for i in 0..10 {
+        put(format!("/big/0/{i:03}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        nodes[0].store.snapshot_index(),
+        None,
+        "a snapshot of 40 KiB"
+    );
+    // Each round then writes more than half as much again as the state
+    // holds (each node waits for up to 1.5 times its last snapshot), so the
+    // log outgrows the snapshot of the round before.
     let mut last = None;
-    // Each round writes more than the state holds, so the log outgrows
-    // the snapshot of the round before.
-    for (round, n) in [40, 50, 100].into_iter().enumerate() {
+    let mut written = 10;
+    for (round, n) in [(0, 30), (1, 70), (2, 180)] {
         for i in 0..n {
-            nodes[0]
-                .store
-                .put(&format!("/big/{round}/{i:03}"), value.clone().into_bytes())
-                .await
-                .unwrap();
+            put(format!("/big/{round}/{:03}", i + 10)).await;
         }
-        if round == 0 {
-            assert_eq!(
-                nodes[0].store.snapshot_index(),
-                None,
-                "no snapshot yet by count"
-            );
-        }
+        written += n;
         wait_for("a snapshot by size", Duration::from_secs(10), || {
             let s = nodes[0].store.snapshot_index();
             async move { s > last }
@@ -284,7 +292,7 @@ async fn a_log_larger_than_its_snapshot_gets_one() {
     nodes[0].restart().await;
     assert_eq!(nodes[0].store.snapshot_index(), last);
     let l = nodes[0].store.list("/big/").await.unwrap();
-    assert_eq!(l.kvs.len(), 190);
+    assert_eq!(l.kvs.len(), written);
     assert!(l.kvs.iter().all(|kv| kv.value == value.as_bytes()));
 }
 
