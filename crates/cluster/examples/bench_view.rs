@@ -43,7 +43,7 @@ fn main() {
             let id = format!("ep{i:06}");
             v.endpoints.insert(
                 id.clone(),
-                EndpointRecord {
+                std::sync::Arc::new(EndpointRecord {
                     id: id.clone(),
                     network: "web".into(),
                     node: format!("n{}", 1 + i % 50),
@@ -58,7 +58,7 @@ fn main() {
                     pod_namespace: None,
                     pod_name: None,
                     aliases: Vec::new(),
-                },
+                }),
             );
         }
         let k = 20;
@@ -74,10 +74,11 @@ fn main() {
         let desired = t.elapsed() / k;
         // One endpoint more, as one attach elsewhere makes it.
         let mut next = v.clone();
-        let mut added = next.endpoints["ep000000"].clone();
+        let mut added = EndpointRecord::clone(&next.endpoints["ep000000"]);
         added.id = "ep-new".into();
         added.ip = std::net::Ipv4Addr::new(10, 255, 0, 2);
-        next.endpoints.insert(added.id.clone(), added);
+        next.endpoints
+            .insert(added.id.clone(), std::sync::Arc::new(added));
         let t = Instant::now();
         for _ in 0..k {
             let changes = next

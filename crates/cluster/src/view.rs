@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
 use imbl::OrdMap;
@@ -29,7 +30,9 @@ pub struct ClusterView {
     pub networks: BTreeMap<String, NetworkRecord>,
     /// By id. A persistent map: cloning the view (once per datapath pass,
     /// for every subscriber) shares it instead of copying every record.
-    pub endpoints: OrdMap<String, EndpointRecord>,
+    /// Records sit behind an `Arc` so the map's nodes hold pointers, not
+    /// 300-byte records in half-full slots.
+    pub endpoints: OrdMap<String, Arc<EndpointRecord>>,
     /// Reservation and block keys, by key, with the node holding each: a
     /// dead node's are reclaimed with its endpoints.
     pub holdings: BTreeMap<String, String>,
@@ -158,7 +161,7 @@ impl ClusterView {
             }
             Slot::Endpoint(id) => {
                 if let Some(e) = parse(kv) {
-                    self.endpoints.insert(id.to_string(), e);
+                    self.endpoints.insert(id.to_string(), Arc::new(e));
                 }
             }
             Slot::Block | Slot::Other => {
@@ -303,12 +306,12 @@ impl ClusterView {
             .endpoints
             .diff(&self.endpoints)
             .map(|item| match item {
-                DiffItem::Add(_, now) => (None, Some(now)),
+                DiffItem::Add(_, now) => (None, Some(&**now)),
                 DiffItem::Update {
                     old: (_, was),
                     new: (_, now),
-                } => (Some(was), Some(now)),
-                DiffItem::Remove(_, was) => (Some(was), None),
+                } => (Some(&**was), Some(&**now)),
+                DiffItem::Remove(_, was) => (Some(&**was), None),
             })
     }
 

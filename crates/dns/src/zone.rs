@@ -279,7 +279,7 @@ mod tests {
             ep("e4", "gone", "10.9.0.7", Some("ghost"), &[]),
             ep("e5", "n1", "10.2.0.8", Some("bad name"), &[]),
         ] {
-            v.endpoints.insert(e.id.clone(), e);
+            v.endpoints.insert(e.id.clone(), e.into());
         }
         v
     }
@@ -291,27 +291,27 @@ mod tests {
         let before = view();
         let mut zones = Zones::from_view(&before);
         let mut now = before.clone();
-        let mut renamed = now.endpoints["e1"].clone();
+        let mut renamed = EndpointRecord::clone(&now.endpoints["e1"]);
         renamed.name = Some("api".into());
         renamed.aliases = vec!["WEB".into()];
-        now.endpoints.insert("e1".into(), renamed);
+        now.endpoints.insert("e1".into(), renamed.into());
         now.endpoints.remove("e2");
-        let mut added = now.endpoints["e3"].clone();
+        let mut added = EndpointRecord::clone(&now.endpoints["e3"]);
         added.id = "e6".into();
         added.ip = "10.3.0.9".parse().unwrap();
-        now.endpoints.insert("e6".into(), added);
+        now.endpoints.insert("e6".into(), added.into());
         assert_eq!(zones.update(&before, &now), Some(true));
         assert_eq!(zones, Zones::from_view(&now));
         // An address moves from one endpoint to another in one change.
         let moved_from = now.clone();
         let mut moved = now.clone();
-        let mut e1 = moved.endpoints["e1"].clone();
+        let mut e1 = EndpointRecord::clone(&moved.endpoints["e1"]);
         e1.ip = "10.2.0.9".parse().unwrap();
-        moved.endpoints.insert("e1".into(), e1);
-        let mut e5 = moved.endpoints["e5"].clone();
+        moved.endpoints.insert("e1".into(), e1.into());
+        let mut e5 = EndpointRecord::clone(&moved.endpoints["e5"]);
         e5.ip = "10.2.0.5".parse().unwrap();
         e5.name = Some("api".into());
-        moved.endpoints.insert("e5".into(), e5);
+        moved.endpoints.insert("e5".into(), e5.into());
         assert_eq!(zones.update(&moved_from, &moved), Some(true));
         assert_eq!(zones, Zones::from_view(&moved));
         let both: &[Ipv4Addr] = &["10.2.0.5".parse().unwrap(), "10.2.0.9".parse().unwrap()];
@@ -337,13 +337,13 @@ mod tests {
             name: Some(name.into()),
             ip: ip.parse().unwrap(),
             id: id.into(),
-            ..view().endpoints["e2"].clone()
+            ..EndpointRecord::clone(&view().endpoints["e2"])
         };
         for (id, name, ip) in [("a", "web", "10.2.0.5"), ("b", "web", "10.2.0.6")] {
-            before.endpoints.insert(id.into(), ep(id, name, ip));
+            before.endpoints.insert(id.into(), ep(id, name, ip).into());
         }
         for (id, name, ip) in [("a", "web", "10.2.0.6"), ("b", "db", "10.2.0.7")] {
-            after.endpoints.insert(id.into(), ep(id, name, ip));
+            after.endpoints.insert(id.into(), ep(id, name, ip).into());
         }
         let mut zones = Zones::from_view(&before);
         assert_eq!(zones.update(&before, &after), Some(true));

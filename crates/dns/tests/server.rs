@@ -44,7 +44,7 @@ fn view(endpoints: &[(&str, &str)]) -> Arc<ClusterView> {
         let ip: Ipv4Addr = ip.parse().unwrap();
         v.endpoints.insert(
             format!("e{i}"),
-            EndpointRecord {
+            Arc::new(EndpointRecord {
                 id: format!("e{i}"),
                 network: "n1".into(),
                 node: "a".into(),
@@ -59,7 +59,7 @@ fn view(endpoints: &[(&str, &str)]) -> Arc<ClusterView> {
                 origin: None,
                 pod_namespace: None,
                 pod_name: None,
-            },
+            }),
         );
     }
     Arc::new(v)

@@ -115,6 +115,7 @@ struct DockerArgs {
 }
 
 fn main() -> ExitCode {
+    socketplane_agent::memory::tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -52,6 +52,7 @@
 //! are not expired early because of clock differences (etcd does the same).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -138,14 +139,34 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
     revision: Revision,
-    data: BTreeMap<String, KeyValue>,
+    /// Shared with `history`: a put's value is held once, not once live and
+    /// once more for replay (at 10,000 endpoints that copy was most of the
+    /// data a second time in every agent).
+    data: BTreeMap<String, Arc<KeyValue>>,
     leases: BTreeMap<LeaseId, Lease>,
     next_lease_id: LeaseId,
     /// Events per revision, oldest first; revisions are consecutive.
-    history: VecDeque<(Revision, Vec<Event>)>,
+    history: VecDeque<(Revision, Vec<HistoryEvent>)>,
     history_limit: usize,
     /// Every event with revision >= this is in `history`.
     first_retained: Revision,
+}
+
+/// An [`Event`] as the history keeps it: its key-value shared with the live
+/// data. It serializes as an [`Event`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct HistoryEvent {
+    kind: EventKind,
+    kv: Arc<KeyValue>,
+}
+
+impl HistoryEvent {
+    fn to_event(&self) -> Event {
+        Event {
+            kind: self.kind,
+            kv: KeyValue::clone(&self.kv),
+        }
+    }
 }
 
 impl Default for KvState {
@@ -212,7 +233,7 @@ impl KvState {
                 };
                 l.keys.insert(kv.key.clone());
             }
-            s.data.insert(kv.key.clone(), kv);
+            s.data.insert(kv.key.clone(), Arc::new(kv));
         }
         Ok(s)
     }
@@ -248,7 +269,7 @@ impl KvState {
     }
 
     pub fn get(&self, key: &str) -> Option<KeyValue> {
-        self.data.get(key).cloned()
+        self.data.get(key).map(|kv| KeyValue::clone(kv))
     }
 
     /// Every key under `prefix`, sorted by key, at the current revision.
@@ -257,7 +278,7 @@ impl KvState {
             .data
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, kv)| kv.clone())
+            .map(|(_, kv)| KeyValue::clone(kv))
             .collect();
         Listing {
             kvs,
@@ -372,7 +393,7 @@ impl KvState {
         key: &str,
         value: Vec<u8>,
         lease: Option<LeaseId>,
-    ) -> Event {
+    ) -> HistoryEvent {
         let old = self.data.get(key).map(|o| (o.create_revision, o.lease));
         let create_revision = match old {
             Some((create_revision, old_lease)) => {
@@ -388,32 +409,32 @@ impl KvState {
                 l.keys.insert(key.to_string());
             }
         }
-        let kv = KeyValue {
+        let kv = Arc::new(KeyValue {
             key: key.to_string(),
             value,
             create_revision,
             mod_revision: rev,
             lease,
-        };
-        self.data.insert(key.to_string(), kv.clone());
-        Event {
+        });
+        self.data.insert(key.to_string(), Arc::clone(&kv));
+        HistoryEvent {
             kind: EventKind::Put,
             kv,
         }
     }
 
-    fn delete_at(&mut self, rev: Revision, key: &str) -> Option<Event> {
+    fn delete_at(&mut self, rev: Revision, key: &str) -> Option<HistoryEvent> {
         let old = self.data.remove(key)?;
         self.detach(key, old.lease);
-        Some(Event {
+        Some(HistoryEvent {
             kind: EventKind::Delete,
-            kv: KeyValue {
+            kv: Arc::new(KeyValue {
                 key: key.to_string(),
                 value: Vec::new(),
                 create_revision: 0,
                 mod_revision: rev,
                 lease: None,
-            },
+            }),
         })
     }
 
@@ -425,7 +446,7 @@ impl KvState {
         }
     }
 
-    fn commit(&mut self, rev: Revision, events: Vec<Event>) {
+    fn commit(&mut self, rev: Revision, events: Vec<HistoryEvent>) {
         self.revision = rev;
         self.history.push_back((rev, events));
         self.trim_history();
@@ -511,7 +532,7 @@ impl KvState {
         };
         if !lease.keys.is_empty() {
             let rev = self.revision + 1;
-            let events: Vec<Event> = lease
+            let events: Vec<HistoryEvent> = lease
                 .keys
                 .iter()
                 .filter_map(|k| self.delete_at(rev, k))
@@ -583,7 +604,7 @@ impl KvState {
         #[derive(Serialize)]
         struct Borrowed<'a> {
             revision: Revision,
-            data: &'a BTreeMap<String, KeyValue>,
+            data: &'a BTreeMap<String, Arc<KeyValue>>,
             leases: &'a BTreeMap<LeaseId, Lease>,
             next_lease_id: LeaseId,
             history: [(Revision, Vec<Event>); 0],
@@ -629,7 +650,7 @@ impl KvState {
             .skip(skip)
             .flat_map(|(_, evs)| evs.iter())
             .filter(|e| e.kv.key.starts_with(prefix))
-            .cloned()
+            .map(HistoryEvent::to_event)
             .collect())
     }
 }
