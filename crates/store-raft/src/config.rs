@@ -19,7 +19,7 @@ pub struct RaftTiming {
     /// Build a snapshot (and purge the log before it) every this many entries.
     pub snapshot_every: u64,
     /// Also build one once the log written since the last snapshot is
-    /// larger than that snapshot and than this: entries are batches of
+    /// larger than half that snapshot and than this: entries are batches of
     /// any size, so a count alone can leave a restart decoding and
     /// replaying the whole history.
     pub snapshot_min_log_bytes: u64,
@@ -46,7 +46,7 @@ impl Default for RaftTiming {
             // log a restart decodes short (a full restart of 100 hosts with
             // 10,000 endpoints: 15.6 s with this count alone, bench/README.md).
             snapshot_every: 10_000,
-            snapshot_min_log_bytes: 4 << 20,
+            snapshot_min_log_bytes: 2 << 20,
             request_timeout: Duration::from_secs(10),
             // A majority with a leader heartbeats every 500 ms; an election
             // after the leader is cut off takes up to about 3 s here
@@ -64,7 +64,7 @@ impl RaftTiming {
             election_min: Duration::from_millis(150),
             election_max: Duration::from_millis(300),
             snapshot_every: 500,
-            snapshot_min_log_bytes: 4 << 20,
+            snapshot_min_log_bytes: 2 << 20,
             request_timeout: Duration::from_secs(10),
             no_quorum_after: Duration::from_secs(4),
         }

@@ -233,7 +233,7 @@ async fn late_joiner_gets_snapshot_and_log_is_purged() {
 }
 
 /// Entries are batches of any size, so a snapshot is also due once the
-/// log written since the last one outgrows it: with tens of entries of
+/// log written since the last one outgrows half of it: with tens of entries of
 /// 4 KiB values, far below the entry count of the policy, snapshots are
 /// built, each a file of its own, and the node restarts from the last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,6 +279,24 @@ async fn a_log_larger_than_its_snapshot_gets_one() {
         .await;
         last = nodes[0].store.snapshot_index();
     }
+    // The log is kept in memory, so it is not left to grow to the whole
+    // state: a log of 0.85 times the last snapshot (past half of it, with
+    // each node's share of up to half as much again) gets a snapshot too.
+    let n = written * 85 / 100;
+    for i in 0..n {
+        put(format!("/big/3/{i:03}")).await;
+    }
+    written += n;
+    wait_for(
+        "a snapshot past half the last",
+        Duration::from_secs(10),
+        || {
+            let s = nodes[0].store.snapshot_index();
+            async move { s > last }
+        },
+    )
+    .await;
+    last = nodes[0].store.snapshot_index();
     // The snapshot is a file of its own, the one named by the database;
     // those it replaced are gone.
     let files: Vec<_> = std::fs::read_dir(&nodes[0].dir)
