@@ -57,6 +57,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod keyed;
+
+use keyed::Keyed;
+
 use crate::{
     Event, EventKind, KeyValue, LeaseId, Listing, Op, Result, Revision, StoreError, Txn, TxnResult,
 };
@@ -142,7 +146,7 @@ pub struct KvState {
     /// Shared with `history`: a put's value is held once, not once live and
     /// once more for replay (at 10,000 endpoints that copy was most of the
     /// data a second time in every agent).
-    data: BTreeMap<String, Arc<KeyValue>>,
+    data: Keyed,
     leases: BTreeMap<LeaseId, Lease>,
     next_lease_id: LeaseId,
     /// Events per revision, oldest first; revisions are consecutive.
@@ -181,7 +185,7 @@ impl KvState {
     pub fn new(history_limit: usize) -> Self {
         Self {
             revision: 0,
-            data: BTreeMap::new(),
+            data: Keyed::default(),
             leases: BTreeMap::new(),
             next_lease_id: 1,
             history: VecDeque::new(),
@@ -233,7 +237,7 @@ impl KvState {
                 };
                 l.keys.insert(kv.key.clone());
             }
-            s.data.insert(kv.key.clone(), Arc::new(kv));
+            s.data.insert(Arc::new(kv));
         }
         Ok(s)
     }
@@ -276,9 +280,8 @@ impl KvState {
     pub fn list(&self, prefix: &str) -> Listing {
         let kvs = self
             .data
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, kv)| KeyValue::clone(kv))
+            .with_prefix(prefix)
+            .map(|kv| KeyValue::clone(kv))
             .collect();
         Listing {
             kvs,
@@ -416,7 +419,7 @@ impl KvState {
             mod_revision: rev,
             lease,
         });
-        self.data.insert(key.to_string(), Arc::clone(&kv));
+        self.data.insert(Arc::clone(&kv));
         HistoryEvent {
             kind: EventKind::Put,
             kv,
@@ -604,7 +607,7 @@ impl KvState {
         #[derive(Serialize)]
         struct Borrowed<'a> {
             revision: Revision,
-            data: &'a BTreeMap<String, Arc<KeyValue>>,
+            data: &'a Keyed,
             leases: &'a BTreeMap<LeaseId, Lease>,
             next_lease_id: LeaseId,
             history: [(Revision, Vec<Event>); 0],
