@@ -1,4 +1,5 @@
-//! Gives memory the agent has freed back to the system. glibc's allocator
+//! The agent's allocator: its settings ([`tune_allocator`]) and giving
+//! memory the agent has freed back to the system. glibc's allocator
 //! keeps freed memory for reuse, and an agent's biggest allocations are
 //! transient: the start-up (the Raft log decoded and replayed, the first
 //! full datapath pass) and every snapshot built or installed. At 10,000

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use socketplane_api::keys;
 use socketplane_api::rest::EndpointProblem;
-use socketplane_api::NetnsId;
+use socketplane_api::EndpointRecord;
 use socketplane_datapath::{Datapath, LocalEndpoint};
 use socketplane_store::{Revision, Store, StoreError};
 use tokio::sync::{watch, Notify};
@@ -479,8 +479,8 @@ impl Reconciler {
                 let local = view
                     .endpoints
                     .values()
-                    .filter(|e| e.node == self.node_id)
-                    .filter_map(|e| Some((e.id.clone(), e.netns.clone()?, e.netns_id)))
+                    .filter(|e| e.node == self.node_id && e.netns.is_some())
+                    .cloned()
                     .collect();
                 *scan = Some(GcScan {
                     revision: view.revision,
@@ -493,8 +493,12 @@ impl Reconciler {
         let vanished: Vec<String> = scan
             .iter()
             .flat_map(|s| &s.local)
-            .filter(|(_, netns, id)| workload_ns_gone(Path::new(netns), *id))
-            .map(|(ep, _, _)| ep.clone())
+            .filter(|e| {
+                e.netns
+                    .as_ref()
+                    .is_some_and(|p| workload_ns_gone(Path::new(p), e.netns_id))
+            })
+            .map(|e| e.id.clone())
             .collect();
         drop(scan);
         if (dead.is_empty() && orphans.is_empty() && vanished.is_empty())
@@ -533,8 +537,8 @@ struct GcScan {
     revision: Revision,
     /// No dead node held anything and no endpoint lacked its network.
     quiet: bool,
-    /// This host's endpoints with a workload namespace: (id, path, pin).
-    local: Vec<(String, String, Option<NetnsId>)>,
+    /// This host's endpoints with a workload namespace.
+    local: Vec<Arc<EndpointRecord>>,
 }
 
 /// Whether a local endpoint's workload has died without detaching (its

@@ -275,12 +275,6 @@ impl EmbeddedStore {
 /// counts entries). The log is kept in memory, decoded: at 10,000
 /// endpoints, growing up to the whole snapshot's size it held up to 5 MB
 /// in every agent.
-/// The log size (bytes) past which a snapshot of `snapshot` bytes is
-/// replaced.
-fn due_at(snapshot: u64, min: u64) -> u64 {
-    (snapshot / 2).max(min)
-}
-
 async fn snapshot_upkeep(core: std::sync::Weak<Core>, writer: Writer) {
     let Some(mut ticker) = crate::shared::Ticker::every(&core, |_| Duration::from_secs(1)) else {
         return;
@@ -327,4 +321,10 @@ async fn snapshot_upkeep(core: std::sync::Weak<Core>, writer: Writer) {
             tracing::warn!(%error, "Could not start a snapshot.");
         }
     }
+}
+
+/// The log size (bytes) past which a snapshot of `snapshot` bytes is
+/// replaced (see [`snapshot_upkeep`]).
+fn due_at(snapshot: u64, min: u64) -> u64 {
+    (snapshot / 2).max(min)
 }
